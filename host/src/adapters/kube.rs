@@ -1,0 +1,295 @@
+//! `KubeAdapter`: the Kubernetes verbs a task module may use, already scoped and checked by the
+//! `CapabilityGuard`. `KubeClientAdapter` talks to a real API server (server-side apply with a
+//! stable field manager per task type); `InMemoryKube` is a small object store with the same
+//! create/apply/delete semantics for `task run`, tests and benchmarks.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Identifies a kind: `apiVersion` + `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TypeRef {
+    pub api_version: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubeAdapterError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait KubeAdapter: Send + Sync {
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError>;
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError>;
+    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError>;
+    /// Server-side apply, forcing ownership, as `field_manager`.
+    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str) -> Result<Value, KubeAdapterError>;
+    /// `Ok(false)` when the object was already gone.
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError>;
+}
+
+/// A real API server through `kube::Client`, with dynamic objects.
+#[derive(Clone)]
+pub struct KubeClientAdapter {
+    client: ::kube::Client,
+}
+
+impl KubeClientAdapter {
+    pub fn new(client: ::kube::Client) -> Self {
+        Self { client }
+    }
+
+    fn api(&self, ty: &TypeRef, namespace: &str) -> Result<::kube::Api<::kube::api::DynamicObject>, KubeAdapterError> {
+        let (group, version) = match ty.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", ty.api_version.as_str()),
+        };
+        let gvk = ::kube::api::GroupVersionKind::gvk(group, version, &ty.kind);
+        let ar = ::kube::api::ApiResource::from_gvk(&gvk);
+        Ok(::kube::Api::namespaced_with(self.client.clone(), namespace, &ar))
+    }
+}
+
+fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
+    match e {
+        ::kube::Error::Api(status) => {
+            let msg = status.message.clone();
+            match status.code {
+                404 => KubeAdapterError::NotFound,
+                409 => KubeAdapterError::Conflict(msg),
+                401 | 403 => KubeAdapterError::Forbidden(msg),
+                400 | 422 => KubeAdapterError::Invalid(msg),
+                _ => KubeAdapterError::Unavailable(format!("{} {}", status.code, msg)),
+            }
+        }
+        other => KubeAdapterError::Unavailable(other.to_string()),
+    }
+}
+
+fn to_value(obj: ::kube::api::DynamicObject) -> Result<Value, KubeAdapterError> {
+    serde_json::to_value(obj).map_err(|e| KubeAdapterError::Invalid(e.to_string()))
+}
+
+fn from_value(obj: Value) -> Result<::kube::api::DynamicObject, KubeAdapterError> {
+    serde_json::from_value(obj).map_err(|e| KubeAdapterError::Invalid(format!("not a Kubernetes object: {e}")))
+}
+
+#[async_trait]
+impl KubeAdapter for KubeClientAdapter {
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        match api.get_opt(name).await.map_err(map_kube_error)? {
+            Some(o) => Ok(Some(to_value(o)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        let mut lp = ::kube::api::ListParams::default();
+        if let Some(sel) = label_selector {
+            lp = lp.labels(sel);
+        }
+        let list = api.list(&lp).await.map_err(map_kube_error)?;
+        list.items.into_iter().map(to_value).collect()
+    }
+
+    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        let obj = from_value(object)?;
+        to_value(api.create(&::kube::api::PostParams::default(), &obj).await.map_err(map_kube_error)?)
+    }
+
+    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str) -> Result<Value, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        let pp = ::kube::api::PatchParams::apply(field_manager).force();
+        to_value(api.patch(name, &pp, &::kube::api::Patch::Apply(&object)).await.map_err(map_kube_error)?)
+    }
+
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        let dp = ::kube::api::DeleteParams { propagation_policy: Some(::kube::api::PropagationPolicy::Background), ..Default::default() };
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(true),
+            Err(e) => match map_kube_error(e) {
+                KubeAdapterError::NotFound => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+/// An in-memory object store: create fails on an existing name, apply merges the given fields
+/// over the stored object (a simplified server-side apply), every write bumps
+/// `metadata.resourceVersion` and `metadata.generation`.
+#[derive(Debug, Default)]
+pub struct InMemoryKube {
+    objects: Mutex<BTreeMap<(TypeRef, String, String), Value>>,
+    next_version: Mutex<u64>,
+}
+
+impl InMemoryKube {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Put an object as if it already existed (test and CLI fixtures).
+    pub fn insert(&self, object: Value) -> Result<(), KubeAdapterError> {
+        let (ty, ns, name) = Self::key_of(&object)?;
+        self.lock().insert((ty, ns, name), object);
+        Ok(())
+    }
+
+    /// Every stored object, in key order.
+    pub fn objects(&self) -> Vec<Value> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TypeRef, String, String), Value>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key_of(object: &Value) -> Result<(TypeRef, String, String), KubeAdapterError> {
+        let s = |p: &str| object.pointer(p).and_then(Value::as_str).map(str::to_string);
+        match (s("/apiVersion"), s("/kind"), s("/metadata/namespace"), s("/metadata/name")) {
+            (Some(api_version), Some(kind), Some(ns), Some(name)) => Ok((TypeRef { api_version, kind }, ns, name)),
+            _ => Err(KubeAdapterError::Invalid("object needs apiVersion, kind, metadata.namespace and metadata.name".into())),
+        }
+    }
+
+    fn stamp(&self, object: &mut Value) {
+        let mut v = self.next_version.lock().unwrap_or_else(|p| p.into_inner());
+        *v += 1;
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(v.to_string()));
+            let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            meta.insert("generation".into(), Value::from(generation));
+        }
+    }
+}
+
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn matches_selector(object: &Value, selector: Option<&str>) -> bool {
+    let Some(selector) = selector else { return true };
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        let label = object.pointer("/metadata/labels").and_then(|l| l.get(k.trim())).and_then(Value::as_str);
+        if v.is_empty() { label.is_some() } else { label == Some(v.trim()) }
+    })
+}
+
+#[async_trait]
+impl KubeAdapter for InMemoryKube {
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError> {
+        Ok(self.lock().get(&(ty.clone(), namespace.to_string(), name.to_string())).cloned())
+    }
+
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|((t, ns, _), o)| t == ty && ns == namespace && matches_selector(o, label_selector))
+            .map(|(_, o)| o.clone())
+            .collect())
+    }
+
+    async fn create(&self, ty: &TypeRef, namespace: &str, mut object: Value) -> Result<Value, KubeAdapterError> {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| KubeAdapterError::Invalid("metadata.name is required".into()))?
+            .to_string();
+        let key = (ty.clone(), namespace.to_string(), name.clone());
+        if self.lock().contains_key(&key) {
+            return Err(KubeAdapterError::Conflict(format!("{} {namespace}/{name} already exists", ty.kind)));
+        }
+        self.stamp(&mut object);
+        self.lock().insert(key, object.clone());
+        Ok(object)
+    }
+
+    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, _field_manager: &str) -> Result<Value, KubeAdapterError> {
+        let key = (ty.clone(), namespace.to_string(), name.to_string());
+        let mut stored = self.lock().get(&key).cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        merge(&mut stored, &object);
+        self.stamp(&mut stored);
+        self.lock().insert(key, stored.clone());
+        Ok(stored)
+    }
+
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError> {
+        Ok(self.lock().remove(&(ty.clone(), namespace.to_string(), name.to_string())).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm() -> TypeRef {
+        TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() }
+    }
+
+    #[tokio::test]
+    async fn in_memory_create_conflicts_on_existing_name() {
+        let k = InMemoryKube::new();
+        let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}});
+        k.create(&cm(), "ns", obj.clone()).await.unwrap();
+        assert!(matches!(k.create(&cm(), "ns", obj).await, Err(KubeAdapterError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn in_memory_apply_merges_and_bumps_generation() {
+        let k = InMemoryKube::new();
+        let a = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"x":"1"}});
+        let first = k.apply(&cm(), "ns", "a", a, "m").await.unwrap();
+        let b = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"y":"2"}});
+        let second = k.apply(&cm(), "ns", "a", b, "m").await.unwrap();
+        assert_eq!(second["data"], json!({"x":"1","y":"2"}));
+        assert_eq!(first["metadata"]["generation"], json!(1));
+        assert_eq!(second["metadata"]["generation"], json!(2));
+    }
+
+    #[tokio::test]
+    async fn in_memory_list_filters_by_label_and_namespace() {
+        let k = InMemoryKube::new();
+        for (name, ns, role) in [("a", "ns", "full"), ("b", "ns", "archive"), ("c", "other", "full")] {
+            k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name,"namespace":ns,"labels":{"role":role}}})).unwrap();
+        }
+        let got = k.list(&cm(), "ns", Some("role=full")).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["metadata"]["name"], "a");
+        assert_eq!(k.list(&cm(), "ns", None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn in_memory_delete_reports_whether_it_existed() {
+        let k = InMemoryKube::new();
+        k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}})).unwrap();
+        assert!(k.delete(&cm(), "ns", "a").await.unwrap());
+        assert!(!k.delete(&cm(), "ns", "a").await.unwrap());
+    }
+}

@@ -1,0 +1,312 @@
+//! `SidecarClient`: the node sidecar's `/v0` HTTP API (reference §6). `HttpSidecarClient` is
+//! the real client (timeouts on every request); `InMemorySidecar` follows the same semantics
+//! (caller-chosen ids, idempotent re-submission, failed ids re-run on re-submit, healthz turns
+//! 200 after `mark-ready`) for `task run`, tests and benchmarks.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// `POST /v0/tasks` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+}
+
+/// `GET /v0/tasks/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResult {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidecarAdapterError {
+    #[error("not found")]
+    NotFound,
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait SidecarClient: Send + Sync {
+    async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError>;
+    async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError>;
+    async fn status(&self) -> Result<String, SidecarAdapterError>;
+    async fn healthz(&self) -> Result<bool, SidecarAdapterError>;
+    async fn node_id(&self) -> Result<String, SidecarAdapterError>;
+}
+
+/// HTTP client for one node's sidecar.
+#[derive(Debug, Clone)]
+pub struct HttpSidecarClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+/// The reference's client timeout.
+pub const DEFAULT_SIDECAR_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl HttpSidecarClient {
+    /// `base_url` like `http://rpc-0.rpc.sei.svc.cluster.local:7777` (no trailing `/v0`).
+    pub fn new(base_url: impl Into<String>, timeout: Duration) -> Result<Self, SidecarAdapterError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| SidecarAdapterError::Unavailable(format!("building the HTTP client: {e}")))?;
+        Ok(Self { base_url: base_url.into().trim_end_matches('/').to_string(), http })
+    }
+
+    /// The reference's pod DNS address of a node's sidecar.
+    pub fn pod_dns_url(node: &str, namespace: &str, port: u16) -> String {
+        format!("http://{node}-0.{node}.{namespace}.svc.cluster.local:{port}")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v0/{path}", self.base_url)
+    }
+
+    async fn error_of(resp: reqwest::Response) -> SidecarAdapterError {
+        let code = resp.status();
+        #[derive(Deserialize)]
+        struct ErrBody {
+            error: Option<String>,
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ErrBody>(&text).ok().and_then(|b| b.error).unwrap_or(text);
+        if code == reqwest::StatusCode::NOT_FOUND {
+            SidecarAdapterError::NotFound
+        } else if code.is_client_error() {
+            SidecarAdapterError::Rejected(format!("{code}: {msg}"))
+        } else {
+            SidecarAdapterError::Unavailable(format!("{code}: {msg}"))
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> SidecarAdapterError {
+    SidecarAdapterError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl SidecarClient for HttpSidecarClient {
+    async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
+        let resp = self.http.post(self.url("tasks")).json(request).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        Ok(resp.json::<Id>().await.map_err(transport)?.id)
+    }
+
+    async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
+        let resp = self.http.get(self.url(&format!("tasks/{id}"))).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        resp.json().await.map_err(transport)
+    }
+
+    async fn status(&self) -> Result<String, SidecarAdapterError> {
+        let resp = self.http.get(self.url("status")).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        #[derive(Deserialize)]
+        struct Status {
+            status: String,
+        }
+        Ok(resp.json::<Status>().await.map_err(transport)?.status)
+    }
+
+    async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
+        let resp = self.http.get(self.url("healthz")).send().await.map_err(transport)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            503 => Ok(false),
+            _ => Err(Self::error_of(resp).await),
+        }
+    }
+
+    async fn node_id(&self) -> Result<String, SidecarAdapterError> {
+        let resp = self.http.get(self.url("node-id")).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(resp).await);
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct NodeId {
+            node_id: String,
+        }
+        Ok(resp.json::<NodeId>().await.map_err(transport)?.node_id)
+    }
+}
+
+/// What the in-memory sidecar does with a task type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// Report `running` for this many polls, then `completed`.
+    CompleteAfter(u32),
+    /// Report `running` for this many polls, then `failed` with the message.
+    FailAfter(u32, String),
+    /// Stay `running` forever.
+    Stall,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    request: TaskRequest,
+    polls: u32,
+    runs: u32,
+}
+
+/// An in-memory sidecar with scripted outcomes per task type (default: complete at once).
+#[derive(Debug, Default)]
+pub struct InMemorySidecar {
+    scripts: Mutex<BTreeMap<String, Script>>,
+    tasks: Mutex<BTreeMap<String, Entry>>,
+    ready: Mutex<bool>,
+}
+
+impl InMemorySidecar {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn script(&self, task_type: &str, script: Script) {
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner()).insert(task_type.into(), script);
+    }
+
+    /// How many times the task with this id was (re-)started.
+    pub fn runs(&self, id: &str) -> u32 {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).get(id).map_or(0, |e| e.runs)
+    }
+
+    /// Every request submitted so far, in id order.
+    pub fn submitted(&self) -> Vec<TaskRequest> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.request.clone()).collect()
+    }
+
+    fn script_of(&self, task_type: &str) -> Script {
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner()).get(task_type).cloned().unwrap_or(Script::CompleteAfter(0))
+    }
+
+    fn status_of(&self, entry: &Entry) -> (String, Option<String>) {
+        match self.script_of(&entry.request.task_type) {
+            Script::CompleteAfter(n) if entry.polls >= n => ("completed".into(), None),
+            Script::FailAfter(n, msg) if entry.polls >= n => ("failed".into(), Some(msg)),
+            _ => ("running".into(), None),
+        }
+    }
+}
+
+#[async_trait]
+impl SidecarClient for InMemorySidecar {
+    async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let rerun = match tasks.get(&request.id) {
+            None => true,
+            Some(e) => self.status_of(e).0 == "failed",
+        };
+        if rerun {
+            let runs = tasks.get(&request.id).map_or(0, |e| e.runs) + 1;
+            tasks.insert(request.id.clone(), Entry { request: request.clone(), polls: 0, runs });
+        }
+        Ok(request.id.clone())
+    }
+
+    async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = tasks.get_mut(id).ok_or(SidecarAdapterError::NotFound)?;
+        let (status, error) = self.status_of(entry);
+        entry.polls += 1;
+        if status == "completed" && entry.request.task_type == "mark-ready" {
+            *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        }
+        Ok(TaskResult { id: id.into(), task_type: entry.request.task_type.clone(), status, error })
+    }
+
+    async fn status(&self) -> Result<String, SidecarAdapterError> {
+        Ok(if *self.ready.lock().unwrap_or_else(|p| p.into_inner()) { "Ready" } else { "Initializing" }.into())
+    }
+
+    async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
+        Ok(*self.ready.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn node_id(&self) -> Result<String, SidecarAdapterError> {
+        Ok("0123456789abcdef0123456789abcdef01234567".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, ty: &str) -> TaskRequest {
+        TaskRequest { id: id.into(), task_type: ty.into(), params: None }
+    }
+
+    #[tokio::test]
+    async fn resubmitting_a_running_id_is_a_no_op() {
+        let s = InMemorySidecar::new();
+        s.script("snapshot-restore", Script::CompleteAfter(2));
+        s.submit_task(&req("a", "snapshot-restore")).await.unwrap();
+        assert_eq!(s.get_task("a").await.unwrap().status, "running");
+        s.submit_task(&req("a", "snapshot-restore")).await.unwrap();
+        assert_eq!(s.runs("a"), 1);
+        assert_eq!(s.get_task("a").await.unwrap().status, "running");
+        assert_eq!(s.get_task("a").await.unwrap().status, "completed");
+    }
+
+    #[tokio::test]
+    async fn resubmitting_a_failed_id_runs_it_again() {
+        let s = InMemorySidecar::new();
+        s.script("config-apply", Script::FailAfter(0, "bad config".into()));
+        s.submit_task(&req("a", "config-apply")).await.unwrap();
+        let r = s.get_task("a").await.unwrap();
+        assert_eq!((r.status.as_str(), r.error.as_deref()), ("failed", Some("bad config")));
+        s.submit_task(&req("a", "config-apply")).await.unwrap();
+        assert_eq!(s.runs("a"), 2);
+    }
+
+    #[tokio::test]
+    async fn healthz_turns_ready_after_mark_ready() {
+        let s = InMemorySidecar::new();
+        assert!(!s.healthz().await.unwrap());
+        s.submit_task(&req("m", "mark-ready")).await.unwrap();
+        s.get_task("m").await.unwrap();
+        assert!(s.healthz().await.unwrap());
+        assert_eq!(s.status().await.unwrap(), "Ready");
+    }
+
+    #[tokio::test]
+    async fn unknown_id_is_not_found() {
+        assert_eq!(InMemorySidecar::new().get_task("x").await, Err(SidecarAdapterError::NotFound));
+    }
+
+    #[test]
+    fn task_request_uses_the_wire_keys() {
+        let r = TaskRequest { id: "i".into(), task_type: "config-apply".into(), params: Some(serde_json::json!({"mode":"full"})) };
+        assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::json!({"id":"i","type":"config-apply","params":{"mode":"full"}}));
+        let bare = TaskRequest { id: "i".into(), task_type: "mark-ready".into(), params: None };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"id":"i","type":"mark-ready"}"#);
+    }
+}

@@ -1,0 +1,317 @@
+//! `CapabilityGuard`: every host call a module makes is checked here before it reaches an
+//! adapter.
+//!
+//! Invariants (unit tests at the bottom of this file):
+//! - a call needs the capability of its verb in the module's grants (`verb_needs_its_capability`);
+//! - Kubernetes calls stay in the node's namespace; another namespace is denied
+//!   (`other_namespace_is_denied`), and an object whose `metadata.namespace` differs is denied
+//!   (`write_with_foreign_namespace_is_denied`);
+//! - only kinds in the grant's kind list are reachable; Secrets are never in the default list
+//!   (`secrets_are_not_reachable_by_default`);
+//! - writes (create, apply, delete) may only touch the names the node owns
+//!   (`writes_are_limited_to_owned_names`); reads may name anything in the namespace.
+
+use crate::bindings::Capability;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What a module is allowed to do, from its registration (built-in defaults, or a
+/// `TaskModule` resource later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    pub capabilities: BTreeSet<CapabilityName>,
+    /// `(apiVersion, kind)` pairs the module may touch.
+    pub kinds: BTreeSet<(String, String)>,
+}
+
+/// A `Capability` that can live in ordered sets and in config files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CapabilityName {
+    KubeRead,
+    KubeWrite,
+    KubeDelete,
+    Sidecar,
+}
+
+impl CapabilityName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapabilityName::KubeRead => "kube-read",
+            CapabilityName::KubeWrite => "kube-write",
+            CapabilityName::KubeDelete => "kube-delete",
+            CapabilityName::Sidecar => "sidecar",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::KubeRead, Self::KubeWrite, Self::KubeDelete, Self::Sidecar].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for CapabilityName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Capability> for CapabilityName {
+    fn from(c: Capability) -> Self {
+        match c {
+            Capability::KubeRead => CapabilityName::KubeRead,
+            Capability::KubeWrite => CapabilityName::KubeWrite,
+            Capability::KubeDelete => CapabilityName::KubeDelete,
+            Capability::Sidecar => CapabilityName::Sidecar,
+        }
+    }
+}
+
+/// The kinds a node's tasks work with. Secrets are deliberately absent.
+pub const DEFAULT_KINDS: &[(&str, &str)] = &[
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Pod"),
+    ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),
+    ("sei.io/v1alpha1", "SeiNode"),
+];
+
+impl Grants {
+    pub fn new(capabilities: impl IntoIterator<Item = CapabilityName>) -> Self {
+        Self {
+            capabilities: capabilities.into_iter().collect(),
+            kinds: DEFAULT_KINDS.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect(),
+        }
+    }
+    pub fn with_kinds(mut self, kinds: &[(&str, &str)]) -> Self {
+        self.kinds = kinds.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect();
+        self
+    }
+    pub fn allows(&self, c: CapabilityName) -> bool {
+        self.capabilities.contains(&c)
+    }
+}
+
+/// The node a run works for: its namespace, and the object names its tasks may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub namespace: String,
+    pub node_name: String,
+    pub writable_names: BTreeSet<String>,
+}
+
+impl Scope {
+    /// The names a SeiNode owns: `<node>` (StatefulSet, Service, bootstrap Service),
+    /// `data-<node>` (PVC) and `<node>-bootstrap` (bootstrap Job).
+    pub fn for_node(namespace: &str, node_name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            node_name: node_name.to_string(),
+            writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeVerb {
+    Get,
+    List,
+    Create,
+    Apply,
+    Delete,
+}
+
+impl KubeVerb {
+    pub fn capability(self) -> CapabilityName {
+        match self {
+            KubeVerb::Get | KubeVerb::List => CapabilityName::KubeRead,
+            KubeVerb::Create | KubeVerb::Apply => CapabilityName::KubeWrite,
+            KubeVerb::Delete => CapabilityName::KubeDelete,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeVerb::Get => "get",
+            KubeVerb::List => "list",
+            KubeVerb::Create => "create",
+            KubeVerb::Apply => "apply",
+            KubeVerb::Delete => "delete",
+        }
+    }
+}
+
+/// Why a call was refused; the text goes to the guest as `denied`, to the log and to the
+/// run's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Short machine-readable reason, the label of the denial counter.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A Kubernetes call as the guard sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct KubeCall<'a> {
+    pub verb: KubeVerb,
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    /// The namespace the guest named (`None`: the node's).
+    pub namespace: Option<&'a str>,
+    /// The object name (`None` for list).
+    pub name: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CapabilityGuard {
+    grants: std::sync::Arc<Grants>,
+    scope: Scope,
+}
+
+impl CapabilityGuard {
+    pub fn new(grants: std::sync::Arc<Grants>, scope: Scope) -> Self {
+        Self { grants, scope }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    fn need(&self, c: CapabilityName, what: &str) -> Result<(), Denial> {
+        if self.grants.allows(c) {
+            Ok(())
+        } else {
+            Err(Denial { reason: "capability", message: format!("{what} needs capability `{c}`, which the module was not granted") })
+        }
+    }
+
+    /// Check a Kubernetes call; returns the namespace to use.
+    pub fn check_kube(&self, call: &KubeCall<'_>) -> Result<String, Denial> {
+        let what = format!(
+            "kube {} {}/{} {}/{}",
+            call.verb.as_str(),
+            call.api_version,
+            call.kind,
+            call.namespace.unwrap_or(&self.scope.namespace),
+            call.name.unwrap_or("*")
+        );
+        self.need(call.verb.capability(), &what)?;
+        let ns = call.namespace.unwrap_or(&self.scope.namespace);
+        if ns != self.scope.namespace {
+            return Err(Denial {
+                reason: "namespace",
+                message: format!("{what}: namespace `{ns}` is outside the node's namespace `{}`", self.scope.namespace),
+            });
+        }
+        if !self.grants.kinds.contains(&(call.api_version.to_string(), call.kind.to_string())) {
+            return Err(Denial {
+                reason: "kind",
+                message: format!("{what}: kind {}/{} is not in the module's allowed kinds", call.api_version, call.kind),
+            });
+        }
+        if matches!(call.verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
+            let name = call.name.unwrap_or("");
+            if !self.scope.writable_names.contains(name) {
+                return Err(Denial {
+                    reason: "name",
+                    message: format!(
+                        "{what}: node {} may only write objects named {}",
+                        self.scope.node_name,
+                        self.scope.writable_names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(ns.to_string())
+    }
+
+    /// Check a sidecar call (`op` names it in messages, e.g. `submit-task`).
+    pub fn check_sidecar(&self, op: &str) -> Result<(), Denial> {
+        self.need(CapabilityName::Sidecar, &format!("sidecar {op}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn guard(caps: &[CapabilityName]) -> CapabilityGuard {
+        CapabilityGuard::new(Arc::new(Grants::new(caps.iter().copied())), Scope::for_node("sei", "rpc"))
+    }
+
+    fn call<'a>(verb: KubeVerb, kind: &'a str, ns: Option<&'a str>, name: Option<&'a str>) -> KubeCall<'a> {
+        let api_version = if kind == "StatefulSet" { "apps/v1" } else { "v1" };
+        KubeCall { verb, api_version, kind, namespace: ns, name }
+    }
+
+    #[test]
+    fn verb_needs_its_capability() {
+        let g = guard(&[CapabilityName::KubeRead]);
+        assert!(g.check_kube(&call(KubeVerb::Get, "ConfigMap", None, Some("x"))).is_ok());
+        assert!(g.check_kube(&call(KubeVerb::List, "ConfigMap", None, None)).is_ok());
+        let d = g.check_kube(&call(KubeVerb::Apply, "Service", None, Some("rpc"))).unwrap_err();
+        assert_eq!(d.reason, "capability");
+        assert!(d.message.contains("kube-write"), "{d}");
+        let d = g.check_kube(&call(KubeVerb::Delete, "Service", None, Some("rpc"))).unwrap_err();
+        assert!(d.message.contains("kube-delete"), "{d}");
+        assert_eq!(g.check_sidecar("status").unwrap_err().reason, "capability");
+        assert!(guard(&[CapabilityName::Sidecar]).check_sidecar("status").is_ok());
+    }
+
+    #[test]
+    fn other_namespace_is_denied() {
+        let g = guard(&[CapabilityName::KubeRead]);
+        let d = g.check_kube(&call(KubeVerb::Get, "ConfigMap", Some("kube-system"), Some("x"))).unwrap_err();
+        assert_eq!(d.reason, "namespace");
+        assert!(d.message.contains("kube-system") && d.message.contains("`sei`"), "{d}");
+        assert_eq!(g.check_kube(&call(KubeVerb::Get, "ConfigMap", Some("sei"), Some("x"))).unwrap(), "sei");
+    }
+
+    #[test]
+    fn write_with_foreign_namespace_is_denied() {
+        let g = guard(&[CapabilityName::KubeWrite]);
+        let d = g.check_kube(&call(KubeVerb::Apply, "Service", Some("other"), Some("rpc"))).unwrap_err();
+        assert_eq!(d.reason, "namespace");
+    }
+
+    #[test]
+    fn secrets_are_not_reachable_by_default() {
+        let g = guard(&[CapabilityName::KubeRead]);
+        let d = g.check_kube(&call(KubeVerb::Get, "Secret", None, Some("keys"))).unwrap_err();
+        assert_eq!(d.reason, "kind");
+    }
+
+    #[test]
+    fn writes_are_limited_to_owned_names() {
+        let g = guard(&[CapabilityName::KubeWrite, CapabilityName::KubeDelete]);
+        for name in ["rpc", "data-rpc", "rpc-bootstrap"] {
+            assert!(g.check_kube(&call(KubeVerb::Apply, "Service", None, Some(name))).is_ok(), "{name}");
+        }
+        for name in ["rpc-2", "other", "data-other"] {
+            let d = g.check_kube(&call(KubeVerb::Create, "Service", None, Some(name))).unwrap_err();
+            assert_eq!(d.reason, "name", "{name}");
+        }
+        assert_eq!(g.check_kube(&call(KubeVerb::Delete, "Service", None, None)).unwrap_err().reason, "name");
+    }
+
+    #[test]
+    fn reads_may_name_anything_in_the_namespace() {
+        let g = guard(&[CapabilityName::KubeRead]);
+        assert!(g.check_kube(&call(KubeVerb::Get, "StatefulSet", None, Some("some-peer"))).is_ok());
+    }
+
+    #[test]
+    fn capability_names_round_trip() {
+        for c in [CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar] {
+            assert_eq!(CapabilityName::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(CapabilityName::parse("filesystem"), None);
+    }
+}

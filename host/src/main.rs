@@ -1,0 +1,243 @@
+//! The `sei-operator` command line.
+//!
+//! - `sei-operator task run <task-type> -f node.yaml [--params JSON] [--module FILE] [--steps N]`
+//!   runs steps of a task module against a SeiNode manifest with an in-memory Kubernetes and
+//!   sidecar, and prints each step's outcome, the host calls it made, fuel and peak memory.
+//! - `sei-operator task describe [--module FILE]` prints what the built-in modules (or a module
+//!   file) say about themselves.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sei_operator::adapters::kube::InMemoryKube;
+use sei_operator::adapters::sidecar::InMemorySidecar;
+use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
+use sei_operator::sandbox::{ModuleGrant, RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "sei-operator", version, about = "Kubernetes controller for Sei nodes; every plan task runs as a wasm component")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with task modules.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Run steps of a task against a SeiNode manifest, with in-memory Kubernetes and sidecar.
+    Run(RunArgs),
+    /// Print what the built-in modules (or one module file) say about themselves.
+    Describe {
+        /// A module file (a wasm component) instead of the built-ins.
+        #[arg(long)]
+        module: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The task type, e.g. `ensure-data-pvc`.
+    task_type: String,
+    /// The SeiNode manifest (YAML or JSON).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// The task's params as JSON. Default: `{"nodeName", "namespace"}` for the infrastructure
+    /// tasks, `{}` otherwise.
+    #[arg(long)]
+    params: Option<String>,
+    /// Run this module file (a wasm component) instead of the built-in one.
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// Capabilities granted to `--module` (comma separated: kube-read,kube-write,kube-delete,sidecar).
+    #[arg(long, value_delimiter = ',', default_value = "kube-read,kube-write,kube-delete,sidecar")]
+    grant: Vec<String>,
+    /// The checkpoint to resume from.
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// Run up to this many steps, feeding each pending checkpoint to the next.
+    #[arg(long, default_value_t = 1)]
+    steps: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Task { command: TaskCommand::Run(args) } => task_run(args).await,
+        Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await,
+    }
+}
+
+fn parse_grants(names: &[String]) -> Result<Grants> {
+    let caps = names
+        .iter()
+        .map(|n| CapabilityName::parse(n.trim()).with_context(|| format!("unknown capability `{n}`")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Grants::new(caps))
+}
+
+async fn registry_for(sandbox: &Sandbox, module: Option<&PathBuf>, grant: &[String]) -> Result<TaskRegistry> {
+    let registry = TaskRegistry::new();
+    match module {
+        None => registry.load_builtins(sandbox).await?,
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?;
+            let loaded = sandbox
+                .load_module(&bytes, ModuleGrant::new(parse_grants(grant)?))
+                .await
+                .with_context(|| format!("loading module {}", path.display()))?;
+            let types = loaded.info.task_types.clone();
+            registry.install(&types, ModuleEntry { source: ModuleSource::Directory { path: path.display().to_string() }, module: loaded });
+        }
+    }
+    Ok(registry)
+}
+
+/// Read a manifest; give it a namespace and a uid if it has none (as the API server would).
+fn read_node(path: &PathBuf) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut node: serde_json::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {} as YAML", path.display()))?;
+    if node.get("kind").and_then(|k| k.as_str()) != Some("SeiNode") {
+        bail!("{} is not a SeiNode manifest (kind: SeiNode)", path.display());
+    }
+    let meta = node
+        .get_mut("metadata")
+        .and_then(|m| m.as_object_mut())
+        .with_context(|| format!("{} has no metadata", path.display()))?;
+    if !meta.contains_key("name") {
+        bail!("{} has no metadata.name", path.display());
+    }
+    meta.entry("namespace").or_insert_with(|| "default".into());
+    meta.entry("uid").or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+    Ok(node)
+}
+
+async fn task_run(args: RunArgs) -> Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let registry = registry_for(&sandbox, args.module.as_ref(), &args.grant).await?;
+    let entry = registry.resolve(&args.task_type).with_context(|| {
+        format!("no module implements task type `{}` (known: {})", args.task_type, registry.task_types().join(", "))
+    })?;
+    let node = read_node(&args.file)?;
+    let name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let namespace = node["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let params = match args.params {
+        Some(p) => {
+            serde_json::from_str::<serde_json::Value>(&p).context("--params is not JSON")?;
+            p
+        }
+        None if ["ensure-data-pvc", "apply-statefulset", "apply-service"].contains(&args.task_type.as_str()) => {
+            serde_json::json!({ "nodeName": name, "namespace": namespace }).to_string()
+        }
+        None => "{}".to_string(),
+    };
+    let kube = Arc::new(InMemoryKube::new());
+    let sidecar = Arc::new(InMemorySidecar::new());
+    let env = RunEnv { scope: Scope::for_node(&namespace, &name), kube: kube.clone(), sidecar: Some(sidecar) };
+    let mut checkpoint = args.checkpoint;
+    let mut reports = Vec::new();
+    for attempt_step in 1..=args.steps.max(1) {
+        let input = RunInput {
+            task_type: args.task_type.clone(),
+            task_id: "00000000-0000-5000-8000-000000000001".into(),
+            plan_id: "cli".into(),
+            node: node.to_string(),
+            params: params.clone(),
+            checkpoint: checkpoint.clone(),
+            attempt: 1,
+        };
+        let report = sandbox.run(&entry.module, input, &env).await;
+        let next = match &report.outcome {
+            Ok(StepOutcome::Pending { checkpoint, .. }) => Some(checkpoint.clone()),
+            _ => None,
+        };
+        if !args.json {
+            print_report(attempt_step, &report);
+        }
+        reports.push(report);
+        match next {
+            Some(c) => checkpoint = Some(c),
+            None => break,
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "steps": reports, "objects": kube.objects() }))?);
+    } else {
+        let objects = kube.objects();
+        println!("\nobjects in the in-memory cluster: {}", objects.len());
+        for o in objects {
+            println!("--- {} {}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["namespace"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"));
+            print!("{}", serde_yaml::to_string(&o)?);
+        }
+    }
+    if reports.last().is_some_and(|r| r.outcome.is_err()) {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn print_report(step: u32, r: &sei_operator::sandbox::RunReport) {
+    println!("step {step}: {}", r.summary());
+    match &r.outcome {
+        Ok(StepOutcome::Complete { output }) => println!("  output: {output}"),
+        Ok(StepOutcome::Pending { checkpoint, .. }) => println!("  checkpoint: {checkpoint}"),
+        Err(_) => {}
+    }
+    println!("  host calls: {}", r.host_calls.len() as u64 + r.unrecorded_host_calls);
+    for c in &r.host_calls {
+        println!("    {:<8} {:<60} {} ({} µs)", c.interface, c.call, c.outcome, c.micros);
+    }
+    for l in &r.logs {
+        println!("  log {:<5} {}", l.level, l.message);
+    }
+    println!(
+        "  fuel: {}  peak memory: {} KiB  time: {} µs{}",
+        r.fuel_consumed,
+        r.peak_memory_bytes / 1024,
+        r.duration_micros,
+        if r.dropped_log_bytes > 0 { format!("  dropped log bytes: {}", r.dropped_log_bytes) } else { String::new() }
+    );
+}
+
+async fn task_describe(module: Option<PathBuf>) -> Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let grant = vec!["kube-read".into(), "kube-write".into(), "kube-delete".into(), "sidecar".into()];
+    let registry = registry_for(&sandbox, module.as_ref(), &grant).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in registry.task_types() {
+        if let Some(e) = registry.resolve(&t) {
+            if seen.insert(e.module.digest.to_string()) {
+                println!(
+                    "{} {} ({})\n  digest: {}\n  task types: {}\n  capabilities: {}\n  loaded in {} ms ({:?})",
+                    e.module.info.name,
+                    e.module.info.version,
+                    e.source,
+                    e.module.digest,
+                    e.module.info.task_types.join(", "),
+                    e.module.info.capabilities.join(", "),
+                    e.module.load_time.as_millis(),
+                    e.module.cache_outcome
+                );
+            }
+        }
+    }
+    Ok(())
+}

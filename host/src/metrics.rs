@@ -1,0 +1,38 @@
+//! Counters of the sandbox: runs by outcome, denied host calls by module and reason, dropped
+//! log bytes. Cheap atomics on the hot path; labelled counters behind a mutex only on the
+//! (rare) denied path. Exported to Prometheus by the controller.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct SandboxMetrics {
+    pub runs_ok: AtomicU64,
+    pub runs_failed: AtomicU64,
+    pub dropped_log_bytes: AtomicU64,
+    denied: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl SandboxMetrics {
+    /// Count one denied host call of `module_digest` for `reason` (`capability`, `namespace`,
+    /// `kind`, `name`).
+    pub fn denied(&self, module_digest: &str, reason: &'static str) {
+        let mut map = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((module_digest.to_string(), reason)).or_default() += 1;
+    }
+
+    /// Denied calls so far, by (module digest, reason).
+    pub fn denied_counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.denied.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Total denied calls.
+    pub fn denied_total(&self) -> u64 {
+        self.denied_counts().values().sum()
+    }
+
+    pub fn record_run(&self, ok: bool) {
+        if ok { &self.runs_ok } else { &self.runs_failed }.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,130 @@
+//! On-disk cache of precompiled components, keyed by (sha256 of the wasm, the engine's
+//! precompile compatibility hash).
+//!
+//! Trust: wasmtime deserializes precompiled artifacts without validating them, so only
+//! artifacts this controller wrote are loaded. Each artifact `<key>.cwasm` is written
+//! atomically (temp file + rename) next to `<key>.sha256`, the digest of the artifact bytes.
+//! On load the digest is checked before deserializing; a missing, corrupt or foreign entry is
+//! recompiled and rewritten, never trusted (`corrupt_entry_is_recompiled` in
+//! `tests/sandbox_cache.rs`). The directory is created with mode 0700.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Precompiled};
+
+/// How a component was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Compiled; no cache configured.
+    Compiled,
+    /// Compiled and written to the cache.
+    CompiledAndStored,
+    /// Deserialized from a verified cache entry.
+    Loaded,
+    /// The cache entry was unusable (the reason); compiled and rewritten.
+    Recompiled(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: Option<PathBuf>,
+}
+
+/// The hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl ArtifactCache {
+    pub fn disabled() -> Self {
+        Self { dir: None }
+    }
+
+    pub fn at(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(Self { dir: Some(dir) })
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The engine part of the key.
+    pub fn engine_key(engine: &Engine) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn paths(&self, engine: &Engine, digest: &str) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.dir.as_ref()?;
+        let key = format!("{digest}-{}", Self::engine_key(engine));
+        Some((dir.join(format!("{key}.cwasm")), dir.join(format!("{key}.sha256"))))
+    }
+
+    /// Load the component for `wasm` (whose sha256 is `digest`) from the cache, or compile it.
+    pub fn load_or_compile(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
+        let Some((artifact, integrity)) = self.paths(engine, digest) else {
+            return Ok((Component::new(engine, wasm)?, CacheOutcome::Compiled));
+        };
+        let problem = match Self::try_load(engine, &artifact, &integrity) {
+            Ok(Some(c)) => return Ok((c, CacheOutcome::Loaded)),
+            Ok(None) => None,
+            Err(reason) => {
+                tracing::warn!(artifact = %artifact.display(), %reason, "precompiled cache entry is unusable; recompiling");
+                Some(reason)
+            }
+        };
+        let component = Component::new(engine, wasm)?;
+        let stored = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| Self::store(&artifact, &integrity, &bytes));
+        if let Err(e) = &stored {
+            tracing::warn!(artifact = %artifact.display(), error = %e, "could not write the precompiled cache entry");
+        }
+        let outcome = match problem {
+            Some(reason) => CacheOutcome::Recompiled(reason),
+            None if stored.is_ok() => CacheOutcome::CompiledAndStored,
+            None => CacheOutcome::Compiled,
+        };
+        Ok((component, outcome))
+    }
+
+    /// `Ok(None)`: no entry. `Err(reason)`: an entry that must not be trusted.
+    fn try_load(engine: &Engine, artifact: &Path, integrity: &Path) -> Result<Option<Component>, String> {
+        let bytes = match std::fs::read(artifact) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading the artifact: {e}")),
+        };
+        let recorded = std::fs::read_to_string(integrity).map_err(|e| format!("reading the integrity record: {e}"))?;
+        let actual = sha256_hex(&bytes);
+        if recorded.trim() != actual {
+            return Err(format!("artifact digest {actual} does not match the integrity record {}", recorded.trim()));
+        }
+        if Engine::detect_precompiled(&bytes) != Some(Precompiled::Component) {
+            return Err("not a precompiled component for this engine".into());
+        }
+        // SAFETY: the bytes are a component this controller serialized itself (the integrity
+        // record written next to it matches) for an engine with the same compatibility hash.
+        unsafe { Component::deserialize(engine, &bytes) }.map(Some).map_err(|e| format!("deserializing: {e}"))
+    }
+
+    fn store(artifact: &Path, integrity: &Path, bytes: &[u8]) -> Result<(), String> {
+        let write = |path: &Path, data: &[u8]| -> std::io::Result<()> {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, data)?;
+            std::fs::rename(&tmp, path)
+        };
+        // Artifact first, then the record: a crash in between leaves an entry without a valid
+        // record, which is recompiled.
+        write(artifact, bytes).map_err(|e| e.to_string())?;
+        write(integrity, sha256_hex(bytes).as_bytes()).map_err(|e| e.to_string())
+    }
+}

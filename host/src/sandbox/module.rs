@@ -1,0 +1,272 @@
+//! Loading a module: verify → compile (or load from the precompiled cache) → pre-instantiate
+//! (every import must link) → check memory needs → `describe` → check the task types and
+//! capabilities it claims against its grant. A module that fails any step is never returned.
+//!
+//! Invariants (tests in `tests/sandbox_guests.rs` and below):
+//! - the digest is the sha256 of the component bytes; a pinned digest that differs is refused
+//!   before compiling (`pinned_digest_mismatch_is_refused`);
+//! - `describe` must claim at least one task type, exactly the declared ones when declared
+//!   (`describe_must_match_declared_task_types`), and no capability beyond the grant
+//!   (`ungranted_capability_claim_is_refused`).
+
+use super::Sandbox;
+use super::cache::{CacheOutcome, sha256_hex};
+use super::host::{MemoryLimiter, TaskCtx};
+use super::limits::RunLimits;
+use crate::adapters::kube::InMemoryKube;
+use crate::bindings::{TaskModule, TaskModulePre};
+use crate::guard::{CapabilityGuard, CapabilityName, Grants, Scope};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+/// What a module says about itself, checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: String,
+    pub task_types: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub default_timeout_ms: u32,
+    pub max_retries: u32,
+}
+
+/// What the registry grants a module and expects of it.
+#[derive(Debug, Clone)]
+pub struct ModuleGrant {
+    pub grants: Grants,
+    /// The task types the registration declares; `describe` must claim exactly these.
+    /// `None`: take what `describe` claims.
+    pub task_types: Option<Vec<String>>,
+    /// The sha256 the bytes must have (`TaskModule` sources pin it).
+    pub pinned_sha256: Option<String>,
+}
+
+impl ModuleGrant {
+    pub fn new(grants: Grants) -> Self {
+        Self { grants, task_types: None, pinned_sha256: None }
+    }
+}
+
+/// A module ready to run.
+pub struct LoadedModule {
+    /// sha256 of the component bytes (hex).
+    pub digest: Arc<str>,
+    pub info: ModuleInfo,
+    pub grants: Arc<Grants>,
+    pub(crate) pre: TaskModulePre<TaskCtx>,
+    /// How the compiled code was obtained, and how long loading took.
+    pub cache_outcome: CacheOutcome,
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule").field("digest", &self.digest).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl LoadedModule {
+    /// The first 12 hex digits of the digest, for messages.
+    pub fn short_digest(&self) -> &str {
+        &self.digest[..12.min(self.digest.len())]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("module bytes have sha256 {actual}, but {expected} was pinned")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("module {digest} is not a valid component: {message}")]
+    Compile { digest: String, message: String },
+    #[error(
+        "module {digest} imports something the host does not provide: {message}. \
+         Task modules may import only sei:task/log, sei:task/kube and sei:task/sidecar (no WASI)"
+    )]
+    Link { digest: String, message: String },
+    #[error("module {digest} needs {needed} bytes of initial memory, over the limit of {limit} bytes")]
+    MemoryTooLarge { digest: String, needed: u64, limit: u64 },
+    #[error("module {digest}: calling describe failed: {message}")]
+    Describe { digest: String, message: String },
+    #[error("module {name} ({digest}) claims no task types")]
+    NoTaskTypes { name: String, digest: String },
+    #[error("module {name} ({digest}) claims task types [{claimed}], but it is registered for [{declared}]")]
+    TaskTypeMismatch { name: String, digest: String, claimed: String, declared: String },
+    #[error("module {name} ({digest}) asks for capabilities it was not granted: {missing} (granted: {granted})")]
+    UngrantedCapabilities { name: String, digest: String, missing: String, granted: String },
+}
+
+fn short(d: &str) -> String {
+    d[..12.min(d.len())].to_string()
+}
+
+impl Sandbox {
+    /// Load a module from its component bytes.
+    pub async fn load_module(&self, wasm: &[u8], grant: ModuleGrant) -> Result<LoadedModule, LoadError> {
+        let started = Instant::now();
+        let digest = sha256_hex(wasm);
+        if let Some(expected) = &grant.pinned_sha256 {
+            if !expected.eq_ignore_ascii_case(&digest) {
+                return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
+            }
+        }
+        let (component, cache_outcome) = self
+            .cache()
+            .load_or_compile(self.engine(), &digest, wasm)
+            .map_err(|e| LoadError::Compile { digest: short(&digest), message: format!("{e:#}") })?;
+        let instance_pre: InstancePre<TaskCtx> =
+            self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
+        let pre = TaskModulePre::new(instance_pre).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
+
+        let limit = self.config().limits.max_memory_bytes() as u64;
+        let needed: u64 = component
+            .resources_required()
+            .map(|r| r.max_initial_memory_size.unwrap_or(0))
+            .unwrap_or(0);
+        if needed > limit {
+            return Err(LoadError::MemoryTooLarge { digest: short(&digest), needed, limit });
+        }
+
+        let digest: Arc<str> = Arc::from(digest);
+        let raw = self.describe(&pre, &digest).await.map_err(|message| LoadError::Describe { digest: short(&digest), message })?;
+        let info = ModuleInfo {
+            name: raw.name,
+            version: raw.version,
+            task_types: raw.task_types,
+            capabilities: raw.capabilities.iter().map(|c| CapabilityName::from(*c).as_str().to_string()).collect(),
+            default_timeout_ms: raw.default_timeout_ms,
+            max_retries: raw.max_retries,
+        };
+        check_claims(&info, &digest, &grant)?;
+        Ok(LoadedModule {
+            digest,
+            info,
+            grants: Arc::new(grant.grants),
+            pre,
+            cache_outcome,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Call `describe` in a throwaway store whose guard grants nothing.
+    async fn describe(&self, pre: &TaskModulePre<TaskCtx>, digest: &Arc<str>) -> Result<crate::bindings::TaskInfo, String> {
+        let limits = RunLimits { deadline: Duration::from_secs(5), ..self.config().limits.defaults.clone() };
+        let ctx = TaskCtx {
+            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
+            guard: CapabilityGuard::new(Arc::new(Grants::new([])), Scope::for_node("", "")),
+            kube: Arc::new(InMemoryKube::new()),
+            sidecar: None,
+            metrics: self.metrics().clone(),
+            task_type: "describe".into(),
+            module_digest: digest.clone(),
+            module_name: Arc::from("?"),
+            deadline: Instant::now() + limits.deadline,
+            calls: Vec::new(),
+            unrecorded_calls: 0,
+            logs: Vec::new(),
+            log_bytes: 0,
+            dropped_log_bytes: 0,
+            limits,
+        };
+        let mut store = self.new_store(ctx);
+        let deadline = store.data().limits.deadline;
+        let fut = async {
+            let instance: TaskModule = pre.instantiate_async(&mut store).await?;
+            instance.call_describe(&mut store).await
+        };
+        match tokio::time::timeout(deadline + Duration::from_secs(1), fut).await {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("describe did not return within {deadline:?}")),
+        }
+    }
+
+    /// A fresh store for one run, with memory, fuel and deadline armed.
+    pub(crate) fn new_store(&self, ctx: TaskCtx) -> Store<TaskCtx> {
+        let fuel = ctx.limits.fuel;
+        let mut store = Store::new(self.engine(), ctx);
+        store.limiter(|c| &mut c.limiter);
+        // Fuel is on in the engine config, so this cannot fail.
+        let _ = store.set_fuel(fuel);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(super::run::DeadlineExceeded))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<(), LoadError> {
+    let d = short(digest);
+    if info.task_types.is_empty() {
+        return Err(LoadError::NoTaskTypes { name: info.name.clone(), digest: d });
+    }
+    if let Some(declared) = &grant.task_types {
+        let claimed: BTreeSet<&String> = info.task_types.iter().collect();
+        let want: BTreeSet<&String> = declared.iter().collect();
+        if claimed != want {
+            return Err(LoadError::TaskTypeMismatch {
+                name: info.name.clone(),
+                digest: d,
+                claimed: info.task_types.join(", "),
+                declared: declared.join(", "),
+            });
+        }
+    }
+    let missing: Vec<&str> = info
+        .capabilities
+        .iter()
+        .filter(|c| CapabilityName::parse(c).is_none_or(|c| !grant.grants.allows(c)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(LoadError::UngrantedCapabilities {
+            name: info.name.clone(),
+            digest: d,
+            missing: missing.join(", "),
+            granted: grant.grants.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(types: &[&str], caps: &[&str]) -> ModuleInfo {
+        ModuleInfo {
+            name: "m".into(),
+            version: "1".into(),
+            task_types: types.iter().map(|s| s.to_string()).collect(),
+            capabilities: caps.iter().map(|s| s.to_string()).collect(),
+            default_timeout_ms: 0,
+            max_retries: 0,
+        }
+    }
+
+    #[test]
+    fn describe_must_match_declared_task_types() {
+        let mut grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+        grant.task_types = Some(vec!["apply-statefulset".into()]);
+        let err = check_claims(&info(&["apply-service"], &[]), "abc", &grant).unwrap_err();
+        assert!(matches!(err, LoadError::TaskTypeMismatch { .. }));
+        assert!(err.to_string().contains("claims task types [apply-service]"), "{err}");
+        assert!(check_claims(&info(&["apply-statefulset"], &[]), "abc", &grant).is_ok());
+        assert!(matches!(check_claims(&info(&[], &[]), "abc", &ModuleGrant::new(Grants::new([]))), Err(LoadError::NoTaskTypes { .. })));
+    }
+
+    #[test]
+    fn ungranted_capability_claim_is_refused() {
+        let grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+        let err = check_claims(&info(&["t"], &["kube-read", "sidecar"]), "abc", &grant).unwrap_err();
+        assert_eq!(err.to_string(), "module m (abc) asks for capabilities it was not granted: sidecar (granted: kube-read)");
+        assert!(check_claims(&info(&["t"], &["kube-read"]), "abc", &grant).is_ok());
+    }
+}

@@ -1,0 +1,277 @@
+//! Running one step of one task: a fresh `Store` from the module's `InstancePre`, the step's
+//! limits armed, `execute` called, the outcome checked against the output and checkpoint caps,
+//! and everything the run did collected in a `RunReport`.
+
+use super::Sandbox;
+use super::host::{HostCall, LogLine, MemoryLimitExceeded, MemoryLimiter, TaskCtx};
+use super::module::LoadedModule;
+use crate::adapters::kube::KubeAdapter;
+use crate::adapters::sidecar::SidecarClient;
+use crate::bindings::{Step, TaskError, TaskInput};
+use crate::guard::{CapabilityGuard, Scope};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The input of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInput {
+    pub task_type: String,
+    pub task_id: String,
+    pub plan_id: String,
+    /// The SeiNode as JSON.
+    pub node: String,
+    /// The task's params as JSON.
+    pub params: String,
+    pub checkpoint: Option<String>,
+    pub attempt: u32,
+}
+
+/// What a run may reach: the node's scope and the adapters behind the host interfaces.
+#[derive(Clone)]
+pub struct RunEnv {
+    pub scope: Scope,
+    pub kube: Arc<dyn KubeAdapter>,
+    pub sidecar: Option<Arc<dyn SidecarClient>>,
+}
+
+/// The outcome of a step that returned normally.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum StepOutcome {
+    Complete { output: serde_json::Value },
+    Pending { requeue_after_ms: u32, checkpoint: String, message: String },
+}
+
+/// The step was stopped by its deadline (raised from the epoch callback).
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// Why a step did not produce an outcome. Messages are for the people reading the SeiNode's
+/// status and events; `kind()` is the label for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("module does not implement task type {task_type} (it implements: {implemented})")]
+    UnknownTaskType { task_type: String, implemented: String },
+    #[error("step exceeded its deadline of {} ms", deadline.as_millis())]
+    Timeout { deadline: Duration },
+    #[error("step exceeded its memory limit of {limit} bytes (asked to grow to {requested} bytes)")]
+    MemoryLimit { limit: usize, requested: usize },
+    #[error("step ran out of fuel (budget {budget})")]
+    OutOfFuel { budget: u64 },
+    #[error("module trapped: {trap}{}", panic.as_ref().map(|p| format!(" (guest {p})")).unwrap_or_default())]
+    Trap { trap: String, panic: Option<String> },
+    #[error("could not instantiate the module: {0}")]
+    Instantiate(String),
+    #[error("step output is {size} bytes, over the limit of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
+    #[error("step checkpoint is {size} bytes, over the limit of {limit} bytes")]
+    CheckpointTooLarge { size: usize, limit: usize },
+    #[error("step output is not JSON: {0}")]
+    InvalidOutput(String),
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    #[error("transient error: {0}")]
+    Transient(String),
+    #[error("permanent error: {0}")]
+    Permanent(String),
+    #[error("denied: {0}")]
+    Denied(String),
+}
+
+impl RunError {
+    /// A short label (metrics, tests).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::UnknownTaskType { .. } => "unknown-task-type",
+            RunError::Timeout { .. } => "timeout",
+            RunError::MemoryLimit { .. } => "memory-limit",
+            RunError::OutOfFuel { .. } => "out-of-fuel",
+            RunError::Trap { .. } => "trap",
+            RunError::Instantiate(_) => "instantiate",
+            RunError::OutputTooLarge { .. } => "output-too-large",
+            RunError::CheckpointTooLarge { .. } => "checkpoint-too-large",
+            RunError::InvalidOutput(_) => "invalid-output",
+            RunError::InvalidParams(_) => "invalid-params",
+            RunError::Transient(_) => "transient",
+            RunError::Permanent(_) => "permanent",
+            RunError::Denied(_) => "denied",
+        }
+    }
+
+    /// Whether the executor may retry the task (within its budget).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RunError::Transient(_) | RunError::Timeout { .. } | RunError::Instantiate(_))
+    }
+}
+
+/// Everything one run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub task_type: String,
+    pub module: String,
+    pub module_digest: String,
+    #[serde(serialize_with = "ser_outcome")]
+    pub outcome: Result<StepOutcome, RunError>,
+    pub host_calls: Vec<HostCall>,
+    /// Host calls past the recording cap (still executed).
+    pub unrecorded_host_calls: u64,
+    pub logs: Vec<LogLine>,
+    pub dropped_log_bytes: u64,
+    pub fuel_consumed: u64,
+    pub peak_memory_bytes: usize,
+    pub duration_micros: u64,
+}
+
+fn ser_outcome<S: serde::Serializer>(o: &Result<StepOutcome, RunError>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match o {
+        Ok(step) => step.serialize(s),
+        Err(e) => serde_json::json!({"kind": "error", "error": e.kind(), "message": e.to_string()}).serialize(s),
+    }
+}
+
+impl RunReport {
+    /// A one-line summary naming the task, module and digest.
+    pub fn summary(&self) -> String {
+        let what = match &self.outcome {
+            Ok(StepOutcome::Complete { .. }) => "complete".to_string(),
+            Ok(StepOutcome::Pending { requeue_after_ms, message, .. }) => format!("pending ({message}; again in {requeue_after_ms} ms)"),
+            Err(e) => format!("failed: {e}"),
+        };
+        format!("task {} (module {} {}): {what}", self.task_type, self.module, &self.module_digest[..12.min(self.module_digest.len())])
+    }
+}
+
+/// Classify an error from instantiate/call into a `RunError`.
+fn classify(err: wasmtime::Error, ctx: &TaskCtx) -> RunError {
+    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        return RunError::Timeout { deadline: ctx.limits.deadline };
+    }
+    if let Some(m) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return RunError::MemoryLimit { limit: m.cap, requested: m.desired };
+    }
+    if let Some((_, desired)) = ctx.limiter.refused {
+        return RunError::MemoryLimit { limit: ctx.limiter.cap, requested: desired };
+    }
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => RunError::OutOfFuel { budget: ctx.limits.fuel },
+        Some(wasmtime::Trap::Interrupt) => RunError::Timeout { deadline: ctx.limits.deadline },
+        Some(trap) => RunError::Trap {
+            trap: trap.to_string(),
+            panic: ctx.logs.iter().rev().find(|l| l.message.starts_with("panic: ")).map(|l| l.message.clone()),
+        },
+        None => RunError::Trap { trap: format!("{err:#}"), panic: None },
+    }
+}
+
+fn check_outcome(step: Result<Step, TaskError>, ctx: &TaskCtx) -> Result<StepOutcome, RunError> {
+    let limits = &ctx.limits;
+    match step {
+        Ok(Step::Complete(out)) => {
+            if out.len() > limits.max_output_bytes {
+                return Err(RunError::OutputTooLarge { size: out.len(), limit: limits.max_output_bytes });
+            }
+            let output = if out.trim().is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&out).map_err(|e| RunError::InvalidOutput(e.to_string()))?
+            };
+            Ok(StepOutcome::Complete { output })
+        }
+        Ok(Step::Pending(p)) => {
+            if p.checkpoint.len() > limits.max_checkpoint_bytes {
+                return Err(RunError::CheckpointTooLarge { size: p.checkpoint.len(), limit: limits.max_checkpoint_bytes });
+            }
+            let mut message = p.message;
+            if message.len() > 1024 {
+                message.truncate(message.floor_char_boundary(1024));
+            }
+            Ok(StepOutcome::Pending { requeue_after_ms: p.requeue_after_ms, checkpoint: p.checkpoint, message })
+        }
+        Err(TaskError::InvalidParams(m)) => Err(RunError::InvalidParams(m)),
+        Err(TaskError::Transient(m)) => Err(RunError::Transient(m)),
+        Err(TaskError::Permanent(m)) => Err(RunError::Permanent(m)),
+        Err(TaskError::Denied(m)) => Err(RunError::Denied(m)),
+    }
+}
+
+impl Sandbox {
+    /// Run one step. Never panics and never returns early on a module's misbehaviour: every
+    /// failure is a `RunError` in the report.
+    pub async fn run(&self, module: &LoadedModule, input: RunInput, env: &RunEnv) -> RunReport {
+        let started = Instant::now();
+        let limits = self.config().limits.limits_for(&input.task_type, module.info.default_timeout_ms);
+        let ctx = TaskCtx {
+            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
+            guard: CapabilityGuard::new(module.grants.clone(), env.scope.clone()),
+            kube: env.kube.clone(),
+            sidecar: env.sidecar.clone(),
+            metrics: self.metrics().clone(),
+            task_type: input.task_type.clone(),
+            module_digest: module.digest.clone(),
+            module_name: Arc::from(module.info.name.as_str()),
+            deadline: started + limits.deadline,
+            calls: Vec::new(),
+            unrecorded_calls: 0,
+            logs: Vec::new(),
+            log_bytes: 0,
+            dropped_log_bytes: 0,
+            limits,
+        };
+        let mut store = self.new_store(ctx);
+
+        let outcome = if !module.info.task_types.iter().any(|t| *t == input.task_type) {
+            Err(RunError::UnknownTaskType { task_type: input.task_type.clone(), implemented: module.info.task_types.join(", ") })
+        } else {
+            let deadline = store.data().limits.deadline;
+            let wit_input = TaskInput {
+                task_type: input.task_type.clone(),
+                task_id: input.task_id,
+                plan_id: input.plan_id,
+                node: input.node,
+                params: input.params,
+                checkpoint: input.checkpoint,
+                attempt: input.attempt,
+            };
+            // The epoch callback stops wasm at the deadline; this timeout also bounds time
+            // spent in host calls (which have their own, shorter timeouts).
+            let call = async {
+                let instance = match module.pre.instantiate_async(&mut store).await {
+                    Ok(i) => i,
+                    Err(e) => return Err(Err(e)),
+                };
+                instance.call_execute(&mut store, &wit_input).await.map_err(Ok)
+            };
+            match tokio::time::timeout(deadline + Duration::from_millis(500), call).await {
+                Err(_) => Err(RunError::Timeout { deadline }),
+                Ok(Ok(step)) => check_outcome(step, store.data()),
+                Ok(Err(Ok(call_err))) => Err(classify(call_err, store.data())),
+                Ok(Err(Err(inst_err))) => match classify(inst_err, store.data()) {
+                    RunError::Trap { trap, .. } => Err(RunError::Instantiate(trap)),
+                    other => Err(other),
+                },
+            }
+        };
+
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let ctx = store.into_data();
+        self.metrics().record_run(outcome.is_ok());
+        if ctx.dropped_log_bytes > 0 {
+            self.metrics().dropped_log_bytes.fetch_add(ctx.dropped_log_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        RunReport {
+            task_type: ctx.task_type,
+            module: module.info.name.clone(),
+            module_digest: module.digest.to_string(),
+            outcome,
+            host_calls: ctx.calls,
+            unrecorded_host_calls: ctx.unrecorded_calls,
+            logs: ctx.logs,
+            dropped_log_bytes: ctx.dropped_log_bytes,
+            fuel_consumed: ctx.limits.fuel.saturating_sub(fuel_left),
+            peak_memory_bytes: ctx.limiter.peak,
+            duration_micros: started.elapsed().as_micros() as u64,
+        }
+    }
+}

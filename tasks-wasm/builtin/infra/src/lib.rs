@@ -1,0 +1,260 @@
+//! Built-in module `sei-builtin-infra`: the node's data PVC and headless Service
+//! (reference §4.1 and §5.6), generated here and applied through the host.
+//!
+//! Invariants (unit tests in this file):
+//! - every object carries a controller owner reference to the SeiNode (`owner_reference_is_controller`);
+//! - the PVC is created once and never updated: an existing PVC is success (`ensure_data_pvc` path);
+//! - the Service is headless, selects only `sei.io/node`, lists the seven seid ports with `grpc` as
+//!   h2c, and publishes not-ready addresses (`service_shape_matches_reference`).
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sei_task_sdk::prelude::*;
+use std::collections::BTreeMap;
+
+pub const NODE_LABEL: &str = "sei.io/node";
+
+/// The parts of a SeiNode these tasks read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeView {
+    pub metadata: NodeMeta,
+    #[serde(default)]
+    pub spec: NodeSpecView,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeMeta {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub uid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpecView {
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub archive: Option<serde_json::Value>,
+}
+
+/// Params of `ensure-data-pvc` (reference wire keys plus the platform storage settings the
+/// planner resolves).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcParams {
+    pub node_name: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    #[serde(default = "default_size")]
+    pub storage_size: String,
+}
+
+fn default_size() -> String {
+    "2000Gi".to_string()
+}
+
+/// Params of `apply-service`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectParams {
+    pub node_name: String,
+    pub namespace: String,
+}
+
+pub fn owner_reference(node: &NodeView) -> Option<OwnerReference> {
+    node.metadata.uid.as_ref().map(|uid| OwnerReference {
+        api_version: "sei.io/v1alpha1".into(),
+        kind: "SeiNode".into(),
+        name: node.metadata.name.clone(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// `spec.podLabels` overlaid by `sei.io/node=<node>`.
+pub fn resource_labels(node: &NodeView) -> BTreeMap<String, String> {
+    let mut labels = node.spec.pod_labels.clone();
+    labels.insert(NODE_LABEL.into(), node.metadata.name.clone());
+    labels
+}
+
+fn meta(node: &NodeView, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(node.metadata.namespace.clone()),
+        labels: Some(resource_labels(node)),
+        owner_references: owner_reference(node).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+pub fn data_pvc(node: &NodeView, params: &PvcParams) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(node, format!("data-{}", node.metadata.name)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: params.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), Quantity(params.storage_size.clone()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The seven seid ports of the headless Service (name, port).
+pub const SEID_PORTS: [(&str, i32); 7] = [
+    ("evm-rpc", 8545),
+    ("evm-ws", 8546),
+    ("grpc", 9090),
+    ("rest", 1317),
+    ("p2p", 26656),
+    ("rpc", 26657),
+    ("metrics", 26660),
+];
+
+pub fn headless_service(node: &NodeView) -> Service {
+    Service {
+        metadata: meta(node, node.metadata.name.clone()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(BTreeMap::from([(NODE_LABEL.to_string(), node.metadata.name.clone())])),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(
+                SEID_PORTS
+                    .iter()
+                    .map(|(name, port)| ServicePort {
+                        name: Some((*name).into()),
+                        port: *port,
+                        target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(*port)),
+                        protocol: Some("TCP".into()),
+                        app_protocol: (*name == "grpc").then(|| "kubernetes.io/h2c".to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn check_target(node: &NodeView, name: &str, namespace: &str) -> Result<(), TaskError> {
+    if name != node.metadata.name || namespace != node.metadata.namespace {
+        return Err(TaskError::InvalidParams(format!(
+            "params name {namespace}/{name} but the task runs for node {}/{}",
+            node.metadata.namespace, node.metadata.name
+        )));
+    }
+    Ok(())
+}
+
+pub struct Infra;
+
+impl TaskModule for Infra {
+    fn info() -> ModuleInfo {
+        ModuleInfo::new("sei-builtin-infra", env!("CARGO_PKG_VERSION"))
+            .task_type("ensure-data-pvc")
+            .task_type("apply-service")
+            .capability(Capability::KubeRead)
+            .capability(Capability::KubeWrite)
+            .default_timeout_ms(30_000)
+    }
+
+    fn execute(input: Input) -> Result<Step, TaskError> {
+        let node: NodeView = input.node()?;
+        match input.task_type.as_str() {
+            "ensure-data-pvc" => {
+                let params: PvcParams = input.params()?;
+                check_target(&node, &params.node_name, &params.namespace)?;
+                let pvc = data_pvc(&node, &params);
+                match kube::create(&pvc) {
+                    Ok(_) => log::info(&format!("created PVC data-{}", node.metadata.name)),
+                    Err(kube::KubeError::Conflict(_)) => {
+                        log::debug(&format!("PVC data-{} exists; never updated", node.metadata.name))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(Step::complete(&serde_json::json!({ "pvc": format!("data-{}", node.metadata.name) })))
+            }
+            "apply-service" => {
+                let params: ObjectParams = input.params()?;
+                check_target(&node, &params.node_name, &params.namespace)?;
+                kube::apply(&headless_service(&node))?;
+                Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name })))
+            }
+            other => Err(TaskError::Permanent(format!("sei-builtin-infra does not implement task type {other}"))),
+        }
+    }
+}
+
+sei_task_sdk::export_task_module!(Infra);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeView {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "rpc-0", "namespace": "sei", "uid": "u-1"},
+            "spec": {"podLabels": {"team": "infra", "sei.io/node": "spoofed"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn owner_reference_is_controller() {
+        let pvc = data_pvc(&node(), &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: None, storage_size: default_size() });
+        let owners = pvc.metadata.owner_references.unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "SeiNode");
+        assert_eq!(owners[0].uid, "u-1");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+
+    #[test]
+    fn pvc_shape_matches_reference() {
+        let pvc = data_pvc(&node(), &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: Some("gp3".into()), storage_size: "100Gi".into() });
+        assert_eq!(pvc.metadata.name.as_deref(), Some("data-rpc-0"));
+        let spec = pvc.spec.unwrap();
+        assert_eq!(spec.access_modes.unwrap(), vec!["ReadWriteOnce".to_string()]);
+        assert_eq!(spec.storage_class_name.as_deref(), Some("gp3"));
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "100Gi");
+    }
+
+    #[test]
+    fn labels_overlay_node_label() {
+        let labels = resource_labels(&node());
+        assert_eq!(labels["sei.io/node"], "rpc-0");
+        assert_eq!(labels["team"], "infra");
+    }
+
+    #[test]
+    fn service_shape_matches_reference() {
+        let svc = headless_service(&node());
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        assert_eq!(spec.selector.unwrap(), BTreeMap::from([("sei.io/node".to_string(), "rpc-0".to_string())]));
+        let ports = spec.ports.unwrap();
+        assert_eq!(ports.len(), 7);
+        let grpc = ports.iter().find(|p| p.name.as_deref() == Some("grpc")).unwrap();
+        assert_eq!(grpc.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
+        assert!(ports.iter().filter(|p| p.name.as_deref() != Some("grpc")).all(|p| p.app_protocol.is_none()));
+    }
+
+    #[test]
+    fn target_mismatch_is_invalid_params() {
+        let err = check_target(&node(), "other", "sei").unwrap_err();
+        assert!(matches!(err, TaskError::InvalidParams(m) if m.contains("sei/other")));
+    }
+}

@@ -1,0 +1,103 @@
+//! The node's sidecar `/v0` API (the `sidecar` host interface), and [`drive`], the
+//! submit-then-poll protocol every sidecar task uses.
+
+pub use crate::bindings::sei::task::sidecar::{SidecarError, SidecarTask};
+use crate::bindings::sei::task::sidecar as raw;
+use crate::{Input, Step, TaskError};
+use serde::{Deserialize, Serialize};
+
+impl From<SidecarError> for TaskError {
+    fn from(e: SidecarError) -> Self {
+        match e {
+            SidecarError::Denied(m) => TaskError::Denied(m),
+            SidecarError::Rejected(m) => TaskError::Permanent(format!("sidecar rejected the task: {m}")),
+            other => TaskError::Transient(format!("sidecar: {other}")),
+        }
+    }
+}
+
+pub fn submit_task(id: &str, task_type: &str, params: Option<&serde_json::Value>) -> Result<String, SidecarError> {
+    let params = params.map(|p| p.to_string());
+    raw::submit_task(id, task_type, params.as_deref())
+}
+pub fn get_task(id: &str) -> Result<SidecarTask, SidecarError> {
+    raw::get_task(id)
+}
+pub fn status() -> Result<String, SidecarError> {
+    raw::status()
+}
+pub fn healthz() -> Result<bool, SidecarError> {
+    raw::healthz()
+}
+pub fn node_id() -> Result<String, SidecarError> {
+    raw::node_id()
+}
+
+/// Where a sidecar task stands between steps (kept in the task's checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DriveState {
+    /// Submitted; poll `GET /v0/tasks/{id}` next.
+    Submitted,
+}
+
+/// How a sidecar task is driven.
+#[derive(Debug, Clone, Copy)]
+pub struct DriveOptions {
+    /// Fire-and-forget: complete right after a successful submit.
+    pub fire_and_forget: bool,
+    /// How long to wait between polls.
+    pub poll_interval_ms: u32,
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        Self { fire_and_forget: false, poll_interval_ms: 5_000 }
+    }
+}
+
+/// One step of a sidecar task, with the plan's task id as the sidecar task id.
+///
+/// - no checkpoint (first step, or first step of a retry): submit, then `pending` with the
+///   `Submitted` checkpoint (or `complete` when fire-and-forget);
+/// - checkpoint `Submitted`: poll only. `completed` → complete; `running` or not yet known →
+///   pending; `failed` → `transient` with the sidecar's error (the retry re-submits the same
+///   id, which the sidecar re-runs).
+pub fn drive(input: &Input, sidecar_type: &str, params: Option<&serde_json::Value>, opts: DriveOptions) -> Result<Step, TaskError> {
+    let state: Option<DriveState> = input.checkpoint()?;
+    match state {
+        None => {
+            submit_task(&input.task_id, sidecar_type, params)?;
+            if opts.fire_and_forget {
+                Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id })))
+            } else {
+                Ok(Step::pending(
+                    opts.poll_interval_ms,
+                    &DriveState::Submitted,
+                    format!("submitted {sidecar_type} to the sidecar as {}", input.task_id),
+                ))
+            }
+        }
+        Some(DriveState::Submitted) => match get_task(&input.task_id) {
+            Ok(t) => match t.status.as_str() {
+                "completed" => Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id }))),
+                "failed" => Err(TaskError::Transient(format!(
+                    "sidecar task {sidecar_type} {} failed: {}",
+                    input.task_id,
+                    t.error.unwrap_or_else(|| "unknown error".into())
+                ))),
+                _ => Ok(Step::pending(
+                    opts.poll_interval_ms,
+                    &DriveState::Submitted,
+                    format!("sidecar task {sidecar_type} is {}", t.status),
+                )),
+            },
+            Err(SidecarError::NotFound) => Ok(Step::pending(
+                opts.poll_interval_ms,
+                &DriveState::Submitted,
+                format!("sidecar does not know task {} yet", input.task_id),
+            )),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
