@@ -1,0 +1,294 @@
+//! Tier 2 (DESIGN.md §6): purpose-built guest components run by the real sandbox. Each
+//! misbehaving case asserts its own error kind and message, and runs next to a well-behaved
+//! step that must succeed at the same time.
+
+use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, TypeRef};
+use sei_operator::adapters::sidecar::InMemorySidecar;
+use sei_operator::embedded::test_guest_path;
+use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::sandbox::limits::LimitsPolicy;
+use sei_operator::sandbox::{LoadError, LoadedModule, ModuleGrant, RunEnv, RunError, RunInput, RunReport, Sandbox, SandboxConfig, StepOutcome};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+struct Fixture {
+    sandbox: Sandbox,
+    well_behaved: LoadedModule,
+    misbehaving: LoadedModule,
+}
+
+const SPIN_DEADLINE: Duration = Duration::from_millis(300);
+const HOG_MEMORY: usize = 16 << 20;
+
+fn read_guest(name: &str) -> Vec<u8> {
+    let path = test_guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+async fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceCell<Fixture> = OnceCell::const_new();
+    FIXTURE
+        .get_or_init(|| async {
+            let mut limits = LimitsPolicy::default();
+            limits.deadline_by_task_type.insert("spin".into(), SPIN_DEADLINE);
+            limits.memory_by_task_type.insert("hog".into(), HOG_MEMORY);
+            let sandbox = Sandbox::new(SandboxConfig { limits, ..Default::default() }).expect("sandbox");
+            let read_only = || ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+            let well_behaved = sandbox.load_module(&read_guest("test-well-behaved"), read_only()).await.expect("well-behaved loads");
+            let misbehaving = sandbox.load_module(&read_guest("test-misbehaving"), read_only()).await.expect("misbehaving loads");
+            Fixture { sandbox, well_behaved, misbehaving }
+        })
+        .await
+}
+
+fn node_json() -> String {
+    serde_json::json!({"apiVersion":"sei.io/v1alpha1","kind":"SeiNode","metadata":{"name":"rpc","namespace":"sei","uid":"u1"},"spec":{}}).to_string()
+}
+
+fn input(task_type: &str, params: &str) -> RunInput {
+    RunInput {
+        task_type: task_type.into(),
+        task_id: "7f0c2a4e-0000-5000-8000-000000000001".into(),
+        plan_id: "plan-1".into(),
+        node: node_json(),
+        params: params.into(),
+        checkpoint: None,
+        attempt: 1,
+    }
+}
+
+fn env() -> (RunEnv, Arc<InMemoryKube>) {
+    let kube = Arc::new(InMemoryKube::new());
+    kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).unwrap();
+    kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cluster-secrets","namespace":"kube-system"}})).unwrap();
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())) };
+    (env, kube)
+}
+
+/// Run a misbehaving step and a well-behaved one at the same time; assert the well-behaved one
+/// succeeded and return the misbehaving report.
+async fn alongside_well_behaved(task_type: &str) -> RunReport {
+    let f = fixture().await;
+    let (env, _) = env();
+    let bad = f.sandbox.run(&f.misbehaving, input(task_type, "{}"), &env);
+    let good = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env);
+    let (bad, good) = tokio::join!(bad, good);
+    match &good.outcome {
+        Ok(StepOutcome::Complete { output }) => assert_eq!(output["configmapFound"], true, "{output}"),
+        other => panic!("the well-behaved step next to `{task_type}` did not complete: {other:?}"),
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_behaved_step_completes_with_report() {
+    let f = fixture().await;
+    let (env, _) = env();
+    let r = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env).await;
+    let Ok(StepOutcome::Complete { output }) = &r.outcome else { panic!("{:?}", r.outcome) };
+    assert_eq!(output["params"]["configmap"], "peers");
+    assert_eq!(output["attempt"], 1);
+    assert_eq!(r.host_calls.len(), 1);
+    assert_eq!(r.host_calls[0].call, "get v1/ConfigMap sei/peers");
+    assert_eq!(r.host_calls[0].outcome, "ok");
+    assert_eq!(r.logs.len(), 1);
+    assert_eq!(r.logs[0].message, "echo step");
+    assert!(r.fuel_consumed > 0, "fuel is measured");
+    assert!(r.peak_memory_bytes >= 64 << 10, "peak memory is measured: {}", r.peak_memory_bytes);
+    assert_eq!(r.module_digest, f.well_behaved.digest.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_carries_state_between_steps() {
+    let f = fixture().await;
+    let (env, _) = env();
+    let mut checkpoint = None;
+    for step in 1..=3 {
+        let mut i = input("count", r#"{"steps":3}"#);
+        i.checkpoint = checkpoint.clone();
+        let r = f.sandbox.run(&f.well_behaved, i, &env).await;
+        match r.outcome {
+            Ok(StepOutcome::Pending { checkpoint: c, requeue_after_ms, .. }) if step < 3 => {
+                assert_eq!(c, step.to_string());
+                assert_eq!(requeue_after_ms, 10);
+                checkpoint = Some(c);
+            }
+            Ok(StepOutcome::Complete { output }) if step == 3 => assert_eq!(output, 3),
+            other => panic!("step {step}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guest_times_out() {
+    let started = Instant::now();
+    let r = alongside_well_behaved("spin").await;
+    let elapsed = started.elapsed();
+    match &r.outcome {
+        Err(e @ RunError::Timeout { deadline }) => {
+            assert_eq!(*deadline, SPIN_DEADLINE);
+            assert_eq!(e.to_string(), "step exceeded its deadline of 300 ms");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed < SPIN_DEADLINE + Duration::from_secs(2), "stopped promptly: {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_hits_the_cap() {
+    let r = alongside_well_behaved("hog").await;
+    match &r.outcome {
+        Err(e @ RunError::MemoryLimit { limit, requested }) => {
+            assert_eq!(*limit, HOG_MEMORY);
+            assert!(*requested > HOG_MEMORY);
+            assert!(e.to_string().starts_with("step exceeded its memory limit of 16777216 bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.peak_memory_bytes <= HOG_MEMORY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_reports_panic_message() {
+    let r = alongside_well_behaved("panic").await;
+    match &r.outcome {
+        Err(e @ RunError::Trap { trap, panic }) => {
+            assert!(trap.contains("unreachable"), "{trap}");
+            let panic = panic.as_deref().expect("the guest's panic message is captured");
+            assert!(panic.contains("misbehaving guest panicked on purpose"), "{panic}");
+            assert!(e.to_string().contains("module trapped"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_output_is_refused() {
+    let r = alongside_well_behaved("oversized-output").await;
+    match &r.outcome {
+        Err(e @ RunError::OutputTooLarge { size, limit }) => {
+            assert!(*size > 4 << 20);
+            assert_eq!(*limit, 256 << 10);
+            assert!(e.to_string().contains("over the limit of 262144 bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flood_is_capped_and_counted() {
+    let r = alongside_well_behaved("flood-log").await;
+    assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{:?}", r.outcome);
+    let kept: usize = r.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= 64 << 10, "kept {kept} bytes");
+    assert_eq!(kept as u64 + r.dropped_log_bytes, 10_000 * 1024, "every byte is kept or counted as dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_namespace_is_denied_and_counted() {
+    let before = fixture().await.sandbox.metrics().denied_total();
+    let r = alongside_well_behaved("escape-namespace").await;
+    match &r.outcome {
+        Err(RunError::Denied(m)) => assert!(m.contains("namespace `kube-system` is outside the node's namespace `sei`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.host_calls.len(), 1);
+    assert!(r.host_calls[0].outcome.starts_with("denied:"), "{:?}", r.host_calls[0]);
+    let counts = fixture().await.sandbox.metrics().denied_counts();
+    assert!(counts.get(&(r.module_digest.clone(), "namespace")).copied().unwrap_or(0) >= 1, "{counts:?}");
+    assert!(fixture().await.sandbox.metrics().denied_total() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ungranted_sidecar_call_is_denied() {
+    let r = alongside_well_behaved("ungranted-sidecar").await;
+    match &r.outcome {
+        Err(RunError::Denied(m)) => assert_eq!(m, "sidecar status needs capability `sidecar`, which the module was not granted"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ungranted_write_is_denied_and_nothing_is_written() {
+    let f = fixture().await;
+    let (env, kube) = env();
+    let r = f.sandbox.run(&f.misbehaving, input("ungranted-write", "{}"), &env).await;
+    match &r.outcome {
+        Err(RunError::Denied(m)) => assert!(m.contains("needs capability `kube-write`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let cm = TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() };
+    assert_eq!(kube.get(&cm, "sei", "planted").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_task_type_is_refused_before_running() {
+    let f = fixture().await;
+    let (env, _) = env();
+    let r = f.sandbox.run(&f.well_behaved, input("apply-statefulset", "{}"), &env).await;
+    match &r.outcome {
+        Err(e @ RunError::UnknownTaskType { .. }) => assert!(e.to_string().contains("implements: echo, count, noop"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_params_are_a_typed_error() {
+    let f = fixture().await;
+    let (env, _) = env();
+    let r = f.sandbox.run(&f.well_behaved, input("count", r#"{"steps":"three"}"#), &env).await;
+    match &r.outcome {
+        Err(RunError::InvalidParams(m)) => assert!(m.contains("params"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_import_fails_at_load() {
+    let f = fixture().await;
+    let err = f.sandbox.load_module(&read_guest("test-wasi-importer"), ModuleGrant::new(Grants::new([]))).await.unwrap_err();
+    match &err {
+        LoadError::Link { message, .. } => assert!(message.contains("wasi:clocks/wall-clock@0.2.6"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("no WASI"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ungranted_capability_claim_fails_at_load() {
+    let f = fixture().await;
+    let err = f.sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([]))).await.unwrap_err();
+    assert!(matches!(err, LoadError::UngrantedCapabilities { .. }), "{err:?}");
+    assert!(err.to_string().contains("asks for capabilities it was not granted: kube-read"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_digest_mismatch_is_refused() {
+    let f = fixture().await;
+    let mut grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+    grant.pinned_sha256 = Some("00".repeat(32));
+    let err = f.sandbox.load_module(&read_guest("test-well-behaved"), grant).await.unwrap_err();
+    assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_do_not_compile() {
+    let f = fixture().await;
+    let err = f.sandbox.load_module(b"\0asm garbage", ModuleGrant::new(Grants::new([]))).await.unwrap_err();
+    assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_misbehaviour_at_once_leaves_good_runs_intact() {
+    let f = fixture().await;
+    let (env, _) = env();
+    let bad = ["spin", "hog", "panic", "oversized-output", "escape-namespace", "ungranted-sidecar"]
+        .map(|t| f.sandbox.run(&f.misbehaving, input(t, "{}"), &env));
+    let good: Vec<_> = (0..20).map(|_| f.sandbox.run(&f.well_behaved, input("echo", "{}"), &env)).collect();
+    let (bad, good) = tokio::join!(futures::future::join_all(bad), futures::future::join_all(good));
+    let kinds: Vec<&str> = bad.iter().map(|r| r.outcome.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind())).collect();
+    assert_eq!(kinds, ["timeout", "memory-limit", "trap", "output-too-large", "denied", "denied"]);
+    assert!(good.iter().all(|r| r.outcome.is_ok()), "{:?}", good.iter().map(|r| &r.outcome).collect::<Vec<_>>());
+}
+
