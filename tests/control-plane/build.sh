@@ -12,7 +12,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 version=$(awk '($1=="k8s.io/kubernetes" && $2 ~ /^v/) {print $2} ($1=="require" && $2=="k8s.io/kubernetes") {print $3}' "$here/go.mod")
 [ -n "$version" ] || { echo "build.sh: cannot read the k8s.io/kubernetes version from $here/go.mod" >&2; exit 1; }
 etcd_version=$(awk '$1=="go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2}' "$here/go.mod")
-bin=${SEI_K8S_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sei-operator/k8s-$version-etcd-$etcd_version/bin}
+# Bump when the way the binaries are built changes (flags below), so caches are rebuilt.
+recipe=r2
+bin=${SEI_K8S_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sei-operator/k8s-$version-etcd-$etcd_version-$recipe/bin}
 mkdir -p "$bin"
 
 targets=(
@@ -40,7 +42,9 @@ for t in "${missing[@]}"; do
   name=${t%% *}; pkg=${t#* }
   echo "[$i/${#missing[@]}] building $name ($pkg) ..." >&2
   t0=$(date +%s)
-  ( cd "$here" && go build -trimpath -ldflags='-s -w' -o "$bin/$name.partial" "$pkg" ) &
+  minor=$(echo "$version" | cut -d. -f2)
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  ( cd "$here" && go build -trimpath -ldflags="$ldflags" -o "$bin/$name.partial" "$pkg" ) &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
