@@ -36,9 +36,11 @@ fn run() -> Result<(), String> {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=SEI_WASM_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     let target_dir = std::env::var_os("SEI_WASM_TARGET_DIR")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("wasm-guests")))
         .unwrap_or_else(|| root.join("target").join("wasm-guests"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

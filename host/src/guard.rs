@@ -106,9 +106,7 @@ impl Scope {
         Self {
             namespace: namespace.to_string(),
             node_name: node_name.to_string(),
-            writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")]
-                .into_iter()
-                .collect(),
+            writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")].into_iter().collect(),
         }
     }
 }

@@ -118,10 +118,7 @@ fn read_node(path: &PathBuf) -> Result<serde_json::Value> {
     if node.get("kind").and_then(|k| k.as_str()) != Some("SeiNode") {
         bail!("{} is not a SeiNode manifest (kind: SeiNode)", path.display());
     }
-    let meta = node
-        .get_mut("metadata")
-        .and_then(|m| m.as_object_mut())
-        .with_context(|| format!("{} has no metadata", path.display()))?;
+    let meta = node.get_mut("metadata").and_then(|m| m.as_object_mut()).with_context(|| format!("{} has no metadata", path.display()))?;
     if !meta.contains_key("name") {
         bail!("{} has no metadata.name", path.display());
     }
@@ -133,9 +130,9 @@ fn read_node(path: &PathBuf) -> Result<serde_json::Value> {
 async fn task_run(args: RunArgs) -> Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let registry = registry_for(&sandbox, args.module.as_ref(), &args.grant).await?;
-    let entry = registry.resolve(&args.task_type).with_context(|| {
-        format!("no module implements task type `{}` (known: {})", args.task_type, registry.task_types().join(", "))
-    })?;
+    let entry = registry
+        .resolve(&args.task_type)
+        .with_context(|| format!("no module implements task type `{}` (known: {})", args.task_type, registry.task_types().join(", ")))?;
     let node = read_node(&args.file)?;
     let name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let namespace = node["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
@@ -184,7 +181,12 @@ async fn task_run(args: RunArgs) -> Result<()> {
         let objects = kube.objects();
         println!("\nobjects in the in-memory cluster: {}", objects.len());
         for o in objects {
-            println!("--- {} {}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["namespace"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"));
+            println!(
+                "--- {} {}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["namespace"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            );
             print!("{}", serde_yaml::to_string(&o)?);
         }
     }
@@ -223,20 +225,20 @@ async fn task_describe(module: Option<PathBuf>) -> Result<()> {
     let registry = registry_for(&sandbox, module.as_ref(), &grant).await?;
     let mut seen = std::collections::BTreeSet::new();
     for t in registry.task_types() {
-        if let Some(e) = registry.resolve(&t) {
-            if seen.insert(e.module.digest.to_string()) {
-                println!(
-                    "{} {} ({})\n  digest: {}\n  task types: {}\n  capabilities: {}\n  loaded in {} ms ({:?})",
-                    e.module.info.name,
-                    e.module.info.version,
-                    e.source,
-                    e.module.digest,
-                    e.module.info.task_types.join(", "),
-                    e.module.info.capabilities.join(", "),
-                    e.module.load_time.as_millis(),
-                    e.module.cache_outcome
-                );
-            }
+        if let Some(e) = registry.resolve(&t)
+            && seen.insert(e.module.digest.to_string())
+        {
+            println!(
+                "{} {} ({})\n  digest: {}\n  task types: {}\n  capabilities: {}\n  loaded in {} ms ({:?})",
+                e.module.info.name,
+                e.module.info.version,
+                e.source,
+                e.module.digest,
+                e.module.info.task_types.join(", "),
+                e.module.info.capabilities.join(", "),
+                e.module.load_time.as_millis(),
+                e.module.cache_outcome
+            );
         }
     }
     Ok(())

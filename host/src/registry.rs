@@ -73,7 +73,10 @@ pub struct TaskRegistry<M = LoadedModule> {
 
 impl<M> Default for TaskRegistry<M> {
     fn default() -> Self {
-        Self { active: ArcSwap::from_pointee(HashMap::new()), layers: Mutex::new(Layers { by_type: BTreeMap::new(), history: BTreeMap::new() }) }
+        Self {
+            active: ArcSwap::from_pointee(HashMap::new()),
+            layers: Mutex::new(Layers { by_type: BTreeMap::new(), history: BTreeMap::new() }),
+        }
     }
 }
 
@@ -99,11 +102,8 @@ impl<M> TaskRegistry<M> {
     }
 
     fn publish(&self, layers: &Layers<M>) {
-        let table: Table<M> = layers
-            .by_type
-            .iter()
-            .filter_map(|(t, by_rank)| by_rank.values().next_back().map(|e| (t.clone(), e.clone())))
-            .collect();
+        let table: Table<M> =
+            layers.by_type.iter().filter_map(|(t, by_rank)| by_rank.values().next_back().map(|e| (t.clone(), e.clone()))).collect();
         self.active.store(Arc::new(table));
     }
 

@@ -7,7 +7,9 @@ use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::embedded::test_guest_path;
 use sei_operator::guard::{CapabilityName, Grants, Scope};
 use sei_operator::sandbox::limits::LimitsPolicy;
-use sei_operator::sandbox::{LoadError, LoadedModule, ModuleGrant, RunEnv, RunError, RunInput, RunReport, Sandbox, SandboxConfig, StepOutcome};
+use sei_operator::sandbox::{
+    LoadError, LoadedModule, ModuleGrant, RunEnv, RunError, RunInput, RunReport, Sandbox, SandboxConfig, StepOutcome,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -43,7 +45,8 @@ async fn fixture() -> &'static Fixture {
 }
 
 fn node_json() -> String {
-    serde_json::json!({"apiVersion":"sei.io/v1alpha1","kind":"SeiNode","metadata":{"name":"rpc","namespace":"sei","uid":"u1"},"spec":{}}).to_string()
+    serde_json::json!({"apiVersion":"sei.io/v1alpha1","kind":"SeiNode","metadata":{"name":"rpc","namespace":"sei","uid":"u1"},"spec":{}})
+        .to_string()
 }
 
 fn input(task_type: &str, params: &str) -> RunInput {
@@ -61,7 +64,8 @@ fn input(task_type: &str, params: &str) -> RunInput {
 fn env() -> (RunEnv, Arc<InMemoryKube>) {
     let kube = Arc::new(InMemoryKube::new());
     kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).unwrap();
-    kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cluster-secrets","namespace":"kube-system"}})).unwrap();
+    kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cluster-secrets","namespace":"kube-system"}}))
+        .unwrap();
     let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())) };
     (env, kube)
 }
@@ -228,7 +232,7 @@ async fn unknown_task_type_is_refused_before_running() {
     let (env, _) = env();
     let r = f.sandbox.run(&f.well_behaved, input("apply-statefulset", "{}"), &env).await;
     match &r.outcome {
-        Err(e @ RunError::UnknownTaskType { .. }) => assert!(e.to_string().contains("implements: echo, count, noop"), "{e}"),
+        Err(e @ RunError::UnknownTaskType { .. }) => assert!(e.to_string().contains("implements: echo, count, noop, log-loop, kube-get-loop"), "{e}"),
         other => panic!("{other:?}"),
     }
 }
@@ -291,4 +295,3 @@ async fn every_misbehaviour_at_once_leaves_good_runs_intact() {
     assert_eq!(kinds, ["timeout", "memory-limit", "trap", "output-too-large", "denied", "denied"]);
     assert!(good.iter().all(|r| r.outcome.is_ok()), "{:?}", good.iter().map(|r| &r.outcome).collect::<Vec<_>>());
 }
-

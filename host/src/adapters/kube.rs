@@ -35,7 +35,8 @@ pub trait KubeAdapter: Send + Sync {
     async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError>;
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError>;
     /// Server-side apply, forcing ownership, as `field_manager`.
-    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str) -> Result<Value, KubeAdapterError>;
+    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str)
+    -> Result<Value, KubeAdapterError>;
     /// `Ok(false)` when the object was already gone.
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError>;
 }
@@ -112,7 +113,14 @@ impl KubeAdapter for KubeClientAdapter {
         to_value(api.create(&::kube::api::PostParams::default(), &obj).await.map_err(map_kube_error)?)
     }
 
-    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str) -> Result<Value, KubeAdapterError> {
+    async fn apply(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        field_manager: &str,
+    ) -> Result<Value, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
         let pp = ::kube::api::PatchParams::apply(field_manager).force();
         to_value(api.patch(name, &pp, &::kube::api::Patch::Apply(&object)).await.map_err(map_kube_error)?)
@@ -230,7 +238,14 @@ impl KubeAdapter for InMemoryKube {
         Ok(object)
     }
 
-    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, _field_manager: &str) -> Result<Value, KubeAdapterError> {
+    async fn apply(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        _field_manager: &str,
+    ) -> Result<Value, KubeAdapterError> {
         let key = (ty.clone(), namespace.to_string(), name.to_string());
         let mut stored = self.lock().get(&key).cloned().unwrap_or_else(|| Value::Object(Default::default()));
         merge(&mut stored, &object);

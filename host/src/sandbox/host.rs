@@ -196,11 +196,17 @@ fn parse_object(json: &str) -> Result<(Value, TypeRef, String, Option<String>), 
 impl TaskCtx {
     /// Guard a write and put the namespace and digest annotation on the object.
     fn admit_write(&mut self, verb: KubeVerb, json: &str, started: Instant) -> Result<(Value, TypeRef, String, String), kube::KubeError> {
-        let (mut object, ty, name, namespace) = parse_object(json).inspect_err(|e| {
-            self.record("kube", format!("{} <unparsable object>", verb.as_str()), format!("error: {e}"), started)
-        })?;
+        let (mut object, ty, name, namespace) = parse_object(json)
+            .inspect_err(|e| self.record("kube", format!("{} <unparsable object>", verb.as_str()), format!("error: {e}"), started))?;
         let call = KubeCall { verb, api_version: &ty.api_version, kind: &ty.kind, namespace: namespace.as_deref(), name: Some(&name) };
-        let desc = format!("{} {}/{} {}/{}", verb.as_str(), ty.api_version, ty.kind, namespace.as_deref().unwrap_or(&self.guard.scope().namespace), name);
+        let desc = format!(
+            "{} {}/{} {}/{}",
+            verb.as_str(),
+            ty.api_version,
+            ty.kind,
+            namespace.as_deref().unwrap_or(&self.guard.scope().namespace),
+            name
+        );
         match self.guard.check_kube(&call) {
             Ok(ns) => {
                 if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -220,8 +226,15 @@ impl TaskCtx {
 impl kube::Host for TaskCtx {
     async fn get(&mut self, r: kube::ObjectRef) -> Result<Option<String>, kube::KubeError> {
         let started = Instant::now();
-        let call = KubeCall { verb: KubeVerb::Get, api_version: &r.api_version, kind: &r.kind, namespace: r.namespace.as_deref(), name: Some(&r.name) };
-        let desc = format!("get {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
+        let call = KubeCall {
+            verb: KubeVerb::Get,
+            api_version: &r.api_version,
+            kind: &r.kind,
+            namespace: r.namespace.as_deref(),
+            name: Some(&r.name),
+        };
+        let desc =
+            format!("get {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
         let ns = match self.guard.check_kube(&call) {
             Ok(ns) => ns,
             Err(d) => {
@@ -235,7 +248,12 @@ impl kube::Host for TaskCtx {
         res.map(|o| o.map(|v| v.to_string())).map_err(kube_error)
     }
 
-    async fn list_objects(&mut self, api_version: String, kind: String, label_selector: Option<String>) -> Result<Vec<String>, kube::KubeError> {
+    async fn list_objects(
+        &mut self,
+        api_version: String,
+        kind: String,
+        label_selector: Option<String>,
+    ) -> Result<Vec<String>, kube::KubeError> {
         let started = Instant::now();
         let call = KubeCall { verb: KubeVerb::List, api_version: &api_version, kind: &kind, namespace: None, name: None };
         let desc = format!("list {api_version}/{kind} {} {}", self.guard.scope().namespace, label_selector.as_deref().unwrap_or(""));
@@ -271,8 +289,15 @@ impl kube::Host for TaskCtx {
 
     async fn delete(&mut self, r: kube::ObjectRef) -> Result<bool, kube::KubeError> {
         let started = Instant::now();
-        let call = KubeCall { verb: KubeVerb::Delete, api_version: &r.api_version, kind: &r.kind, namespace: r.namespace.as_deref(), name: Some(&r.name) };
-        let desc = format!("delete {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
+        let call = KubeCall {
+            verb: KubeVerb::Delete,
+            api_version: &r.api_version,
+            kind: &r.kind,
+            namespace: r.namespace.as_deref(),
+            name: Some(&r.name),
+        };
+        let desc =
+            format!("delete {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
         let ns = match self.guard.check_kube(&call) {
             Ok(ns) => ns,
             Err(d) => {

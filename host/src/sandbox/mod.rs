@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use module::{LoadError, LoadedModule, ModuleGrant, ModuleInfo};
 pub use run::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
@@ -60,7 +60,10 @@ impl Default for SandboxConfig {
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocator {
-    Pooling { slots: u32, pagemap_scan: bool },
+    Pooling {
+        slots: u32,
+        pagemap_scan: bool,
+    },
     /// On demand, with the reason pooling was not used.
     OnDemand(String),
 }

@@ -107,10 +107,10 @@ impl Sandbox {
     pub async fn load_module(&self, wasm: &[u8], grant: ModuleGrant) -> Result<LoadedModule, LoadError> {
         let started = Instant::now();
         let digest = sha256_hex(wasm);
-        if let Some(expected) = &grant.pinned_sha256 {
-            if !expected.eq_ignore_ascii_case(&digest) {
-                return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
-            }
+        if let Some(expected) = &grant.pinned_sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
         }
         let (component, cache_outcome) = self
             .cache()
@@ -121,10 +121,7 @@ impl Sandbox {
         let pre = TaskModulePre::new(instance_pre).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
 
         let limit = self.config().limits.max_memory_bytes() as u64;
-        let needed: u64 = component
-            .resources_required()
-            .map(|r| r.max_initial_memory_size.unwrap_or(0))
-            .unwrap_or(0);
+        let needed: u64 = component.resources_required().map(|r| r.max_initial_memory_size.unwrap_or(0)).unwrap_or(0);
         if needed > limit {
             return Err(LoadError::MemoryTooLarge { digest: short(&digest), needed, limit });
         }
@@ -140,14 +137,7 @@ impl Sandbox {
             max_retries: raw.max_retries,
         };
         check_claims(&info, &digest, &grant)?;
-        Ok(LoadedModule {
-            digest,
-            info,
-            grants: Arc::new(grant.grants),
-            pre,
-            cache_outcome,
-            load_time: started.elapsed(),
-        })
+        Ok(LoadedModule { digest, info, grants: Arc::new(grant.grants), pre, cache_outcome, load_time: started.elapsed() })
     }
 
     /// Call `describe` in a throwaway store whose guard grants nothing.
@@ -219,12 +209,8 @@ fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<
             });
         }
     }
-    let missing: Vec<&str> = info
-        .capabilities
-        .iter()
-        .filter(|c| CapabilityName::parse(c).is_none_or(|c| !grant.grants.allows(c)))
-        .map(String::as_str)
-        .collect();
+    let missing: Vec<&str> =
+        info.capabilities.iter().filter(|c| CapabilityName::parse(c).is_none_or(|c| !grant.grants.allows(c))).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(LoadError::UngrantedCapabilities {
             name: info.name.clone(),

@@ -221,7 +221,7 @@ impl Sandbox {
         };
         let mut store = self.new_store(ctx);
 
-        let outcome = if !module.info.task_types.iter().any(|t| *t == input.task_type) {
+        let outcome = if !module.info.task_types.contains(&input.task_type) {
             Err(RunError::UnknownTaskType { task_type: input.task_type.clone(), implemented: module.info.task_types.join(", ") })
         } else {
             let deadline = store.data().limits.deadline;

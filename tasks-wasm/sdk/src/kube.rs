@@ -4,9 +4,9 @@
 //! k8s-openapi types. Every call is checked by the host's capability guard: a call outside the
 //! node's namespace, or one whose capability was not granted, returns [`KubeError::Denied`].
 
-pub use crate::bindings::sei::task::kube::{KubeError, ObjectRef};
-use crate::bindings::sei::task::kube as raw;
 use crate::TaskError;
+use crate::bindings::sei::task::kube as raw;
+pub use crate::bindings::sei::task::kube::{KubeError, ObjectRef};
 
 impl From<KubeError> for TaskError {
     /// The usual mapping: denied stays denied, an invalid object is permanent, everything
@@ -22,22 +22,12 @@ impl From<KubeError> for TaskError {
 
 /// Get one object as JSON.
 pub fn get_raw(api_version: &str, kind: &str, name: &str) -> Result<Option<String>, KubeError> {
-    raw::get(&ObjectRef {
-        api_version: api_version.into(),
-        kind: kind.into(),
-        namespace: None,
-        name: name.into(),
-    })
+    raw::get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
 }
 
 /// Get one object in an explicit namespace (the guard refuses any but the node's).
 pub fn get_raw_in(api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<String>, KubeError> {
-    raw::get(&ObjectRef {
-        api_version: api_version.into(),
-        kind: kind.into(),
-        namespace: Some(namespace.into()),
-        name: name.into(),
-    })
+    raw::get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: Some(namespace.into()), name: name.into() })
 }
 
 pub fn list_raw(api_version: &str, kind: &str, label_selector: Option<&str>) -> Result<Vec<String>, KubeError> {
@@ -50,12 +40,7 @@ pub fn apply_raw(object: &str) -> Result<String, KubeError> {
     raw::apply(object)
 }
 pub fn delete_raw(api_version: &str, kind: &str, name: &str) -> Result<bool, KubeError> {
-    raw::delete(&ObjectRef {
-        api_version: api_version.into(),
-        kind: kind.into(),
-        namespace: None,
-        name: name.into(),
-    })
+    raw::delete(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
 }
 
 #[cfg(feature = "k8s")]

@@ -1,8 +1,8 @@
 //! The node's sidecar `/v0` API (the `sidecar` host interface), and [`drive`], the
 //! submit-then-poll protocol every sidecar task uses.
 
-pub use crate::bindings::sei::task::sidecar::{SidecarError, SidecarTask};
 use crate::bindings::sei::task::sidecar as raw;
+pub use crate::bindings::sei::task::sidecar::{SidecarError, SidecarTask};
 use crate::{Input, Step, TaskError};
 use serde::{Deserialize, Serialize};
 
@@ -86,11 +86,9 @@ pub fn drive(input: &Input, sidecar_type: &str, params: Option<&serde_json::Valu
                     input.task_id,
                     t.error.unwrap_or_else(|| "unknown error".into())
                 ))),
-                _ => Ok(Step::pending(
-                    opts.poll_interval_ms,
-                    &DriveState::Submitted,
-                    format!("sidecar task {sidecar_type} is {}", t.status),
-                )),
+                _ => {
+                    Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar task {sidecar_type} is {}", t.status)))
+                }
             },
             Err(SidecarError::NotFound) => Ok(Step::pending(
                 opts.poll_interval_ms,

@@ -129,10 +129,10 @@ fn sweep_stale_dirs(base: &Path) {
     for e in entries.flatten() {
         let pid: Option<i32> = e.file_name().to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse().ok());
         // SAFETY: kill with signal 0 only checks whether the pid exists.
-        if let Some(pid) = pid {
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+        if let Some(pid) = pid
+            && unsafe { libc::kill(pid, 0) } != 0
+        {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
@@ -211,11 +211,7 @@ impl TestCluster {
         let kcm_port = free_port()?;
         let api_url = format!("https://127.0.0.1:{api_port}");
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("testkit-cluster")
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("testkit-cluster").enable_all().build()?;
 
         let mut processes = Vec::new();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -317,10 +313,10 @@ impl TestCluster {
         loop {
             self.check_alive()?;
             let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| TestClusterError::Kubeconfig(e.to_string()))?;
-            if let Ok(body) = client.request_text(req).await {
-                if body.trim() == "ok" {
-                    return Ok(());
-                }
+            if let Ok(body) = client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 let procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());

@@ -197,10 +197,14 @@ async fn statefulset_faker_rolls_out_and_can_be_paused() {
 
     let faker = cluster.statefulsets();
     faker.pause(ns.name());
-    api.patch("node", &PatchParams::apply("harness").force(), &Patch::Apply(&serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "img:2"}]}}}
-    })))
+    api.patch(
+        "node",
+        &PatchParams::apply("harness").force(),
+        &Patch::Apply(&serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "img:2"}]}}}
+        })),
+    )
     .await
     .unwrap();
     let seen = faker.passes();
@@ -250,8 +254,12 @@ async fn no_process_outlives_a_failing_test() {
     assert_eq!(names, ["etcd", "kube-apiserver", "kube-controller-manager"], "child output:\n{stdout}");
     eventually("the child's control plane to be gone", Duration::from_secs(20), || async {
         // A killed child of the exited test process is reaped by init; /proc/<pid> disappears.
-        pids.iter().all(|(_, pid)| !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)).then_some(())
+        pids.iter()
+            .all(|(_, pid)| {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+            })
+            .then_some(())
     })
     .await
     .unwrap();

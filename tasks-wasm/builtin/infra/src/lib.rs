@@ -112,15 +112,8 @@ pub fn data_pvc(node: &NodeView, params: &PvcParams) -> PersistentVolumeClaim {
 }
 
 /// The seven seid ports of the headless Service (name, port).
-pub const SEID_PORTS: [(&str, i32); 7] = [
-    ("evm-rpc", 8545),
-    ("evm-ws", 8546),
-    ("grpc", 9090),
-    ("rest", 1317),
-    ("p2p", 26656),
-    ("rpc", 26657),
-    ("metrics", 26660),
-];
+pub const SEID_PORTS: [(&str, i32); 7] =
+    [("evm-rpc", 8545), ("evm-ws", 8546), ("grpc", 9090), ("rest", 1317), ("p2p", 26656), ("rpc", 26657), ("metrics", 26660)];
 
 pub fn headless_service(node: &NodeView) -> Service {
     Service {
@@ -179,9 +172,7 @@ impl TaskModule for Infra {
                 let pvc = data_pvc(&node, &params);
                 match kube::create(&pvc) {
                     Ok(_) => log::info(&format!("created PVC data-{}", node.metadata.name)),
-                    Err(kube::KubeError::Conflict(_)) => {
-                        log::debug(&format!("PVC data-{} exists; never updated", node.metadata.name))
-                    }
+                    Err(kube::KubeError::Conflict(_)) => log::debug(&format!("PVC data-{} exists; never updated", node.metadata.name)),
                     Err(e) => return Err(e.into()),
                 }
                 Ok(Step::complete(&serde_json::json!({ "pvc": format!("data-{}", node.metadata.name) })))
@@ -213,7 +204,10 @@ mod tests {
 
     #[test]
     fn owner_reference_is_controller() {
-        let pvc = data_pvc(&node(), &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: None, storage_size: default_size() });
+        let pvc = data_pvc(
+            &node(),
+            &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: None, storage_size: default_size() },
+        );
         let owners = pvc.metadata.owner_references.unwrap();
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].kind, "SeiNode");
@@ -223,7 +217,15 @@ mod tests {
 
     #[test]
     fn pvc_shape_matches_reference() {
-        let pvc = data_pvc(&node(), &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: Some("gp3".into()), storage_size: "100Gi".into() });
+        let pvc = data_pvc(
+            &node(),
+            &PvcParams {
+                node_name: "rpc-0".into(),
+                namespace: "sei".into(),
+                storage_class: Some("gp3".into()),
+                storage_size: "100Gi".into(),
+            },
+        );
         assert_eq!(pvc.metadata.name.as_deref(), Some("data-rpc-0"));
         let spec = pvc.spec.unwrap();
         assert_eq!(spec.access_modes.unwrap(), vec!["ReadWriteOnce".to_string()]);

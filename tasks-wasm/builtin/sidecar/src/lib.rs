@@ -35,8 +35,7 @@ pub fn drive_options(_task_type: &str) -> DriveOptions {
 /// Params to send: `None` for an empty object or null (the reference sends no params then).
 pub fn wire_params(params_json: &str) -> Result<Option<serde_json::Value>, TaskError> {
     let raw = if params_json.trim().is_empty() { "null" } else { params_json };
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| TaskError::InvalidParams(format!("params are not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| TaskError::InvalidParams(format!("params are not JSON: {e}")))?;
     Ok(match value {
         serde_json::Value::Null => None,
         serde_json::Value::Object(m) if m.is_empty() => None,
@@ -62,12 +61,12 @@ impl TaskModule for SidecarTasks {
         }
         let params = wire_params(&input.params_json)?;
         let step = drive(&input, &input.task_type, params.as_ref(), drive_options(&input.task_type))?;
-        if input.task_type == "mark-ready" {
-            if let Step::Complete(_) = step {
-                if !sidecar::healthz()? {
-                    return Ok(Step::pending(2_000, &sei_task_sdk::sidecar::DriveState::Submitted, "mark-ready completed but /v0/healthz is not 200 yet"));
-                }
-            }
+        if input.task_type == "mark-ready" && matches!(step, Step::Complete(_)) && !sidecar::healthz()? {
+            return Ok(Step::pending(
+                2_000,
+                &sei_task_sdk::sidecar::DriveState::Submitted,
+                "mark-ready completed but /v0/healthz is not 200 yet",
+            ));
         }
         Ok(step)
     }

@@ -2,6 +2,8 @@
 //! params from the node's namespace, and completes with its params and attempt as output.
 //! Task type `count` is pending until its checkpoint counter reaches `params.steps`.
 //! Task type `noop` completes at once with no output (the dispatch benchmark's step).
+//! Task types `log-loop` and `kube-get-loop` make `params.n` host calls (`log`, or `kube get` of
+//! the ConfigMap `params.name`), for the host-call benchmarks.
 
 mod count;
 
@@ -10,11 +12,17 @@ use sei_task_sdk::prelude::*;
 struct WellBehaved;
 
 #[derive(Deserialize)]
+struct LoopParams {
+    n: u32,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct EchoParams {
     #[serde(default)]
     configmap: Option<String>,
 }
-
 
 impl TaskModule for WellBehaved {
     fn info() -> ModuleInfo {
@@ -22,6 +30,8 @@ impl TaskModule for WellBehaved {
             .task_type("echo")
             .task_type("count")
             .task_type("noop")
+            .task_type("log-loop")
+            .task_type("kube-get-loop")
             .capability(Capability::KubeRead)
     }
 
@@ -43,14 +53,27 @@ impl TaskModule for WellBehaved {
             }
             "count" => match count::count_step(&input.params_json, input.checkpoint.as_deref()) {
                 Ok((true, out)) => Ok(Step::Complete(out)),
-                Ok((false, checkpoint)) => Ok(Step::Pending(sei_task_sdk::PendingStep {
-                    requeue_after_ms: 10,
-                    checkpoint,
-                    message: "counting".into(),
-                })),
+                Ok((false, checkpoint)) => {
+                    Ok(Step::Pending(sei_task_sdk::PendingStep { requeue_after_ms: 10, checkpoint, message: "counting".into() }))
+                }
                 Err(e) => Err(TaskError::InvalidParams(e)),
             },
             "noop" => Ok(Step::done()),
+            "log-loop" => {
+                let params: LoopParams = input.params()?;
+                for _ in 0..params.n {
+                    log::trace("x");
+                }
+                Ok(Step::done())
+            }
+            "kube-get-loop" => {
+                let params: LoopParams = input.params()?;
+                let name = params.name.unwrap_or_default();
+                for _ in 0..params.n {
+                    kube::get_raw("v1", "ConfigMap", &name)?;
+                }
+                Ok(Step::done())
+            }
             other => Err(TaskError::Permanent(format!("unknown task type {other}"))),
         }
     }

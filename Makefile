@@ -1,0 +1,57 @@
+# sei-operator: the two commands of the README are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+SAMPLE ?= deploy/samples/full-node.yaml
+
+.PHONY: demo test setup control-plane build unit integration tasks-wasm-test lint fmt bench bench-sandbox clean-control-plane
+
+## The main job: run the built-in tasks of a node's first steps against the sample SeiNode,
+## with an in-memory Kubernetes and sidecar (the controller demo replaces this with issue 4).
+demo: setup
+	$(CARGO) build --release -p sei-operator
+	@for t in ensure-data-pvc apply-service; do \
+	  echo "== sei-operator task run $$t -f $(SAMPLE)"; \
+	  target_dir=$${CARGO_TARGET_DIR:-target}; \
+	  "$$target_dir/release/sei-operator" task run $$t -f $(SAMPLE); \
+	done
+	@target_dir=$${CARGO_TARGET_DIR:-target}; \
+	echo "== sei-operator task run snapshot-restore -f $(SAMPLE) --params '{\"targetHeight\":100000000}' --steps 3"; \
+	"$$target_dir/release/sei-operator" task run snapshot-restore -f $(SAMPLE) --params '{"targetHeight":100000000}' --steps 3
+
+## Everything CI runs: set-up, the control plane (cached), lint, unit, sandbox and integration tests.
+test: setup control-plane lint tasks-wasm-test
+	$(CARGO) test --workspace --locked
+
+setup:
+	rustup target add wasm32-unknown-unknown
+	rustup component add clippy rustfmt
+
+## Build etcd, kube-apiserver, kube-controller-manager and kubectl from Go modules into
+## ~/.cache/sei-operator/k8s-<version>-etcd-<version>-<recipe>/bin (a no-op when cached).
+control-plane:
+	bash tests/control-plane/build.sh
+
+build: setup
+	$(CARGO) build --workspace --locked
+
+## Unit tests of the task modules' pure logic, natively.
+tasks-wasm-test:
+	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --manifest-path tasks-wasm/Cargo.toml --workspace --target wasm32-unknown-unknown --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all
+
+## Benchmarks (results and commands in BENCHMARKS.md).
+bench: bench-sandbox
+	bash tests/control-plane/bench-start.sh
+
+bench-sandbox:
+	$(CARGO) bench -p sei-operator --bench sandbox
