@@ -5,8 +5,9 @@
 //! - `native`: the same `count` logic as a native Rust function (the very same source file);
 //! - `host_call`: one `log` round trip, and one `kube get` through the capability guard with the
 //!   in-memory adapter (1000 calls per step; criterion reports per call);
-//! - `compile`: Cranelift compile of the built-in `sei-builtin-infra` component;
-//! - `load`: full load (verify, instantiate-pre, describe, checks) from the precompiled cache.
+//! - `compile`: Cranelift compile of each built-in component;
+//! - `load`: a verified precompiled artifact (read, integrity check, deserialize), and the full
+//!   load pipeline from the cache (digest, artifact, instantiate-pre, `describe`, checks).
 //!
 //! After criterion, the binary prints the median and p99 of 20,000 single dispatches.
 
@@ -14,6 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::embedded::{BUILTIN_MODULES, test_guest_path};
 use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::sandbox::cache::CacheOutcome;
 use sei_operator::sandbox::{LoadedModule, ModuleGrant, RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,24 +86,38 @@ fn host_calls(c: &mut Criterion) {
 
 fn compile_and_load(c: &mut Criterion) {
     let rt = runtime();
-    let infra = BUILTIN_MODULES.iter().find(|m| m.name == "sei-builtin-infra").expect("built-in infra module");
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let mut g = c.benchmark_group("compile");
     g.sample_size(10);
-    g.bench_function("builtin_infra_cranelift", |b| b.iter(|| wasmtime::component::Component::new(sandbox.engine(), infra.bytes).expect("compile")));
+    for m in BUILTIN_MODULES {
+        g.bench_function(BenchmarkId::new("cranelift", format!("{} ({} KB)", m.name, m.bytes.len() / 1024)), |b| {
+            b.iter(|| wasmtime::component::Component::new(sandbox.engine(), m.bytes).expect("compile"))
+        });
+    }
     g.finish();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let cached = Sandbox::new(SandboxConfig { cache_dir: Some(dir.path().to_path_buf()), ..Default::default() }).expect("sandbox");
-    let grant = || sei_operator::registry::builtin_grant("sei-builtin-infra");
-    rt.block_on(cached.load_module(infra.bytes, grant())).expect("warm the cache");
     let mut g = c.benchmark_group("load");
-    g.bench_function("builtin_infra_from_precompiled_cache", |b| {
-        b.to_async(&rt).iter(|| async {
-            let m = cached.load_module(infra.bytes, grant()).await.expect("load");
-            assert_eq!(m.cache_outcome, sei_operator::sandbox::cache::CacheOutcome::Loaded);
-        })
-    });
+    for m in BUILTIN_MODULES {
+        let grant = || sei_operator::registry::builtin_grant(m.name);
+        rt.block_on(cached.load_module(m.bytes, grant())).expect("warm the cache");
+        let digest = sei_operator::sandbox::cache::sha256_hex(m.bytes);
+        // Read the artifact, check its integrity record, deserialize.
+        g.bench_function(BenchmarkId::new("precompiled_artifact", m.name), |b| {
+            b.iter(|| {
+                let (_, outcome) = cached.cache().load_or_compile(cached.engine(), &digest, m.bytes).expect("load");
+                assert_eq!(outcome, CacheOutcome::Loaded);
+            })
+        });
+        // The whole pipeline: digest, artifact, instantiate-pre, describe, claim checks.
+        g.bench_function(BenchmarkId::new("full_pipeline_from_cache", m.name), |b| {
+            b.to_async(&rt).iter(|| async {
+                let m = cached.load_module(m.bytes, grant()).await.expect("load");
+                assert_eq!(m.cache_outcome, CacheOutcome::Loaded);
+            })
+        });
+    }
     g.finish();
 }
 

@@ -232,7 +232,9 @@ async fn unknown_task_type_is_refused_before_running() {
     let (env, _) = env();
     let r = f.sandbox.run(&f.well_behaved, input("apply-statefulset", "{}"), &env).await;
     match &r.outcome {
-        Err(e @ RunError::UnknownTaskType { .. }) => assert!(e.to_string().contains("implements: echo, count, noop, log-loop, kube-get-loop"), "{e}"),
+        Err(e @ RunError::UnknownTaskType { .. }) => {
+            assert!(e.to_string().contains("implements: echo, count, noop, log-loop, kube-get-loop"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
 }

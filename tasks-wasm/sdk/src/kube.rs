@@ -53,7 +53,7 @@ mod typed {
     fn decode<K: DeserializeOwned>(json: &str) -> Result<K, KubeError> {
         serde_json::from_str(json).map_err(|e| KubeError::Invalid(format!("undecodable object from the host: {e}")))
     }
-    fn encode<K: Resource + Serialize>(obj: &K) -> Result<String, KubeError> {
+    pub(super) fn encode<K: Resource + Serialize>(obj: &K) -> Result<String, KubeError> {
         let mut value = serde_json::to_value(obj).map_err(|e| KubeError::Invalid(e.to_string()))?;
         if let Some(map) = value.as_object_mut() {
             map.insert("apiVersion".into(), K::API_VERSION.into());
@@ -77,6 +77,16 @@ mod typed {
     /// Server-side apply a typed object (apiVersion/kind are filled in).
     pub fn apply<K: Resource + Serialize + DeserializeOwned>(obj: &K) -> Result<K, KubeError> {
         decode(&apply_raw(&encode(obj)?)?)
+    }
+    /// Create a typed object without decoding the stored object the API server answers with.
+    /// Prefer this to [`create`] when the answer is not needed: a module that never
+    /// deserializes a kind does not carry its deserializer (smaller, faster to compile).
+    pub fn create_object<K: Resource + Serialize>(obj: &K) -> Result<(), KubeError> {
+        create_raw(&encode(obj)?).map(drop)
+    }
+    /// Server-side apply a typed object without decoding the answer (see [`create_object`]).
+    pub fn apply_object<K: Resource + Serialize>(obj: &K) -> Result<(), KubeError> {
+        apply_raw(&encode(obj)?).map(drop)
     }
     /// Delete a typed object by name; `false` when it was already gone.
     pub fn delete<K: Resource>(name: &str) -> Result<bool, KubeError> {

@@ -170,7 +170,7 @@ impl TaskModule for Infra {
                 let params: PvcParams = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
                 let pvc = data_pvc(&node, &params);
-                match kube::create(&pvc) {
+                match kube::create_object(&pvc) {
                     Ok(_) => log::info(&format!("created PVC data-{}", node.metadata.name)),
                     Err(kube::KubeError::Conflict(_)) => log::debug(&format!("PVC data-{} exists; never updated", node.metadata.name)),
                     Err(e) => return Err(e.into()),
@@ -180,7 +180,7 @@ impl TaskModule for Infra {
             "apply-service" => {
                 let params: ObjectParams = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
-                kube::apply(&headless_service(&node))?;
+                kube::apply_object(&headless_service(&node))?;
                 Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name })))
             }
             other => Err(TaskError::Permanent(format!("sei-builtin-infra does not implement task type {other}"))),

@@ -1,0 +1,74 @@
+//! The built-in infrastructure tasks through the real `KubeClientAdapter` against the real
+//! control plane (sei-testkit): objects have the reference shapes, server-side apply uses the
+//! task type's field manager, every write carries the module digest, the PVC is created once
+//! and never updated, and the guard keeps writes inside the node's names.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use kube::api::Api;
+use sei_operator::adapters::kube::KubeClientAdapter;
+use sei_operator::guard::Scope;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::{RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
+use sei_testkit::TestCluster;
+use std::sync::Arc;
+
+fn node(ns: &str, uid: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+        "metadata": {"name": "rpc", "namespace": ns, "uid": uid},
+        "spec": {"podLabels": {"team": "rpc"}}
+    })
+    .to_string()
+}
+
+fn input(task_type: &str, ns: &str, params: serde_json::Value) -> RunInput {
+    RunInput {
+        task_type: task_type.into(),
+        task_id: "7f0c2a4e-0000-5000-8000-000000000001".into(),
+        plan_id: "plan".into(),
+        node: node(ns, "5d1c6a2e-8c1f-4f57-9d1b-000000000001"),
+        params: params.to_string(),
+        checkpoint: None,
+        attempt: 1,
+    }
+}
+
+#[tokio::test]
+async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
+    let cluster = TestCluster::shared();
+    let ns = cluster.namespace("adapter").await;
+    let client = cluster.client().await;
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let registry = TaskRegistry::new();
+    registry.load_builtins(&sandbox).await.unwrap();
+    let env = RunEnv { scope: Scope::for_node(ns.name(), "rpc"), kube: Arc::new(KubeClientAdapter::new(client.clone())), sidecar: None };
+    let params = serde_json::json!({"nodeName": "rpc", "namespace": ns.name(), "storageClass": "fast", "storageSize": "10Gi"});
+
+    let pvc_module = registry.resolve("ensure-data-pvc").unwrap();
+    let r = sandbox.run(&pvc_module.module, input("ensure-data-pvc", ns.name(), params.clone()), &env).await;
+    assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{}", r.summary());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns.name());
+    let pvc = pvcs.get("data-rpc").await.unwrap();
+    assert_eq!(pvc.metadata.annotations.as_ref().unwrap()["sei.io/module-digest"], r.module_digest);
+    assert_eq!(pvc.metadata.owner_references.as_ref().unwrap()[0].kind, "SeiNode");
+    assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
+    let version = pvc.metadata.resource_version.clone();
+
+    // Created once, never updated: a second run with other params succeeds and changes nothing.
+    let mut other = params.clone();
+    other["storageSize"] = "99Gi".into();
+    let again = sandbox.run(&pvc_module.module, input("ensure-data-pvc", ns.name(), other), &env).await;
+    assert!(matches!(again.outcome, Ok(StepOutcome::Complete { .. })), "{}", again.summary());
+    assert_eq!(pvcs.get("data-rpc").await.unwrap().metadata.resource_version, version);
+
+    let svc_module = registry.resolve("apply-service").unwrap();
+    let r = sandbox.run(&svc_module.module, input("apply-service", ns.name(), params), &env).await;
+    assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{}", r.summary());
+    let svc = Api::<Service>::namespaced(client.clone(), ns.name()).get("rpc").await.unwrap();
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.ports.unwrap().len(), 7);
+    let managers: Vec<String> = svc.metadata.managed_fields.unwrap().iter().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.contains(&"sei-operator/apply-service".to_string()), "{managers:?}");
+    assert_eq!(svc.metadata.annotations.unwrap()["sei.io/module-digest"], r.module_digest);
+}

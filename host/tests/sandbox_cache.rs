@@ -1,0 +1,89 @@
+//! The precompiled artifact cache: stored after the first compile, loaded after that, and never
+//! trusted when its bytes do not match the integrity record or are not a precompiled component.
+
+use sei_operator::embedded::test_guest_path;
+use sei_operator::guard::{CapabilityName, Grants};
+use sei_operator::sandbox::cache::{CacheOutcome, sha256_hex};
+use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
+use std::path::{Path, PathBuf};
+
+fn sandbox(dir: &Path) -> Sandbox {
+    Sandbox::new(SandboxConfig { cache_dir: Some(dir.to_path_buf()), ..Default::default() }).expect("sandbox")
+}
+
+fn grant() -> ModuleGrant {
+    ModuleGrant::new(Grants::new([CapabilityName::KubeRead]))
+}
+
+fn artifact(dir: &Path, ext: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == ext))
+        .unwrap_or_else(|| panic!("no .{ext} file in {}", dir.display()))
+}
+
+#[tokio::test]
+async fn first_load_stores_then_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(test_guest_path("test-well-behaved")).unwrap();
+    let first = sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    assert_eq!(first.cache_outcome, CacheOutcome::CompiledAndStored);
+    let name = artifact(dir.path(), "cwasm").file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&sha256_hex(&wasm)), "keyed by the wasm digest: {name}");
+    let second = sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    assert_eq!(second.cache_outcome, CacheOutcome::Loaded);
+    assert_eq!(second.digest, first.digest);
+}
+
+#[tokio::test]
+async fn corrupt_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(test_guest_path("test-well-behaved")).unwrap();
+    sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    let cwasm = artifact(dir.path(), "cwasm");
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&cwasm, &bytes).unwrap();
+
+    let reloaded = sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    match &reloaded.cache_outcome {
+        CacheOutcome::Recompiled(reason) => assert!(reason.contains("does not match the integrity record"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // The entry was rewritten and is trusted again.
+    assert_eq!(sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap().cache_outcome, CacheOutcome::Loaded);
+}
+
+#[tokio::test]
+async fn foreign_entry_with_matching_record_is_not_deserialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(test_guest_path("test-well-behaved")).unwrap();
+    sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    // Someone replaces the artifact and its record consistently with bytes that are not a
+    // precompiled component of this engine.
+    let foreign = b"not a wasmtime artifact".to_vec();
+    std::fs::write(artifact(dir.path(), "cwasm"), &foreign).unwrap();
+    std::fs::write(artifact(dir.path(), "sha256"), sha256_hex(&foreign)).unwrap();
+    let reloaded = sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    match &reloaded.cache_outcome {
+        CacheOutcome::Recompiled(reason) => assert!(reason.contains("not a precompiled component"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_integrity_record_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(test_guest_path("test-well-behaved")).unwrap();
+    sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    std::fs::remove_file(artifact(dir.path(), "sha256")).unwrap();
+    let reloaded = sandbox(dir.path()).load_module(&wasm, grant()).await.unwrap();
+    assert!(
+        matches!(reloaded.cache_outcome, CacheOutcome::Recompiled(ref r) if r.contains("integrity record")),
+        "{:?}",
+        reloaded.cache_outcome
+    );
+}
