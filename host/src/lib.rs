@@ -7,8 +7,10 @@
 
 pub mod adapters;
 pub mod bindings;
+pub mod crd;
 pub mod guard;
 pub mod metrics;
+pub mod planner;
 pub mod registry;
 pub mod sandbox;
 

@@ -30,6 +30,18 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Print the CustomResourceDefinitions as YAML (what `deploy/crds/` holds).
+    Crds,
+    /// Print the plan a SeiNode manifest would get, without a cluster.
+    Plan {
+        /// The SeiNode manifest (YAML or JSON). A `status` in it is taken into account
+        /// (phase, active plan, resolved peers).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the plan as JSON (as it is stored in `status.plan`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +95,41 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Task { command: TaskCommand::Run(args) } => task_run(args).await,
         Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await,
+        Command::Crds => {
+            print!("{}", sei_operator::crd::crds_yaml()?);
+            Ok(())
+        }
+        Command::Plan { file, json } => plan(&file, json),
     }
+}
+
+fn plan(file: &PathBuf, json: bool) -> Result<()> {
+    use sei_operator::planner::{Observed, PlanDecision, PlanPlatform, resolve_plan};
+    let value = read_node(file)?;
+    let node: sei_operator::crd::SeiNode =
+        serde_json::from_value(value).with_context(|| format!("{} is not a valid SeiNode", file.display()))?;
+    let plan_id = uuid::Uuid::new_v4().to_string();
+    let decision = resolve_plan(&node, &Observed::default(), &PlanPlatform::default(), &plan_id)?;
+    match decision {
+        PlanDecision::Resume => println!("the node's active plan resumes; no new plan"),
+        PlanDecision::Idle => println!("nothing to do: no new plan"),
+        PlanDecision::New { plan, phase, reason } if json => {
+            let _ = (phase, reason);
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        }
+        PlanDecision::New { plan, phase, reason } => {
+            println!(
+                "plan {} ({reason}; node phase {phase:?}, on success {:?}, on failure {:?})",
+                plan.id, plan.target_phase, plan.failed_phase
+            );
+            for (i, t) in plan.tasks.iter().enumerate() {
+                let params = t.params.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "null".into());
+                let retries = if t.max_retries > 0 { format!("  maxRetries {}", t.max_retries) } else { String::new() };
+                println!("{:>3}. {:<26} {}  {params}{retries}", i + 1, t.task_type, t.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_grants(names: &[String]) -> Result<Grants> {

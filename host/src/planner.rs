@@ -1,0 +1,852 @@
+//! The planner: pure functions from a SeiNode (and what was observed of its objects) to the plan
+//! it should run. No client, no clock, no randomness: the caller passes the new plan's id.
+//!
+//! Behaviour follows the reference (§2.2–2.11): the mode planners, the sidecar progression with
+//! `insert_before`, the base / bootstrap / genesis / convergence task lists, one params factory
+//! with the reference's wire keys, UUID v5 task ids over `planID/type/index`, and config-apply
+//! overrides merged common → mode → user. Fixed quirk: a Running node gets a convergence plan
+//! only when its StatefulSet or Service drifts from what the node asks for.
+//!
+//! Invariants (tests below): every row of the reference table §2.9 (`table_*` tests), the
+//! bootstrap plan's 19 tasks, the genesis plan's 11, `insert_before` erroring on a missing
+//! target, ids distinct for a type appearing twice, and no convergence plan without drift.
+
+use crate::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The fixed namespace of task ids (reference §2.1).
+pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0xb7e89c3a_4f12_4d8b_9a6e_1c2d3e4f5a6b);
+
+/// Retry budget of `configure-genesis` in a genesis ceremony (waits for the group's genesis).
+pub const GENESIS_CONFIGURE_MAX_RETRIES: i32 = 180;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("SeiNode {0}: no mode is set (one of fullNode, archive, replayer, validator)")]
+    NoMode(String),
+    #[error("SeiNode {node}: {message}")]
+    Invalid { node: String, message: String },
+    #[error("insert_before: target {target} not found in [{progression}] (inserting {task})")]
+    InsertTargetMissing { target: String, task: String, progression: String },
+}
+
+/// The mode of a node, in the reference's precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Archive,
+    Replayer,
+    Validator,
+}
+
+impl Mode {
+    pub fn of(node: &SeiNode) -> Option<Mode> {
+        let s = &node.spec;
+        if s.full_node.is_some() {
+            Some(Mode::Full)
+        } else if s.archive.is_some() {
+            Some(Mode::Archive)
+        } else if s.replayer.is_some() {
+            Some(Mode::Replayer)
+        } else if s.validator.is_some() {
+            Some(Mode::Validator)
+        } else {
+            None
+        }
+    }
+
+    /// The `mode` of config-apply (a replayer is configured as a full node).
+    pub fn config_mode(self) -> &'static str {
+        match self {
+            Mode::Full | Mode::Replayer => "full",
+            Mode::Archive => "archive",
+            Mode::Validator => "validator",
+        }
+    }
+}
+
+fn node_name(node: &SeiNode) -> String {
+    node.metadata.name.clone().unwrap_or_default()
+}
+
+fn node_namespace(node: &SeiNode) -> String {
+    node.metadata.namespace.clone().unwrap_or_default()
+}
+
+/// The node's snapshot source: fullNode / validator snapshot, the replayer's, none for archive.
+pub fn snapshot_source(node: &SeiNode) -> Option<&SnapshotSource> {
+    let s = &node.spec;
+    match Mode::of(node)? {
+        Mode::Full => s.full_node.as_ref()?.snapshot.as_ref(),
+        Mode::Archive => None,
+        Mode::Replayer => s.replayer.as_ref().map(|r| &r.snapshot),
+        Mode::Validator => s.validator.as_ref()?.snapshot.as_ref(),
+    }
+}
+
+/// Reference §2.2 mode validation (beyond the CRD schema).
+pub fn validate(node: &SeiNode) -> Result<Mode, PlanError> {
+    let name = node_name(node);
+    let mode = Mode::of(node).ok_or_else(|| PlanError::NoMode(name.clone()))?;
+    let invalid = |message: &str| PlanError::Invalid { node: name.clone(), message: message.to_string() };
+    let bootstrap_rule = |snap: Option<&SnapshotSource>| -> Result<(), PlanError> {
+        if let Some(s) = snap
+            && s.bootstrap_image.as_deref().is_some_and(|i| !i.is_empty())
+            && s.s3.as_ref().is_none_or(|s3| s3.target_height <= 0)
+        {
+            return Err(invalid("snapshot.bootstrapImage needs snapshot.s3 with targetHeight > 0"));
+        }
+        Ok(())
+    };
+    match mode {
+        Mode::Full => bootstrap_rule(snapshot_source(node))?,
+        Mode::Archive => {}
+        Mode::Replayer => {
+            let snap = snapshot_source(node);
+            if snap.and_then(|s| s.s3.as_ref()).is_none_or(|s3| s3.target_height <= 0) {
+                return Err(invalid("a replayer needs snapshot.s3 with targetHeight > 0"));
+            }
+            if node.spec.peers.as_ref().is_none_or(|p| p.is_empty()) {
+                return Err(invalid("a replayer needs at least one peer source"));
+            }
+        }
+        Mode::Validator => match node.spec.validator.as_ref().and_then(|v| v.genesis_ceremony.as_ref()) {
+            Some(gc) if gc.chain_id.is_empty() || gc.staking_amount.is_empty() => {
+                return Err(invalid("genesisCeremony needs chainId and stakingAmount"));
+            }
+            Some(_) => {}
+            None => bootstrap_rule(snapshot_source(node))?,
+        },
+    }
+    Ok(mode)
+}
+
+/// Reference §2.3: bootstrap when the snapshot has s3 with a target height and a bootstrap image.
+pub fn needs_bootstrap(node: &SeiNode) -> bool {
+    snapshot_source(node).is_some_and(|s| {
+        s.bootstrap_image.as_deref().is_some_and(|i| !i.is_empty()) && s.s3.as_ref().is_some_and(|s3| s3.target_height > 0)
+    })
+}
+
+/// `snapshot`, `state-sync` or `genesis` (reference §2.4).
+fn bootstrap_mode(snap: Option<&SnapshotSource>) -> &'static str {
+    match snap {
+        Some(s) if s.s3.is_some() => "snapshot",
+        Some(s) if s.state_sync.is_some() => "state-sync",
+        _ => "genesis",
+    }
+}
+
+/// Insert `task` right before the first `target`; unchanged if `task` is already present; an
+/// error if `target` is absent.
+pub fn insert_before(progression: &mut Vec<&'static str>, target: &str, task: &'static str) -> Result<(), PlanError> {
+    if progression.contains(&task) {
+        return Ok(());
+    }
+    match progression.iter().position(|t| *t == target) {
+        Some(i) => {
+            progression.insert(i, task);
+            Ok(())
+        }
+        None => Err(PlanError::InsertTargetMissing { target: target.into(), task: task.into(), progression: progression.join(", ") }),
+    }
+}
+
+/// Reference §2.4 `buildSidecarProgression`.
+pub fn sidecar_progression(snap: Option<&SnapshotSource>, has_peers: bool) -> Result<Vec<&'static str>, PlanError> {
+    let mut p: Vec<&'static str> = match bootstrap_mode(snap) {
+        "snapshot" => vec!["snapshot-restore", "config-apply", "config-validate", "mark-ready"],
+        _ => vec!["config-apply", "config-validate", "mark-ready"],
+    };
+    insert_before(&mut p, "config-apply", "configure-genesis")?;
+    if has_peers {
+        insert_before(&mut p, "config-validate", "discover-peers")?;
+    }
+    if snap.is_some() {
+        insert_before(&mut p, "config-validate", "configure-state-sync")?;
+    }
+    Ok(p)
+}
+
+/// Platform settings the planner puts into task params.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlanPlatform {
+    pub storage_class_default: Option<String>,
+    pub storage_class_perf: Option<String>,
+    pub storage_class_archive: Option<String>,
+    pub storage_size_default: Option<String>,
+    pub storage_size_archive: Option<String>,
+}
+
+/// Reference §2.11 composition: common, then the mode's controller overrides, then the user's.
+pub fn config_apply_overrides(node: &SeiNode, mode: Mode) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(addr) = node.status.as_ref().and_then(|s| s.external_address.as_deref()).filter(|a| !a.is_empty()) {
+        out.insert("network.p2p.external_address".to_string(), addr.to_string());
+    }
+    let mut put = |k: &str, v: String| {
+        out.insert(k.to_string(), v);
+    };
+    match mode {
+        Mode::Full => {
+            if let Some(g) = node.spec.full_node.as_ref().and_then(|f| f.snapshot_generation.as_ref()) {
+                put("storage.snapshot_interval", "2000".into());
+                put("storage.snapshot_keep_recent", g.keep_recent.to_string());
+                put("storage.pruning_keep_recent", "50000".into());
+                put("storage.pruning_keep_every", "0".into());
+                put("chain.min_retain_blocks", "50000".into());
+                put("network.p2p.max_connections", "500".into());
+                put("network.p2p.send_rate", "20971520".into());
+                put("network.p2p.recv_rate", "20971520".into());
+            }
+        }
+        Mode::Archive => {
+            if let Some(g) = node.spec.archive.as_ref().and_then(|a| a.snapshot_generation.as_ref()) {
+                put("storage.snapshot_interval", "2000".into());
+                put("storage.snapshot_keep_recent", g.keep_recent.to_string());
+            }
+        }
+        Mode::Replayer => {
+            put("storage.state_commit.async_commit_buffer", "100".into());
+            put("storage.state_commit.memiavl.snapshot_keep_recent", "2".into());
+            put("storage.state_commit.memiavl.snapshot_min_time_interval", "3600".into());
+        }
+        Mode::Validator => {}
+    }
+    for (k, v) in node.spec.overrides.iter().flatten() {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+fn peer_sources(node: &SeiNode) -> Vec<Value> {
+    let resolved: Vec<String> = node.status.as_ref().map(|s| s.resolved_peers.clone()).unwrap_or_default();
+    node.spec
+        .peers
+        .iter()
+        .flatten()
+        .filter_map(|p: &PeerSource| {
+            if let Some(e) = &p.ec2_tags {
+                Some(json!({"type": "ec2Tags", "region": e.region, "tags": e.tags}))
+            } else if let Some(s) = &p.static_peers {
+                Some(json!({"type": "static", "addresses": s.addresses}))
+            } else {
+                p.label.as_ref().map(|_| json!({"type": "dnsEndpoints", "endpoints": resolved}))
+            }
+        })
+        .collect()
+}
+
+/// Reference §2.10: the single params factory (`snap` is `None` for the post-bootstrap
+/// progression).
+pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&SnapshotSource>, platform: &PlanPlatform) -> Value {
+    let name = node_name(node);
+    let namespace = node_namespace(node);
+    let gc = node.spec.validator.as_ref().and_then(|v| v.genesis_ceremony.as_ref());
+    match task_type {
+        "ensure-data-pvc" => {
+            let (class, size) = match mode {
+                Mode::Archive => (platform.storage_class_archive.clone(), platform.storage_size_archive.clone()),
+                _ => {
+                    (platform.storage_class_perf.clone().or(platform.storage_class_default.clone()), platform.storage_size_default.clone())
+                }
+            };
+            let mut p = json!({"nodeName": name, "namespace": namespace});
+            if let Some(c) = class {
+                p["storageClass"] = c.into();
+            }
+            if let Some(s) = size {
+                p["storageSize"] = s.into();
+            }
+            p
+        }
+        "apply-statefulset" | "apply-service" => json!({"nodeName": name, "namespace": namespace}),
+        "snapshot-restore" => match snap.and_then(|s| s.s3.as_ref()).map(|s3| s3.target_height).filter(|h| *h > 0) {
+            Some(h) => json!({"targetHeight": h}),
+            None => json!({}),
+        },
+        "configure-genesis" | "config-validate" | "mark-ready" => json!({}),
+        "set-genesis-peers" => gc.map(|_| json!({})).unwrap_or(Value::Null),
+        "config-apply" => {
+            let overrides = config_apply_overrides(node, mode);
+            let mut p = json!({"mode": mode.config_mode()});
+            if !overrides.is_empty() {
+                p["overrides"] = json!(overrides);
+            }
+            p
+        }
+        "discover-peers" => json!({"sources": peer_sources(node)}),
+        "configure-state-sync" => {
+            let mut p = serde_json::Map::new();
+            if let Some(s) = snap {
+                if s.s3.is_some() {
+                    p.insert("useLocalSnapshot".into(), true.into());
+                }
+                if let Some(t) = s.trust_period.as_ref().filter(|t| !t.is_empty()) {
+                    p.insert("trustPeriod".into(), t.clone().into());
+                }
+                if let Some(b) = s.backfill_blocks.filter(|b| *b > 0) {
+                    p.insert("backfillBlocks".into(), b.into());
+                }
+            }
+            Value::Object(p)
+        }
+        "generate-identity" => gc.map(|g| json!({"chainId": g.chain_id, "moniker": name})).unwrap_or(Value::Null),
+        "generate-gentx" => gc
+            .map(|g| {
+                let mut p = json!({"chainId": g.chain_id, "stakingAmount": g.staking_amount, "accountBalance": g.account_balance});
+                if let Some(gp) = g.genesis_params.as_ref().filter(|s| !s.is_empty()) {
+                    p["genesisParams"] = gp.clone().into();
+                }
+                p
+            })
+            .unwrap_or(Value::Null),
+        "upload-genesis-artifacts" => gc.map(|_| json!({"nodeName": name})).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// UUID v5 of `planID/type/index` in [`TASK_ID_NAMESPACE`].
+pub fn task_id(plan_id: &str, task_type: &str, index: usize) -> String {
+    Uuid::new_v5(&TASK_ID_NAMESPACE, format!("{plan_id}/{task_type}/{index}").as_bytes()).to_string()
+}
+
+fn plan_of(plan_id: &str, tasks: Vec<(&str, Value)>, target: SeiNodePhase, failed: Option<SeiNodePhase>) -> TaskPlan {
+    TaskPlan {
+        id: plan_id.to_string(),
+        phase: TaskPlanPhase::Active,
+        tasks: tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, params))| PlannedTask {
+                task_type: t.to_string(),
+                id: task_id(plan_id, t, i),
+                status: TaskStatus::Pending,
+                params: (!params.is_null()).then_some(params),
+                max_retries: 0,
+                ..Default::default()
+            })
+            .collect(),
+        target_phase: Some(target),
+        failed_phase: failed,
+        failed_task_index: None,
+        failed_task_detail: None,
+    }
+}
+
+/// What was observed of the node's StatefulSet and Service, for drift detection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The seid container image of the StatefulSet; `None` when it does not exist.
+    pub statefulset_image: Option<String>,
+    /// The StatefulSet's pod template labels.
+    pub statefulset_labels: BTreeMap<String, String>,
+    pub service_exists: bool,
+}
+
+/// Why a Running node needs a convergence plan; `None`: no drift.
+pub fn drift(node: &SeiNode, observed: &Observed) -> Option<String> {
+    let Some(image) = &observed.statefulset_image else { return Some("the StatefulSet is missing".into()) };
+    if *image != node.spec.image {
+        return Some(format!("the StatefulSet runs {image}, the node asks for {}", node.spec.image));
+    }
+    if !observed.service_exists {
+        return Some("the Service is missing".into());
+    }
+    let mut want = node.spec.pod_labels.clone().unwrap_or_default();
+    want.insert("sei.io/node".into(), node_name(node));
+    if want.iter().any(|(k, v)| observed.statefulset_labels.get(k) != Some(v)) {
+        return Some("the pod labels differ from spec.podLabels".into());
+    }
+    None
+}
+
+/// The outcome of `resolve_plan`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanDecision {
+    /// The active plan goes on.
+    Resume,
+    /// Persist this plan (and the phase) before running anything.
+    New { plan: TaskPlan, phase: SeiNodePhase, reason: String },
+    /// Nothing to do (a Running node without drift, or a terminal Failed node).
+    Idle,
+}
+
+/// Reference §2.2 `ResolvePlan`, pure: resume an Active plan, or build one for the node's mode
+/// and phase. `plan_id` is the id a new plan gets (UUID v4 from the caller).
+pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlanPlatform, plan_id: &str) -> Result<PlanDecision, PlanError> {
+    let status = node.status.clone().unwrap_or_default();
+    if status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active) {
+        return Ok(PlanDecision::Resume);
+    }
+    let phase = status.phase.unwrap_or_default();
+    if matches!(phase, SeiNodePhase::Failed | SeiNodePhase::Terminating) {
+        return Ok(PlanDecision::Idle);
+    }
+    let mode = validate(node)?;
+    if phase == SeiNodePhase::Running {
+        return Ok(match drift(node, observed) {
+            Some(reason) => PlanDecision::New { plan: build_convergence_plan(node, plan_id), phase, reason },
+            None => PlanDecision::Idle,
+        });
+    }
+    let (plan, reason) = if node.spec.validator.as_ref().is_some_and(|v| v.genesis_ceremony.is_some()) {
+        (build_genesis_plan(node, mode, platform, plan_id), "genesis ceremony".to_string())
+    } else if needs_bootstrap(node) {
+        (build_bootstrap_plan(node, mode, platform, plan_id)?, "bootstrap from snapshot".to_string())
+    } else {
+        (build_base_plan(node, mode, platform, plan_id)?, format!("{} node initialisation", mode.config_mode()))
+    };
+    Ok(PlanDecision::New { plan, phase: SeiNodePhase::Initializing, reason })
+}
+
+fn has_peers(node: &SeiNode) -> bool {
+    node.spec.peers.as_ref().is_some_and(|p| !p.is_empty())
+}
+
+/// Reference §2.5.
+pub fn build_base_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> Result<TaskPlan, PlanError> {
+    let snap = snapshot_source(node);
+    let mut types = vec!["ensure-data-pvc", "apply-statefulset", "apply-service"];
+    types.extend(sidecar_progression(snap, has_peers(node))?);
+    let tasks = types.into_iter().map(|t| (t, params_for(node, mode, t, snap, platform))).collect();
+    Ok(plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed)))
+}
+
+/// Reference §2.6 (19 tasks with peers).
+pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> Result<TaskPlan, PlanError> {
+    let name = node_name(node);
+    let namespace = node_namespace(node);
+    let job = format!("{name}-bootstrap");
+    let snap = snapshot_source(node);
+    let mut tasks: Vec<(&str, Value)> = vec![
+        ("ensure-data-pvc", params_for(node, mode, "ensure-data-pvc", snap, platform)),
+        ("deploy-bootstrap-service", json!({"serviceName": name, "namespace": namespace})),
+        ("deploy-bootstrap-job", json!({"jobName": job, "namespace": namespace})),
+    ];
+    for t in sidecar_progression(snap, has_peers(node))? {
+        tasks.push((t, params_for(node, mode, t, snap, platform)));
+    }
+    tasks.push(("await-bootstrap-complete", json!({"jobName": job, "namespace": namespace})));
+    tasks.push(("teardown-bootstrap", json!({"jobName": job, "serviceName": name, "namespace": namespace})));
+    for t in ["apply-statefulset", "apply-service", "configure-genesis", "config-apply"] {
+        tasks.push((t, params_for(node, mode, t, None, platform)));
+    }
+    if has_peers(node) {
+        tasks.push(("discover-peers", params_for(node, mode, "discover-peers", None, platform)));
+    }
+    for t in ["config-validate", "mark-ready"] {
+        tasks.push((t, params_for(node, mode, t, None, platform)));
+    }
+    Ok(plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed)))
+}
+
+/// Reference §2.7 (11 tasks; `configure-genesis` may retry 180 times).
+pub fn build_genesis_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> TaskPlan {
+    let types = [
+        "ensure-data-pvc",
+        "apply-statefulset",
+        "apply-service",
+        "generate-identity",
+        "generate-gentx",
+        "upload-genesis-artifacts",
+        "configure-genesis",
+        "config-apply",
+        "set-genesis-peers",
+        "config-validate",
+        "mark-ready",
+    ];
+    let tasks = types.iter().map(|t| (*t, params_for(node, mode, t, None, platform))).collect();
+    let mut plan = plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed));
+    for t in plan.tasks.iter_mut().filter(|t| t.task_type == "configure-genesis") {
+        t.max_retries = GENESIS_CONFIGURE_MAX_RETRIES;
+    }
+    plan
+}
+
+/// Reference §2.8: `apply-statefulset`, `apply-service`; a failure leaves the node Running.
+pub fn build_convergence_plan(node: &SeiNode, plan_id: &str) -> TaskPlan {
+    let p = json!({"nodeName": node_name(node), "namespace": node_namespace(node)});
+    plan_of(plan_id, vec![("apply-statefulset", p.clone()), ("apply-service", p)], SeiNodePhase::Running, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::*;
+
+    fn node(spec: serde_json::Value) -> SeiNode {
+        let mut s = json!({"chainId": "pacific-1", "image": "seid:v1"});
+        s.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei"},
+            "spec": s
+        }))
+        .unwrap()
+    }
+
+    fn types(plan: &TaskPlan) -> Vec<&str> {
+        plan.tasks.iter().map(|t| t.task_type.as_str()).collect()
+    }
+
+    fn new_plan(n: &SeiNode) -> TaskPlan {
+        match resolve_plan(n, &Observed::default(), &PlanPlatform::default(), "plan-1").unwrap() {
+            PlanDecision::New { plan, phase, .. } => {
+                assert_eq!(phase, SeiNodePhase::Initializing);
+                plan
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const STATIC_PEERS: &str = r#"[{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]"#;
+
+    fn peers() -> Value {
+        serde_json::from_str(STATIC_PEERS).unwrap()
+    }
+
+    #[test]
+    fn table_full_s3_no_peers() {
+        let p = new_plan(&node(json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}}}})));
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "apply-statefulset",
+                "apply-service",
+                "snapshot-restore",
+                "configure-genesis",
+                "config-apply",
+                "configure-state-sync",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+        assert_eq!(p.target_phase, Some(SeiNodePhase::Running));
+        assert_eq!(p.failed_phase, Some(SeiNodePhase::Failed));
+    }
+
+    #[test]
+    fn table_full_s3_peers() {
+        let p = new_plan(&node(json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}}}, "peers": peers()})));
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "apply-statefulset",
+                "apply-service",
+                "snapshot-restore",
+                "configure-genesis",
+                "config-apply",
+                "discover-peers",
+                "configure-state-sync",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+    }
+
+    #[test]
+    fn table_state_sync_peers_full_and_validator() {
+        let want = [
+            "ensure-data-pvc",
+            "apply-statefulset",
+            "apply-service",
+            "configure-genesis",
+            "config-apply",
+            "discover-peers",
+            "configure-state-sync",
+            "config-validate",
+            "mark-ready",
+        ];
+        for mode in ["fullNode", "validator"] {
+            let p = new_plan(&node(json!({mode: {"snapshot": {"stateSync": {}}}, "peers": peers()})));
+            assert_eq!(types(&p), want, "{mode}");
+        }
+    }
+
+    #[test]
+    fn table_no_snapshot_with_and_without_peers() {
+        for mode in ["fullNode", "validator"] {
+            let p = new_plan(&node(json!({mode: {}})));
+            assert_eq!(
+                types(&p),
+                [
+                    "ensure-data-pvc",
+                    "apply-statefulset",
+                    "apply-service",
+                    "configure-genesis",
+                    "config-apply",
+                    "config-validate",
+                    "mark-ready"
+                ]
+            );
+            let p = new_plan(&node(json!({mode: {}, "peers": peers()})));
+            assert_eq!(
+                types(&p),
+                [
+                    "ensure-data-pvc",
+                    "apply-statefulset",
+                    "apply-service",
+                    "configure-genesis",
+                    "config-apply",
+                    "discover-peers",
+                    "config-validate",
+                    "mark-ready"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn table_archive_with_peers() {
+        let p = new_plan(&node(json!({"archive": {}, "peers": peers()})));
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "apply-statefulset",
+                "apply-service",
+                "configure-genesis",
+                "config-apply",
+                "discover-peers",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+    }
+
+    #[test]
+    fn table_replayer() {
+        let p = new_plan(&node(json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers()})));
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "apply-statefulset",
+                "apply-service",
+                "snapshot-restore",
+                "configure-genesis",
+                "config-apply",
+                "discover-peers",
+                "configure-state-sync",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+        let apply = p.tasks.iter().find(|t| t.task_type == "config-apply").unwrap();
+        assert_eq!(apply.params.as_ref().unwrap()["mode"], "full");
+        assert_eq!(apply.params.as_ref().unwrap()["overrides"]["storage.state_commit.async_commit_buffer"], "100");
+    }
+
+    #[test]
+    fn table_bootstrap_has_19_tasks() {
+        let n = node(json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers()}));
+        let p = new_plan(&n);
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "deploy-bootstrap-service",
+                "deploy-bootstrap-job",
+                "snapshot-restore",
+                "configure-genesis",
+                "config-apply",
+                "discover-peers",
+                "configure-state-sync",
+                "config-validate",
+                "mark-ready",
+                "await-bootstrap-complete",
+                "teardown-bootstrap",
+                "apply-statefulset",
+                "apply-service",
+                "configure-genesis",
+                "config-apply",
+                "discover-peers",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+        assert_eq!(p.tasks[2].params, Some(json!({"jobName": "rpc-bootstrap", "namespace": "sei"})));
+        assert_eq!(p.tasks[11].params, Some(json!({"jobName": "rpc-bootstrap", "serviceName": "rpc", "namespace": "sei"})));
+        // A type appearing twice gets distinct ids (the index differs).
+        assert_ne!(p.tasks[4].id, p.tasks[14].id);
+    }
+
+    #[test]
+    fn table_genesis_ceremony_has_11_tasks() {
+        let n = node(
+            json!({"validator": {"genesisCeremony": {"chainId": "c", "stakingAmount": "1usei", "accountBalance": "2usei", "index": 0}}, "peers": peers()}),
+        );
+        let p = new_plan(&n);
+        assert_eq!(
+            types(&p),
+            [
+                "ensure-data-pvc",
+                "apply-statefulset",
+                "apply-service",
+                "generate-identity",
+                "generate-gentx",
+                "upload-genesis-artifacts",
+                "configure-genesis",
+                "config-apply",
+                "set-genesis-peers",
+                "config-validate",
+                "mark-ready"
+            ]
+        );
+        let budgets: Vec<i32> = p.tasks.iter().map(|t| t.max_retries).collect();
+        assert_eq!(budgets[6], GENESIS_CONFIGURE_MAX_RETRIES);
+        assert_eq!(budgets.iter().filter(|b| **b != 0).count(), 1);
+        assert_eq!(p.tasks[3].params, Some(json!({"chainId": "c", "moniker": "rpc"})));
+        assert_eq!(p.tasks[4].params, Some(json!({"chainId": "c", "stakingAmount": "1usei", "accountBalance": "2usei"})));
+        assert_eq!(p.tasks[5].params, Some(json!({"nodeName": "rpc"})));
+        assert_eq!(p.tasks[7].params, Some(json!({"mode": "validator"})));
+    }
+
+    fn running(mut n: SeiNode) -> SeiNode {
+        n.status = Some(SeiNodeStatus { phase: Some(SeiNodePhase::Running), ..Default::default() });
+        n
+    }
+
+    fn in_sync(n: &SeiNode) -> Observed {
+        Observed {
+            statefulset_image: Some(n.spec.image.clone()),
+            statefulset_labels: BTreeMap::from([("sei.io/node".into(), "rpc".into())]),
+            service_exists: true,
+        }
+    }
+
+    #[test]
+    fn table_running_converges_only_on_drift() {
+        let n = running(node(json!({"fullNode": {}})));
+        let platform = PlanPlatform::default();
+        assert_eq!(resolve_plan(&n, &in_sync(&n), &platform, "p").unwrap(), PlanDecision::Idle);
+        let mut drifted = in_sync(&n);
+        drifted.statefulset_image = Some("seid:v0".into());
+        match resolve_plan(&n, &drifted, &platform, "p").unwrap() {
+            PlanDecision::New { plan, phase, reason } => {
+                assert_eq!(types(&plan), ["apply-statefulset", "apply-service"]);
+                assert_eq!(plan.failed_phase, None, "a failed convergence leaves the node Running");
+                assert_eq!(phase, SeiNodePhase::Running);
+                assert!(reason.contains("seid:v0"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut no_svc = in_sync(&n);
+        no_svc.service_exists = false;
+        assert!(matches!(resolve_plan(&n, &no_svc, &platform, "p").unwrap(), PlanDecision::New { .. }));
+    }
+
+    #[test]
+    fn active_plan_resumes_and_failed_node_idles() {
+        let mut n = node(json!({"fullNode": {}}));
+        n.status =
+            Some(SeiNodeStatus { plan: Some(TaskPlan { phase: TaskPlanPhase::Active, ..Default::default() }), ..Default::default() });
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlanPlatform::default(), "p").unwrap(), PlanDecision::Resume);
+        n.status = Some(SeiNodeStatus { phase: Some(SeiNodePhase::Failed), ..Default::default() });
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlanPlatform::default(), "p").unwrap(), PlanDecision::Idle);
+    }
+
+    #[test]
+    fn insert_before_errors_on_missing_target() {
+        let mut p = vec!["config-apply", "mark-ready"];
+        let err = insert_before(&mut p, "config-validate", "discover-peers").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "insert_before: target config-validate not found in [config-apply, mark-ready] (inserting discover-peers)"
+        );
+        insert_before(&mut p, "mark-ready", "config-validate").unwrap();
+        insert_before(&mut p, "mark-ready", "config-validate").unwrap();
+        assert_eq!(p, ["config-apply", "config-validate", "mark-ready"], "present already: unchanged");
+    }
+
+    #[test]
+    fn task_ids_are_uuid_v5_of_plan_type_index() {
+        let id = task_id("plan-1", "config-apply", 5);
+        let parsed = Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 5);
+        assert_eq!(id, Uuid::new_v5(&TASK_ID_NAMESPACE, b"plan-1/config-apply/5").to_string());
+        assert_ne!(id, task_id("plan-2", "config-apply", 5));
+        assert_eq!(TASK_ID_NAMESPACE.to_string(), "b7e89c3a-4f12-4d8b-9a6e-1c2d3e4f5a6b");
+    }
+
+    #[test]
+    fn params_use_the_reference_wire_keys() {
+        let mut n = node(json!({
+            "fullNode": {"snapshot": {"s3": {"targetHeight": 42}, "trustPeriod": "9999h0m0s", "backfillBlocks": 10}},
+            "peers": [
+                {"ec2Tags": {"region": "eu-west-1", "tags": {"role": "sei"}}},
+                {"static": {"addresses": ["a@h:1"]}},
+                {"label": {"selector": {"role": "rpc"}}}
+            ]
+        }));
+        n.status = Some(SeiNodeStatus { resolved_peers: vec!["x-0.x.sei.svc.cluster.local".into()], ..Default::default() });
+        let snap = snapshot_source(&n);
+        let platform = PlanPlatform::default();
+        assert_eq!(params_for(&n, Mode::Full, "snapshot-restore", snap, &platform), json!({"targetHeight": 42}));
+        assert_eq!(
+            params_for(&n, Mode::Full, "configure-state-sync", snap, &platform),
+            json!({"useLocalSnapshot": true, "trustPeriod": "9999h0m0s", "backfillBlocks": 10})
+        );
+        assert_eq!(
+            params_for(&n, Mode::Full, "discover-peers", snap, &platform),
+            json!({"sources": [
+                {"type": "ec2Tags", "region": "eu-west-1", "tags": {"role": "sei"}},
+                {"type": "static", "addresses": ["a@h:1"]},
+                {"type": "dnsEndpoints", "endpoints": ["x-0.x.sei.svc.cluster.local"]}
+            ]})
+        );
+        assert_eq!(params_for(&n, Mode::Full, "configure-genesis", snap, &platform), json!({}));
+        assert_eq!(params_for(&n, Mode::Full, "mark-ready", snap, &platform), json!({}));
+        assert_eq!(params_for(&n, Mode::Full, "generate-identity", snap, &platform), Value::Null, "no ceremony: null");
+        assert_eq!(params_for(&n, Mode::Full, "set-genesis-peers", snap, &platform), Value::Null);
+        assert_eq!(params_for(&n, Mode::Full, "snapshot-restore", None, &platform), json!({}));
+    }
+
+    #[test]
+    fn overrides_merge_common_then_mode_then_user() {
+        let mut n = node(json!({
+            "fullNode": {"snapshotGeneration": {"keepRecent": 3}},
+            "overrides": {"storage.snapshot_interval": "1000", "evm.http_port": "8545"}
+        }));
+        n.status = Some(SeiNodeStatus { external_address: Some("1.2.3.4:26656".into()), ..Default::default() });
+        let o = config_apply_overrides(&n, Mode::Full);
+        assert_eq!(o["network.p2p.external_address"], "1.2.3.4:26656");
+        assert_eq!(o["storage.snapshot_keep_recent"], "3");
+        assert_eq!(o["storage.snapshot_interval"], "1000", "the user's value wins");
+        assert_eq!(o["evm.http_port"], "8545");
+        assert!(config_apply_overrides(&node(json!({"validator": {}})), Mode::Validator).is_empty());
+    }
+
+    #[test]
+    fn platform_storage_goes_into_pvc_params() {
+        let platform = PlanPlatform {
+            storage_class_perf: Some("perf".into()),
+            storage_class_archive: Some("cold".into()),
+            storage_size_default: Some("2000Gi".into()),
+            storage_size_archive: Some("20Ti".into()),
+            ..Default::default()
+        };
+        let full = node(json!({"fullNode": {}}));
+        assert_eq!(
+            params_for(&full, Mode::Full, "ensure-data-pvc", None, &platform),
+            json!({"nodeName": "rpc", "namespace": "sei", "storageClass": "perf", "storageSize": "2000Gi"})
+        );
+        let archive = node(json!({"archive": {}}));
+        assert_eq!(params_for(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageClass"], "cold");
+    }
+
+    #[test]
+    fn validation_errors_name_the_node() {
+        let err = validate(&node(json!({}))).unwrap_err();
+        assert_eq!(err.to_string(), "SeiNode rpc: no mode is set (one of fullNode, archive, replayer, validator)");
+        let err = validate(&node(json!({"replayer": {"snapshot": {"s3": {"targetHeight": 1}}}}))).unwrap_err();
+        assert!(err.to_string().contains("at least one peer source"), "{err}");
+        let err = validate(&node(json!({"fullNode": {"snapshot": {"stateSync": {}, "bootstrapImage": "x"}}}))).unwrap_err();
+        assert!(err.to_string().contains("bootstrapImage"), "{err}");
+    }
+}
