@@ -8,6 +8,7 @@
 pub mod adapters;
 pub mod bindings;
 pub mod crd;
+pub mod executor;
 pub mod guard;
 pub mod metrics;
 pub mod planner;

@@ -1,0 +1,351 @@
+//! Plan stepping, pure: how one task step's outcome changes the plan, and how a finished plan
+//! changes the node's status. The reconcile loop runs the modules and writes the result in one
+//! status patch; everything here is data in, data out.
+//!
+//! Semantics (reference §3 with its later fixes):
+//! - the current task is the first one not `Complete`;
+//! - `complete` marks the task `Complete` and lets the next task run in the same reconcile;
+//! - `pending` marks it `Running` with its checkpoint: the next step polls, it never re-submits;
+//! - a retryable failure within the budget goes back to `Pending` with `retryCount + 1`, its
+//!   checkpoint cleared (the retry starts over, re-submitting the same task id) and the reference
+//!   backoff `5 s × 2^min(n, 5)` capped at 30 s; past the budget, or a non-retryable failure, fails
+//!   the task and the plan with `failedTaskIndex` and `failedTaskDetail`;
+//! - a completed plan stamps `targetPhase`; a completed convergence plan (target = the phase the
+//!   node already has) is removed from status; a failed plan stamps `failedPhase` if it has one;
+//! - conditions `Progressing`, `Ready` and `PlanFailed` are derived from the plan and phase here
+//!   and nowhere else.
+//!
+//! Tests: `executor::tests` (one per rule above).
+
+use crate::crd::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
+
+/// How often a waiting task is polled when its module does not say.
+pub const TASK_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reference §3.3: 10 s, 20 s, 30 s, 30 s, … for retry 1, 2, 3, …
+pub fn retry_backoff(retry_count: i32) -> Duration {
+    let exp = retry_count.clamp(0, 5) as u32;
+    (Duration::from_secs(5) * 2u32.pow(exp)).min(Duration::from_secs(30))
+}
+
+/// The outcome of one step, as the executor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    Complete,
+    Pending { requeue_after: Duration, checkpoint: String, message: String },
+    Failed { reason: String, retryable: bool },
+}
+
+/// What the reconcile does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The task completed and another follows: run it now.
+    RunNextTask,
+    /// Come back after this long (a pending task, or a retry's backoff).
+    RequeueAfter(Duration),
+    /// The last task completed.
+    PlanComplete,
+    /// The plan failed.
+    PlanFailed,
+}
+
+/// The first task that is not `Complete`.
+pub fn current_task(plan: &TaskPlan) -> Option<usize> {
+    plan.tasks.iter().position(|t| t.status != TaskStatus::Complete)
+}
+
+/// Record the outcome of a step of task `index`, run by the module `digest`, at `now`.
+pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, digest: &str, now: &Time) -> Next {
+    let total = plan.tasks.len();
+    let Some(task) = plan.tasks.get_mut(index) else { return Next::PlanFailed };
+    if task.submitted_at.is_none() {
+        task.submitted_at = Some(now.clone());
+    }
+    task.module_digest = Some(digest.to_string());
+    match outcome {
+        TaskOutcome::Complete => {
+            task.status = TaskStatus::Complete;
+            task.checkpoint = None;
+            task.message = None;
+            task.error = None;
+            if index + 1 < total {
+                Next::RunNextTask
+            } else {
+                plan.phase = TaskPlanPhase::Complete;
+                Next::PlanComplete
+            }
+        }
+        TaskOutcome::Pending { requeue_after, checkpoint, message } => {
+            task.status = TaskStatus::Running;
+            task.checkpoint = Some(checkpoint);
+            task.message = Some(message);
+            Next::RequeueAfter(requeue_after)
+        }
+        TaskOutcome::Failed { reason, retryable } if retryable && task.retry_count < task.max_retries => {
+            task.retry_count += 1;
+            task.status = TaskStatus::Pending;
+            task.checkpoint = None;
+            task.submitted_at = None;
+            task.message = Some(format!("retry {}/{} after: {reason}", task.retry_count, task.max_retries));
+            task.error = Some(reason);
+            Next::RequeueAfter(retry_backoff(task.retry_count))
+        }
+        TaskOutcome::Failed { reason, .. } => {
+            task.status = TaskStatus::Failed;
+            task.error = Some(reason.clone());
+            task.message = None;
+            plan.phase = TaskPlanPhase::Failed;
+            plan.failed_task_index = Some(index as i32);
+            plan.failed_task_detail = Some(FailedTaskInfo {
+                task_type: task.task_type.clone(),
+                id: task.id.clone(),
+                error: reason,
+                retry_count: task.retry_count,
+                max_retries: task.max_retries,
+            });
+            Next::PlanFailed
+        }
+    }
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time, old: &[Condition]) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    // The transition time moves only when the status flips.
+    let last_transition_time =
+        old.iter().find(|c| c.type_ == type_ && c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+    Condition { type_: type_.into(), status, reason: reason.into(), message, observed_generation: generation, last_transition_time }
+}
+
+/// Bring the node status in line with its plan: stamp target/failed phases when the plan ended,
+/// drop a completed convergence plan, and derive the progress fields and conditions.
+pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time) {
+    let phase_before = status.phase.unwrap_or_default();
+    if let Some(plan) = &status.plan {
+        match plan.phase {
+            TaskPlanPhase::Complete => {
+                if let Some(target) = plan.target_phase {
+                    status.phase = Some(target);
+                    if target == phase_before {
+                        status.plan = None;
+                    }
+                }
+            }
+            TaskPlanPhase::Failed => {
+                if let Some(failed) = plan.failed_phase {
+                    status.phase = Some(failed);
+                }
+            }
+            TaskPlanPhase::Active => {}
+        }
+    }
+    let phase = status.phase.unwrap_or_default();
+    let (progress, current) = match &status.plan {
+        Some(p) => {
+            let done = p.tasks.iter().filter(|t| t.status == TaskStatus::Complete).count();
+            (
+                Some(format!("{done}/{}", p.tasks.len())),
+                current_task(p).filter(|_| p.phase == TaskPlanPhase::Active).map(|i| p.tasks[i].task_type.clone()),
+            )
+        }
+        None => (None, None),
+    };
+    status.plan_progress = progress;
+    status.current_task = current.clone();
+
+    let old = std::mem::take(&mut status.conditions);
+    let active = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active);
+    let failed = status.plan.as_ref().filter(|p| p.phase == TaskPlanPhase::Failed);
+    let progressing = match (&current, active) {
+        (Some(t), true) => condition("Progressing", true, "PlanActive", format!("running task {t}"), generation, now, &old),
+        _ => condition("Progressing", false, "NoActivePlan", "no plan is running".into(), generation, now, &old),
+    };
+    let ready = condition(
+        "Ready",
+        phase == SeiNodePhase::Running && !active,
+        if phase == SeiNodePhase::Running { "Running" } else { "NotRunning" },
+        format!("node phase is {phase:?}"),
+        generation,
+        now,
+        &old,
+    );
+    let plan_failed = match failed.and_then(|p| p.failed_task_detail.as_ref().map(|d| (p, d))) {
+        Some((p, d)) => condition(
+            "PlanFailed",
+            true,
+            "TaskFailed",
+            format!("plan {} failed at task {}: {}", p.id, d.task_type, d.error),
+            generation,
+            now,
+            &old,
+        ),
+        None => condition("PlanFailed", false, "NoFailure", "the last plan did not fail".into(), generation, now, &old),
+    };
+    status.conditions = vec![progressing, ready, plan_failed];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PlannedTask;
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn plan(types: &[&str]) -> TaskPlan {
+        TaskPlan {
+            id: "p".into(),
+            phase: TaskPlanPhase::Active,
+            tasks: types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| PlannedTask { task_type: t.to_string(), id: format!("id-{i}"), ..Default::default() })
+                .collect(),
+            target_phase: Some(SeiNodePhase::Running),
+            failed_phase: Some(SeiNodePhase::Failed),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backoff_matches_the_reference() {
+        let secs: Vec<u64> = (1..=6).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 30, 30, 30, 30]);
+    }
+
+    #[test]
+    fn complete_runs_the_next_task_and_completes_the_plan() {
+        let mut p = plan(&["a", "b"]);
+        assert_eq!(current_task(&p), Some(0));
+        assert_eq!(record_step(&mut p, 0, TaskOutcome::Complete, "d1", &now()), Next::RunNextTask);
+        assert_eq!(current_task(&p), Some(1));
+        assert_eq!(p.tasks[0].module_digest.as_deref(), Some("d1"));
+        assert!(p.tasks[0].submitted_at.is_some());
+        assert_eq!(record_step(&mut p, 1, TaskOutcome::Complete, "d2", &now()), Next::PlanComplete);
+        assert_eq!(p.phase, TaskPlanPhase::Complete);
+        assert_eq!(current_task(&p), None);
+    }
+
+    #[test]
+    fn pending_keeps_the_checkpoint_and_is_running() {
+        let mut p = plan(&["a"]);
+        let next = record_step(
+            &mut p,
+            0,
+            TaskOutcome::Pending { requeue_after: Duration::from_secs(5), checkpoint: "\"submitted\"".into(), message: "waiting".into() },
+            "d",
+            &now(),
+        );
+        assert_eq!(next, Next::RequeueAfter(Duration::from_secs(5)));
+        assert_eq!(p.tasks[0].status, TaskStatus::Running);
+        assert_eq!(p.tasks[0].checkpoint.as_deref(), Some("\"submitted\""));
+        assert_eq!(current_task(&p), Some(0), "a running task stays current");
+    }
+
+    #[test]
+    fn retry_within_budget_resets_the_task() {
+        let mut p = plan(&["configure-genesis"]);
+        p.tasks[0].max_retries = 2;
+        p.tasks[0].checkpoint = Some("\"submitted\"".into());
+        let fail = || TaskOutcome::Failed { reason: "genesis not uploaded yet".into(), retryable: true };
+        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::RequeueAfter(Duration::from_secs(10)));
+        let t = &p.tasks[0];
+        assert_eq!((t.status, t.retry_count, t.checkpoint.clone(), t.submitted_at.clone()), (TaskStatus::Pending, 1, None, None));
+        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::RequeueAfter(Duration::from_secs(20)));
+        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::PlanFailed, "budget spent");
+        let detail = p.failed_task_detail.as_ref().unwrap();
+        assert_eq!((detail.retry_count, detail.max_retries, detail.error.as_str()), (2, 2, "genesis not uploaded yet"));
+        assert_eq!(p.failed_task_index, Some(0));
+    }
+
+    #[test]
+    fn non_retryable_failure_fails_at_once() {
+        let mut p = plan(&["a", "b"]);
+        p.tasks[1].max_retries = 5;
+        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
+        assert_eq!(
+            record_step(&mut p, 1, TaskOutcome::Failed { reason: "denied: kube-write".into(), retryable: false }, "d", &now()),
+            Next::PlanFailed
+        );
+        assert_eq!(p.tasks[1].status, TaskStatus::Failed);
+        assert_eq!(p.phase, TaskPlanPhase::Failed);
+        assert_eq!(p.failed_task_index, Some(1));
+    }
+
+    #[test]
+    fn completed_init_plan_sets_running_and_stays() {
+        let mut p = plan(&["a"]);
+        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
+        let mut s = SeiNodeStatus { phase: Some(SeiNodePhase::Initializing), plan: Some(p), ..Default::default() };
+        conclude(&mut s, Some(1), &now());
+        assert_eq!(s.phase, Some(SeiNodePhase::Running));
+        assert!(s.plan.is_some(), "an init plan stays for observability");
+        assert_eq!(s.plan_progress.as_deref(), Some("1/1"));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+    }
+
+    #[test]
+    fn completed_convergence_plan_is_removed() {
+        let mut p = plan(&["apply-statefulset"]);
+        p.failed_phase = None;
+        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
+        let mut s = SeiNodeStatus { phase: Some(SeiNodePhase::Running), plan: Some(p), ..Default::default() };
+        conclude(&mut s, Some(2), &now());
+        assert_eq!(s.phase, Some(SeiNodePhase::Running));
+        assert!(s.plan.is_none());
+        assert_eq!(s.plan_progress, None);
+    }
+
+    #[test]
+    fn failed_plan_stamps_failed_phase_and_condition() {
+        let mut p = plan(&["snapshot-restore"]);
+        record_step(&mut p, 0, TaskOutcome::Failed { reason: "bucket missing".into(), retryable: true }, "d", &now());
+        let mut s = SeiNodeStatus { phase: Some(SeiNodePhase::Initializing), plan: Some(p), ..Default::default() };
+        conclude(&mut s, Some(1), &now());
+        assert_eq!(s.phase, Some(SeiNodePhase::Failed));
+        let c = s.conditions.iter().find(|c| c.type_ == "PlanFailed").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "TaskFailed"));
+        assert_eq!(c.message, "plan p failed at task snapshot-restore: bucket missing");
+        assert_eq!(s.current_task, None);
+    }
+
+    #[test]
+    fn failed_convergence_plan_leaves_the_node_running() {
+        let mut p = plan(&["apply-statefulset"]);
+        p.failed_phase = None;
+        record_step(&mut p, 0, TaskOutcome::Failed { reason: "x".into(), retryable: false }, "d", &now());
+        let mut s = SeiNodeStatus { phase: Some(SeiNodePhase::Running), plan: Some(p), ..Default::default() };
+        conclude(&mut s, None, &now());
+        assert_eq!(s.phase, Some(SeiNodePhase::Running));
+    }
+
+    #[test]
+    fn active_plan_shows_progress_and_current_task() {
+        let mut p = plan(&["a", "b", "c"]);
+        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
+        let mut s = SeiNodeStatus { phase: Some(SeiNodePhase::Initializing), plan: Some(p), ..Default::default() };
+        conclude(&mut s, Some(1), &now());
+        assert_eq!(s.plan_progress.as_deref(), Some("1/3"));
+        assert_eq!(s.current_task.as_deref(), Some("b"));
+        let c = s.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+        assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "running task b"));
+    }
+
+    #[test]
+    fn condition_transition_time_moves_only_on_flip() {
+        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        let old = vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Running".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: earlier.clone(),
+        }];
+        assert_eq!(condition("Ready", true, "Running", String::new(), None, &now(), &old).last_transition_time, earlier);
+        assert_eq!(condition("Ready", false, "NotRunning", String::new(), None, &now(), &old).last_transition_time, now());
+    }
+}
