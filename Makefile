@@ -10,14 +10,16 @@ SAMPLE ?= deploy/samples/full-node.yaml
 ## with an in-memory Kubernetes and sidecar (the controller demo replaces this with issue 4).
 demo: setup
 	$(CARGO) build --release -p sei-operator
-	@for t in ensure-data-pvc apply-service; do \
+	@for t in ensure-data-pvc apply-statefulset apply-service; do \
 	  echo "== sei-operator task run $$t -f $(SAMPLE)"; \
 	  target_dir=$${CARGO_TARGET_DIR:-target}; \
 	  "$$target_dir/release/sei-operator" task run $$t -f $(SAMPLE); \
 	done
 	@target_dir=$${CARGO_TARGET_DIR:-target}; \
-	echo "== sei-operator task run snapshot-restore -f $(SAMPLE) --params '{\"targetHeight\":100000000}' --steps 3"; \
-	"$$target_dir/release/sei-operator" task run snapshot-restore -f $(SAMPLE) --params '{"targetHeight":100000000}' --steps 3
+	echo "== sei-operator plan -f $(SAMPLE)"; \
+	"$$target_dir/release/sei-operator" plan -f $(SAMPLE); \
+	echo "== sei-operator task run snapshot-restore -f $(SAMPLE) --steps 3"; \
+	"$$target_dir/release/sei-operator" task run snapshot-restore -f $(SAMPLE) --steps 3
 
 ## Everything CI runs: set-up, the control plane (cached), lint, unit, sandbox and integration tests.
 test: setup control-plane lint tasks-wasm-test

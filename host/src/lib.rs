@@ -12,6 +12,7 @@ pub mod executor;
 pub mod guard;
 pub mod metrics;
 pub mod planner;
+pub mod platform;
 pub mod registry;
 pub mod sandbox;
 

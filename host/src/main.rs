@@ -63,8 +63,7 @@ struct RunArgs {
     /// The SeiNode manifest (YAML or JSON).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// The task's params as JSON. Default: `{"nodeName", "namespace"}` for the infrastructure
-    /// tasks, `{}` otherwise.
+    /// The task's params as JSON. Default: what the planner would give the task for this node.
     #[arg(long)]
     params: Option<String>,
     /// Run this module file (a wasm component) instead of the built-in one.
@@ -103,13 +102,24 @@ async fn main() -> Result<()> {
     }
 }
 
+/// The params the planner would give this task for this node (local platform settings).
+fn default_params(node: &serde_json::Value, task_type: &str) -> Result<String> {
+    use sei_operator::planner::{Mode, params_for, snapshot_source};
+    let typed: sei_operator::crd::SeiNode = serde_json::from_value(node.clone()).context("the manifest is not a valid SeiNode")?;
+    let mode = Mode::of(&typed).context("the SeiNode sets no mode (fullNode, archive, replayer or validator)")?;
+    let platform = sei_operator::platform::PlatformConfig::for_local();
+    let params = params_for(&typed, mode, task_type, snapshot_source(&typed), &platform);
+    Ok(if params.is_null() { "{}".to_string() } else { params.to_string() })
+}
+
 fn plan(file: &PathBuf, json: bool) -> Result<()> {
-    use sei_operator::planner::{Observed, PlanDecision, PlanPlatform, resolve_plan};
+    use sei_operator::planner::{Observed, PlanDecision, resolve_plan};
+    use sei_operator::platform::PlatformConfig;
     let value = read_node(file)?;
     let node: sei_operator::crd::SeiNode =
         serde_json::from_value(value).with_context(|| format!("{} is not a valid SeiNode", file.display()))?;
     let plan_id = uuid::Uuid::new_v4().to_string();
-    let decision = resolve_plan(&node, &Observed::default(), &PlanPlatform::default(), &plan_id)?;
+    let decision = resolve_plan(&node, &Observed::default(), &PlatformConfig::for_local(), &plan_id)?;
     match decision {
         PlanDecision::Resume => println!("the node's active plan resumes; no new plan"),
         PlanDecision::Idle => println!("nothing to do: no new plan"),
@@ -187,10 +197,7 @@ async fn task_run(args: RunArgs) -> Result<()> {
             serde_json::from_str::<serde_json::Value>(&p).context("--params is not JSON")?;
             p
         }
-        None if ["ensure-data-pvc", "apply-statefulset", "apply-service"].contains(&args.task_type.as_str()) => {
-            serde_json::json!({ "nodeName": name, "namespace": namespace }).to_string()
-        }
-        None => "{}".to_string(),
+        None => default_params(&node, &args.task_type)?,
     };
     let kube = Arc::new(InMemoryKube::new());
     let sidecar = Arc::new(InMemorySidecar::new());

@@ -12,6 +12,7 @@
 //! target, ids distinct for a type appearing twice, and no convergence plan without drift.
 
 use crate::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
+use crate::platform::PlatformConfig;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -170,16 +171,6 @@ pub fn sidecar_progression(snap: Option<&SnapshotSource>, has_peers: bool) -> Re
     Ok(p)
 }
 
-/// Platform settings the planner puts into task params.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PlanPlatform {
-    pub storage_class_default: Option<String>,
-    pub storage_class_perf: Option<String>,
-    pub storage_class_archive: Option<String>,
-    pub storage_size_default: Option<String>,
-    pub storage_size_archive: Option<String>,
-}
-
 /// Reference §2.11 composition: common, then the mode's controller overrides, then the user's.
 pub fn config_apply_overrides(node: &SeiNode, mode: Mode) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -241,7 +232,7 @@ fn peer_sources(node: &SeiNode) -> Vec<Value> {
 
 /// Reference §2.10: the single params factory (`snap` is `None` for the post-bootstrap
 /// progression).
-pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&SnapshotSource>, platform: &PlanPlatform) -> Value {
+pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&SnapshotSource>, platform: &PlatformConfig) -> Value {
     let name = node_name(node);
     let namespace = node_namespace(node);
     let gc = node.spec.validator.as_ref().and_then(|v| v.genesis_ceremony.as_ref());
@@ -253,16 +244,14 @@ pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&Sna
                     (platform.storage_class_perf.clone().or(platform.storage_class_default.clone()), platform.storage_size_default.clone())
                 }
             };
-            let mut p = json!({"nodeName": name, "namespace": namespace});
+            let mut p = json!({"nodeName": name, "namespace": namespace, "storageSize": size});
             if let Some(c) = class {
                 p["storageClass"] = c.into();
             }
-            if let Some(s) = size {
-                p["storageSize"] = s.into();
-            }
             p
         }
-        "apply-statefulset" | "apply-service" => json!({"nodeName": name, "namespace": namespace}),
+        "apply-statefulset" => json!({"nodeName": name, "namespace": namespace, "platform": statefulset_platform(mode, platform)}),
+        "apply-service" => json!({"nodeName": name, "namespace": namespace}),
         "snapshot-restore" => match snap.and_then(|s| s.s3.as_ref()).map(|s3| s3.target_height).filter(|h| *h > 0) {
             Some(h) => json!({"targetHeight": h}),
             None => json!({}),
@@ -306,6 +295,31 @@ pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&Sna
         "upload-genesis-artifacts" => gc.map(|_| json!({"nodeName": name})).unwrap_or(Value::Null),
         _ => Value::Null,
     }
+}
+
+/// The platform part of `apply-statefulset`'s params (node pool and requests by mode).
+pub fn statefulset_platform(mode: Mode, platform: &PlatformConfig) -> Value {
+    let archive = mode == Mode::Archive;
+    let pick = |a: &Option<String>, d: &Option<String>| if archive { a.clone().or(d.clone()) } else { d.clone() };
+    let mut p = json!({
+        "sidecarImage": platform.sidecar_image,
+        "genesisBucket": platform.genesis_bucket,
+        "genesisRegion": platform.genesis_region,
+        "snapshotBucket": platform.snapshot_bucket,
+        "snapshotRegion": platform.snapshot_region,
+    });
+    for (key, value) in [
+        ("serviceAccount", platform.service_account.clone()),
+        ("tolerationKey", platform.toleration_key.clone()),
+        ("nodePool", pick(&platform.node_pool_archive, &platform.node_pool)),
+        ("cpu", pick(&platform.cpu_archive, &platform.cpu_default)),
+        ("memory", pick(&platform.memory_archive, &platform.memory_default)),
+    ] {
+        if let Some(v) = value {
+            p[key] = v.into();
+        }
+    }
+    p
 }
 
 /// UUID v5 of `planID/type/index` in [`TASK_ID_NAMESPACE`].
@@ -376,7 +390,7 @@ pub enum PlanDecision {
 
 /// Reference §2.2 `ResolvePlan`, pure: resume an Active plan, or build one for the node's mode
 /// and phase. `plan_id` is the id a new plan gets (UUID v4 from the caller).
-pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlanPlatform, plan_id: &str) -> Result<PlanDecision, PlanError> {
+pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlatformConfig, plan_id: &str) -> Result<PlanDecision, PlanError> {
     let status = node.status.clone().unwrap_or_default();
     if status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active) {
         return Ok(PlanDecision::Resume);
@@ -388,7 +402,7 @@ pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlanPlatform
     let mode = validate(node)?;
     if phase == SeiNodePhase::Running {
         return Ok(match drift(node, observed) {
-            Some(reason) => PlanDecision::New { plan: build_convergence_plan(node, plan_id), phase, reason },
+            Some(reason) => PlanDecision::New { plan: build_convergence_plan(node, mode, platform, plan_id), phase, reason },
             None => PlanDecision::Idle,
         });
     }
@@ -407,7 +421,7 @@ fn has_peers(node: &SeiNode) -> bool {
 }
 
 /// Reference §2.5.
-pub fn build_base_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> Result<TaskPlan, PlanError> {
+pub fn build_base_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> Result<TaskPlan, PlanError> {
     let snap = snapshot_source(node);
     let mut types = vec!["ensure-data-pvc", "apply-statefulset", "apply-service"];
     types.extend(sidecar_progression(snap, has_peers(node))?);
@@ -416,7 +430,7 @@ pub fn build_base_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan
 }
 
 /// Reference §2.6 (19 tasks with peers).
-pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> Result<TaskPlan, PlanError> {
+pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> Result<TaskPlan, PlanError> {
     let name = node_name(node);
     let namespace = node_namespace(node);
     let job = format!("{name}-bootstrap");
@@ -444,7 +458,7 @@ pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform,
 }
 
 /// Reference §2.7 (11 tasks; `configure-genesis` may retry 180 times).
-pub fn build_genesis_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, plan_id: &str) -> TaskPlan {
+pub fn build_genesis_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> TaskPlan {
     let types = [
         "ensure-data-pvc",
         "apply-statefulset",
@@ -467,9 +481,9 @@ pub fn build_genesis_plan(node: &SeiNode, mode: Mode, platform: &PlanPlatform, p
 }
 
 /// Reference §2.8: `apply-statefulset`, `apply-service`; a failure leaves the node Running.
-pub fn build_convergence_plan(node: &SeiNode, plan_id: &str) -> TaskPlan {
-    let p = json!({"nodeName": node_name(node), "namespace": node_namespace(node)});
-    plan_of(plan_id, vec![("apply-statefulset", p.clone()), ("apply-service", p)], SeiNodePhase::Running, None)
+pub fn build_convergence_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> TaskPlan {
+    let tasks = ["apply-statefulset", "apply-service"].map(|t| (t, params_for(node, mode, t, None, platform)));
+    plan_of(plan_id, tasks.to_vec(), SeiNodePhase::Running, None)
 }
 
 #[cfg(test)]
@@ -493,7 +507,7 @@ mod tests {
     }
 
     fn new_plan(n: &SeiNode) -> TaskPlan {
-        match resolve_plan(n, &Observed::default(), &PlanPlatform::default(), "plan-1").unwrap() {
+        match resolve_plan(n, &Observed::default(), &PlatformConfig::for_local(), "plan-1").unwrap() {
             PlanDecision::New { plan, phase, .. } => {
                 assert_eq!(phase, SeiNodePhase::Initializing);
                 plan
@@ -723,7 +737,7 @@ mod tests {
     #[test]
     fn table_running_converges_only_on_drift() {
         let n = running(node(json!({"fullNode": {}})));
-        let platform = PlanPlatform::default();
+        let platform = PlatformConfig::for_local();
         assert_eq!(resolve_plan(&n, &in_sync(&n), &platform, "p").unwrap(), PlanDecision::Idle);
         let mut drifted = in_sync(&n);
         drifted.statefulset_image = Some("seid:v0".into());
@@ -746,9 +760,9 @@ mod tests {
         let mut n = node(json!({"fullNode": {}}));
         n.status =
             Some(SeiNodeStatus { plan: Some(TaskPlan { phase: TaskPlanPhase::Active, ..Default::default() }), ..Default::default() });
-        assert_eq!(resolve_plan(&n, &Observed::default(), &PlanPlatform::default(), "p").unwrap(), PlanDecision::Resume);
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p").unwrap(), PlanDecision::Resume);
         n.status = Some(SeiNodeStatus { phase: Some(SeiNodePhase::Failed), ..Default::default() });
-        assert_eq!(resolve_plan(&n, &Observed::default(), &PlanPlatform::default(), "p").unwrap(), PlanDecision::Idle);
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p").unwrap(), PlanDecision::Idle);
     }
 
     #[test]
@@ -786,7 +800,7 @@ mod tests {
         }));
         n.status = Some(SeiNodeStatus { resolved_peers: vec!["x-0.x.sei.svc.cluster.local".into()], ..Default::default() });
         let snap = snapshot_source(&n);
-        let platform = PlanPlatform::default();
+        let platform = PlatformConfig::for_local();
         assert_eq!(params_for(&n, Mode::Full, "snapshot-restore", snap, &platform), json!({"targetHeight": 42}));
         assert_eq!(
             params_for(&n, Mode::Full, "configure-state-sync", snap, &platform),
@@ -824,12 +838,12 @@ mod tests {
 
     #[test]
     fn platform_storage_goes_into_pvc_params() {
-        let platform = PlanPlatform {
+        let platform = PlatformConfig {
             storage_class_perf: Some("perf".into()),
             storage_class_archive: Some("cold".into()),
-            storage_size_default: Some("2000Gi".into()),
-            storage_size_archive: Some("20Ti".into()),
-            ..Default::default()
+            node_pool: Some("rpc-pool".into()),
+            node_pool_archive: Some("archive-pool".into()),
+            ..PlatformConfig::for_local()
         };
         let full = node(json!({"fullNode": {}}));
         assert_eq!(
@@ -838,6 +852,10 @@ mod tests {
         );
         let archive = node(json!({"archive": {}}));
         assert_eq!(params_for(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageClass"], "cold");
+        assert_eq!(params_for(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageSize"], "20Ti");
+        assert_eq!(params_for(&archive, Mode::Archive, "apply-statefulset", None, &platform)["platform"]["nodePool"], "archive-pool");
+        assert_eq!(params_for(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["nodePool"], "rpc-pool");
+        assert_eq!(params_for(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["snapshotBucket"], "local-snapshots");
     }
 
     #[test]

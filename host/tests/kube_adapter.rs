@@ -3,6 +3,7 @@
 //! task type's field manager, every write carries the module digest, the PVC is created once
 //! and never updated, and the guard keeps writes inside the node's names.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::api::Api;
 use sei_operator::adapters::kube::KubeClientAdapter;
@@ -10,6 +11,7 @@ use sei_operator::guard::Scope;
 use sei_operator::registry::TaskRegistry;
 use sei_operator::sandbox::{RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use sei_testkit::TestCluster;
+use serde_json::json;
 use std::sync::Arc;
 
 fn node(ns: &str, uid: &str) -> String {
@@ -71,4 +73,24 @@ async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
     let managers: Vec<String> = svc.metadata.managed_fields.unwrap().iter().filter_map(|m| m.manager.clone()).collect();
     assert!(managers.contains(&"sei-operator/apply-service".to_string()), "{managers:?}");
     assert_eq!(svc.metadata.annotations.unwrap()["sei.io/module-digest"], r.module_digest);
+
+    let sts_module = registry.resolve("apply-statefulset").unwrap();
+    let mut i = input(
+        "apply-statefulset",
+        ns.name(),
+        json!({"nodeName": "rpc", "namespace": ns.name(), "platform": {"sidecarImage": "seictl:test"}}),
+    );
+    i.node = json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+        "metadata": {"name": "rpc", "namespace": ns.name(), "uid": "5d1c6a2e-8c1f-4f57-9d1b-000000000001"},
+        "spec": {"chainId": "pacific-1", "image": "seid:v6", "podLabels": {"team": "rpc"}, "fullNode": {}}
+    })
+    .to_string();
+    let r = sandbox.run(&sts_module.module, i, &env).await;
+    assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{}", r.summary());
+    let sts = Api::<StatefulSet>::namespaced(client, ns.name()).get("rpc").await.unwrap();
+    let pod = sts.spec.template.spec.unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some("seid:v6"));
+    assert_eq!(pod.init_containers.unwrap()[1].image.as_deref(), Some("seictl:test"));
+    assert_eq!(sts.metadata.annotations.unwrap()["sei.io/module-digest"], r.module_digest);
 }

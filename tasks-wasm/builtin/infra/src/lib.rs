@@ -1,11 +1,18 @@
-//! Built-in module `sei-builtin-infra`: the node's data PVC and headless Service
+//! Built-in module `sei-builtin-infra`: the node's data PVC, StatefulSet and headless Service
 //! (reference §4.1 and §5.6), generated here and applied through the host.
 //!
 //! Invariants (unit tests in this file):
 //! - every object carries a controller owner reference to the SeiNode (`owner_reference_is_controller`);
 //! - the PVC is created once and never updated: an existing PVC is success (`ensure_data_pvc` path);
 //! - the Service is headless, selects only `sei.io/node`, lists the seven seid ports with `grpc` as
-//!   h2c, and publishes not-ready addresses (`service_shape_matches_reference`).
+//!   h2c, and publishes not-ready addresses (`service_shape_matches_reference`);
+//! - the StatefulSet has one replica, selects only `sei.io/node`, runs `seid-init`, the native
+//!   sidecar and `seid` with the reference's probes, ports, env and volume
+//!   (`statefulset_shape_matches_reference`), and the entrypoint override is shell-quoted
+//!   (`entrypoint_is_shell_quoted`).
+
+mod statefulset;
+pub use statefulset::{PlatformParams, StatefulSetParams, statefulset};
 
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
@@ -85,7 +92,7 @@ pub fn resource_labels(node: &NodeView) -> BTreeMap<String, String> {
     labels
 }
 
-fn meta(node: &NodeView, name: String) -> ObjectMeta {
+pub(crate) fn meta(node: &NodeView, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(node.metadata.namespace.clone()),
@@ -158,6 +165,7 @@ impl TaskModule for Infra {
         ModuleInfo::new("sei-builtin-infra", env!("CARGO_PKG_VERSION"))
             .task_type("ensure-data-pvc")
             .task_type("apply-service")
+            .task_type("apply-statefulset")
             .capability(Capability::KubeRead)
             .capability(Capability::KubeWrite)
             .default_timeout_ms(30_000)
@@ -176,6 +184,13 @@ impl TaskModule for Infra {
                     Err(e) => return Err(e.into()),
                 }
                 Ok(Step::complete(&serde_json::json!({ "pvc": format!("data-{}", node.metadata.name) })))
+            }
+            "apply-statefulset" => {
+                let params: StatefulSetParams = input.params()?;
+                check_target(&node, &params.node_name, &params.namespace)?;
+                let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
+                kube::apply_object(&statefulset(&node, &spec, &params.platform))?;
+                Ok(Step::complete(&serde_json::json!({ "statefulSet": node.metadata.name, "image": spec.image })))
             }
             "apply-service" => {
                 let params: ObjectParams = input.params()?;
@@ -252,6 +267,74 @@ mod tests {
         let grpc = ports.iter().find(|p| p.name.as_deref() == Some("grpc")).unwrap();
         assert_eq!(grpc.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
         assert!(ports.iter().filter(|p| p.name.as_deref() != Some("grpc")).all(|p| p.app_protocol.is_none()));
+    }
+
+    fn spec() -> statefulset::SpecView {
+        serde_json::from_value(serde_json::json!({"chainId": "pacific-1", "image": "seid:v6", "sidecar": {"port": 7000}})).unwrap()
+    }
+
+    #[test]
+    fn statefulset_shape_matches_reference() {
+        let platform = PlatformParams {
+            service_account: Some("sei".into()),
+            toleration_key: Some("sei.io/pool".into()),
+            node_pool: Some("rpc-pool".into()),
+            cpu: Some("4".into()),
+            memory: Some("16Gi".into()),
+            ..Default::default()
+        };
+        let sts = statefulset(&node(), &spec(), &platform);
+        assert_eq!(sts.metadata.name.as_deref(), Some("rpc-0"));
+        assert_eq!(sts.spec.replicas, Some(1));
+        assert_eq!(sts.spec.service_name.as_deref(), Some("rpc-0"));
+        assert_eq!(sts.spec.selector.match_labels.clone().unwrap(), BTreeMap::from([("sei.io/node".to_string(), "rpc-0".to_string())]));
+        let template = sts.spec.template;
+        let tmeta = template.metadata.unwrap();
+        assert_eq!(tmeta.labels.unwrap()["team"], "infra");
+        assert_eq!(tmeta.annotations.unwrap()["karpenter.sh/do-not-disrupt"], "true");
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.share_process_namespace, Some(true));
+        assert_eq!(pod.service_account_name.as_deref(), Some("sei"));
+        let tol = &pod.tolerations.unwrap()[0];
+        assert_eq!(
+            (tol.key.as_deref(), tol.value.as_deref(), tol.effect.as_deref()),
+            (Some("sei.io/pool"), Some("rpc-pool"), Some("NoSchedule"))
+        );
+        let inits = pod.init_containers.unwrap();
+        assert_eq!(inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["seid-init", "sei-sidecar"]);
+        assert_eq!(inits[1].restart_policy.as_deref(), Some("Always"), "native sidecar");
+        assert_eq!(inits[1].ports.as_ref().unwrap()[0].container_port, 7000);
+        let env: Vec<&str> = inits[1].env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            env,
+            [
+                "SEI_CHAIN_ID",
+                "SEI_SIDECAR_PORT",
+                "SEI_HOME",
+                "SEI_GENESIS_BUCKET",
+                "SEI_GENESIS_REGION",
+                "SEI_SNAPSHOT_BUCKET",
+                "SEI_SNAPSHOT_REGION"
+            ]
+        );
+        let seid = &pod.containers[0];
+        assert_eq!(seid.name, "seid");
+        assert_eq!(seid.image.as_deref(), Some("seid:v6"));
+        assert_eq!(seid.ports.as_ref().unwrap().len(), 7);
+        assert_eq!(seid.startup_probe.as_ref().unwrap().failure_threshold, Some(86_400));
+        assert!(seid.args.as_ref().unwrap()[0].contains("/dev/tcp/127.0.0.1/7000"));
+        assert!(seid.args.as_ref().unwrap()[0].ends_with("exec seid start --home /sei"));
+        assert_eq!(seid.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"].0, "16Gi");
+        assert_eq!(pod.volumes.unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data-rpc-0");
+    }
+
+    #[test]
+    fn entrypoint_is_shell_quoted() {
+        let mut s = spec();
+        s.entrypoint =
+            Some(statefulset::Entrypoint { command: vec!["seid".into(), "start".into()], args: Some(vec!["--note=it's".into()]) });
+        let script = statefulset::seid_script(&s, 7777);
+        assert!(script.ends_with(r"exec 'seid' 'start' '--note=it'\''s'"), "{script}");
     }
 
     #[test]
