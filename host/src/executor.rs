@@ -34,8 +34,20 @@ pub fn retry_backoff(retry_count: i32) -> Duration {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskOutcome {
     Complete,
-    Pending { requeue_after: Duration, checkpoint: String, message: String },
-    Failed { reason: String, retryable: bool },
+    Pending {
+        requeue_after: Duration,
+        checkpoint: String,
+        message: String,
+    },
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
+    /// A dependency could not be reached: try the same step again later, without consuming the
+    /// retry budget.
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// What the reconcile does next.
@@ -82,6 +94,10 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.checkpoint = Some(checkpoint);
             task.message = Some(message);
             Next::RequeueAfter(requeue_after)
+        }
+        TaskOutcome::Unavailable { reason } => {
+            task.message = Some(format!("waiting: {reason}"));
+            Next::RequeueAfter(TASK_POLL_INTERVAL)
         }
         TaskOutcome::Failed { reason, retryable } if retryable && task.retry_count < task.max_retries => {
             task.retry_count += 1;
@@ -258,6 +274,18 @@ mod tests {
         let detail = p.failed_task_detail.as_ref().unwrap();
         assert_eq!((detail.retry_count, detail.max_retries, detail.error.as_str()), (2, 2, "genesis not uploaded yet"));
         assert_eq!(p.failed_task_index, Some(0));
+    }
+
+    #[test]
+    fn unavailable_waits_without_spending_the_budget() {
+        let mut p = plan(&["snapshot-restore"]);
+        for _ in 0..10 {
+            let next = record_step(&mut p, 0, TaskOutcome::Unavailable { reason: "sidecar unreachable".into() }, "d", &now());
+            assert_eq!(next, Next::RequeueAfter(TASK_POLL_INTERVAL));
+        }
+        assert_eq!((p.tasks[0].status, p.tasks[0].retry_count), (TaskStatus::Pending, 0));
+        assert_eq!(p.phase, TaskPlanPhase::Active);
+        assert_eq!(p.tasks[0].message.as_deref(), Some("waiting: sidecar unreachable"));
     }
 
     #[test]

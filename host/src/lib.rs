@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod bindings;
+pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod guard;

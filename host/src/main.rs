@@ -30,6 +30,8 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Run the SeiNode controller against the cluster of the current kubeconfig.
+    Run(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML (what `deploy/crds/` holds).
     Crds,
     /// Print the plan a SeiNode manifest would get, without a cluster.
@@ -54,6 +56,22 @@ enum TaskCommand {
         #[arg(long)]
         module: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Reach sidecars through this URL template (`{name}`, `{namespace}`) instead of pod DNS.
+    #[arg(long, env = "SEI_SIDECAR_URL_TEMPLATE")]
+    sidecar_url_template: Option<String>,
+    /// Watch only this namespace.
+    #[arg(long, env = "SEI_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconciles run at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+    /// Where precompiled modules are cached.
+    #[arg(long, env = "SEI_MODULE_CACHE")]
+    module_cache: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -84,7 +102,8 @@ struct RunArgs {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let default = if std::env::args().nth(1).as_deref() == Some("run") { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -94,12 +113,30 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Task { command: TaskCommand::Run(args) } => task_run(args).await,
         Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await,
+        Command::Run(args) => run_controller(args).await,
         Command::Crds => {
             print!("{}", sei_operator::crd::crds_yaml()?);
             Ok(())
         }
         Command::Plan { file, json } => plan(&file, json),
     }
+}
+
+async fn run_controller(args: ControllerArgs) -> Result<()> {
+    use sei_operator::controller::{Context as ControllerContext, SidecarResolver, run};
+    let platform = sei_operator::platform::PlatformConfig::from_env()?;
+    let client = kube::Client::try_default().await.context("connecting to the cluster of the current kubeconfig")?;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig { cache_dir: args.module_cache, ..Default::default() })?);
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await?;
+    let sidecars = match args.sidecar_url_template {
+        Some(t) => SidecarResolver::Template(t),
+        None => SidecarResolver::PodDns,
+    };
+    tracing::info!(task_types = ?registry.task_types(), allocator = ?sandbox.allocator(), "sei-operator controller starting");
+    let ctx = Arc::new(ControllerContext::new(client, sandbox, registry, platform, sidecars));
+    run(ctx, args.concurrency, args.namespace).await;
+    Ok(())
 }
 
 /// The params the planner would give this task for this node (local platform settings).

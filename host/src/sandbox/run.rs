@@ -73,6 +73,8 @@ pub enum RunError {
     InvalidParams(String),
     #[error("transient error: {0}")]
     Transient(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("permanent error: {0}")]
     Permanent(String),
     #[error("denied: {0}")]
@@ -94,6 +96,7 @@ impl RunError {
             RunError::InvalidOutput(_) => "invalid-output",
             RunError::InvalidParams(_) => "invalid-params",
             RunError::Transient(_) => "transient",
+            RunError::Unavailable(_) => "unavailable",
             RunError::Permanent(_) => "permanent",
             RunError::Denied(_) => "denied",
         }
@@ -191,6 +194,7 @@ fn check_outcome(step: Result<Step, TaskError>, ctx: &TaskCtx) -> Result<StepOut
         }
         Err(TaskError::InvalidParams(m)) => Err(RunError::InvalidParams(m)),
         Err(TaskError::Transient(m)) => Err(RunError::Transient(m)),
+        Err(TaskError::Unavailable(m)) => Err(RunError::Unavailable(m)),
         Err(TaskError::Permanent(m)) => Err(RunError::Permanent(m)),
         Err(TaskError::Denied(m)) => Err(RunError::Denied(m)),
     }

@@ -15,6 +15,7 @@ impl From<KubeError> for TaskError {
         match e {
             KubeError::Denied(m) => TaskError::Denied(m),
             KubeError::Invalid(m) => TaskError::Permanent(format!("kubernetes rejected the object: {m}")),
+            KubeError::Unavailable(m) => TaskError::Unavailable(format!("kubernetes: {m}")),
             other => TaskError::Transient(format!("kubernetes: {other}")),
         }
     }

@@ -189,6 +189,8 @@ impl Step {
 pub enum TaskError {
     InvalidParams(String),
     Transient(String),
+    /// A dependency could not be reached; tried again without consuming the retry budget.
+    Unavailable(String),
     Permanent(String),
     Denied(String),
 }
@@ -198,6 +200,7 @@ impl std::fmt::Display for TaskError {
         match self {
             TaskError::InvalidParams(m) => write!(f, "invalid params: {m}"),
             TaskError::Transient(m) => write!(f, "transient: {m}"),
+            TaskError::Unavailable(m) => write!(f, "unavailable: {m}"),
             TaskError::Permanent(m) => write!(f, "permanent: {m}"),
             TaskError::Denied(m) => write!(f, "denied: {m}"),
         }
@@ -240,6 +243,7 @@ pub fn __execute<M: TaskModule>(input: TaskInput) -> Result<WitStep, WitTaskErro
         Ok(Step::Pending(p)) => Ok(WitStep::Pending(p)),
         Err(TaskError::InvalidParams(m)) => Err(WitTaskError::InvalidParams(m)),
         Err(TaskError::Transient(m)) => Err(WitTaskError::Transient(m)),
+        Err(TaskError::Unavailable(m)) => Err(WitTaskError::Unavailable(m)),
         Err(TaskError::Permanent(m)) => Err(WitTaskError::Permanent(m)),
         Err(TaskError::Denied(m)) => Err(WitTaskError::Denied(m)),
     }

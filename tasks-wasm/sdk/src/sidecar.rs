@@ -11,7 +11,8 @@ impl From<SidecarError> for TaskError {
         match e {
             SidecarError::Denied(m) => TaskError::Denied(m),
             SidecarError::Rejected(m) => TaskError::Permanent(format!("sidecar rejected the task: {m}")),
-            other => TaskError::Transient(format!("sidecar: {other}")),
+            SidecarError::Unavailable(m) => TaskError::Unavailable(format!("sidecar unreachable: {m}")),
+            SidecarError::NotFound => TaskError::Transient("sidecar: task not found".into()),
         }
     }
 }

@@ -1,0 +1,374 @@
+//! The SeiNode reconcile loop (the imperative shell around the pure planner and executor).
+//!
+//! One reconcile: finalizer → (deletion: phase `Terminating`, data PVC deleted, finalizer
+//! removed) → a `Failed` node is terminal → label peers resolved into `status.resolvedPeers` →
+//! `resolve_plan`: a new plan is persisted (optimistic lock) before anything runs; an active plan
+//! advances through every task that completes synchronously, each step run in the sandbox by the
+//! module registered for its type → one status patch with everything that changed → events and
+//! the requeue the outcome asks for.
+//!
+//! Status writes carry `metadata.resourceVersion`, so a concurrent change makes the patch fail
+//! with a conflict and the reconcile is retried on fresh data (`error_policy`).
+//! Tests: `tests/controller.rs` on the real control plane.
+
+use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
+use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
+use crate::crd::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlanPhase};
+use crate::executor::{Next, TaskOutcome, conclude, current_task, record_step};
+use crate::guard::Scope;
+use crate::planner::{Observed, PlanDecision, PlanError, resolve_plan};
+use crate::platform::PlatformConfig;
+use crate::registry::TaskRegistry;
+use crate::sandbox::{RunEnv, RunError, RunInput, Sandbox, StepOutcome};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const FINALIZER: &str = "sei.io/seinode-finalizer";
+/// Steps one reconcile may run (synchronous tasks chain within a reconcile).
+pub const MAX_STEPS_PER_RECONCILE: usize = 32;
+/// How often a Running node without a plan is looked at for drift.
+pub const DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_SIDECAR_PORT: i32 = 7777;
+
+/// How the controller finds a node's sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SidecarResolver {
+    /// `http://<node>-0.<node>.<ns>.svc.cluster.local:<spec.sidecar.port or 7777>` (reference).
+    PodDns,
+    /// A template with `{name}` and `{namespace}` (tests, the demo).
+    Template(String),
+}
+
+impl SidecarResolver {
+    pub fn url(&self, node: &SeiNode) -> String {
+        let name = node.name_any();
+        let ns = node.namespace().unwrap_or_default();
+        match self {
+            SidecarResolver::PodDns => {
+                let port = node.spec.sidecar.as_ref().and_then(|s| s.port).unwrap_or(DEFAULT_SIDECAR_PORT);
+                HttpSidecarClient::pod_dns_url(&name, &ns, port as u16)
+            }
+            SidecarResolver::Template(t) => t.replace("{name}", &name).replace("{namespace}", &ns),
+        }
+    }
+}
+
+/// Everything a reconcile needs (kube-rs's Context bundle).
+pub struct Context {
+    pub client: Client,
+    pub sandbox: Arc<Sandbox>,
+    pub registry: Arc<TaskRegistry>,
+    pub platform: PlatformConfig,
+    pub sidecars: SidecarResolver,
+    pub recorder: Recorder,
+    kube: Arc<dyn KubeAdapter>,
+    sidecar_clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        sandbox: Arc<Sandbox>,
+        registry: Arc<TaskRegistry>,
+        platform: PlatformConfig,
+        sidecars: SidecarResolver,
+    ) -> Self {
+        let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            kube: Arc::new(KubeClientAdapter::new(client.clone())),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            sandbox,
+            registry,
+            platform,
+            sidecars,
+            sidecar_clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sidecar_for(&self, node: &SeiNode) -> Option<Arc<dyn SidecarClient>> {
+        let url = self.sidecars.url(node);
+        let mut clients = self.sidecar_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&url) {
+            return Some(c.clone());
+        }
+        let client = Arc::new(HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT).ok()?);
+        clients.insert(url, client.clone());
+        Some(client)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("serializing the node: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn publish(ctx: &Context, node: &SeiNode, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &node.object_ref(&())).await {
+        tracing::warn!(node = %node.name_any(), error = %e, "could not publish event");
+    }
+}
+
+/// Write `status` with an optimistic lock on the node's resourceVersion.
+async fn patch_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "sei.io/v1alpha1",
+        "kind": "SeiNode",
+        "metadata": { "resourceVersion": node.resource_version() },
+        "status": status,
+    });
+    api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+}
+
+/// `<name>-0.<name>.<ns>.svc.cluster.local` of every SeiNode matched by a label peer source.
+async fn resolve_label_peers(node: &SeiNode, ctx: &Context) -> Result<Vec<String>, kube::Error> {
+    let mut out = BTreeSet::new();
+    for source in node.spec.peers.iter().flatten().filter_map(|p| p.label.as_ref()) {
+        let ns = source.namespace.clone().or_else(|| node.namespace()).unwrap_or_default();
+        let selector = source.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+        for peer in api.list(&ListParams::default().labels(&selector)).await?.items {
+            let name = peer.name_any();
+            if name != node.name_any() || ns != node.namespace().unwrap_or_default() {
+                out.insert(format!("{name}-0.{name}.{ns}.svc.cluster.local"));
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+async fn observe(node: &SeiNode, ctx: &Context) -> Result<Observed, kube::Error> {
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    let svc = Api::<Service>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?;
+    let template = sts.as_ref().map(|s| &s.spec.template);
+    Ok(Observed {
+        statefulset_image: template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|p| p.containers.iter().find(|c| c.name == "seid"))
+            .and_then(|c| c.image.clone()),
+        statefulset_labels: template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default(),
+        service_exists: svc.is_some(),
+    })
+}
+
+fn outcome_of(report: &crate::sandbox::RunReport) -> TaskOutcome {
+    match &report.outcome {
+        Ok(StepOutcome::Complete { .. }) => TaskOutcome::Complete,
+        Ok(StepOutcome::Pending { requeue_after_ms, checkpoint, message }) => TaskOutcome::Pending {
+            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms).max(100)),
+            checkpoint: checkpoint.clone(),
+            message: message.clone(),
+        },
+        Err(RunError::Unavailable(m)) => TaskOutcome::Unavailable { reason: m.clone() },
+        Err(e) => TaskOutcome::Failed {
+            reason: format!("{e} (module {} {})", report.module, &report.module_digest[..12.min(report.module_digest.len())]),
+            retryable: e.is_retryable(),
+        },
+    }
+}
+
+/// The reconcile of one SeiNode.
+pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ns = node.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => apply(node, &ctx).await,
+            FinalizerEvent::Cleanup(node) => cleanup(node, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(format!("{e}")))
+}
+
+async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = node.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status = node.status.clone().unwrap_or_default();
+    if status.phase != Some(SeiNodePhase::Terminating) {
+        status.phase = Some(SeiNodePhase::Terminating);
+        patch_status(&api, &node, &status).await?;
+        publish(ctx, &node, EventType::Normal, "Terminating", "deleting the node's data volume".into()).await;
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    match pvcs.delete(&format!("data-{}", node.name_any()), &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let before = node.status.clone().unwrap_or_default();
+    if before.phase == Some(SeiNodePhase::Failed) {
+        return Ok(Action::await_change());
+    }
+    let mut status = before.clone();
+    status.resolved_peers = resolve_label_peers(&node, ctx).await?;
+    status.observed_generation = node.metadata.generation;
+    let mut view = (*node).clone();
+    view.status = Some(status.clone());
+    let observed = if status.phase == Some(SeiNodePhase::Running) { observe(&node, ctx).await? } else { Observed::default() };
+    let now = now();
+
+    match resolve_plan(&view, &observed, &ctx.platform, &uuid::Uuid::new_v4().to_string())? {
+        PlanDecision::New { plan, phase, reason } => {
+            let (id, count) = (plan.id.clone(), plan.tasks.len());
+            status.plan = Some(plan);
+            status.phase = Some(phase);
+            conclude(&mut status, node.metadata.generation, &now);
+            patch_status(&api, &node, &status).await?;
+            tracing::info!(node = %format!("{ns}/{name}"), plan = %id, tasks = count, %reason, "new plan persisted");
+            publish(ctx, &node, EventType::Normal, "PlanCreated", format!("plan {id} with {count} tasks: {reason}")).await;
+            if before.phase != Some(phase) {
+                publish(ctx, &node, EventType::Normal, "PhaseChanged", format!("{:?} -> {phase:?}", before.phase.unwrap_or_default()))
+                    .await;
+            }
+            // Persisted first; the tasks run on the next reconcile.
+            return Ok(Action::requeue(Duration::from_millis(10)));
+        }
+        PlanDecision::Idle => {
+            if status != before {
+                patch_status(&api, &node, &status).await?;
+            }
+            return Ok(Action::requeue(DRIFT_CHECK_INTERVAL));
+        }
+        PlanDecision::Resume => {}
+    }
+
+    let node_json = serde_json::to_string(&view)?;
+    let env = RunEnv { scope: Scope::for_node(&ns, &name), kube: ctx.kube.clone(), sidecar: ctx.sidecar_for(&node) };
+    let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
+    let mut next = Next::RunNextTask;
+    let mut steps = 0;
+    while let Some(index) = current_task(plan) {
+        if steps == MAX_STEPS_PER_RECONCILE || plan.phase != TaskPlanPhase::Active {
+            break;
+        }
+        steps += 1;
+        let task = plan.tasks[index].clone();
+        let Some(entry) = ctx.registry.resolve(&task.task_type) else {
+            let reason = format!("no module implements task type {} (known: {})", task.task_type, ctx.registry.task_types().join(", "));
+            next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", &now);
+            break;
+        };
+        let input = RunInput {
+            task_type: task.task_type.clone(),
+            task_id: task.id.clone(),
+            plan_id: plan.id.clone(),
+            node: node_json.clone(),
+            params: task.params.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "{}".into()),
+            checkpoint: task.checkpoint.clone(),
+            attempt: u32::try_from(task.retry_count).unwrap_or(0) + 1,
+        };
+        let report = ctx.sandbox.run(&entry.module, input, &env).await;
+        tracing::info!(node = %format!("{ns}/{name}"), task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
+        let outcome = outcome_of(&report);
+        if let TaskOutcome::Failed { reason, retryable } = &outcome {
+            let retry = *retryable && task.retry_count < task.max_retries;
+            let (kind, what) = if retry { ("TaskRetry", "will retry") } else { ("TaskFailed", "failed") };
+            publish(ctx, &node, EventType::Warning, kind, format!("task {} ({}) {what}: {reason}", task.task_type, task.id)).await;
+        }
+        next = record_step(plan, index, outcome, &report.module_digest, &now);
+        if next != Next::RunNextTask {
+            break;
+        }
+    }
+    conclude(&mut status, node.metadata.generation, &now);
+    patch_status(&api, &node, &status).await?;
+    if before.phase != status.phase {
+        let phase = status.phase.unwrap_or_default();
+        let type_ = if phase == SeiNodePhase::Failed { EventType::Warning } else { EventType::Normal };
+        publish(ctx, &node, type_, "PhaseChanged", format!("{:?} -> {phase:?}", before.phase.unwrap_or_default())).await;
+    }
+    Ok(match next {
+        Next::RequeueAfter(d) => Action::requeue(d),
+        Next::RunNextTask => Action::requeue(Duration::from_millis(10)),
+        Next::PlanComplete => Action::requeue(Duration::from_secs(1)),
+        Next::PlanFailed => Action::await_change(),
+    })
+}
+
+/// Requeue with a short delay after an error (conflicts included: the next reconcile reads
+/// fresh data).
+pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(node = %format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any()), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(1))
+}
+
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controller until the stream ends (shutdown signal). `namespace`: watch only that
+/// namespace (a namespace-scoped operator); `None`: every namespace.
+pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    Controller::new(api_in::<SeiNode>(&client, ns), watcher::Config::default())
+        .owns(api_in::<StatefulSet>(&client, ns), watcher::Config::default())
+        .owns(api_in::<Service>(&client, ns), watcher::Config::default())
+        .owns(api_in::<PersistentVolumeClaim>(&client, ns), watcher::Config::default())
+        .owns(api_in::<Job>(&client, ns), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_urls() {
+        let node: SeiNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei"},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}, "sidecar": {"port": 7000}}
+        }))
+        .unwrap();
+        assert_eq!(SidecarResolver::PodDns.url(&node), "http://rpc-0.rpc.sei.svc.cluster.local:7000");
+        assert_eq!(
+            SidecarResolver::Template("http://127.0.0.1:9/nodes/{namespace}/{name}".into()).url(&node),
+            "http://127.0.0.1:9/nodes/sei/rpc"
+        );
+    }
+}

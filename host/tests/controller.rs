@@ -1,0 +1,173 @@
+//! The SeiNode controller on the real control plane: every task of the plan runs as a wasm
+//! module, sidecar tasks talk to the test sidecar over HTTP, the StatefulSet status faker stands
+//! in for kubelets. Each test runs its own controller watching only its namespace.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Service};
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use sei_operator::adapters::sidecar::Script;
+use sei_operator::controller::{Context, SidecarResolver, run};
+use sei_operator::crd::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
+use sei_operator::platform::PlatformConfig;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_test_sidecar::TestSidecar;
+use sei_testkit::{TestCluster, TestNamespace, eventually};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    ns: TestNamespace,
+    nodes: Api<SeiNode>,
+    sidecar: TestSidecar,
+    client: kube::Client,
+}
+
+/// A namespace, the CRD, a test sidecar and a controller watching only that namespace.
+async fn harness(prefix: &str, scripts: &[(&str, Script)]) -> Harness {
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
+    let ns = cluster.namespace(prefix).await;
+    let client = cluster.client().await;
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    for (t, s) in scripts {
+        sidecar.script(t, s.clone());
+    }
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        sandbox,
+        registry,
+        PlatformConfig::for_local(),
+        SidecarResolver::Template(sidecar.url_template()),
+    ));
+    tokio::spawn(run(ctx, 4, Some(ns.name().to_string())));
+    Harness { nodes: Api::namespaced(client.clone(), ns.name()), ns, sidecar, client }
+}
+
+fn node(name: &str, spec: serde_json::Value) -> SeiNode {
+    let mut s = json!({"chainId": "pacific-1", "image": "seid:v1"});
+    for (k, v) in spec.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": s})).unwrap()
+}
+
+async fn wait_phase(h: &Harness, name: &str, phase: SeiNodePhase) -> SeiNode {
+    eventually(&format!("SeiNode {name} to be {phase:?}"), Duration::from_secs(90), || async {
+        let n = h.nodes.get(name).await.ok()?;
+        (n.status.as_ref()?.phase == Some(phase)).then_some(n)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_node_with_s3_and_peers_reaches_running() {
+    let h = harness("ctl-full", &[("snapshot-restore", Script::CompleteAfter(1))]).await;
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    h.nodes
+        .create(&PostParams::default(), &node("rpc", json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}}}, "peers": peers})))
+        .await
+        .unwrap();
+    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+
+    let plan = n.status.as_ref().unwrap().plan.clone().expect("the init plan stays in status");
+    assert_eq!(plan.phase, TaskPlanPhase::Complete);
+    let types: Vec<&str> = plan.tasks.iter().map(|t| t.task_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "ensure-data-pvc",
+            "apply-statefulset",
+            "apply-service",
+            "snapshot-restore",
+            "configure-genesis",
+            "config-apply",
+            "discover-peers",
+            "configure-state-sync",
+            "config-validate",
+            "mark-ready"
+        ]
+    );
+    for t in &plan.tasks {
+        assert_eq!(t.status, TaskStatus::Complete, "{}", t.task_type);
+        assert_eq!(t.module_digest.as_ref().map(|d| d.len()), Some(64), "{} records its module digest", t.task_type);
+    }
+    assert_eq!(n.status.as_ref().unwrap().plan_progress.as_deref(), Some("10/10"));
+
+    // The sidecar saw every sidecar task under the plan's task ids, with the wire params.
+    let submitted = h.sidecar.node(h.ns.name(), "rpc").submitted();
+    let restore = submitted.iter().find(|r| r.task_type == "snapshot-restore").unwrap();
+    assert_eq!(restore.id, plan.tasks[3].id);
+    assert_eq!(restore.params, Some(json!({"targetHeight": 100})));
+    assert_eq!(h.sidecar.node(h.ns.name(), "rpc").runs(&plan.tasks[3].id), 1, "polled, never re-submitted");
+
+    let sts = Api::<StatefulSet>::namespaced(h.client.clone(), h.ns.name()).get("rpc").await.unwrap();
+    assert_eq!(sts.spec.template.spec.unwrap().containers[0].image.as_deref(), Some("seid:v1"));
+    assert!(Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get_opt("rpc").await.unwrap().is_some());
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(h.client.clone(), h.ns.name()).get("data-rpc").await.unwrap();
+    assert_eq!(pvc.metadata.owner_references.unwrap()[0].kind, "SeiNode");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_failure_fails_the_plan_and_the_node() {
+    let h = harness("ctl-fail", &[("config-apply", Script::FailAfter(0, "invalid override evm.http_port".into()))]).await;
+    h.nodes.create(&PostParams::default(), &node("bad", json!({"fullNode": {}}))).await.unwrap();
+    let n = wait_phase(&h, "bad", SeiNodePhase::Failed).await;
+    let plan = n.status.as_ref().unwrap().plan.clone().unwrap();
+    assert_eq!(plan.phase, TaskPlanPhase::Failed);
+    let detail = plan.failed_task_detail.unwrap();
+    assert_eq!(detail.task_type, "config-apply");
+    assert!(detail.error.contains("invalid override evm.http_port"), "{}", detail.error);
+    assert_eq!(plan.failed_task_index, Some(4));
+    let cond = n.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "PlanFailed").unwrap();
+    assert_eq!(cond.status, "True");
+    let events: Api<Event> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("a Warning event for the failed task", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("TaskFailed")).then_some(())
+    })
+    .await
+    .unwrap();
+    // The controller's finalizer did the deletion (not only garbage collection): it said so.
+    let events: Api<Event> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("the Terminating event of the finalizer", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("Terminating")).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_node_removes_its_pvc_and_collects_its_objects() {
+    let h = harness("ctl-delete", &[]).await;
+    h.nodes.create(&PostParams::default(), &node("gone", json!({"archive": {}}))).await.unwrap();
+    wait_phase(&h, "gone", SeiNodePhase::Running).await;
+    h.nodes.delete("gone", &DeleteParams::default()).await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), h.ns.name());
+    let sts: Api<StatefulSet> = Api::namespaced(h.client.clone(), h.ns.name());
+    let svc: Api<Service> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("the node, its PVC, StatefulSet and Service to be gone", Duration::from_secs(90), || async {
+        let gone = h.nodes.get_opt("gone").await.ok()?.is_none()
+            && pvcs.get_opt("data-gone").await.ok()?.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            && sts.get_opt("gone").await.ok()?.is_none()
+            && svc.get_opt("gone").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await
+    .unwrap();
+    // The controller's finalizer did the deletion (not only garbage collection): it said so.
+    let events: Api<Event> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("the Terminating event of the finalizer", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("Terminating")).then_some(())
+    })
+    .await
+    .unwrap();
+}
