@@ -6,20 +6,10 @@ SAMPLE ?= deploy/samples/full-node.yaml
 
 .PHONY: demo test setup control-plane build unit integration tasks-wasm-test lint fmt bench bench-sandbox clean-control-plane
 
-## The main job: run the built-in tasks of a node's first steps against the sample SeiNode,
-## with an in-memory Kubernetes and sidecar (the controller demo replaces this with issue 4).
-demo: setup
-	$(CARGO) build --release -p sei-operator
-	@for t in ensure-data-pvc apply-statefulset apply-service; do \
-	  echo "== sei-operator task run $$t -f $(SAMPLE)"; \
-	  target_dir=$${CARGO_TARGET_DIR:-target}; \
-	  "$$target_dir/release/sei-operator" task run $$t -f $(SAMPLE); \
-	done
-	@target_dir=$${CARGO_TARGET_DIR:-target}; \
-	echo "== sei-operator plan -f $(SAMPLE)"; \
-	"$$target_dir/release/sei-operator" plan -f $(SAMPLE); \
-	echo "== sei-operator task run snapshot-restore -f $(SAMPLE) --steps 3"; \
-	"$$target_dir/release/sei-operator" task run snapshot-restore -f $(SAMPLE) --steps 3
+## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
+## SeiNode reaches Running through its plan (tests/demo.sh).
+demo: setup control-plane
+	bash tests/demo.sh
 
 ## Everything CI runs: set-up, the control plane (cached), lint, unit, sandbox and integration tests.
 test: setup control-plane lint tasks-wasm-test

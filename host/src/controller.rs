@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -133,15 +133,15 @@ async fn publish(ctx: &Context, node: &SeiNode, type_: EventType, reason: &str, 
     }
 }
 
-/// Write `status` with an optimistic lock on the node's resourceVersion.
+/// Write the whole `status` (PUT on the status subresource) with an optimistic lock: the
+/// object carries the resourceVersion it was read at, so a concurrent change is a 409 and the
+/// reconcile is retried on fresh data. A full replacement, unlike a merge patch, also clears
+/// fields that became empty (a removed convergence plan, the current task of a finished plan).
 async fn patch_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
-    let patch = serde_json::json!({
-        "apiVersion": "sei.io/v1alpha1",
-        "kind": "SeiNode",
-        "metadata": { "resourceVersion": node.resource_version() },
-        "status": status,
-    });
-    api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+    let mut object = node.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    api.replace_status(&node.name_any(), &kube::api::PostParams::default(), &object).await
 }
 
 /// `<name>-0.<name>.<ns>.svc.cluster.local` of every SeiNode matched by a label peer source.

@@ -104,7 +104,8 @@ struct RunArgs {
 fn init_tracing() {
     let default = if std::env::args().nth(1).as_deref() == Some("run") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
 
 #[tokio::main]
