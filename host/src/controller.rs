@@ -73,6 +73,10 @@ pub struct Context {
     pub platform: PlatformConfig,
     pub sidecars: SidecarResolver,
     pub recorder: Recorder,
+    /// How often a Running node without a plan is looked at for drift.
+    pub drift_check_interval: Duration,
+    /// Reconciles started (all nodes).
+    pub reconciles: std::sync::atomic::AtomicU64,
     kube: Arc<dyn KubeAdapter>,
     sidecar_clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
 }
@@ -94,6 +98,8 @@ impl Context {
             registry,
             platform,
             sidecars,
+            drift_check_interval: DRIFT_CHECK_INTERVAL,
+            reconciles: std::sync::atomic::AtomicU64::new(0),
             sidecar_clients: Mutex::new(HashMap::new()),
         }
     }
@@ -195,6 +201,7 @@ fn outcome_of(report: &crate::sandbox::RunReport) -> TaskOutcome {
 
 /// The reconcile of one SeiNode.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    ctx.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, node, |event| async {
@@ -261,7 +268,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
             if status != before {
                 patch_status(&api, &node, &status).await?;
             }
-            return Ok(Action::requeue(DRIFT_CHECK_INTERVAL));
+            return Ok(Action::requeue(ctx.drift_check_interval));
         }
         PlanDecision::Resume => {}
     }

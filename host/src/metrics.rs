@@ -12,6 +12,7 @@ pub struct SandboxMetrics {
     pub runs_failed: AtomicU64,
     pub dropped_log_bytes: AtomicU64,
     denied: Mutex<BTreeMap<(String, &'static str), u64>>,
+    steps: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SandboxMetrics {
@@ -32,7 +33,13 @@ impl SandboxMetrics {
         self.denied_counts().values().sum()
     }
 
-    pub fn record_run(&self, ok: bool) {
+    pub fn record_run(&self, task_type: &str, ok: bool) {
         if ok { &self.runs_ok } else { &self.runs_failed }.fetch_add(1, Ordering::Relaxed);
+        *self.steps.lock().unwrap_or_else(|p| p.into_inner()).entry(task_type.to_string()).or_default() += 1;
+    }
+
+    /// Steps run so far for a task type.
+    pub fn steps_of(&self, task_type: &str) -> u64 {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).get(task_type).copied().unwrap_or(0)
     }
 }

@@ -164,3 +164,130 @@ async fn deleting_a_node_removes_its_pvc_and_collects_its_objects() {
     .await
     .unwrap();
 }
+
+async fn harness_with(
+    prefix: &str,
+    scripts: &[(&str, Script)],
+    tune: impl FnOnce(&mut Context),
+) -> (Harness, tokio::task::JoinHandle<()>, Arc<Context>) {
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
+    let ns = cluster.namespace(prefix).await;
+    let client = cluster.client().await;
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    for (t, s) in scripts {
+        sidecar.script(t, s.clone());
+    }
+    let ctx = controller_context(&client, &sidecar, tune).await;
+    let handle = tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
+    (Harness { nodes: Api::namespaced(client.clone(), ns.name()), ns, sidecar, client }, handle, ctx)
+}
+
+async fn controller_context(client: &kube::Client, sidecar: &TestSidecar, tune: impl FnOnce(&mut Context)) -> Arc<Context> {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.unwrap();
+    let mut ctx =
+        Context::new(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()));
+    tune(&mut ctx);
+    Arc::new(ctx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_reaches_running_with_the_reference_plan() {
+    let h = harness("ctl-modes", &[]).await;
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    let cases = [
+        ("state-sync", json!({"fullNode": {"snapshot": {"stateSync": {}}}, "peers": peers}), 9),
+        ("archive", json!({"archive": {}, "peers": peers}), 8),
+        ("replayer", json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers}), 10),
+        (
+            "genesis",
+            json!({"validator": {"genesisCeremony": {"chainId": "c", "stakingAmount": "1", "accountBalance": "2", "index": 0}}}),
+            11,
+        ),
+    ];
+    for (name, spec, _) in &cases {
+        h.nodes.create(&PostParams::default(), &node(name, spec.clone())).await.unwrap();
+    }
+    for (name, spec, count) in &cases {
+        let n = wait_phase(&h, name, SeiNodePhase::Running).await;
+        let plan = n.status.unwrap().plan.unwrap();
+        let mut want_node = node(name, spec.clone());
+        want_node.metadata.namespace = Some(h.ns.name().to_string());
+        let expected =
+            match sei_operator::planner::resolve_plan(&want_node, &Default::default(), &PlatformConfig::for_local(), "x").unwrap() {
+                sei_operator::planner::PlanDecision::New { plan, .. } => plan.tasks.into_iter().map(|t| t.task_type).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            };
+        let ran: Vec<String> = plan.tasks.iter().map(|t| t.task_type.clone()).collect();
+        assert_eq!(ran, expected, "{name}");
+        assert_eq!(ran.len(), *count, "{name}");
+        assert!(plan.tasks.iter().all(|t| t.status == TaskStatus::Complete && t.module_digest.is_some()), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_change_converges_and_no_drift_means_no_new_plan() {
+    let (h, _handle, ctx) = harness_with("ctl-converge", &[], |c| c.drift_check_interval = Duration::from_millis(100)).await;
+    h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {}}))).await.unwrap();
+    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+    let init_plan = n.status.unwrap().plan.unwrap().id;
+
+    // No drift: many reconciles, no new plan, the init plan stays.
+    let start = ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    eventually("50 reconciles of the Running node", Duration::from_secs(60), || async {
+        (ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed) >= start + 50).then_some(())
+    })
+    .await
+    .unwrap();
+    let n = h.nodes.get("rpc").await.unwrap();
+    assert_eq!(n.status.as_ref().unwrap().plan.as_ref().unwrap().id, init_plan, "no drift: no convergence plan");
+
+    // Drift: a new image is rolled into the StatefulSet by a convergence plan.
+    let patch = json!({"spec": {"image": "seid:v2"}});
+    h.nodes.patch("rpc", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("the StatefulSet to run seid:v2", Duration::from_secs(60), || async {
+        let s = sts.get("rpc").await.ok()?;
+        (s.spec.template.spec?.containers[0].image.as_deref() == Some("seid:v2")).then_some(())
+    })
+    .await
+    .unwrap();
+    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+    let status = n.status.unwrap();
+    assert!(status.plan.is_none(), "a completed convergence plan is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
+    let (h, handle, _ctx) = harness_with("ctl-restart", &[("snapshot-restore", Script::Stall)], |_| {}).await;
+    h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 7}}}}))).await.unwrap();
+    eventually("snapshot-restore to be Running", Duration::from_secs(60), || async {
+        let n = h.nodes.get("rpc").await.ok()?;
+        let plan = n.status?.plan?;
+        (plan.tasks[3].status == TaskStatus::Running).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = h.nodes.get("rpc").await.unwrap().status.unwrap().plan.unwrap();
+    handle.abort();
+    let _ = handle.await;
+
+    // The sidecar finishes the task while no controller runs; a new controller picks up.
+    h.sidecar.script("snapshot-restore", Script::CompleteAfter(0));
+    let ctx = controller_context(&h.client, &h.sidecar, |_| {}).await;
+    tokio::spawn(run(ctx.clone(), 4, Some(h.ns.name().to_string())));
+    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+    let after = n.status.unwrap().plan.unwrap();
+    assert_eq!(after.id, before.id, "the same plan was finished, not a new one");
+    let sidecar = h.sidecar.node(h.ns.name(), "rpc");
+    for t in after.tasks.iter().skip(3) {
+        assert_eq!(sidecar.runs(&t.id), 1, "{} was submitted exactly once", t.task_type);
+    }
+    let metrics = ctx.sandbox.metrics();
+    for t in before.tasks.iter().take(3) {
+        assert_eq!(metrics.steps_of(&t.task_type), 0, "{} completed before the restart and did not run again", t.task_type);
+    }
+    assert!(metrics.steps_of("snapshot-restore") >= 1, "the new controller polled the running task");
+}
