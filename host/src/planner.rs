@@ -438,7 +438,7 @@ pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfi
     let mut tasks: Vec<(&str, Value)> = vec![
         ("ensure-data-pvc", params_for(node, mode, "ensure-data-pvc", snap, platform)),
         ("deploy-bootstrap-service", json!({"serviceName": name, "namespace": namespace})),
-        ("deploy-bootstrap-job", json!({"jobName": job, "namespace": namespace})),
+        ("deploy-bootstrap-job", json!({"jobName": job, "namespace": namespace, "platform": statefulset_platform(mode, platform)})),
     ];
     for t in sidecar_progression(snap, has_peers(node))? {
         tasks.push((t, params_for(node, mode, t, snap, platform)));
@@ -684,7 +684,9 @@ mod tests {
                 "mark-ready"
             ]
         );
-        assert_eq!(p.tasks[2].params, Some(json!({"jobName": "rpc-bootstrap", "namespace": "sei"})));
+        let job_params = p.tasks[2].params.as_ref().unwrap();
+        assert_eq!((job_params["jobName"].as_str(), job_params["namespace"].as_str()), (Some("rpc-bootstrap"), Some("sei")));
+        assert_eq!(job_params["platform"]["snapshotBucket"], "local-snapshots");
         assert_eq!(p.tasks[11].params, Some(json!({"jobName": "rpc-bootstrap", "serviceName": "rpc", "namespace": "sei"})));
         // A type appearing twice gets distinct ids (the index differs).
         assert_ne!(p.tasks[4].id, p.tasks[14].id);

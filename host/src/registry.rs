@@ -153,7 +153,7 @@ impl<M> TaskRegistry<M> {
 /// The grant of a built-in module: what its own `describe` needs, nothing more.
 pub fn builtin_grant(name: &str) -> ModuleGrant {
     let caps: &[CapabilityName] = match name {
-        "sei-builtin-infra" => &[CapabilityName::KubeRead, CapabilityName::KubeWrite],
+        "sei-builtin-infra" => &[CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete],
         "sei-builtin-sidecar" => &[CapabilityName::Sidecar],
         _ => &[],
     };

@@ -291,3 +291,45 @@ async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
     }
     assert!(metrics.steps_of("snapshot-restore") >= 1, "the new controller polled the running task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_node_runs_its_job_then_reaches_running() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = harness("ctl-boot", &[]).await;
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    let spec = json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers});
+    h.nodes.create(&PostParams::default(), &node("boot", spec)).await.unwrap();
+
+    // No Job controller or kubelet runs here: once the controller waits on the Job, the test
+    // plays the Job controller and marks it complete.
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), h.ns.name());
+    let job = eventually("the bootstrap Job to exist", Duration::from_secs(60), || async { jobs.get_opt("boot-bootstrap").await.ok()? })
+        .await
+        .unwrap();
+    assert_eq!(job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("seid:boot"));
+    let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
+    assert_eq!(svc.spec.unwrap().selector.unwrap()["sei.io/component"], "bootstrap", "the bootstrap Service comes first");
+    eventually("the plan to wait on the Job", Duration::from_secs(60), || async {
+        let plan = h.nodes.get("boot").await.ok()?.status?.plan?;
+        (plan.tasks[10].status == TaskStatus::Running).then_some(())
+    })
+    .await
+    .unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        ]
+    }});
+    jobs.patch_status("boot-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+
+    let n = wait_phase(&h, "boot", SeiNodePhase::Running).await;
+    let plan = n.status.unwrap().plan.unwrap();
+    assert_eq!(plan.tasks.len(), 19);
+    assert!(plan.tasks.iter().all(|t| t.status == TaskStatus::Complete));
+    assert!(jobs.get_opt("boot-bootstrap").await.unwrap().is_none_or(|j| j.metadata.deletion_timestamp.is_some()), "torn down");
+    let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
+    assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 7, "the production Service replaced the bootstrap one");
+}

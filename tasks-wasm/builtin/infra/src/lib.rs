@@ -11,7 +11,9 @@
 //!   (`statefulset_shape_matches_reference`), and the entrypoint override is shell-quoted
 //!   (`entrypoint_is_shell_quoted`).
 
+mod bootstrap;
 mod statefulset;
+pub use bootstrap::{BootstrapParams, bootstrap_job, bootstrap_service, job_outcome};
 pub use statefulset::{PlatformParams, StatefulSetParams, statefulset};
 
 use k8s_openapi::api::core::v1::{
@@ -20,6 +22,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sei_task_sdk::prelude::*;
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 pub const NODE_LABEL: &str = "sei.io/node";
@@ -148,6 +151,14 @@ pub fn headless_service(node: &NodeView) -> Service {
     }
 }
 
+/// Create an object; one that already exists counts as created (never updated).
+fn create_once<K: k8s_openapi::Resource + Serialize>(obj: &K) -> Result<(), TaskError> {
+    match kube::create_object(obj) {
+        Ok(()) | Err(kube::KubeError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn check_target(node: &NodeView, name: &str, namespace: &str) -> Result<(), TaskError> {
     if name != node.metadata.name || namespace != node.metadata.namespace {
         return Err(TaskError::InvalidParams(format!(
@@ -166,8 +177,13 @@ impl TaskModule for Infra {
             .task_type("ensure-data-pvc")
             .task_type("apply-service")
             .task_type("apply-statefulset")
+            .task_type("deploy-bootstrap-service")
+            .task_type("deploy-bootstrap-job")
+            .task_type("await-bootstrap-complete")
+            .task_type("teardown-bootstrap")
             .capability(Capability::KubeRead)
             .capability(Capability::KubeWrite)
+            .capability(Capability::KubeDelete)
             .default_timeout_ms(30_000)
     }
 
@@ -191,6 +207,51 @@ impl TaskModule for Infra {
                 let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
                 kube::apply_object(&statefulset(&node, &spec, &params.platform))?;
                 Ok(Step::complete(&serde_json::json!({ "statefulSet": node.metadata.name, "image": spec.image })))
+            }
+            "deploy-bootstrap-service" => {
+                let params: BootstrapParams = input.params()?;
+                let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
+                create_once(&bootstrap_service(&node, &spec))?;
+                Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name, "namespace": params.namespace })))
+            }
+            "deploy-bootstrap-job" => {
+                let params: BootstrapParams = input.params()?;
+                #[derive(Deserialize)]
+                struct WithSpec {
+                    spec: bootstrap::BootstrapSpec,
+                }
+                let spec = input.node::<WithSpec>()?.spec;
+                let job = bootstrap_job(&node, &spec, &params.platform).map_err(TaskError::InvalidParams)?;
+                create_once(&job)?;
+                Ok(Step::complete(&serde_json::json!({ "job": format!("{}-bootstrap", node.metadata.name) })))
+            }
+            "await-bootstrap-complete" => {
+                let job_name = format!("{}-bootstrap", node.metadata.name);
+                match kube::get::<k8s_openapi::api::batch::v1::Job>(&job_name)? {
+                    None => Err(TaskError::Permanent(format!("bootstrap job {job_name} not found"))),
+                    Some(job) => match job_outcome(&job) {
+                        Some(Ok(())) => Ok(Step::complete(&serde_json::json!({ "job": job_name }))),
+                        Some(Err(message)) => Err(TaskError::Permanent(format!("bootstrap job {job_name} failed: {message}"))),
+                        None => Ok(Step::pending(10_000, &"running", format!("bootstrap job {job_name} is running"))),
+                    },
+                }
+            }
+            "teardown-bootstrap" => {
+                let job_name = format!("{}-bootstrap", node.metadata.name);
+                let job_gone =
+                    !kube::delete::<k8s_openapi::api::batch::v1::Job>(&job_name)? && kube::get_raw("batch/v1", "Job", &job_name)?.is_none();
+                let svc_gone = match kube::get_raw("v1", "Service", &node.metadata.name)? {
+                    None => true,
+                    Some(raw) if raw.contains("\"sei.io/component\":\"bootstrap\"") => {
+                        !kube::delete::<Service>(&node.metadata.name)? && kube::get_raw("v1", "Service", &node.metadata.name)?.is_none()
+                    }
+                    Some(_) => true,
+                };
+                if job_gone && svc_gone {
+                    Ok(Step::complete(&serde_json::json!({ "removed": [job_name, node.metadata.name] })))
+                } else {
+                    Ok(Step::pending(2_000, &"deleting", "waiting for the bootstrap Job and Service to be gone"))
+                }
             }
             "apply-service" => {
                 let params: ObjectParams = input.params()?;
@@ -335,6 +396,59 @@ mod tests {
             Some(statefulset::Entrypoint { command: vec!["seid".into(), "start".into()], args: Some(vec!["--note=it's".into()]) });
         let script = statefulset::seid_script(&s, 7777);
         assert!(script.ends_with(r"exec 'seid' 'start' '--note=it'\''s'"), "{script}");
+    }
+
+    #[test]
+    fn bootstrap_job_shape_matches_reference() {
+        let spec: bootstrap::BootstrapSpec = serde_json::from_value(serde_json::json!({
+            "chainId": "pacific-1", "image": "seid:v6",
+            "fullNode": {"snapshot": {"s3": {"targetHeight": 42}, "bootstrapImage": "seid:boot"}}
+        }))
+        .unwrap();
+        let job = bootstrap_job(&node(), &spec, &PlatformParams::default()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("rpc-0-bootstrap"));
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["sei.io/component"], "bootstrap");
+        let js = job.spec.unwrap();
+        assert_eq!((js.backoff_limit, js.ttl_seconds_after_finished), (Some(0), Some(3600)));
+        let pod = js.template.spec.unwrap();
+        assert_eq!((pod.hostname.as_deref(), pod.subdomain.as_deref()), (Some("rpc-0-0"), Some("rpc-0")));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(120));
+        assert_eq!(pod.containers[0].image.as_deref(), Some("seid:boot"));
+        assert!(pod.containers[0].args.as_ref().unwrap()[0].contains("--halt-height 42"));
+        assert!(pod.containers[0].args.as_ref().unwrap()[0].contains("-eq 130"));
+        let sidecar = &pod.init_containers.unwrap()[1];
+        assert!(sidecar.readiness_probe.is_none() && sidecar.liveness_probe.is_none(), "no probes in the Job");
+    }
+
+    #[test]
+    fn bootstrap_job_needs_a_target_height() {
+        let spec: bootstrap::BootstrapSpec =
+            serde_json::from_value(serde_json::json!({"chainId": "c", "image": "i", "fullNode": {"snapshot": {"stateSync": {}}}})).unwrap();
+        assert!(bootstrap_job(&node(), &spec, &PlatformParams::default()).unwrap_err().contains("targetHeight"));
+    }
+
+    #[test]
+    fn job_outcome_reads_conditions() {
+        let job = |conds: serde_json::Value| -> k8s_openapi::api::batch::v1::Job {
+            serde_json::from_value(serde_json::json!({"status": {"conditions": conds}})).unwrap()
+        };
+        assert_eq!(job_outcome(&job(serde_json::json!([]))), None);
+        assert_eq!(job_outcome(&job(serde_json::json!([{"type": "Complete", "status": "True"}]))), Some(Ok(())));
+        assert_eq!(
+            job_outcome(&job(serde_json::json!([{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]))),
+            Some(Err("BackoffLimitExceeded".into()))
+        );
+        assert_eq!(job_outcome(&job(serde_json::json!([{"type": "Failed", "status": "True"}]))), Some(Err("bootstrap job failed".into())));
+    }
+
+    #[test]
+    fn bootstrap_service_selects_the_bootstrap_pod() {
+        let spec: statefulset::SpecView = serde_json::from_value(serde_json::json!({"chainId": "c", "image": "i"})).unwrap();
+        let svc = bootstrap_service(&node(), &spec);
+        let s = svc.spec.unwrap();
+        assert_eq!(s.selector.unwrap()["sei.io/component"], "bootstrap");
+        assert_eq!(s.ports.unwrap()[0].port, 7777);
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub struct NodeWithSpec {
 }
 
 pub const SIDECAR_PORT: i32 = 7777;
-const DATA_DIR: &str = "/sei";
+pub const DATA_DIR: &str = "/sei";
 
 /// Single-quote a word for `sh`.
 pub fn shell_quote(s: &str) -> String {
@@ -108,11 +108,11 @@ fn http_probe(path: &str, port: i32, delay: i32, period: i32, failures: i32, tim
     }
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+pub fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
 
-fn mount() -> Vec<VolumeMount> {
+pub fn mount() -> Vec<VolumeMount> {
     vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() }]
 }
 
@@ -128,15 +128,11 @@ pub fn seid_script(spec: &SpecView, sidecar_port: i32) -> String {
     )
 }
 
-pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) -> StatefulSet {
-    let name = node.metadata.name.clone();
-    let labels = super::resource_labels(node);
-    let sidecar_port = spec.sidecar.as_ref().and_then(|s| s.port).unwrap_or(SIDECAR_PORT);
-    let sidecar_image = spec.sidecar.as_ref().and_then(|s| s.image.clone()).unwrap_or_else(|| platform.sidecar_image.clone());
-    let chain = &spec.chain_id;
-    let init = Container {
+/// `seid-init`: `seid init` unless the data volume already has a genesis, then the tmp dir.
+pub fn init_container(image: &str, chain: &str) -> Container {
+    Container {
         name: "seid-init".into(),
-        image: Some(spec.image.clone()),
+        image: Some(image.into()),
         command: Some(vec!["/bin/sh".into(), "-c".into()]),
         args: Some(vec![format!(
             "if [ -f {DATA_DIR}/config/genesis.json ]; then echo 'already initialised'; else seid init {c} --chain-id {c} --home {DATA_DIR} --overwrite; fi; mkdir -p {DATA_DIR}/tmp",
@@ -144,10 +140,16 @@ pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) 
         )]),
         volume_mounts: Some(mount()),
         ..Default::default()
-    };
-    let sidecar = Container {
+    }
+}
+
+/// The native sidecar (`restartPolicy: Always` init container); probes only for the StatefulSet.
+pub fn sidecar_container(spec: &SpecView, platform: &PlatformParams, probes: bool) -> Container {
+    let sidecar_port = sidecar_port(spec);
+    let chain = &spec.chain_id;
+    Container {
         name: "sei-sidecar".into(),
-        image: Some(sidecar_image),
+        image: Some(spec.sidecar.as_ref().and_then(|s| s.image.clone()).unwrap_or_else(|| platform.sidecar_image.clone())),
         restart_policy: Some("Always".into()),
         command: Some(vec!["seictl".into(), "serve".into()]),
         env: Some(vec![
@@ -166,47 +168,35 @@ pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) 
             ..Default::default()
         }]),
         volume_mounts: Some(mount()),
-        liveness_probe: Some(http_probe("/v0/livez", sidecar_port, 5, 10, 3, None)),
-        readiness_probe: Some(http_probe("/v0/healthz", sidecar_port, 2, 5, 6, None)),
+        liveness_probe: probes.then(|| http_probe("/v0/livez", sidecar_port, 5, 10, 3, None)),
+        readiness_probe: probes.then(|| http_probe("/v0/healthz", sidecar_port, 2, 5, 6, None)),
         resources: spec.sidecar.as_ref().and_then(|s| s.resources.clone()),
         ..Default::default()
-    };
+    }
+}
+
+pub fn sidecar_port(spec: &SpecView) -> i32 {
+    spec.sidecar.as_ref().and_then(|s| s.port).unwrap_or(SIDECAR_PORT)
+}
+
+/// Resource requests of `seid` from the platform (by mode, resolved by the planner).
+pub fn seid_resources(platform: &PlatformParams) -> Option<ResourceRequirements> {
     let requests: BTreeMap<String, Quantity> = [("cpu", &platform.cpu), ("memory", &platform.memory)]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), Quantity(v))))
         .collect();
-    let seid = Container {
-        name: "seid".into(),
-        image: Some(spec.image.clone()),
-        command: Some(vec!["/bin/bash".into(), "-c".into()]),
-        args: Some(vec![seid_script(spec, sidecar_port)]),
-        env: Some(vec![env("TMPDIR", &format!("{DATA_DIR}/tmp"))]),
-        ports: Some(
-            super::SEID_PORTS
-                .iter()
-                .map(|(n, p)| ContainerPort {
-                    name: Some((*n).into()),
-                    container_port: *p,
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        volume_mounts: Some(mount()),
-        resources: (!requests.is_empty()).then(|| ResourceRequirements { requests: Some(requests), ..Default::default() }),
-        startup_probe: Some(http_probe("/v0/healthz", sidecar_port, 5, 5, 86_400, None)),
-        readiness_probe: Some(http_probe("/lag_status", 26657, 30, 10, 3, Some(5))),
-        ..Default::default()
-    };
+    (!requests.is_empty()).then(|| ResourceRequirements { requests: Some(requests), ..Default::default() })
+}
+
+/// Service account, toleration, node affinity, shared PID namespace and the data volume.
+pub fn base_pod(node_name: &str, platform: &PlatformParams) -> PodSpec {
     let pool = platform.node_pool.clone();
-    let pod = PodSpec {
+    PodSpec {
         service_account_name: platform.service_account.clone(),
         share_process_namespace: Some(true),
-        init_containers: Some(vec![init, sidecar]),
-        containers: vec![seid],
         volumes: Some(vec![Volume {
             name: "data".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: format!("data-{name}"), read_only: None }),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: format!("data-{node_name}"), read_only: None }),
             ..Default::default()
         }]),
         tolerations: platform.toleration_key.as_ref().map(|key| {
@@ -235,7 +225,36 @@ pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) 
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+pub fn seid_ports() -> Vec<ContainerPort> {
+    super::SEID_PORTS
+        .iter()
+        .map(|(n, p)| ContainerPort { name: Some((*n).into()), container_port: *p, protocol: Some("TCP".into()), ..Default::default() })
+        .collect()
+}
+
+pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) -> StatefulSet {
+    let name = node.metadata.name.clone();
+    let labels = super::resource_labels(node);
+    let sidecar_port = sidecar_port(spec);
+    let init = init_container(&spec.image, &spec.chain_id);
+    let sidecar = sidecar_container(spec, platform, true);
+    let seid = Container {
+        name: "seid".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec!["/bin/bash".into(), "-c".into()]),
+        args: Some(vec![seid_script(spec, sidecar_port)]),
+        env: Some(vec![env("TMPDIR", &format!("{DATA_DIR}/tmp"))]),
+        ports: Some(seid_ports()),
+        volume_mounts: Some(mount()),
+        resources: seid_resources(platform),
+        startup_probe: Some(http_probe("/v0/healthz", sidecar_port, 5, 5, 86_400, None)),
+        readiness_probe: Some(http_probe("/lag_status", 26657, 30, 10, 3, Some(5))),
+        ..Default::default()
     };
+    let pod = PodSpec { init_containers: Some(vec![init, sidecar]), containers: vec![seid], ..base_pod(&name, platform) };
     StatefulSet {
         metadata: meta(node, name.clone()),
         spec: StatefulSetSpec {
