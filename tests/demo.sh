@@ -39,7 +39,7 @@ echo "== starting the test sidecar and the controller"
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/sidecar.url" ] && break; sleep 0.1; done
 SEI_SNAPSHOT_BUCKET=demo-snapshots SEI_GENESIS_BUCKET=demo-genesis \
-  "$target_dir/debug/sei-operator" run --sidecar-url-template "$(cat "$work/sidecar.url")" > "$work/controller.log" 2>&1 &
+  "$target_dir/debug/sei-operator" run --sidecar-url-template "$(cat "$work/sidecar.url")" --metrics-addr 127.0.0.1:18080 > "$work/controller.log" 2>&1 &
 pids+=($!)
 
 echo "== applying $SAMPLE"
@@ -56,4 +56,7 @@ echo "== objects it owns"
 kubectl get statefulset,service,pvc
 echo "== events"
 kubectl get events --field-selector "involvedObject.name=$name" -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message --sort-by=.metadata.creationTimestamp 2>/dev/null || true
+echo "== controller metrics (http://127.0.0.1:18080/metrics)"
+curl -fsS http://127.0.0.1:18080/readyz >/dev/null
+curl -fsS http://127.0.0.1:18080/metrics | grep -E '^sei_(plans_active|node_phase\{.*phase="Running"|task_step_duration_seconds_count)' | head -6
 echo "demo: SeiNode $name is Running"

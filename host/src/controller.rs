@@ -77,6 +77,7 @@ pub struct Context {
     pub drift_check_interval: Duration,
     /// Reconciles started (all nodes).
     pub reconciles: std::sync::atomic::AtomicU64,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     kube: Arc<dyn KubeAdapter>,
     sidecar_clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
 }
@@ -90,6 +91,7 @@ impl Context {
         sidecars: SidecarResolver,
     ) -> Self {
         let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new(Some(sandbox.metrics().clone())));
         Self {
             kube: Arc::new(KubeClientAdapter::new(client.clone())),
             recorder: Recorder::new(client.clone(), reporter),
@@ -99,6 +101,7 @@ impl Context {
             platform,
             sidecars,
             drift_check_interval: DRIFT_CHECK_INTERVAL,
+            telemetry,
             reconciles: std::sync::atomic::AtomicU64::new(0),
             sidecar_clients: Mutex::new(HashMap::new()),
         }
@@ -199,6 +202,15 @@ fn outcome_of(report: &crate::sandbox::RunReport) -> TaskOutcome {
     }
 }
 
+fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
+    let active = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active);
+    ctx.telemetry
+        .plans_active
+        .get_or_create(&crate::telemetry::NodeLabels { namespace: ns.into(), name: name.into() })
+        .set(i64::from(active));
+    ctx.telemetry.set_phase(ns, name, &format!("{:?}", status.phase.unwrap_or_default()));
+}
+
 /// The reconcile of one SeiNode.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -255,11 +267,12 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
             status.phase = Some(phase);
             conclude(&mut status, node.metadata.generation, &now);
             patch_status(&api, &node, &status).await?;
+            record_node(ctx, &ns, &name, &status);
             tracing::info!(node = %format!("{ns}/{name}"), plan = %id, tasks = count, %reason, "new plan persisted");
             publish(ctx, &node, EventType::Normal, "PlanCreated", format!("plan {id} with {count} tasks: {reason}")).await;
             if before.phase != Some(phase) {
-                publish(ctx, &node, EventType::Normal, "PhaseChanged", format!("{:?} -> {phase:?}", before.phase.unwrap_or_default()))
-                    .await;
+                let note = format!("phase {:?} -> {phase:?}", before.phase.unwrap_or_default());
+                publish(ctx, &node, EventType::Normal, &format!("{phase:?}"), note).await;
             }
             // Persisted first; the tasks run on the next reconcile.
             return Ok(Action::requeue(Duration::from_millis(10)));
@@ -301,9 +314,15 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
         let report = ctx.sandbox.run(&entry.module, input, &env).await;
         tracing::info!(node = %format!("{ns}/{name}"), task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
         let outcome = outcome_of(&report);
+        ctx.telemetry
+            .step_duration
+            .get_or_create(&crate::telemetry::TaskLabels { task_type: task.task_type.clone(), module_digest: report.module_digest.clone() })
+            .observe(report.duration_micros as f64 / 1e6);
         if let TaskOutcome::Failed { reason, retryable } = &outcome {
             let retry = *retryable && task.retry_count < task.max_retries;
             let (kind, what) = if retry { ("TaskRetry", "will retry") } else { ("TaskFailed", "failed") };
+            let family = if retry { &ctx.telemetry.retries } else { &ctx.telemetry.failures };
+            family.get_or_create(&crate::telemetry::TaskTypeLabel { task_type: task.task_type.clone() }).inc();
             publish(ctx, &node, EventType::Warning, kind, format!("task {} ({}) {what}: {reason}", task.task_type, task.id)).await;
         }
         next = record_step(plan, index, outcome, &report.module_digest, &now);
@@ -313,10 +332,13 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
     }
     conclude(&mut status, node.metadata.generation, &now);
     patch_status(&api, &node, &status).await?;
+    record_node(ctx, &ns, &name, &status);
     if before.phase != status.phase {
         let phase = status.phase.unwrap_or_default();
         let type_ = if phase == SeiNodePhase::Failed { EventType::Warning } else { EventType::Normal };
-        publish(ctx, &node, type_, "PhaseChanged", format!("{:?} -> {phase:?}", before.phase.unwrap_or_default())).await;
+        // The reason is the new phase: events with one reason form a series, so a fixed reason
+        // would hide every transition after the first.
+        publish(ctx, &node, type_, &format!("{phase:?}"), format!("phase {:?} -> {phase:?}", before.phase.unwrap_or_default())).await;
     }
     Ok(match next {
         Next::RequeueAfter(d) => Action::requeue(d),
@@ -328,7 +350,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
 
 /// Requeue with a short delay after an error (conflicts included: the next reconcile reads
 /// fresh data).
-pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.telemetry.reconcile_errors.inc();
     tracing::warn!(node = %format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any()), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(1))
 }
@@ -348,6 +371,7 @@ where
 pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
+    ctx.telemetry.set_ready(true);
     Controller::new(api_in::<SeiNode>(&client, ns), watcher::Config::default())
         .owns(api_in::<StatefulSet>(&client, ns), watcher::Config::default())
         .owns(api_in::<Service>(&client, ns), watcher::Config::default())

@@ -72,6 +72,9 @@ struct ControllerArgs {
     /// Where precompiled modules are cached.
     #[arg(long, env = "SEI_MODULE_CACHE")]
     module_cache: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, env = "SEI_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +139,14 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     };
     tracing::info!(task_types = ?registry.task_types(), allocator = ?sandbox.allocator(), "sei-operator controller starting");
     let ctx = Arc::new(ControllerContext::new(client, sandbox, registry, platform, sidecars));
+    let telemetry = ctx.telemetry.clone();
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = sei_operator::telemetry::serve(addr, telemetry).await {
+            tracing::error!(%addr, error = %e, "the metrics endpoint could not start");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     run(ctx, args.concurrency, args.namespace).await;
     Ok(())
 }

@@ -117,7 +117,8 @@ async fn full_node_with_s3_and_peers_reaches_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_failure_fails_the_plan_and_the_node() {
-    let h = harness("ctl-fail", &[("config-apply", Script::FailAfter(0, "invalid override evm.http_port".into()))]).await;
+    let (h, _handle, ctx) =
+        harness_with("ctl-fail", &[("config-apply", Script::FailAfter(0, "invalid override evm.http_port".into()))], |_| {}).await;
     h.nodes.create(&PostParams::default(), &node("bad", json!({"fullNode": {}}))).await.unwrap();
     let n = wait_phase(&h, "bad", SeiNodePhase::Failed).await;
     let plan = n.status.as_ref().unwrap().plan.clone().unwrap();
@@ -135,6 +136,26 @@ async fn sidecar_failure_fails_the_plan_and_the_node() {
     })
     .await
     .unwrap();
+
+    // Failed is terminal: later reconciles (here forced by a change to the node) submit nothing.
+    let sidecar = h.sidecar.node(h.ns.name(), "bad");
+    let submitted = sidecar.submitted().len();
+    let runs = sidecar.runs(&detail_id(&h, "bad").await);
+    let seen = ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
+    h.nodes.patch("bad", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&poke)).await.unwrap();
+    eventually("a reconcile after the change", Duration::from_secs(30), || async {
+        (ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed) > seen).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(sidecar.submitted().len(), submitted);
+    assert_eq!(sidecar.runs(&detail_id(&h, "bad").await), runs);
+    assert_eq!(h.nodes.get("bad").await.unwrap().status.unwrap().phase, Some(SeiNodePhase::Failed));
+}
+
+async fn detail_id(h: &Harness, name: &str) -> String {
+    h.nodes.get(name).await.unwrap().status.unwrap().plan.unwrap().failed_task_detail.unwrap().id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

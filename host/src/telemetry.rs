@@ -1,0 +1,191 @@
+//! Prometheus metrics of the controller and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//!
+//! Metrics (all prefixed `sei_`): `plans_active` (gauge), `task_step_duration_seconds`
+//! (histogram by task type and module digest), `task_retries_total` and `task_failures_total`
+//! (by task type), `node_phase` (gauge, 1 for the node's current phase), `reconcile_errors_total`,
+//! `sandbox_denied_calls_total` (by module digest and reason, read from the sandbox's counters at
+//! scrape time). Test: `telemetry::tests::exposition_names_every_metric`.
+
+use crate::metrics::SandboxMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task_type: String,
+    pub module_digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskTypeLabel {
+    pub task_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodePhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    module_digest: String,
+    reason: String,
+}
+
+/// The controller's metrics.
+pub struct Telemetry {
+    pub plans_active: Family<NodeLabels, Gauge>,
+    pub step_duration: Family<TaskLabels, Histogram>,
+    pub retries: Family<TaskTypeLabel, Counter>,
+    pub failures: Family<TaskTypeLabel, Counter>,
+    pub node_phase: Family<NodePhaseLabels, Gauge>,
+    pub reconcile_errors: Counter,
+    denied: Family<DeniedLabels, Gauge>,
+    sandbox: Option<Arc<SandboxMetrics>>,
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+const PHASES: [&str; 5] = ["Pending", "Initializing", "Running", "Failed", "Terminating"];
+
+impl Telemetry {
+    pub fn new(sandbox: Option<Arc<SandboxMetrics>>) -> Self {
+        let mut registry = Registry::with_prefix("sei");
+        let plans_active = Family::<NodeLabels, Gauge>::default();
+        let step_duration = Family::<TaskLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 4.0, 10)));
+        let retries = Family::<TaskTypeLabel, Counter>::default();
+        let failures = Family::<TaskTypeLabel, Counter>::default();
+        let node_phase = Family::<NodePhaseLabels, Gauge>::default();
+        let reconcile_errors = Counter::default();
+        let denied = Family::<DeniedLabels, Gauge>::default();
+        registry.register("plans_active", "1 while the node has an active plan", plans_active.clone());
+        registry.register("task_step_duration_seconds", "Duration of one task step in the sandbox", step_duration.clone());
+        registry.register("task_retries", "Task retries after retryable failures", retries.clone());
+        registry.register("task_failures", "Tasks that failed their plan", failures.clone());
+        registry.register("node_phase", "1 for the phase each SeiNode is in", node_phase.clone());
+        registry.register("reconcile_errors", "Reconciles that ended in an error", reconcile_errors.clone());
+        registry.register("sandbox_denied_calls", "Host calls refused by the capability guard (total)", denied.clone());
+        Self {
+            plans_active,
+            step_duration,
+            retries,
+            failures,
+            node_phase,
+            reconcile_errors,
+            denied,
+            sandbox,
+            registry,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Record the node's phase (1 for it, 0 for the others).
+    pub fn set_phase(&self, namespace: &str, name: &str, phase: &str) {
+        for p in PHASES {
+            let labels = NodePhaseLabels { namespace: namespace.into(), name: name.into(), phase: p.into() };
+            self.node_phase.get_or_create(&labels).set(i64::from(p == phase));
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        if let Some(sandbox) = &self.sandbox {
+            for ((digest, reason), count) in sandbox.denied_counts() {
+                self.denied.get_or_create(&DeniedLabels { module_digest: digest, reason: reason.into() }).set(count as i64);
+            }
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve `/metrics`, `/healthz` (the process is up) and `/readyz` (the modules are loaded and the
+/// controller runs) on `addr` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let metrics = telemetry.clone();
+    let app =
+        axum::Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let t = telemetry.clone();
+                    async move { if t.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+                }),
+            );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let sandbox = Arc::new(SandboxMetrics::default());
+        sandbox.denied("abc", "namespace");
+        let t = Telemetry::new(Some(sandbox));
+        t.plans_active.get_or_create(&NodeLabels { namespace: "sei".into(), name: "rpc".into() }).set(1);
+        t.step_duration.get_or_create(&TaskLabels { task_type: "mark-ready".into(), module_digest: "abc".into() }).observe(0.002);
+        t.retries.get_or_create(&TaskTypeLabel { task_type: "configure-genesis".into() }).inc();
+        t.failures.get_or_create(&TaskTypeLabel { task_type: "config-apply".into() }).inc();
+        t.set_phase("sei", "rpc", "Running");
+        t.reconcile_errors.inc();
+        let text = t.encode();
+        for want in [
+            r#"sei_plans_active{namespace="sei",name="rpc"} 1"#,
+            r#"sei_task_step_duration_seconds_count{task_type="mark-ready",module_digest="abc"} 1"#,
+            r#"sei_task_retries_total{task_type="configure-genesis"} 1"#,
+            r#"sei_task_failures_total{task_type="config-apply"} 1"#,
+            r#"sei_node_phase{namespace="sei",name="rpc",phase="Running"} 1"#,
+            r#"sei_node_phase{namespace="sei",name="rpc",phase="Failed"} 0"#,
+            "sei_reconcile_errors_total 1",
+            r#"sei_sandbox_denied_calls{module_digest="abc",reason="namespace"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness_follows_the_flag() {
+        let t = Telemetry::new(None);
+        assert!(!t.is_ready());
+        t.set_ready(true);
+        assert!(t.is_ready());
+    }
+}
