@@ -136,6 +136,8 @@ fn now() -> Time {
 }
 
 async fn publish(ctx: &Context, node: &SeiNode, type_: EventType, reason: &str, note: String) {
+    // The API server refuses event notes over 1 KiB.
+    let note = crate::sandbox::host::clip(&note, 900);
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &node.object_ref(&())).await {
         tracing::warn!(node = %node.name_any(), error = %e, "could not publish event");
@@ -260,7 +262,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
     let observed = if status.phase == Some(SeiNodePhase::Running) { observe(&node, ctx).await? } else { Observed::default() };
     let now = now();
 
-    match resolve_plan(&view, &observed, &ctx.platform, &uuid::Uuid::new_v4().to_string())? {
+    match resolve_plan(&view, &observed, &ctx.platform, &uuid::Uuid::new_v4().to_string(), &now)? {
         PlanDecision::New { plan, phase, reason } => {
             let (id, count) = (plan.id.clone(), plan.tasks.len());
             status.plan = Some(plan);
@@ -295,8 +297,13 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
         if steps == MAX_STEPS_PER_RECONCILE || plan.phase != TaskPlanPhase::Active {
             break;
         }
-        steps += 1;
         let task = plan.tasks[index].clone();
+        // A poll interval or retry back-off still running: a watch event woke us early.
+        if let Some(wait) = crate::executor::wait_remaining(&task, &now) {
+            next = Next::RequeueAfter(wait);
+            break;
+        }
+        steps += 1;
         let Some(entry) = ctx.registry.resolve(&task.task_type) else {
             let reason = format!("no module implements task type {} (known: {})", task.task_type, ctx.registry.task_types().join(", "));
             next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", &now);
@@ -331,6 +338,13 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileErr
         }
     }
     conclude(&mut status, node.metadata.generation, &now);
+    if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
+        // Woken early (before a task's not-before): nothing ran, nothing to write.
+        return Ok(match next {
+            Next::RequeueAfter(d) => Action::requeue(d),
+            _ => Action::requeue(Duration::from_secs(1)),
+        });
+    }
     patch_status(&api, &node, &status).await?;
     record_node(ctx, &ns, &name, &status);
     if before.phase != status.phase {

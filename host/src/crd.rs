@@ -374,6 +374,10 @@ pub struct PlannedTask {
     /// What the task is waiting for (from its last pending step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The next step does not run before this time (a poll interval or a retry backoff), even
+    /// when a watch event triggers a reconcile earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,23 @@ use std::time::Duration;
 /// How often a waiting task is polled when its module does not say.
 pub const TASK_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// After a convergence plan failed, a new one is not built before this long (no hot loop when
+/// the cluster keeps refusing the change).
+pub const CONVERGENCE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// `now + d` (saturating at the far future).
+pub fn after(now: &Time, d: Duration) -> Time {
+    let d = k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Time(now.0.checked_add(d).unwrap_or(k8s_openapi::jiff::Timestamp::MAX))
+}
+
+/// How long until the task may run its next step; `None`: now.
+pub fn wait_remaining(task: &crate::crd::PlannedTask, now: &Time) -> Option<Duration> {
+    let nb = task.not_before.as_ref()?;
+    let ms = nb.0.as_millisecond() - now.0.as_millisecond();
+    (ms > 0).then(|| Duration::from_millis(ms as u64))
+}
+
 /// Reference §3.3: 10 s, 20 s, 30 s, 30 s, … for retry 1, 2, 3, …
 pub fn retry_backoff(retry_count: i32) -> Duration {
     let exp = retry_count.clamp(0, 5) as u32;
@@ -82,6 +99,7 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.checkpoint = None;
             task.message = None;
             task.error = None;
+            task.not_before = None;
             if index + 1 < total {
                 Next::RunNextTask
             } else {
@@ -93,10 +111,12 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.status = TaskStatus::Running;
             task.checkpoint = Some(checkpoint);
             task.message = Some(message);
+            task.not_before = Some(after(now, requeue_after));
             Next::RequeueAfter(requeue_after)
         }
         TaskOutcome::Unavailable { reason } => {
             task.message = Some(format!("waiting: {reason}"));
+            task.not_before = Some(after(now, TASK_POLL_INTERVAL));
             Next::RequeueAfter(TASK_POLL_INTERVAL)
         }
         TaskOutcome::Failed { reason, retryable } if retryable && task.retry_count < task.max_retries => {
@@ -106,12 +126,14 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.submitted_at = None;
             task.message = Some(format!("retry {}/{} after: {reason}", task.retry_count, task.max_retries));
             task.error = Some(reason);
+            task.not_before = Some(after(now, retry_backoff(task.retry_count)));
             Next::RequeueAfter(retry_backoff(task.retry_count))
         }
         TaskOutcome::Failed { reason, .. } => {
             task.status = TaskStatus::Failed;
             task.error = Some(reason.clone());
             task.message = None;
+            task.not_before = Some(after(now, CONVERGENCE_RETRY_AFTER));
             plan.phase = TaskPlanPhase::Failed;
             plan.failed_task_index = Some(index as i32);
             plan.failed_task_detail = Some(FailedTaskInfo {
@@ -274,6 +296,25 @@ mod tests {
         let detail = p.failed_task_detail.as_ref().unwrap();
         assert_eq!((detail.retry_count, detail.max_retries, detail.error.as_str()), (2, 2, "genesis not uploaded yet"));
         assert_eq!(p.failed_task_index, Some(0));
+    }
+
+    #[test]
+    fn waits_are_recorded_as_not_before() {
+        let mut p = plan(&["configure-genesis"]);
+        p.tasks[0].max_retries = 3;
+        record_step(&mut p, 0, TaskOutcome::Failed { reason: "x".into(), retryable: true }, "d", &now());
+        assert_eq!(wait_remaining(&p.tasks[0], &now()), Some(Duration::from_secs(10)));
+        assert_eq!(wait_remaining(&p.tasks[0], &after(&now(), Duration::from_secs(11))), None);
+        record_step(
+            &mut p,
+            0,
+            TaskOutcome::Pending { requeue_after: Duration::from_secs(5), checkpoint: "1".into(), message: "m".into() },
+            "d",
+            &now(),
+        );
+        assert_eq!(wait_remaining(&p.tasks[0], &now()), Some(Duration::from_secs(5)));
+        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
+        assert_eq!(wait_remaining(&p.tasks[0], &now()), None);
     }
 
     #[test]

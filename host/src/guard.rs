@@ -75,6 +75,19 @@ pub const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("sei.io/v1alpha1", "SeiNode"),
 ];
 
+/// Kinds a module may create, apply or delete (the node's own objects); SeiNodes and Pods are
+/// read-only.
+pub const WRITABLE_KINDS: &[(&str, &str)] =
+    &[("v1", "PersistentVolumeClaim"), ("v1", "Service"), ("v1", "ConfigMap"), ("apps/v1", "StatefulSet"), ("batch/v1", "Job")];
+
+/// A Kubernetes object name: a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at
+/// most 253 bytes, starting and ending alphanumeric). Anything else never reaches a URL.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty() && name.len() <= 253 && name.chars().all(ok_char) && edge(name.chars().next()) && edge(name.chars().last())
+}
+
 impl Grants {
     pub fn new(capabilities: impl IntoIterator<Item = CapabilityName>) -> Self {
         Self {
@@ -181,6 +194,11 @@ impl CapabilityGuard {
         &self.scope
     }
 
+    /// Check only the capability (before the host parses anything of the call).
+    pub fn check_capability(&self, c: CapabilityName, what: &str) -> Result<(), Denial> {
+        self.need(c, what)
+    }
+
     fn need(&self, c: CapabilityName, what: &str) -> Result<(), Denial> {
         if self.grants.allows(c) {
             Ok(())
@@ -200,6 +218,11 @@ impl CapabilityGuard {
             call.name.unwrap_or("*")
         );
         self.need(call.verb.capability(), &what)?;
+        if let Some(name) = call.name
+            && !is_dns_subdomain(name)
+        {
+            return Err(Denial { reason: "name", message: format!("{what}: `{name}` is not a valid object name (DNS-1123 subdomain)") });
+        }
         let ns = call.namespace.unwrap_or(&self.scope.namespace);
         if ns != self.scope.namespace {
             return Err(Denial {
@@ -214,6 +237,12 @@ impl CapabilityGuard {
             });
         }
         if matches!(call.verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
+            if !WRITABLE_KINDS.contains(&(call.api_version, call.kind)) {
+                return Err(Denial {
+                    reason: "kind",
+                    message: format!("{what}: kind {}/{} is read-only for task modules", call.api_version, call.kind),
+                });
+            }
             let name = call.name.unwrap_or("");
             if !self.scope.writable_names.contains(name) {
                 return Err(Denial {
@@ -303,6 +332,30 @@ mod tests {
     fn reads_may_name_anything_in_the_namespace() {
         let g = guard(&[CapabilityName::KubeRead]);
         assert!(g.check_kube(&call(KubeVerb::Get, "StatefulSet", None, Some("some-peer"))).is_ok());
+    }
+
+    #[test]
+    fn names_must_be_dns_subdomains() {
+        let g = guard(&[CapabilityName::KubeRead]);
+        for bad in ["x/../../secrets/y", "UPPER", "a?b", "", "-x", &"a".repeat(254)] {
+            let d = g.check_kube(&call(KubeVerb::Get, "ConfigMap", None, Some(bad))).unwrap_err();
+            assert_eq!(d.reason, "name", "{bad}");
+        }
+        assert!(is_dns_subdomain("data-rpc.v1"));
+    }
+
+    #[test]
+    fn seinodes_and_pods_are_read_only() {
+        let g = CapabilityGuard::new(
+            Arc::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete])),
+            Scope::for_node("sei", "rpc"),
+        );
+        let node = KubeCall { verb: KubeVerb::Apply, api_version: "sei.io/v1alpha1", kind: "SeiNode", namespace: None, name: Some("rpc") };
+        assert_eq!(g.check_kube(&node).unwrap_err().reason, "kind");
+        let pod = KubeCall { verb: KubeVerb::Delete, api_version: "v1", kind: "Pod", namespace: None, name: Some("rpc") };
+        assert_eq!(g.check_kube(&pod).unwrap_err().reason, "kind");
+        let read = KubeCall { verb: KubeVerb::Get, api_version: "sei.io/v1alpha1", kind: "SeiNode", namespace: None, name: Some("peer") };
+        assert!(g.check_kube(&read).is_ok());
     }
 
     #[test]

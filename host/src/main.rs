@@ -168,7 +168,13 @@ fn plan(file: &PathBuf, json: bool) -> Result<()> {
     let node: sei_operator::crd::SeiNode =
         serde_json::from_value(value).with_context(|| format!("{} is not a valid SeiNode", file.display()))?;
     let plan_id = uuid::Uuid::new_v4().to_string();
-    let decision = resolve_plan(&node, &Observed::default(), &PlatformConfig::for_local(), &plan_id)?;
+    let decision = resolve_plan(
+        &node,
+        &Observed::default(),
+        &PlatformConfig::for_local(),
+        &plan_id,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    )?;
     match decision {
         PlanDecision::Resume => println!("the node's active plan resumes; no new plan"),
         PlanDecision::Idle => println!("nothing to do: no new plan"),

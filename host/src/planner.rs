@@ -13,6 +13,7 @@
 
 use crate::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
 use crate::platform::PlatformConfig;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -390,7 +391,13 @@ pub enum PlanDecision {
 
 /// Reference §2.2 `ResolvePlan`, pure: resume an Active plan, or build one for the node's mode
 /// and phase. `plan_id` is the id a new plan gets (UUID v4 from the caller).
-pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlatformConfig, plan_id: &str) -> Result<PlanDecision, PlanError> {
+pub fn resolve_plan(
+    node: &SeiNode,
+    observed: &Observed,
+    platform: &PlatformConfig,
+    plan_id: &str,
+    now: &Time,
+) -> Result<PlanDecision, PlanError> {
     let status = node.status.clone().unwrap_or_default();
     if status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active) {
         return Ok(PlanDecision::Resume);
@@ -401,6 +408,14 @@ pub fn resolve_plan(node: &SeiNode, observed: &Observed, platform: &PlatformConf
     }
     let mode = validate(node)?;
     if phase == SeiNodePhase::Running {
+        // A failed convergence plan is rebuilt only after its back-off (no hot loop).
+        let backing_off = status.plan.as_ref().filter(|p| p.phase == TaskPlanPhase::Failed).and_then(|p| {
+            let i = usize::try_from(p.failed_task_index?).ok()?;
+            crate::executor::wait_remaining(p.tasks.get(i)?, now)
+        });
+        if backing_off.is_some() {
+            return Ok(PlanDecision::Idle);
+        }
         return Ok(match drift(node, observed) {
             Some(reason) => PlanDecision::New { plan: build_convergence_plan(node, mode, platform, plan_id), phase, reason },
             None => PlanDecision::Idle,
@@ -502,12 +517,16 @@ mod tests {
         .unwrap()
     }
 
+    fn t0() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
     fn types(plan: &TaskPlan) -> Vec<&str> {
         plan.tasks.iter().map(|t| t.task_type.as_str()).collect()
     }
 
     fn new_plan(n: &SeiNode) -> TaskPlan {
-        match resolve_plan(n, &Observed::default(), &PlatformConfig::for_local(), "plan-1").unwrap() {
+        match resolve_plan(n, &Observed::default(), &PlatformConfig::for_local(), "plan-1", &t0()).unwrap() {
             PlanDecision::New { plan, phase, .. } => {
                 assert_eq!(phase, SeiNodePhase::Initializing);
                 plan
@@ -740,10 +759,10 @@ mod tests {
     fn table_running_converges_only_on_drift() {
         let n = running(node(json!({"fullNode": {}})));
         let platform = PlatformConfig::for_local();
-        assert_eq!(resolve_plan(&n, &in_sync(&n), &platform, "p").unwrap(), PlanDecision::Idle);
+        assert_eq!(resolve_plan(&n, &in_sync(&n), &platform, "p", &t0()).unwrap(), PlanDecision::Idle);
         let mut drifted = in_sync(&n);
         drifted.statefulset_image = Some("seid:v0".into());
-        match resolve_plan(&n, &drifted, &platform, "p").unwrap() {
+        match resolve_plan(&n, &drifted, &platform, "p", &t0()).unwrap() {
             PlanDecision::New { plan, phase, reason } => {
                 assert_eq!(types(&plan), ["apply-statefulset", "apply-service"]);
                 assert_eq!(plan.failed_phase, None, "a failed convergence leaves the node Running");
@@ -754,7 +773,27 @@ mod tests {
         }
         let mut no_svc = in_sync(&n);
         no_svc.service_exists = false;
-        assert!(matches!(resolve_plan(&n, &no_svc, &platform, "p").unwrap(), PlanDecision::New { .. }));
+        assert!(matches!(resolve_plan(&n, &no_svc, &platform, "p", &t0()).unwrap(), PlanDecision::New { .. }));
+    }
+
+    #[test]
+    fn failed_convergence_backs_off_before_a_new_plan() {
+        let mut n = running(node(json!({"fullNode": {}})));
+        let platform = PlatformConfig::for_local();
+        let mut drifted = in_sync(&n);
+        drifted.statefulset_image = Some("seid:v0".into());
+        let PlanDecision::New { mut plan, .. } = resolve_plan(&n, &drifted, &platform, "p", &t0()).unwrap() else { panic!() };
+        crate::executor::record_step(
+            &mut plan,
+            0,
+            crate::executor::TaskOutcome::Failed { reason: "webhook said no".into(), retryable: false },
+            "d",
+            &t0(),
+        );
+        n.status.as_mut().unwrap().plan = Some(plan);
+        assert_eq!(resolve_plan(&n, &drifted, &platform, "p2", &t0()).unwrap(), PlanDecision::Idle, "backing off");
+        let later = crate::executor::after(&t0(), crate::executor::CONVERGENCE_RETRY_AFTER + std::time::Duration::from_secs(1));
+        assert!(matches!(resolve_plan(&n, &drifted, &platform, "p2", &later).unwrap(), PlanDecision::New { .. }));
     }
 
     #[test]
@@ -762,9 +801,9 @@ mod tests {
         let mut n = node(json!({"fullNode": {}}));
         n.status =
             Some(SeiNodeStatus { plan: Some(TaskPlan { phase: TaskPlanPhase::Active, ..Default::default() }), ..Default::default() });
-        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p").unwrap(), PlanDecision::Resume);
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p", &t0()).unwrap(), PlanDecision::Resume);
         n.status = Some(SeiNodeStatus { phase: Some(SeiNodePhase::Failed), ..Default::default() });
-        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p").unwrap(), PlanDecision::Idle);
+        assert_eq!(resolve_plan(&n, &Observed::default(), &PlatformConfig::for_local(), "p", &t0()).unwrap(), PlanDecision::Idle);
     }
 
     #[test]

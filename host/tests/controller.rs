@@ -58,12 +58,18 @@ fn node(name: &str, spec: serde_json::Value) -> SeiNode {
 }
 
 async fn wait_phase(h: &Harness, name: &str, phase: SeiNodePhase) -> SeiNode {
-    eventually(&format!("SeiNode {name} to be {phase:?}"), Duration::from_secs(90), || async {
+    let waited = eventually(&format!("SeiNode {name} to be {phase:?}"), Duration::from_secs(90), || async {
         let n = h.nodes.get(name).await.ok()?;
         (n.status.as_ref()?.phase == Some(phase)).then_some(n)
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    .await;
+    match waited {
+        Ok(n) => n,
+        Err(e) => {
+            let status = h.nodes.get(name).await.ok().and_then(|n| n.status);
+            panic!("{e}; status now: {}", serde_json::to_string_pretty(&status).unwrap_or_default())
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,11 +242,18 @@ async fn every_mode_reaches_running_with_the_reference_plan() {
         let plan = n.status.unwrap().plan.unwrap();
         let mut want_node = node(name, spec.clone());
         want_node.metadata.namespace = Some(h.ns.name().to_string());
-        let expected =
-            match sei_operator::planner::resolve_plan(&want_node, &Default::default(), &PlatformConfig::for_local(), "x").unwrap() {
-                sei_operator::planner::PlanDecision::New { plan, .. } => plan.tasks.into_iter().map(|t| t.task_type).collect::<Vec<_>>(),
-                other => panic!("{other:?}"),
-            };
+        let expected = match sei_operator::planner::resolve_plan(
+            &want_node,
+            &Default::default(),
+            &PlatformConfig::for_local(),
+            "x",
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        )
+        .unwrap()
+        {
+            sei_operator::planner::PlanDecision::New { plan, .. } => plan.tasks.into_iter().map(|t| t.task_type).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
         let ran: Vec<String> = plan.tasks.iter().map(|t| t.task_type.clone()).collect();
         assert_eq!(ran, expected, "{name}");
         assert_eq!(ran.len(), *count, "{name}");

@@ -90,9 +90,14 @@ async fn invalid_manifests_are_rejected_with_the_rule_message() {
 async fn status_holds_a_plan_with_opaque_params() {
     let (api, _ns) = api().await;
     let node = api.create(&PostParams::default(), &manifest("rpc", json!({"fullNode": {}}))).await.unwrap();
-    let decision =
-        sei_operator::planner::resolve_plan(&node, &Default::default(), &sei_operator::platform::PlatformConfig::for_local(), "plan-1")
-            .unwrap();
+    let decision = sei_operator::planner::resolve_plan(
+        &node,
+        &Default::default(),
+        &sei_operator::platform::PlatformConfig::for_local(),
+        "plan-1",
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    )
+    .unwrap();
     let sei_operator::planner::PlanDecision::New { plan, phase, .. } = decision else { panic!("{decision:?}") };
     let patch = json!({"status": {"phase": phase, "plan": plan, "planProgress": "0/7", "currentTask": "ensure-data-pvc"}});
     api.patch_status("rpc", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();

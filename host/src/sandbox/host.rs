@@ -66,6 +66,40 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
+
+    // The cap is per linear memory: allow one, so a component cannot multiply it (the pooling
+    // allocator enforces the same; this covers the on-demand fallback).
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+}
+
+/// Caps on what a guest hands the host in one call (checked before anything is parsed).
+pub const MAX_NAME_BYTES: usize = 253;
+pub const MAX_OBJECT_BYTES: usize = 3 << 20;
+pub const MAX_SELECTOR_BYTES: usize = 4 << 10;
+pub const MAX_ID_BYTES: usize = 128;
+/// Denials logged per step; the rest are counted, not logged.
+pub const MAX_LOGGED_DENIALS: u32 = 5;
+
+/// Shorten guest-supplied text for messages and records.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[{} bytes]", &s[..cut], s.len())
 }
 
 /// Everything a run's host functions need; the `Store`'s data.
@@ -85,6 +119,7 @@ pub struct TaskCtx {
     pub logs: Vec<LogLine>,
     pub log_bytes: usize,
     pub dropped_log_bytes: u64,
+    pub denials: u32,
 }
 
 impl TaskCtx {
@@ -94,6 +129,7 @@ impl TaskCtx {
 
     fn record(&mut self, interface: &'static str, call: String, outcome: String, started: Instant) {
         if self.calls.len() < self.limits.max_recorded_host_calls {
+            let (call, outcome) = (clip(&call, 512), clip(&outcome, 512));
             self.calls.push(HostCall { interface, call, outcome, micros: started.elapsed().as_micros() as u64 });
         } else {
             self.unrecorded_calls += 1;
@@ -101,6 +137,12 @@ impl TaskCtx {
     }
 
     fn deny(&mut self, interface: &'static str, call: String, denial: &Denial, started: Instant) {
+        self.denials += 1;
+        self.metrics.denied(&self.module_digest, denial.reason);
+        self.record(interface, call.clone(), format!("denied: {denial}"), started);
+        if self.denials > MAX_LOGGED_DENIALS {
+            return;
+        }
         tracing::warn!(
             task_type = %self.task_type,
             module = %self.module_name,
@@ -108,10 +150,9 @@ impl TaskCtx {
             node = %format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name),
             refused_call = %call,
             reason = denial.reason,
-            "host call denied: {denial}"
+            "host call denied: {denial}{}",
+            if self.denials == MAX_LOGGED_DENIALS { " (further denials of this step are counted, not logged)" } else { "" }
         );
-        self.metrics.denied(&self.module_digest, denial.reason);
-        self.record(interface, call, format!("denied: {denial}"), started);
     }
 
     /// The `sei.io/module-digest` annotation on an object about to be written.
@@ -196,6 +237,17 @@ fn parse_object(json: &str) -> Result<(Value, TypeRef, String, Option<String>), 
 impl TaskCtx {
     /// Guard a write and put the namespace and digest annotation on the object.
     fn admit_write(&mut self, verb: KubeVerb, json: &str, started: Instant) -> Result<(Value, TypeRef, String, String), kube::KubeError> {
+        // Refuse before parsing: a module without the capability, or with an oversized object,
+        // makes the host do no work.
+        if let Err(d) = self.guard.check_capability(verb.capability(), &format!("kube {}", verb.as_str())) {
+            self.deny("kube", format!("{} <object of {} bytes>", verb.as_str(), json.len()), &d, started);
+            return Err(kube::KubeError::Denied(d.message));
+        }
+        if json.len() > MAX_OBJECT_BYTES {
+            let msg = format!("object of {} bytes is over the limit of {MAX_OBJECT_BYTES} bytes", json.len());
+            self.record("kube", format!("{} <oversized object>", verb.as_str()), format!("error: {msg}"), started);
+            return Err(kube::KubeError::Invalid(msg));
+        }
         let (mut object, ty, name, namespace) = parse_object(json)
             .inspect_err(|e| self.record("kube", format!("{} <unparsable object>", verb.as_str()), format!("error: {e}"), started))?;
         let call = KubeCall { verb, api_version: &ty.api_version, kind: &ty.kind, namespace: namespace.as_deref(), name: Some(&name) };
@@ -223,9 +275,21 @@ impl TaskCtx {
     }
 }
 
+fn oversized_ref(r: &kube::ObjectRef) -> Option<String> {
+    let long = [("name", r.name.len(), MAX_NAME_BYTES), ("kind", r.kind.len(), 63), ("apiVersion", r.api_version.len(), 127)]
+        .into_iter()
+        .chain(r.namespace.as_ref().map(|n| ("namespace", n.len(), 63)))
+        .find(|(_, len, max)| len > max);
+    long.map(|(what, len, max)| format!("{what} of {len} bytes is over the limit of {max} bytes"))
+}
+
 impl kube::Host for TaskCtx {
     async fn get(&mut self, r: kube::ObjectRef) -> Result<Option<String>, kube::KubeError> {
         let started = Instant::now();
+        if let Some(msg) = oversized_ref(&r) {
+            self.record("kube", "get <oversized reference>".into(), format!("error: {msg}"), started);
+            return Err(kube::KubeError::Invalid(msg));
+        }
         let call = KubeCall {
             verb: KubeVerb::Get,
             api_version: &r.api_version,
@@ -289,6 +353,10 @@ impl kube::Host for TaskCtx {
 
     async fn delete(&mut self, r: kube::ObjectRef) -> Result<bool, kube::KubeError> {
         let started = Instant::now();
+        if let Some(msg) = oversized_ref(&r) {
+            self.record("kube", "delete <oversized reference>".into(), format!("error: {msg}"), started);
+            return Err(kube::KubeError::Invalid(msg));
+        }
         let call = KubeCall {
             verb: KubeVerb::Delete,
             api_version: &r.api_version,
@@ -341,6 +409,11 @@ impl TaskCtx {
 impl sidecar::Host for TaskCtx {
     async fn submit_task(&mut self, id: String, task_type: String, params: Option<String>) -> Result<String, sidecar::SidecarError> {
         let started = Instant::now();
+        if id.len() > MAX_ID_BYTES || task_type.len() > 63 || params.as_ref().is_some_and(|p| p.len() > MAX_OBJECT_BYTES) {
+            let msg = "task id, type or params over its size limit".to_string();
+            self.record("sidecar", "submit-task <oversized arguments>".into(), format!("error: {msg}"), started);
+            return Err(sidecar::SidecarError::Rejected(msg));
+        }
         let desc = format!("submit-task {task_type} {id}");
         let client = self.sidecar_for("submit-task", &desc, started)?;
         let params = match params.as_deref().map(serde_json::from_str::<Value>).transpose() {
@@ -358,6 +431,11 @@ impl sidecar::Host for TaskCtx {
 
     async fn get_task(&mut self, id: String) -> Result<sidecar::SidecarTask, sidecar::SidecarError> {
         let started = Instant::now();
+        if id.len() > MAX_ID_BYTES {
+            let msg = format!("task id of {} bytes is over the limit of {MAX_ID_BYTES} bytes", id.len());
+            self.record("sidecar", "get-task <oversized id>".into(), format!("error: {msg}"), started);
+            return Err(sidecar::SidecarError::Rejected(msg));
+        }
         let desc = format!("get-task {id}");
         let client = self.sidecar_for("get-task", &desc, started)?;
         let res = client.get_task(&id).await;

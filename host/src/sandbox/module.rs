@@ -158,6 +158,7 @@ impl Sandbox {
             logs: Vec::new(),
             log_bytes: 0,
             dropped_log_bytes: 0,
+            denials: 0,
             limits,
         };
         let mut store = self.new_store(ctx);

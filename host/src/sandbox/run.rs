@@ -3,7 +3,10 @@
 //! and everything the run did collected in a `RunReport`.
 
 use super::Sandbox;
-use super::host::{HostCall, LogLine, MemoryLimitExceeded, MemoryLimiter, TaskCtx};
+use super::host::{HostCall, LogLine, MemoryLimitExceeded, MemoryLimiter, TaskCtx, clip};
+
+/// Longest error message a module's error may put in status (bytes).
+pub const MAX_ERROR_BYTES: usize = 1024;
 use super::module::LoadedModule;
 use crate::adapters::kube::KubeAdapter;
 use crate::adapters::sidecar::SidecarClient;
@@ -162,7 +165,7 @@ fn classify(err: wasmtime::Error, ctx: &TaskCtx) -> RunError {
         Some(wasmtime::Trap::Interrupt) => RunError::Timeout { deadline: ctx.limits.deadline },
         Some(trap) => RunError::Trap {
             trap: trap.to_string(),
-            panic: ctx.logs.iter().rev().find(|l| l.message.starts_with("panic: ")).map(|l| l.message.clone()),
+            panic: ctx.logs.iter().rev().find(|l| l.message.starts_with("panic: ")).map(|l| clip(&l.message, MAX_ERROR_BYTES)),
         },
         None => RunError::Trap { trap: format!("{err:#}"), panic: None },
     }
@@ -192,11 +195,12 @@ fn check_outcome(step: Result<Step, TaskError>, ctx: &TaskCtx) -> Result<StepOut
             }
             Ok(StepOutcome::Pending { requeue_after_ms: p.requeue_after_ms, checkpoint: p.checkpoint, message })
         }
-        Err(TaskError::InvalidParams(m)) => Err(RunError::InvalidParams(m)),
-        Err(TaskError::Transient(m)) => Err(RunError::Transient(m)),
-        Err(TaskError::Unavailable(m)) => Err(RunError::Unavailable(m)),
-        Err(TaskError::Permanent(m)) => Err(RunError::Permanent(m)),
-        Err(TaskError::Denied(m)) => Err(RunError::Denied(m)),
+        // Guest text lands in the node's status and events: keep it short.
+        Err(TaskError::InvalidParams(m)) => Err(RunError::InvalidParams(clip(&m, MAX_ERROR_BYTES))),
+        Err(TaskError::Transient(m)) => Err(RunError::Transient(clip(&m, MAX_ERROR_BYTES))),
+        Err(TaskError::Unavailable(m)) => Err(RunError::Unavailable(clip(&m, MAX_ERROR_BYTES))),
+        Err(TaskError::Permanent(m)) => Err(RunError::Permanent(clip(&m, MAX_ERROR_BYTES))),
+        Err(TaskError::Denied(m)) => Err(RunError::Denied(clip(&m, MAX_ERROR_BYTES))),
     }
 }
 
@@ -221,6 +225,7 @@ impl Sandbox {
             logs: Vec::new(),
             log_bytes: 0,
             dropped_log_bytes: 0,
+            denials: 0,
             limits,
         };
         let mut store = self.new_store(ctx);

@@ -59,44 +59,35 @@ impl Default for DriveOptions {
 
 /// One step of a sidecar task, with the plan's task id as the sidecar task id.
 ///
-/// - no checkpoint (first step, or first step of a retry): submit, then `pending` with the
-///   `Submitted` checkpoint (or `complete` when fire-and-forget);
-/// - checkpoint `Submitted`: poll only. `completed` → complete; `running` or not yet known →
-///   pending; `failed` → `transient` with the sidecar's error (the retry re-submits the same
+/// - no checkpoint (first step, or first step of a retry): submit (`complete` at once when
+///   fire-and-forget), then poll once;
+/// - checkpoint `Submitted`: poll only, never re-submit;
+/// - a poll: `completed` → complete; `running` or not yet known → pending with the `Submitted`
+///   checkpoint; `failed` → `transient` with the sidecar's error (the retry re-submits the same
 ///   id, which the sidecar re-runs).
 pub fn drive(input: &Input, sidecar_type: &str, params: Option<&serde_json::Value>, opts: DriveOptions) -> Result<Step, TaskError> {
     let state: Option<DriveState> = input.checkpoint()?;
-    match state {
-        None => {
-            submit_task(&input.task_id, sidecar_type, params)?;
-            if opts.fire_and_forget {
-                Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id })))
-            } else {
-                Ok(Step::pending(
-                    opts.poll_interval_ms,
-                    &DriveState::Submitted,
-                    format!("submitted {sidecar_type} to the sidecar as {}", input.task_id),
-                ))
-            }
+    if state.is_none() {
+        submit_task(&input.task_id, sidecar_type, params)?;
+        if opts.fire_and_forget {
+            return Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id })));
         }
-        Some(DriveState::Submitted) => match get_task(&input.task_id) {
-            Ok(t) => match t.status.as_str() {
-                "completed" => Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id }))),
-                "failed" => Err(TaskError::Transient(format!(
-                    "sidecar task {sidecar_type} {} failed: {}",
-                    input.task_id,
-                    t.error.unwrap_or_else(|| "unknown error".into())
-                ))),
-                _ => {
-                    Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar task {sidecar_type} is {}", t.status)))
-                }
-            },
-            Err(SidecarError::NotFound) => Ok(Step::pending(
-                opts.poll_interval_ms,
-                &DriveState::Submitted,
-                format!("sidecar does not know task {} yet", input.task_id),
-            )),
-            Err(e) => Err(e.into()),
+    }
+    // Poll (right after submitting too: a task the sidecar finishes at once completes in the
+    // same step, without waiting a poll interval).
+    match get_task(&input.task_id) {
+        Ok(t) => match t.status.as_str() {
+            "completed" => Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id }))),
+            "failed" => Err(TaskError::Transient(format!(
+                "sidecar task {sidecar_type} {} failed: {}",
+                input.task_id,
+                t.error.unwrap_or_else(|| "unknown error".into())
+            ))),
+            _ => Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar task {sidecar_type} is {}", t.status))),
         },
+        Err(SidecarError::NotFound) => {
+            Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar does not know task {} yet", input.task_id)))
+        }
+        Err(e) => Err(e.into()),
     }
 }

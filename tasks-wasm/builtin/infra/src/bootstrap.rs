@@ -149,9 +149,32 @@ pub fn bootstrap_job(node: &NodeView, spec: &BootstrapSpec, platform: &PlatformP
     })
 }
 
+/// The part of a Job `await-bootstrap-complete` reads. Decoding only this (instead of the whole
+/// k8s-openapi `Job` with its pod template) keeps the module small.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobStatusView {
+    #[serde(default)]
+    pub status: Option<JobStatusConditions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobStatusConditions {
+    #[serde(default)]
+    pub conditions: Vec<JobCondition>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// Where a Job stands: `Some(Ok(()))` complete, `Some(Err(message))` failed, `None` running.
-pub fn job_outcome(job: &Job) -> Option<Result<(), String>> {
-    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+pub fn job_outcome(job: &JobStatusView) -> Option<Result<(), String>> {
+    let conditions = &job.status.as_ref()?.conditions;
     let true_condition = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
     if true_condition("Complete").is_some() {
         return Some(Ok(()));

@@ -227,7 +227,11 @@ impl TaskModule for Infra {
             }
             "await-bootstrap-complete" => {
                 let job_name = format!("{}-bootstrap", node.metadata.name);
-                match kube::get::<k8s_openapi::api::batch::v1::Job>(&job_name)? {
+                let job = kube::get_raw("batch/v1", "Job", &job_name)?
+                    .map(|raw| serde_json::from_str::<bootstrap::JobStatusView>(&raw))
+                    .transpose()
+                    .map_err(|e| TaskError::Transient(format!("undecodable Job {job_name}: {e}")))?;
+                match job {
                     None => Err(TaskError::Permanent(format!("bootstrap job {job_name} not found"))),
                     Some(job) => match job_outcome(&job) {
                         Some(Ok(())) => Ok(Step::complete(&serde_json::json!({ "job": job_name }))),
@@ -430,7 +434,7 @@ mod tests {
 
     #[test]
     fn job_outcome_reads_conditions() {
-        let job = |conds: serde_json::Value| -> k8s_openapi::api::batch::v1::Job {
+        let job = |conds: serde_json::Value| -> bootstrap::JobStatusView {
             serde_json::from_value(serde_json::json!({"status": {"conditions": conds}})).unwrap()
         };
         assert_eq!(job_outcome(&job(serde_json::json!([]))), None);
