@@ -367,3 +367,19 @@ async fn bootstrap_node_runs_its_job_then_reaches_running() {
     let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
     assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 7, "the production Service replaced the bootstrap one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_peers_are_resolved_into_status_and_params() {
+    let h = harness("ctl-peers", &[]).await;
+    let mut seed = node("seed-a", json!({"fullNode": {}}));
+    seed.metadata.labels = Some([("role".to_string(), "seed".to_string())].into());
+    h.nodes.create(&PostParams::default(), &seed).await.unwrap();
+    let peers = json!([{"label": {"selector": {"role": "seed"}}}]);
+    h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {}, "peers": peers}))).await.unwrap();
+    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+    let status = n.status.unwrap();
+    let want = format!("seed-a-0.seed-a.{}.svc.cluster.local", h.ns.name());
+    assert_eq!(status.resolved_peers, vec![want.clone()]);
+    let discover = status.plan.unwrap().tasks.into_iter().find(|t| t.task_type == "discover-peers").unwrap();
+    assert_eq!(discover.params, Some(json!({"sources": [{"type": "dnsEndpoints", "endpoints": [want]}]})));
+}
