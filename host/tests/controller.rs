@@ -27,26 +27,7 @@ struct Harness {
 
 /// A namespace, the CRD, a test sidecar and a controller watching only that namespace.
 async fn harness(prefix: &str, scripts: &[(&str, Script)]) -> Harness {
-    let cluster = TestCluster::shared();
-    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
-    let ns = cluster.namespace(prefix).await;
-    let client = cluster.client().await;
-    let sidecar = TestSidecar::start(0).await.unwrap();
-    for (t, s) in scripts {
-        sidecar.script(t, s.clone());
-    }
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let registry = Arc::new(TaskRegistry::new());
-    registry.load_builtins(&sandbox).await.unwrap();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        sandbox,
-        registry,
-        PlatformConfig::for_local(),
-        SidecarResolver::Template(sidecar.url_template()),
-    ));
-    tokio::spawn(run(ctx, 4, Some(ns.name().to_string())));
-    Harness { nodes: Api::namespaced(client.clone(), ns.name()), ns, sidecar, client }
+    harness_with(prefix, scripts, |_| {}).await.0
 }
 
 fn node(name: &str, spec: serde_json::Value) -> SeiNode {
@@ -58,7 +39,7 @@ fn node(name: &str, spec: serde_json::Value) -> SeiNode {
 }
 
 async fn wait_phase(h: &Harness, name: &str, phase: SeiNodePhase) -> SeiNode {
-    let waited = eventually(&format!("SeiNode {name} to be {phase:?}"), Duration::from_secs(90), || async {
+    let waited = eventually(&format!("SeiNode {name} to be {phase:?}"), Duration::from_secs(180), || async {
         let n = h.nodes.get(name).await.ok()?;
         (n.status.as_ref()?.phase == Some(phase)).then_some(n)
     })

@@ -283,32 +283,38 @@ fn oversized_ref(r: &kube::ObjectRef) -> Option<String> {
     long.map(|(what, len, max)| format!("{what} of {len} bytes is over the limit of {max} bytes"))
 }
 
+impl TaskCtx {
+    /// Size-check and guard a get/delete of one object. Returns its type, namespace, and
+    /// (description for the report, name).
+    fn admit_ref(
+        &mut self,
+        verb: KubeVerb,
+        r: kube::ObjectRef,
+        started: Instant,
+    ) -> Result<(TypeRef, String, (String, String)), kube::KubeError> {
+        if let Some(msg) = oversized_ref(&r) {
+            self.record("kube", format!("{} <oversized reference>", verb.as_str()), format!("error: {msg}"), started);
+            return Err(kube::KubeError::Invalid(msg));
+        }
+        let call = KubeCall { verb, api_version: &r.api_version, kind: &r.kind, namespace: r.namespace.as_deref(), name: Some(&r.name) };
+        let ns_shown = r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace).to_string();
+        let desc = format!("{} {}/{} {ns_shown}/{}", verb.as_str(), r.api_version, r.kind, r.name);
+        match self.guard.check_kube(&call) {
+            Ok(ns) => Ok((TypeRef { api_version: r.api_version, kind: r.kind }, ns, (desc, r.name))),
+            Err(d) => {
+                self.deny("kube", desc, &d, started);
+                Err(kube::KubeError::Denied(d.message))
+            }
+        }
+    }
+}
+
 impl kube::Host for TaskCtx {
     async fn get(&mut self, r: kube::ObjectRef) -> Result<Option<String>, kube::KubeError> {
         let started = Instant::now();
-        if let Some(msg) = oversized_ref(&r) {
-            self.record("kube", "get <oversized reference>".into(), format!("error: {msg}"), started);
-            return Err(kube::KubeError::Invalid(msg));
-        }
-        let call = KubeCall {
-            verb: KubeVerb::Get,
-            api_version: &r.api_version,
-            kind: &r.kind,
-            namespace: r.namespace.as_deref(),
-            name: Some(&r.name),
-        };
-        let desc =
-            format!("get {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
-        let ns = match self.guard.check_kube(&call) {
-            Ok(ns) => ns,
-            Err(d) => {
-                self.deny("kube", desc, &d, started);
-                return Err(kube::KubeError::Denied(d.message));
-            }
-        };
-        let ty = TypeRef { api_version: r.api_version, kind: r.kind };
-        let res = self.kube.get(&ty, &ns, &r.name).await;
-        self.record("kube", desc, outcome_of(&res), started);
+        let (ty, ns, desc) = self.admit_ref(KubeVerb::Get, r, started)?;
+        let res = self.kube.get(&ty, &ns, &desc.1).await;
+        self.record("kube", desc.0, outcome_of(&res), started);
         res.map(|o| o.map(|v| v.to_string())).map_err(kube_error)
     }
 
@@ -353,29 +359,9 @@ impl kube::Host for TaskCtx {
 
     async fn delete(&mut self, r: kube::ObjectRef) -> Result<bool, kube::KubeError> {
         let started = Instant::now();
-        if let Some(msg) = oversized_ref(&r) {
-            self.record("kube", "delete <oversized reference>".into(), format!("error: {msg}"), started);
-            return Err(kube::KubeError::Invalid(msg));
-        }
-        let call = KubeCall {
-            verb: KubeVerb::Delete,
-            api_version: &r.api_version,
-            kind: &r.kind,
-            namespace: r.namespace.as_deref(),
-            name: Some(&r.name),
-        };
-        let desc =
-            format!("delete {}/{} {}/{}", r.api_version, r.kind, r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace), r.name);
-        let ns = match self.guard.check_kube(&call) {
-            Ok(ns) => ns,
-            Err(d) => {
-                self.deny("kube", desc, &d, started);
-                return Err(kube::KubeError::Denied(d.message));
-            }
-        };
-        let ty = TypeRef { api_version: r.api_version, kind: r.kind };
-        let res = self.kube.delete(&ty, &ns, &r.name).await;
-        self.record("kube", desc, outcome_of(&res), started);
+        let (ty, ns, desc) = self.admit_ref(KubeVerb::Delete, r, started)?;
+        let res = self.kube.delete(&ty, &ns, &desc.1).await;
+        self.record("kube", desc.0, outcome_of(&res), started);
         res.map_err(kube_error)
     }
 }
