@@ -79,6 +79,17 @@ fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
     }
 }
 
+/// Longest a single API call of a task may take; past it the call is `Unavailable`, which the
+/// task reports as a dependency to wait for rather than a failure.
+pub const KUBE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn timed<T>(fut: impl std::future::Future<Output = Result<T, ::kube::Error>>) -> Result<T, KubeAdapterError> {
+    match tokio::time::timeout(KUBE_CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(map_kube_error),
+        Err(_) => Err(KubeAdapterError::Unavailable(format!("the API server did not answer within {KUBE_CALL_TIMEOUT:?}"))),
+    }
+}
+
 fn to_value(obj: ::kube::api::DynamicObject) -> Result<Value, KubeAdapterError> {
     serde_json::to_value(obj).map_err(|e| KubeAdapterError::Invalid(e.to_string()))
 }
@@ -91,7 +102,7 @@ fn from_value(obj: Value) -> Result<::kube::api::DynamicObject, KubeAdapterError
 impl KubeAdapter for KubeClientAdapter {
     async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
-        match api.get_opt(name).await.map_err(map_kube_error)? {
+        match timed(api.get_opt(name)).await? {
             Some(o) => Ok(Some(to_value(o)?)),
             None => Ok(None),
         }
@@ -103,14 +114,14 @@ impl KubeAdapter for KubeClientAdapter {
         if let Some(sel) = label_selector {
             lp = lp.labels(sel);
         }
-        let list = api.list(&lp).await.map_err(map_kube_error)?;
+        let list = timed(api.list(&lp)).await?;
         list.items.into_iter().map(to_value).collect()
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
         let obj = from_value(object)?;
-        to_value(api.create(&::kube::api::PostParams::default(), &obj).await.map_err(map_kube_error)?)
+        to_value(timed(api.create(&::kube::api::PostParams::default(), &obj)).await?)
     }
 
     async fn apply(
@@ -123,18 +134,16 @@ impl KubeAdapter for KubeClientAdapter {
     ) -> Result<Value, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
         let pp = ::kube::api::PatchParams::apply(field_manager).force();
-        to_value(api.patch(name, &pp, &::kube::api::Patch::Apply(&object)).await.map_err(map_kube_error)?)
+        to_value(timed(api.patch(name, &pp, &::kube::api::Patch::Apply(&object))).await?)
     }
 
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
         let dp = ::kube::api::DeleteParams { propagation_policy: Some(::kube::api::PropagationPolicy::Background), ..Default::default() };
-        match api.delete(name, &dp).await {
+        match timed(api.delete(name, &dp)).await {
             Ok(_) => Ok(true),
-            Err(e) => match map_kube_error(e) {
-                KubeAdapterError::NotFound => Ok(false),
-                other => Err(other),
-            },
+            Err(KubeAdapterError::NotFound) => Ok(false),
+            Err(other) => Err(other),
         }
     }
 }

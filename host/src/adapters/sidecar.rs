@@ -64,6 +64,8 @@ impl HttpSidecarClient {
     /// `base_url` like `http://rpc-0.rpc.sei.svc.cluster.local:7777` (no trailing `/v0`).
     pub fn new(base_url: impl Into<String>, timeout: Duration) -> Result<Self, SidecarAdapterError> {
         let http = reqwest::Client::builder()
+            // A sidecar is not trusted to send the controller elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .build()
@@ -86,7 +88,8 @@ impl HttpSidecarClient {
         struct ErrBody {
             error: Option<String>,
         }
-        let text = resp.text().await.unwrap_or_default();
+        let body = read_capped(resp).await.unwrap_or_default();
+        let text = crate::sandbox::host::clip(&String::from_utf8_lossy(&body), 1024);
         let msg = serde_json::from_str::<ErrBody>(&text).ok().and_then(|b| b.error).unwrap_or(text);
         if code == reqwest::StatusCode::NOT_FOUND {
             SidecarAdapterError::NotFound
@@ -102,6 +105,26 @@ fn transport(e: reqwest::Error) -> SidecarAdapterError {
     SidecarAdapterError::Unavailable(e.to_string())
 }
 
+/// Largest response body read from a sidecar.
+pub const MAX_SIDECAR_BODY: usize = 1 << 20;
+
+/// Read a response body, refusing one over [`MAX_SIDECAR_BODY`] without buffering it.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, SidecarAdapterError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_SIDECAR_BODY {
+            return Err(SidecarAdapterError::Unavailable(format!("sidecar answer over {MAX_SIDECAR_BODY} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn json_of<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, SidecarAdapterError> {
+    let body = read_capped(resp).await?;
+    serde_json::from_slice(&body).map_err(|e| SidecarAdapterError::Unavailable(format!("undecodable sidecar answer: {e}")))
+}
+
 #[async_trait]
 impl SidecarClient for HttpSidecarClient {
     async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
@@ -113,7 +136,7 @@ impl SidecarClient for HttpSidecarClient {
         struct Id {
             id: String,
         }
-        Ok(resp.json::<Id>().await.map_err(transport)?.id)
+        Ok(json_of::<Id>(resp).await?.id)
     }
 
     async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
@@ -121,7 +144,7 @@ impl SidecarClient for HttpSidecarClient {
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
-        resp.json().await.map_err(transport)
+        json_of(resp).await
     }
 
     async fn status(&self) -> Result<String, SidecarAdapterError> {
@@ -133,7 +156,7 @@ impl SidecarClient for HttpSidecarClient {
         struct Status {
             status: String,
         }
-        Ok(resp.json::<Status>().await.map_err(transport)?.status)
+        Ok(json_of::<Status>(resp).await?.status)
     }
 
     async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
@@ -155,7 +178,7 @@ impl SidecarClient for HttpSidecarClient {
         struct NodeId {
             node_id: String,
         }
-        Ok(resp.json::<NodeId>().await.map_err(transport)?.node_id)
+        Ok(json_of::<NodeId>(resp).await?.node_id)
     }
 }
 
