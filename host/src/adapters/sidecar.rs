@@ -222,6 +222,11 @@ impl InMemorySidecar {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).get(id).map_or(0, |e| e.runs)
     }
 
+    /// Drop a task, as a sidecar that restarted without its database would (tests).
+    pub fn forget(&self, id: &str) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     /// Every request submitted so far, in id order.
     pub fn submitted(&self) -> Vec<TaskRequest> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.request.clone()).collect()

@@ -40,7 +40,14 @@ pub fn node_id() -> Result<String, SidecarError> {
 pub enum DriveState {
     /// Submitted; poll `GET /v0/tasks/{id}` next.
     Submitted,
+    /// Submitted, but the sidecar answered "not found" this many polls in a row (it may have
+    /// restarted and lost the task): after [`RESUBMIT_AFTER_NOT_FOUND`] the same id is submitted
+    /// again, which is idempotent.
+    NotFound(u32),
 }
+
+/// Polls answered "not found" before the task is submitted again.
+pub const RESUBMIT_AFTER_NOT_FOUND: u32 = 3;
 
 /// How a sidecar task is driven.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +74,8 @@ impl Default for DriveOptions {
 ///   id, which the sidecar re-runs).
 pub fn drive(input: &Input, sidecar_type: &str, params: Option<&serde_json::Value>, opts: DriveOptions) -> Result<Step, TaskError> {
     let state: Option<DriveState> = input.checkpoint()?;
-    if state.is_none() {
+    let resubmit = matches!(state, Some(DriveState::NotFound(n)) if n >= RESUBMIT_AFTER_NOT_FOUND);
+    if state.is_none() || resubmit {
         submit_task(&input.task_id, sidecar_type, params)?;
         if opts.fire_and_forget {
             return Ok(Step::complete(&serde_json::json!({ "sidecarTaskId": input.task_id })));
@@ -86,7 +94,15 @@ pub fn drive(input: &Input, sidecar_type: &str, params: Option<&serde_json::Valu
             _ => Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar task {sidecar_type} is {}", t.status))),
         },
         Err(SidecarError::NotFound) => {
-            Ok(Step::pending(opts.poll_interval_ms, &DriveState::Submitted, format!("sidecar does not know task {} yet", input.task_id)))
+            let misses = match state {
+                Some(DriveState::NotFound(n)) if !resubmit => n + 1,
+                _ => 1,
+            };
+            Ok(Step::pending(
+                opts.poll_interval_ms,
+                &DriveState::NotFound(misses),
+                format!("sidecar does not know task {} ({misses} polls)", input.task_id),
+            ))
         }
         Err(e) => Err(e.into()),
     }
