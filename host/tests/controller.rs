@@ -269,9 +269,16 @@ async fn image_change_converges_and_no_drift_means_no_new_plan() {
     })
     .await
     .unwrap();
-    let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
-    let status = n.status.unwrap();
-    assert!(status.plan.is_none(), "a completed convergence plan is removed");
+    // The convergence plan completes (its last write follows the StatefulSet update) and is
+    // removed from status; the node stays Running throughout.
+    let status = eventually("the completed convergence plan to be removed", Duration::from_secs(60), || async {
+        let status = h.nodes.get("rpc").await.ok()?.status?;
+        status.plan.is_none().then_some(status)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.phase, Some(SeiNodePhase::Running));
+    assert_eq!(status.plan_progress, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
