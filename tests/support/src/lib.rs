@@ -280,7 +280,7 @@ impl TestCluster {
             format!("--secure-port={kcm_port}"),
             format!("--cert-dir={}", dir.join("kcm-certs").display()),
             "--concurrent-gc-syncs=5".into(),
-            "--v=1".into(),
+            format!("--v={}", std::env::var("SEI_TESTKIT_KCM_VERBOSITY").unwrap_or_else(|_| "1".into())),
         ]
         .into();
         cluster.processes.lock().unwrap_or_else(|p| p.into_inner()).push(ChildProcess::spawn(

@@ -236,7 +236,7 @@ impl TaskModule for Infra {
                     Some(job) => match job_outcome(&job) {
                         Some(Ok(())) => Ok(Step::complete(&serde_json::json!({ "job": job_name }))),
                         Some(Err(message)) => Err(TaskError::Permanent(format!("bootstrap job {job_name} failed: {message}"))),
-                        None => Ok(Step::pending(10_000, &"running", format!("bootstrap job {job_name} is running"))),
+                        None => Ok(Step::pending(2_000, &"running", format!("bootstrap job {job_name} is running"))),
                     },
                 }
             }
