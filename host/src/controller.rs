@@ -246,10 +246,15 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     Ok(Action::await_change())
 }
 
-async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
-    let ns = node.namespace().unwrap_or_default();
-    let name = node.name_any();
+async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    // Work on the node as the API server has it now, not as the watch cache had it: right
+    // after our own status write the cache lags, and steps run on a stale copy would be
+    // repeated (harmlessly, they are idempotent) and then thrown away by the optimistic lock.
+    let Some(node) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let node = Arc::new(node);
     let before = node.status.clone().unwrap_or_default();
     if before.phase == Some(SeiNodePhase::Failed) {
         return Ok(Action::await_change());
