@@ -87,3 +87,15 @@ async fn missing_integrity_record_is_recompiled() {
         reloaded.cache_outcome
     );
 }
+
+#[tokio::test]
+async fn cache_dir_of_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    // CI and the developer machines run as root, which may hand the directory to `nobody`.
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown needs root: run the suite as root");
+    let err = sei_operator::sandbox::cache::ArtifactCache::at(&foreign).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+}

@@ -42,12 +42,23 @@ impl ArtifactCache {
         Self { dir: None }
     }
 
+    /// Use `dir` (created with mode 0700). A directory owned by another user is refused: its
+    /// owner could plant artifacts with matching integrity records.
     pub fn at(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = std::fs::metadata(&dir)?;
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc_geteuid() };
+            if meta.uid() != me {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("precompiled cache {} is owned by uid {}, not by this process (uid {me})", dir.display(), meta.uid()),
+                ));
+            }
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(Self { dir: Some(dir) })
@@ -118,7 +129,9 @@ impl ArtifactCache {
 
     fn store(artifact: &Path, integrity: &Path, bytes: &[u8]) -> Result<(), String> {
         let write = |path: &Path, data: &[u8]| -> std::io::Result<()> {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unpredictable temp name: in a container every controller is pid 1.
+            let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+            let tmp = path.with_extension(format!("tmp{}-{nonce:09}", std::process::id()));
             std::fs::write(&tmp, data)?;
             std::fs::rename(&tmp, path)
         };
@@ -127,4 +140,10 @@ impl ArtifactCache {
         write(artifact, bytes).map_err(|e| e.to_string())?;
         write(integrity, sha256_hex(bytes).as_bytes()).map_err(|e| e.to_string())
     }
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
 }
