@@ -144,11 +144,23 @@ async fn publish(ctx: &Context, node: &SeiNode, type_: EventType, reason: &str, 
     }
 }
 
+/// An event for a phase transition (none when the phase did not change). The reason is the new
+/// phase: events with one reason form a series, so a fixed reason would hide every transition
+/// after the first.
+async fn publish_phase_change(ctx: &Context, node: &SeiNode, from: Option<SeiNodePhase>, to: Option<SeiNodePhase>) {
+    if from == to {
+        return;
+    }
+    let to = to.unwrap_or_default();
+    let type_ = if to == SeiNodePhase::Failed { EventType::Warning } else { EventType::Normal };
+    publish(ctx, node, type_, &format!("{to:?}"), format!("phase {:?} -> {to:?}", from.unwrap_or_default())).await;
+}
+
 /// Write the whole `status` (PUT on the status subresource) with an optimistic lock: the
 /// object carries the resourceVersion it was read at, so a concurrent change is a 409 and the
 /// reconcile is retried on fresh data. A full replacement, unlike a merge patch, also clears
 /// fields that became empty (a removed convergence plan, the current task of a finished plan).
-async fn patch_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
+async fn write_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
     let mut object = node.clone();
     object.metadata.managed_fields = None;
     object.status = Some(status.clone());
@@ -234,7 +246,7 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     let mut status = node.status.clone().unwrap_or_default();
     if status.phase != Some(SeiNodePhase::Terminating) {
         status.phase = Some(SeiNodePhase::Terminating);
-        patch_status(&api, &node, &status).await?;
+        write_status(&api, &node, &status).await?;
         publish(ctx, &node, EventType::Normal, "Terminating", "deleting the node's data volume".into()).await;
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
@@ -273,20 +285,17 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
             status.plan = Some(plan);
             status.phase = Some(phase);
             conclude(&mut status, node.metadata.generation, &now);
-            patch_status(&api, &node, &status).await?;
+            write_status(&api, &node, &status).await?;
             record_node(ctx, &ns, &name, &status);
             tracing::info!(node = %format!("{ns}/{name}"), plan = %id, tasks = count, %reason, "new plan persisted");
             publish(ctx, &node, EventType::Normal, "PlanCreated", format!("plan {id} with {count} tasks: {reason}")).await;
-            if before.phase != Some(phase) {
-                let note = format!("phase {:?} -> {phase:?}", before.phase.unwrap_or_default());
-                publish(ctx, &node, EventType::Normal, &format!("{phase:?}"), note).await;
-            }
+            publish_phase_change(ctx, &node, before.phase, Some(phase)).await;
             // Persisted first; the tasks run on the next reconcile.
             return Ok(Action::requeue(Duration::from_millis(10)));
         }
         PlanDecision::Idle => {
             if status != before {
-                patch_status(&api, &node, &status).await?;
+                write_status(&api, &node, &status).await?;
             }
             return Ok(Action::requeue(ctx.drift_check_interval));
         }
@@ -350,15 +359,9 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
             _ => Action::requeue(Duration::from_secs(1)),
         });
     }
-    patch_status(&api, &node, &status).await?;
+    write_status(&api, &node, &status).await?;
     record_node(ctx, &ns, &name, &status);
-    if before.phase != status.phase {
-        let phase = status.phase.unwrap_or_default();
-        let type_ = if phase == SeiNodePhase::Failed { EventType::Warning } else { EventType::Normal };
-        // The reason is the new phase: events with one reason form a series, so a fixed reason
-        // would hide every transition after the first.
-        publish(ctx, &node, type_, &format!("{phase:?}"), format!("phase {:?} -> {phase:?}", before.phase.unwrap_or_default())).await;
-    }
+    publish_phase_change(ctx, &node, before.phase, status.phase).await;
     Ok(match next {
         Next::RequeueAfter(d) => Action::requeue(d),
         Next::RunNextTask => Action::requeue(Duration::from_millis(10)),

@@ -178,8 +178,7 @@ fn plan(file: &PathBuf, json: bool) -> Result<()> {
     match decision {
         PlanDecision::Resume => println!("the node's active plan resumes; no new plan"),
         PlanDecision::Idle => println!("nothing to do: no new plan"),
-        PlanDecision::New { plan, phase, reason } if json => {
-            let _ = (phase, reason);
+        PlanDecision::New { plan, .. } if json => {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         }
         PlanDecision::New { plan, phase, reason } => {

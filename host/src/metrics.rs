@@ -1,15 +1,13 @@
-//! Counters of the sandbox: runs by outcome, denied host calls by module and reason, dropped
-//! log bytes. Cheap atomics on the hot path; labelled counters behind a mutex only on the
-//! (rare) denied path. Exported to Prometheus by the controller.
+//! Counters of the sandbox: steps by task type, denied host calls by module and reason, dropped
+//! log bytes. One short lock per step (the per-type step map); denied calls take another lock
+//! only on that (rare) path. Exported to Prometheus by the controller.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Default)]
 pub struct SandboxMetrics {
-    pub runs_ok: AtomicU64,
-    pub runs_failed: AtomicU64,
     pub dropped_log_bytes: AtomicU64,
     denied: Mutex<BTreeMap<(String, &'static str), u64>>,
     steps: Mutex<BTreeMap<String, u64>>,
@@ -33,8 +31,8 @@ impl SandboxMetrics {
         self.denied_counts().values().sum()
     }
 
-    pub fn record_run(&self, task_type: &str, ok: bool) {
-        if ok { &self.runs_ok } else { &self.runs_failed }.fetch_add(1, Ordering::Relaxed);
+    /// Count one step of a task type.
+    pub fn record_step(&self, task_type: &str) {
         *self.steps.lock().unwrap_or_else(|p| p.into_inner()).entry(task_type.to_string()).or_default() += 1;
     }
 

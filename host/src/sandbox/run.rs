@@ -265,7 +265,7 @@ impl Sandbox {
 
         let fuel_left = store.get_fuel().unwrap_or(0);
         let ctx = store.into_data();
-        self.metrics().record_run(&ctx.task_type, outcome.is_ok());
+        self.metrics().record_step(&ctx.task_type);
         if ctx.dropped_log_bytes > 0 {
             self.metrics().dropped_log_bytes.fetch_add(ctx.dropped_log_bytes, std::sync::atomic::Ordering::Relaxed);
         }

@@ -28,14 +28,10 @@ async fn configmap_create_get_patch() {
     api.patch("a", &PatchParams::apply("harness").force(), &Patch::Apply(&patch)).await.unwrap();
     assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "2");
     // Optimistic locking is real: a stale resourceVersion conflicts.
-    let mut stale = got_with_version(&api, "a").await;
+    let mut stale = api.get("a").await.unwrap();
     stale.metadata.resource_version = Some("1".into());
     let err = api.replace("a", &PostParams::default(), &stale).await.unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err:?}");
-}
-
-async fn got_with_version(api: &Api<ConfigMap>, name: &str) -> ConfigMap {
-    api.get(name).await.unwrap()
 }
 
 fn widget_crd() -> CustomResourceDefinition {

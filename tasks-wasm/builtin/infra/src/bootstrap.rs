@@ -6,7 +6,7 @@
 //! production `apply-service` never meets the terminating bootstrap Service of the same name.
 
 use super::statefulset::{
-    DATA_DIR, PlatformParams, SpecView, base_pod, env, init_container, mount, seid_resources, shell_quote, sidecar_container, sidecar_port,
+    DATA_DIR, PlatformParams, SpecView, base_pod, env, init_container, mount, seid_resources, sidecar_container, sidecar_port,
 };
 use super::{NodeView, meta};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -129,7 +129,6 @@ pub fn bootstrap_job(node: &NodeView, spec: &BootstrapSpec, platform: &PlatformP
     };
     let mut m = meta(node, format!("{name}-bootstrap"));
     m.labels = Some(bootstrap_labels(node));
-    let _ = shell_quote;
     Ok(Job {
         metadata: m,
         spec: Some(JobSpec {
