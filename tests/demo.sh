@@ -31,7 +31,7 @@ export KUBECONFIG="$work/kubeconfig"
 kubectl() { "$bin/kubectl" "$@"; }
 
 echo "== installing the SeiNode CRD"
-kubectl apply -f deploy/crds/seinodes.sei.io.yaml
+kubectl apply -f deploy/crds/crds.yaml
 kubectl wait --for=condition=Established crd/seinodes.sei.io --timeout=60s
 
 echo "== starting the test sidecar and the controller"

@@ -16,6 +16,8 @@ use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, Sidec
 use crate::crd::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlanPhase};
 use crate::executor::{Next, TaskOutcome, conclude, current_task, record_step};
 use crate::guard::Scope;
+use crate::modules::rollout::Verdict;
+use crate::modules::task_modules::{AutoRollbackNotice, TaskModuleLoader, TaskModuleWatch, default_replica_id};
 use crate::planner::{Observed, PlanDecision, PlanError, resolve_plan};
 use crate::platform::PlatformConfig;
 use crate::registry::TaskRegistry;
@@ -34,6 +36,7 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub const FINALIZER: &str = "sei.io/seinode-finalizer";
 /// Steps one reconcile may run (synchronous tasks chain within a reconcile).
@@ -78,6 +81,14 @@ pub struct Context {
     /// Reconciles started (all nodes).
     pub reconciles: std::sync::atomic::AtomicU64,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// This replica's id in `TaskModule` statuses and events.
+    pub replica: String,
+    /// Load `TaskModule`s (the product default; `None` serves only built-in and directory modules).
+    pub task_modules: Option<TaskModuleWatch>,
+    /// How long `run` waits for the existing TaskModules to be loaded before reconciling nodes.
+    pub task_module_sync_timeout: Duration,
+    rollbacks: mpsc::UnboundedSender<AutoRollbackNotice>,
+    rollback_notices: Mutex<Option<mpsc::UnboundedReceiver<AutoRollbackNotice>>>,
     kube: Arc<dyn KubeAdapter>,
     sidecar_clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
 }
@@ -92,7 +103,14 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
         let telemetry = Arc::new(crate::telemetry::Telemetry::new(Some(sandbox.metrics().clone())));
+        telemetry.watch_registry(registry.clone());
+        let (rollbacks, notices) = mpsc::unbounded_channel();
         Self {
+            replica: default_replica_id(),
+            task_modules: None,
+            task_module_sync_timeout: Duration::from_secs(60),
+            rollbacks,
+            rollback_notices: Mutex::new(Some(notices)),
             kube: Arc::new(KubeClientAdapter::new(client.clone())),
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -225,6 +243,31 @@ fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
     ctx.telemetry.set_phase(ns, name, &format!("{:?}", status.phase.unwrap_or_default()));
 }
 
+/// Count the step against a new module's rollout; past its failure threshold the module is
+/// withdrawn at once (its next step runs on the module it replaced) and the TaskModule loader
+/// reports it.
+fn watch_rollout(ctx: &Context, entry: &crate::registry::ModuleEntry, outcome: &TaskOutcome) {
+    let Some(tracker) = &entry.rollout else { return };
+    let failed = match outcome {
+        TaskOutcome::Failed { .. } => true,
+        TaskOutcome::Unavailable { .. } => return,
+        _ => false,
+    };
+    if let Some(Verdict::RollBack { runs, failures }) = tracker.record(failed) {
+        let digest = entry.module.digest.clone();
+        if ctx.registry.withdraw(&entry.source, |m| m.digest == digest) {
+            tracing::warn!(source = %entry.source, %digest, runs, failures, "module rolled back automatically");
+            let _ = ctx.rollbacks.send(AutoRollbackNotice {
+                source: entry.source.clone(),
+                digest: digest.to_string(),
+                runs,
+                failures,
+                policy: tracker.policy,
+            });
+        }
+    }
+}
+
 /// The reconcile of one SeiNode.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -335,6 +378,7 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         let report = ctx.sandbox.run(&entry.module, input, &env).await;
         tracing::info!(node = %format!("{ns}/{name}"), task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
         let outcome = outcome_of(&report);
+        watch_rollout(ctx, &entry, &outcome);
         ctx.telemetry
             .step_duration
             .get_or_create(&crate::telemetry::TaskLabels { task_type: task.task_type.clone(), module_digest: report.module_digest.clone() })
@@ -393,6 +437,28 @@ where
 pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
+    let notices = ctx.rollback_notices.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let _loader = match (&ctx.task_modules, notices) {
+        (Some(watch), Some(notices)) => {
+            let loader = TaskModuleLoader::new(
+                client.clone(),
+                ctx.sandbox.clone(),
+                ctx.registry.clone(),
+                ctx.replica.clone(),
+                ctx.telemetry.clone(),
+                watch.clone(),
+            );
+            let (synced_tx, synced) = oneshot::channel();
+            let handle = AbortOnDrop(tokio::spawn(loader.run(notices, synced_tx)));
+            // Nodes are reconciled with the modules the cluster asks for, not the built-ins
+            // they would briefly fall back to.
+            if tokio::time::timeout(ctx.task_module_sync_timeout, synced).await.is_err() {
+                tracing::warn!(timeout = ?ctx.task_module_sync_timeout, "TaskModules not listed in time (is the TaskModule CRD installed?); reconciling with the modules loaded so far");
+            }
+            Some(handle)
+        }
+        _ => None,
+    };
     ctx.telemetry.set_ready(true);
     Controller::new(api_in::<SeiNode>(&client, ns), watcher::Config::default())
         .owns(api_in::<StatefulSet>(&client, ns), watcher::Config::default())
@@ -404,6 +470,15 @@ pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Aborts the task when dropped (the TaskModule loader ends with the controller).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - a peer source is exactly one of `ec2Tags` / `static` / `label` (CEL);
 //! - `chainId` is non-empty, `image` is 1..512 characters, `s3.targetHeight` >= 1,
 //!   `keepRecent` >= 2, `entrypoint.command` 1..16 items (schema bounds);
-//! - `deploy/crds/seinodes.sei.io.yaml` equals what `sei-operator crds` prints
+//! - `deploy/crds/crds.yaml` equals what `sei-operator crds` prints (with the `TaskModule` CRD)
 //!   (`checked_in_crd_matches_the_types`).
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -332,10 +332,10 @@ pub struct FailedTaskInfo {
     pub max_retries: i32,
 }
 
-/// The CRDs of this controller as one YAML stream (`sei-operator crds`).
+/// The CRDs of this controller (`SeiNode`, `TaskModule`) as one YAML stream (`sei-operator crds`).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&SeiNode::crd())
+    Ok(format!("{}---\n{}", serde_yaml::to_string(&SeiNode::crd())?, serde_yaml::to_string(&crate::modules::resource::TaskModule::crd())?))
 }
 
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -447,10 +447,10 @@ mod tests {
 
     #[test]
     fn checked_in_crd_matches_the_types() {
-        let checked_in = include_str!("../../deploy/crds/seinodes.sei.io.yaml");
+        let checked_in = include_str!("../../deploy/crds/crds.yaml");
         assert!(
             checked_in == crds_yaml().unwrap(),
-            "deploy/crds/seinodes.sei.io.yaml is stale: regenerate it with `cargo run -p sei-operator -- crds > deploy/crds/seinodes.sei.io.yaml`"
+            "deploy/crds/crds.yaml is stale: regenerate it with `cargo run -p sei-operator -- crds > deploy/crds/crds.yaml`"
         );
     }
 

@@ -148,7 +148,15 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time, old: &[Condition]) -> Condition {
+pub(crate) fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+    old: &[Condition],
+) -> Condition {
     let status = if ok { "True" } else { "False" }.to_string();
     // The transition time moves only when the status flips.
     let last_transition_time =

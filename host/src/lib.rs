@@ -12,6 +12,7 @@ pub mod crd;
 pub mod executor;
 pub mod guard;
 pub mod metrics;
+pub mod modules;
 pub mod planner;
 pub mod platform;
 pub mod registry;

@@ -5,12 +5,17 @@
 //!   sidecar, and prints each step's outcome, the host calls it made, fuel and peak memory.
 //! - `sei-operator task describe [--module FILE]` prints what the built-in modules (or a module
 //!   file) say about themselves.
+//! - `sei-operator run [--task-dir DIR] [--task-modules=false] [--task-module-selector SEL]` runs
+//!   the controller: SeiNodes, TaskModules, and the watched task directory.
+//! - `sei-operator crds` prints the CRDs; `sei-operator plan -f node.yaml` prints a plan.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::modules::directory::TaskDirectory;
+use sei_operator::modules::task_modules::TaskModuleWatch;
 use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use sei_operator::sandbox::{ModuleGrant, RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use std::path::PathBuf;
@@ -75,6 +80,22 @@ struct ControllerArgs {
     /// Serve /metrics, /healthz and /readyz here.
     #[arg(long, env = "SEI_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// Load every `*.wasm` in this directory over the built-in modules, and reload a file within a
+    /// second of it changing (local development).
+    #[arg(long, env = "SEI_TASK_DIR")]
+    task_dir: Option<PathBuf>,
+    /// Capabilities granted to the modules of `--task-dir` (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "kube-read,kube-write,kube-delete,sidecar")]
+    task_dir_grant: Vec<String>,
+    /// Load `TaskModule` resources (`--task-modules=false`: built-in and directory modules only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    task_modules: bool,
+    /// Load only the TaskModules matching this label selector.
+    #[arg(long, env = "SEI_TASK_MODULE_SELECTOR")]
+    task_module_selector: Option<String>,
+    /// This replica's id in TaskModule statuses (default: POD_NAME, else the host name).
+    #[arg(long, env = "SEI_REPLICA_ID")]
+    replica_id: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -138,7 +159,26 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         None => SidecarResolver::PodDns,
     };
     tracing::info!(task_types = ?registry.task_types(), allocator = ?sandbox.allocator(), "sei-operator controller starting");
-    let ctx = Arc::new(ControllerContext::new(client, sandbox, registry, platform, sidecars));
+    let mut ctx = ControllerContext::new(client, sandbox.clone(), registry.clone(), platform, sidecars);
+    if args.task_modules {
+        ctx.task_modules = Some(TaskModuleWatch { label_selector: args.task_module_selector });
+    }
+    if let Some(id) = args.replica_id {
+        ctx.replica = id;
+    }
+    let ctx = Arc::new(ctx);
+    let _task_dir = match args.task_dir {
+        None => None,
+        Some(dir) => {
+            let grant = ModuleGrant::new(parse_grants(&args.task_dir_grant)?);
+            let watched = Arc::new(TaskDirectory::new(dir.clone(), sandbox, registry, grant, Some(ctx.telemetry.clone())));
+            for (path, outcome) in watched.load_all().await? {
+                tracing::info!(file = %path.display(), ?outcome, "task directory");
+            }
+            tracing::info!(dir = %dir.display(), "watching the task directory");
+            Some(watched.watch(None)?)
+        }
+    };
     let telemetry = ctx.telemetry.clone();
     let addr = args.metrics_addr;
     tokio::spawn(async move {
@@ -215,7 +255,7 @@ async fn registry_for(sandbox: &Sandbox, module: Option<&PathBuf>, grant: &[Stri
                 .await
                 .with_context(|| format!("loading module {}", path.display()))?;
             let types = loaded.info.task_types.clone();
-            registry.install(&types, ModuleEntry { source: ModuleSource::Directory { path: path.display().to_string() }, module: loaded });
+            registry.install(&types, ModuleEntry::new(ModuleSource::Directory { path: path.display().to_string() }, loaded));
         }
     }
     Ok(registry)

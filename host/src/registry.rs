@@ -11,7 +11,12 @@
 //! - a higher-precedence source shadows a lower one, and removing it restores the lower one
 //!   (`remove_restores_the_lower_source`);
 //! - the previous entries of a (source, task type) are kept for rollback, newest first, bounded
-//!   (`rollback_returns_the_previous_entry`).
+//!   (`rollback_returns_the_previous_entry`);
+//! - a task type is served by at most one source of each rank: a second directory file or
+//!   `TaskModule` claiming it is refused, naming the one that serves it, and nothing changes
+//!   (`exclusive_install_refuses_a_second_source_of_a_rank`);
+//! - re-installing a source for fewer task types hands the dropped ones back to the lower
+//!   sources (`replace_drops_task_types_no_longer_served`).
 
 use crate::embedded::BUILTIN_MODULES;
 use crate::guard::{CapabilityName, Grants};
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 pub enum ModuleSource {
     BuiltIn { name: String },
     Directory { path: String },
-    TaskModule { namespace: String, name: String },
+    TaskModule { name: String },
 }
 
 impl ModuleSource {
@@ -43,7 +48,7 @@ impl std::fmt::Display for ModuleSource {
         match self {
             ModuleSource::BuiltIn { name } => write!(f, "built-in {name}"),
             ModuleSource::Directory { path } => write!(f, "file {path}"),
-            ModuleSource::TaskModule { namespace, name } => write!(f, "TaskModule {namespace}/{name}"),
+            ModuleSource::TaskModule { name } => write!(f, "TaskModule {name}"),
         }
     }
 }
@@ -52,6 +57,23 @@ impl std::fmt::Display for ModuleSource {
 pub struct ModuleEntry<M = LoadedModule> {
     pub source: ModuleSource,
     pub module: M,
+    /// Watches the first runs of a new module when its rollout asks for automatic rollback.
+    pub rollout: Option<crate::modules::rollout::RolloutTracker>,
+}
+
+impl<M> ModuleEntry<M> {
+    pub fn new(source: ModuleSource, module: M) -> Self {
+        Self { source, module, rollout: None }
+    }
+}
+
+/// A second source of the same rank claimed a task type that is already served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task type {task_type} is already served by {served_by}; a task type can have only one {rank_name}")]
+pub struct RegistryConflict {
+    pub task_type: String,
+    pub served_by: ModuleSource,
+    pub rank_name: &'static str,
 }
 
 /// The entries kept per (source, task type) for rollback.
@@ -123,6 +145,59 @@ impl<M> TaskRegistry<M> {
         self.publish(&layers);
     }
 
+    /// Make `entry` the module of exactly `task_types` for its source: refused if another source
+    /// of the same rank serves one of them; task types the source served before but not now
+    /// fall back to lower sources.
+    pub fn install_exclusive(&self, task_types: &[String], entry: ModuleEntry<M>) -> Result<(), RegistryConflict> {
+        let rank = entry.source.rank();
+        let mut layers = self.lock();
+        for t in task_types {
+            if let Some(other) = layers.by_type.get(t).and_then(|r| r.get(&rank))
+                && other.source != entry.source
+            {
+                return Err(RegistryConflict {
+                    task_type: t.clone(),
+                    served_by: other.source.clone(),
+                    rank_name: match rank {
+                        1 => "module file in the task directory",
+                        2 => "TaskModule",
+                        _ => "built-in module",
+                    },
+                });
+            }
+        }
+        let entry = Arc::new(entry);
+        for (t, by_rank) in layers.by_type.iter_mut() {
+            if !task_types.contains(t) && by_rank.get(&rank).is_some_and(|e| e.source == entry.source) {
+                by_rank.remove(&rank);
+            }
+        }
+        layers.by_type.retain(|_, by_rank| !by_rank.is_empty());
+        for t in task_types {
+            let previous = layers.by_type.entry(t.clone()).or_default().insert(rank, entry.clone());
+            if let Some(prev) = previous {
+                let h = layers.history.entry((t.clone(), entry.source.clone())).or_default();
+                h.insert(0, prev);
+                h.truncate(HISTORY_DEPTH);
+            }
+        }
+        self.publish(&layers);
+        Ok(())
+    }
+
+    /// The entry `source` has installed now (for any of its task types), if any.
+    pub fn entry_of(&self, source: &ModuleSource) -> Option<Arc<ModuleEntry<M>>> {
+        let rank = source.rank();
+        self.lock().by_type.values().filter_map(|r| r.get(&rank)).find(|e| &e.source == source).cloned()
+    }
+
+    /// Every (task type, active entry), sorted by task type.
+    pub fn active(&self) -> Vec<(String, Arc<ModuleEntry<M>>)> {
+        let mut v: Vec<_> = self.active.load().iter().map(|(t, e)| (t.clone(), e.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Remove what `source` serves; task types fall back to lower sources.
     pub fn remove_source(&self, source: &ModuleSource) {
         let rank = source.rank();
@@ -145,6 +220,39 @@ impl<M> TaskRegistry<M> {
             return false;
         };
         layers.by_type.entry(task_type.to_string()).or_default().insert(source.rank(), prev);
+        self.publish(&layers);
+        true
+    }
+
+    /// Withdraw the entry of `source` that `is_it` picks (automatic rollback): for each task
+    /// type it serves, the source's previous entry comes back when there is one, else the lower
+    /// sources. Returns false when no active entry of `source` matches.
+    pub fn withdraw(&self, source: &ModuleSource, is_it: impl Fn(&M) -> bool) -> bool {
+        let rank = source.rank();
+        let mut layers = self.lock();
+        let types: Vec<String> = layers
+            .by_type
+            .iter()
+            .filter(|(_, r)| r.get(&rank).is_some_and(|e| &e.source == source && is_it(&e.module)))
+            .map(|(t, _)| t.clone())
+            .collect();
+        if types.is_empty() {
+            return false;
+        }
+        for t in &types {
+            let key = (t.clone(), source.clone());
+            let prev = layers.history.get_mut(&key).and_then(|h| if h.is_empty() { None } else { Some(h.remove(0)) });
+            let by_rank = layers.by_type.entry(t.clone()).or_default();
+            match prev {
+                Some(p) => {
+                    by_rank.insert(rank, p);
+                }
+                None => {
+                    by_rank.remove(&rank);
+                }
+            }
+        }
+        layers.by_type.retain(|_, by_rank| !by_rank.is_empty());
         self.publish(&layers);
         true
     }
@@ -178,7 +286,7 @@ impl TaskRegistry<LoadedModule> {
                 .map_err(|source| BuiltinLoadError { name: m.name.to_string(), source })?;
             tracing::info!(module = m.name, digest = %loaded.digest, task_types = ?loaded.info.task_types, load_ms = loaded.load_time.as_millis() as u64, "loaded built-in module");
             let types = loaded.info.task_types.clone();
-            self.install(&types, ModuleEntry { source: ModuleSource::BuiltIn { name: m.name.to_string() }, module: loaded });
+            self.install(&types, ModuleEntry::new(ModuleSource::BuiltIn { name: m.name.to_string() }, loaded));
         }
         Ok(())
     }
@@ -189,13 +297,57 @@ mod tests {
     use super::*;
 
     fn entry(source: ModuleSource, v: &'static str) -> ModuleEntry<&'static str> {
-        ModuleEntry { source, module: v }
+        ModuleEntry::new(source, v)
+    }
+    fn cr2() -> ModuleSource {
+        ModuleSource::TaskModule { name: "other".into() }
+    }
+
+    #[test]
+    fn exclusive_install_refuses_a_second_source_of_a_rank() {
+        let r = TaskRegistry::new();
+        r.install(&types(&["a", "b"]), entry(builtin(), "builtin"));
+        r.install_exclusive(&types(&["a"]), entry(cr(), "first")).unwrap();
+        let err = r.install_exclusive(&types(&["b", "a"]), entry(cr2(), "second")).unwrap_err();
+        assert_eq!(err.task_type, "a");
+        assert_eq!(err.served_by, cr());
+        assert_eq!(err.to_string(), "task type a is already served by TaskModule fixed-sts; a task type can have only one TaskModule");
+        assert_eq!(r.resolve("a").unwrap().module, "first");
+        assert_eq!(r.resolve("b").unwrap().module, "builtin", "a refused install changes nothing");
+        r.install_exclusive(&types(&["a"]), entry(cr(), "first-v2")).expect("the same source may replace itself");
+        assert_eq!(r.resolve("a").unwrap().module, "first-v2");
+    }
+
+    #[test]
+    fn replace_drops_task_types_no_longer_served() {
+        let r = TaskRegistry::new();
+        r.install(&types(&["a", "b"]), entry(builtin(), "builtin"));
+        r.install_exclusive(&types(&["a", "b"]), entry(cr(), "v1")).unwrap();
+        r.install_exclusive(&types(&["a"]), entry(cr(), "v2")).unwrap();
+        assert_eq!(r.resolve("a").unwrap().module, "v2");
+        assert_eq!(r.resolve("b").unwrap().module, "builtin");
+        assert_eq!(r.entry_of(&cr()).unwrap().module, "v2");
+        assert!(r.entry_of(&cr2()).is_none());
+        assert_eq!(r.active().iter().map(|(t, e)| (t.as_str(), e.module)).collect::<Vec<_>>(), vec![("a", "v2"), ("b", "builtin")]);
+    }
+
+    #[test]
+    fn withdraw_restores_the_previous_entry_or_the_lower_source() {
+        let r = TaskRegistry::new();
+        r.install(&types(&["a"]), entry(builtin(), "builtin"));
+        r.install_exclusive(&types(&["a"]), entry(cr(), "v1")).unwrap();
+        r.install_exclusive(&types(&["a"]), entry(cr(), "v2")).unwrap();
+        assert!(!r.withdraw(&cr(), |m| *m == "v1"), "v1 is not active");
+        assert!(r.withdraw(&cr(), |m| *m == "v2"));
+        assert_eq!(r.resolve("a").unwrap().module, "v1");
+        assert!(r.withdraw(&cr(), |m| *m == "v1"));
+        assert_eq!(r.resolve("a").unwrap().module, "builtin");
     }
     fn builtin() -> ModuleSource {
         ModuleSource::BuiltIn { name: "infra".into() }
     }
     fn cr() -> ModuleSource {
-        ModuleSource::TaskModule { namespace: "ops".into(), name: "fixed-sts".into() }
+        ModuleSource::TaskModule { name: "fixed-sts".into() }
     }
     fn types(t: &[&str]) -> Vec<String> {
         t.iter().map(|s| s.to_string()).collect()

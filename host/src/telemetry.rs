@@ -4,7 +4,9 @@
 //! (histogram by task type and module digest), `task_retries_total` and `task_failures_total`
 //! (by task type), `node_phase` (gauge, 1 for the node's current phase), `reconcile_errors_total`,
 //! `sandbox_denied_calls_total` (by module digest and reason, read from the sandbox's counters at
-//! scrape time). Test: `telemetry::tests::exposition_names_every_metric`.
+//! scrape time), `module_loads_total` (by source kind and result: `Active` or the rejection
+//! reason), `active_module` (1 per task type with the digest and source serving it, read from
+//! the registry at scrape time). Test: `telemetry::tests::exposition_names_every_metric`.
 
 use crate::metrics::SandboxMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +43,19 @@ pub struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLoadLabels {
+    pub source: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActiveModuleLabels {
+    task_type: String,
+    module_digest: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeniedLabels {
     module_digest: String,
     reason: String,
@@ -54,8 +69,11 @@ pub struct Telemetry {
     pub failures: Family<TaskTypeLabel, Counter>,
     pub node_phase: Family<NodePhaseLabels, Gauge>,
     pub reconcile_errors: Counter,
+    pub module_loads: Family<ModuleLoadLabels, Counter>,
+    active_module: Family<ActiveModuleLabels, Gauge>,
     denied: Family<DeniedLabels, Gauge>,
     sandbox: Option<Arc<SandboxMetrics>>,
+    modules: std::sync::OnceLock<Arc<crate::registry::TaskRegistry>>,
     registry: Registry,
     ready: AtomicBool,
 }
@@ -72,6 +90,10 @@ impl Telemetry {
         let node_phase = Family::<NodePhaseLabels, Gauge>::default();
         let reconcile_errors = Counter::default();
         let denied = Family::<DeniedLabels, Gauge>::default();
+        let module_loads = Family::<ModuleLoadLabels, Counter>::default();
+        let active_module = Family::<ActiveModuleLabels, Gauge>::default();
+        registry.register("module_loads", "Module loads by source kind and result (Active or the rejection reason)", module_loads.clone());
+        registry.register("active_module", "1 for the module digest and source serving each task type", active_module.clone());
         registry.register("plans_active", "1 while the node has an active plan", plans_active.clone());
         registry.register("task_step_duration_seconds", "Duration of one task step in the sandbox", step_duration.clone());
         registry.register("task_retries", "Task retries after retryable failures", retries.clone());
@@ -86,8 +108,11 @@ impl Telemetry {
             failures,
             node_phase,
             reconcile_errors,
+            module_loads,
+            active_module,
             denied,
             sandbox,
+            modules: std::sync::OnceLock::new(),
             registry,
             ready: AtomicBool::new(false),
         }
@@ -99,6 +124,11 @@ impl Telemetry {
             let labels = NodePhaseLabels { namespace: namespace.into(), name: name.into(), phase: p.into() };
             self.node_phase.get_or_create(&labels).set(i64::from(p == phase));
         }
+    }
+
+    /// Report the registry's active modules at scrape time.
+    pub fn watch_registry(&self, registry: Arc<crate::registry::TaskRegistry>) {
+        let _ = self.modules.set(registry);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -114,6 +144,14 @@ impl Telemetry {
         if let Some(sandbox) = &self.sandbox {
             for ((digest, reason), count) in sandbox.denied_counts() {
                 self.denied.get_or_create(&DeniedLabels { module_digest: digest, reason: reason.into() }).set(count as i64);
+            }
+        }
+        if let Some(registry) = self.modules.get() {
+            self.active_module.clear();
+            for (task_type, entry) in registry.active() {
+                let labels =
+                    ActiveModuleLabels { task_type, module_digest: entry.module.digest.to_string(), source: entry.source.to_string() };
+                self.active_module.get_or_create(&labels).set(1);
             }
         }
         let mut out = String::new();
@@ -166,6 +204,7 @@ mod tests {
         t.failures.get_or_create(&TaskTypeLabel { task_type: "config-apply".into() }).inc();
         t.set_phase("sei", "rpc", "Running");
         t.reconcile_errors.inc();
+        t.module_loads.get_or_create(&ModuleLoadLabels { source: "TaskModule".into(), result: "DigestMismatch".into() }).inc();
         let text = t.encode();
         for want in [
             r#"sei_plans_active{namespace="sei",name="rpc"} 1"#,
@@ -176,6 +215,7 @@ mod tests {
             r#"sei_node_phase{namespace="sei",name="rpc",phase="Failed"} 0"#,
             "sei_reconcile_errors_total 1",
             r#"sei_sandbox_denied_calls{module_digest="abc",reason="namespace"} 1"#,
+            r#"sei_module_loads_total{source="TaskModule",result="DigestMismatch"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -1,9 +1,12 @@
 //! Limits of one task step, and the policy that picks them per task type.
 //!
-//! Precedence for the deadline of a step: a per-task-type override in the controller's
-//! configuration, else the module's declared `default-timeout-ms` (capped at
-//! `max_deadline`), else the global default of 30 s (`deadline_precedence` test).
+//! Precedence for the deadline of a step: the module's registration (`TaskModule`
+//! `spec.limits`), else a per-task-type override in the controller's configuration, else the
+//! module's declared `default-timeout-ms`, else the global default of 30 s; what a module or
+//! its registration asks for is capped at `max_deadline` (`deadline_precedence` test). Memory: the
+//! registration, else the per-task-type override, else the default (`memory_override_and_pool_slot`).
 
+use super::module::ModuleLimits;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -59,16 +62,17 @@ pub struct LimitsPolicy {
 impl LimitsPolicy {
     /// The limits of one step of `task_type` run by a module that declared
     /// `module_timeout_ms` (0: no preference).
-    pub fn limits_for(&self, task_type: &str, module_timeout_ms: u32) -> RunLimits {
+    pub fn limits_for(&self, task_type: &str, module_timeout_ms: u32, registered: &ModuleLimits) -> RunLimits {
         let mut limits = self.defaults.clone();
         let max = self.max_deadline.unwrap_or(Duration::from_secs(300));
-        limits.deadline = match self.deadline_by_task_type.get(task_type) {
-            Some(d) => *d,
-            None if module_timeout_ms > 0 => Duration::from_millis(module_timeout_ms.into()).min(max),
-            None => self.defaults.deadline,
+        limits.deadline = match (registered.deadline, self.deadline_by_task_type.get(task_type)) {
+            (Some(d), _) => d.min(max),
+            (None, Some(d)) => *d,
+            (None, None) if module_timeout_ms > 0 => Duration::from_millis(module_timeout_ms.into()).min(max),
+            (None, None) => self.defaults.deadline,
         };
-        if let Some(m) = self.memory_by_task_type.get(task_type) {
-            limits.memory_bytes = *m;
+        if let Some(m) = registered.memory_bytes.or_else(|| self.memory_by_task_type.get(task_type).copied()) {
+            limits.memory_bytes = m;
         }
         limits
     }
@@ -86,20 +90,30 @@ mod tests {
     #[test]
     fn deadline_precedence() {
         let mut p = LimitsPolicy::default();
-        assert_eq!(p.limits_for("x", 0).deadline, DEFAULT_DEADLINE);
-        assert_eq!(p.limits_for("x", 5_000).deadline, Duration::from_secs(5));
-        assert_eq!(p.limits_for("x", 10_000_000).deadline, Duration::from_secs(300), "module default is capped");
+        assert_eq!(p.limits_for("x", 0, &none()).deadline, DEFAULT_DEADLINE);
+        assert_eq!(p.limits_for("x", 5_000, &none()).deadline, Duration::from_secs(5));
+        assert_eq!(p.limits_for("x", 10_000_000, &none()).deadline, Duration::from_secs(300), "module default is capped");
         p.deadline_by_task_type.insert("x".into(), Duration::from_secs(2));
-        assert_eq!(p.limits_for("x", 5_000).deadline, Duration::from_secs(2), "configuration wins");
-        assert_eq!(p.limits_for("y", 0).deadline, DEFAULT_DEADLINE);
+        assert_eq!(p.limits_for("x", 5_000, &none()).deadline, Duration::from_secs(2), "configuration wins");
+        assert_eq!(p.limits_for("y", 0, &none()).deadline, DEFAULT_DEADLINE);
+        let registered = ModuleLimits { deadline: Some(Duration::from_secs(7)), memory_bytes: None };
+        assert_eq!(p.limits_for("x", 5_000, &registered).deadline, Duration::from_secs(7), "the registration wins");
+        let long = ModuleLimits { deadline: Some(Duration::from_secs(10_000)), memory_bytes: None };
+        assert_eq!(p.limits_for("x", 0, &long).deadline, Duration::from_secs(300), "and is capped");
+    }
+
+    fn none() -> ModuleLimits {
+        ModuleLimits::default()
     }
 
     #[test]
     fn memory_override_and_pool_slot() {
         let mut p = LimitsPolicy::default();
         p.memory_by_task_type.insert("big".into(), 128 << 20);
-        assert_eq!(p.limits_for("big", 0).memory_bytes, 128 << 20);
-        assert_eq!(p.limits_for("small", 0).memory_bytes, DEFAULT_MEMORY_BYTES);
+        assert_eq!(p.limits_for("big", 0, &none()).memory_bytes, 128 << 20);
+        assert_eq!(p.limits_for("small", 0, &none()).memory_bytes, DEFAULT_MEMORY_BYTES);
         assert_eq!(p.max_memory_bytes(), 128 << 20);
+        let registered = ModuleLimits { deadline: None, memory_bytes: Some(16 << 20) };
+        assert_eq!(p.limits_for("big", 0, &registered).memory_bytes, 16 << 20);
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use module::{LoadError, LoadedModule, ModuleGrant, ModuleInfo};
+pub use module::{LoadError, LoadedModule, ModuleGrant, ModuleInfo, ModuleLimits};
 pub use run::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
 
 /// Epoch tick: the resolution of step deadlines.

@@ -5,9 +5,13 @@
 //! Invariants (tests in `tests/sandbox_guests.rs` and below):
 //! - the digest is the sha256 of the component bytes; a pinned digest that differs is refused
 //!   before compiling (`pinned_digest_mismatch_is_refused`);
-//! - `describe` must claim at least one task type, exactly the declared ones when declared
-//!   (`describe_must_match_declared_task_types`), and no capability beyond the grant
-//!   (`ungranted_capability_claim_is_refused`).
+//! - `describe` must claim at least one task type, every declared one when declared (the module
+//!   then serves only the declared ones; `describe_must_claim_the_declared_task_types`), and no
+//!   capability beyond the grant (`ungranted_capability_claim_is_refused`);
+//! - a module built against another version of the `sei:task` WIT package is refused as such,
+//!   naming both versions, before linking (`wit_version_is_read_from_import_names`);
+//! - limits a registration asks for must fit the sandbox: memory up to the pool slot
+//!   (`LoadError::LimitTooLarge`), and the module's initial memory must fit its memory limit.
 
 use super::Sandbox;
 use super::cache::{CacheOutcome, sha256_hex};
@@ -42,13 +46,26 @@ pub struct ModuleGrant {
     pub task_types: Option<Vec<String>>,
     /// The sha256 the bytes must have (`TaskModule` sources pin it).
     pub pinned_sha256: Option<String>,
+    /// Limits of this module's steps that override the controller's policy.
+    pub limits: ModuleLimits,
 }
 
 impl ModuleGrant {
     pub fn new(grants: Grants) -> Self {
-        Self { grants, task_types: None, pinned_sha256: None }
+        Self { grants, task_types: None, pinned_sha256: None, limits: ModuleLimits::default() }
     }
 }
+
+/// Per-module limits (a `TaskModule`'s `spec.limits`); `None` keeps the controller's policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModuleLimits {
+    pub deadline: Option<Duration>,
+    pub memory_bytes: Option<usize>,
+}
+
+/// The WIT package version this host implements; a module's `sei:task` imports must carry it.
+pub const WIT_PACKAGE: &str = "sei:task";
+pub const WIT_VERSION: &str = "0.1.0";
 
 /// A module ready to run.
 pub struct LoadedModule {
@@ -56,6 +73,7 @@ pub struct LoadedModule {
     pub digest: Arc<str>,
     pub info: ModuleInfo,
     pub grants: Arc<Grants>,
+    pub limits: ModuleLimits,
     pub(crate) pre: TaskModulePre<TaskCtx>,
     /// How the compiled code was obtained, and how long loading took.
     pub cache_outcome: CacheOutcome,
@@ -86,16 +104,50 @@ pub enum LoadError {
          Task modules may import only sei:task/log, sei:task/kube and sei:task/sidecar (no WASI)"
     )]
     Link { digest: String, message: String },
+    #[error(
+        "module {digest} was built against WIT {found} (import {import}), but this controller implements {WIT_PACKAGE}@{WIT_VERSION}; \
+         rebuild it against wit/task.wit of this controller"
+    )]
+    WitVersionMismatch { digest: String, import: String, found: String },
     #[error("module {digest} needs {needed} bytes of initial memory, over the limit of {limit} bytes")]
     MemoryTooLarge { digest: String, needed: u64, limit: u64 },
+    #[error("the requested memory limit of {asked} bytes is over the sandbox's largest slot of {max} bytes")]
+    LimitTooLarge { asked: u64, max: u64 },
     #[error("module {digest}: calling describe failed: {message}")]
     Describe { digest: String, message: String },
     #[error("module {name} ({digest}) claims no task types")]
     NoTaskTypes { name: String, digest: String },
-    #[error("module {name} ({digest}) claims task types [{claimed}], but it is registered for [{declared}]")]
-    TaskTypeMismatch { name: String, digest: String, claimed: String, declared: String },
+    #[error("module {name} ({digest}) claims task types [{claimed}], but it is registered for [{declared}]: {missing} not claimed")]
+    TaskTypeMismatch { name: String, digest: String, claimed: String, declared: String, missing: String },
     #[error("module {name} ({digest}) asks for capabilities it was not granted: {missing} (granted: {granted})")]
     UngrantedCapabilities { name: String, digest: String, missing: String, granted: String },
+}
+
+impl LoadError {
+    /// A CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::DigestMismatch { .. } => "DigestMismatch",
+            LoadError::Compile { .. } => "CompileFailed",
+            LoadError::Link { .. } => "LinkFailed",
+            LoadError::WitVersionMismatch { .. } => "WitVersionMismatch",
+            LoadError::MemoryTooLarge { .. } | LoadError::LimitTooLarge { .. } => "MemoryTooLarge",
+            LoadError::Describe { .. } => "DescribeFailed",
+            LoadError::NoTaskTypes { .. } | LoadError::TaskTypeMismatch { .. } => "TaskTypeMismatch",
+            LoadError::UngrantedCapabilities { .. } => "CapabilityNotGranted",
+        }
+    }
+}
+
+/// The `sei:task` version in an import name such as `sei:task/log@0.1.0`, when it differs from
+/// [`WIT_VERSION`].
+fn foreign_wit_version(import: &str) -> Option<String> {
+    let (package, rest) = import.split_once('/')?;
+    if package != WIT_PACKAGE {
+        return None;
+    }
+    let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("(unversioned)");
+    (version != WIT_VERSION).then(|| format!("{WIT_PACKAGE}@{version}"))
 }
 
 fn short(d: &str) -> String {
@@ -116,11 +168,22 @@ impl Sandbox {
             .cache()
             .load_or_compile(self.engine(), &digest, wasm)
             .map_err(|e| LoadError::Compile { digest: short(&digest), message: format!("{e:#}") })?;
+        for (import, _) in component.component_type().imports(self.engine()) {
+            if let Some(found) = foreign_wit_version(import) {
+                return Err(LoadError::WitVersionMismatch { digest: short(&digest), import: import.to_string(), found });
+            }
+        }
         let instance_pre: InstancePre<TaskCtx> =
             self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
         let pre = TaskModulePre::new(instance_pre).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
 
-        let limit = self.config().limits.max_memory_bytes() as u64;
+        let slot = self.config().limits.max_memory_bytes() as u64;
+        if let Some(asked) = grant.limits.memory_bytes
+            && asked as u64 > slot
+        {
+            return Err(LoadError::LimitTooLarge { asked: asked as u64, max: slot });
+        }
+        let limit = grant.limits.memory_bytes.map_or(slot, |m| m as u64);
         let needed: u64 = component.resources_required().map(|r| r.max_initial_memory_size.unwrap_or(0)).unwrap_or(0);
         if needed > limit {
             return Err(LoadError::MemoryTooLarge { digest: short(&digest), needed, limit });
@@ -137,7 +200,19 @@ impl Sandbox {
             max_retries: raw.max_retries,
         };
         check_claims(&info, &digest, &grant)?;
-        Ok(LoadedModule { digest, info, grants: Arc::new(grant.grants), pre, cache_outcome, load_time: started.elapsed() })
+        let mut info = info;
+        if let Some(declared) = &grant.task_types {
+            info.task_types.retain(|t| declared.contains(t));
+        }
+        Ok(LoadedModule {
+            digest,
+            info,
+            grants: Arc::new(grant.grants),
+            limits: grant.limits,
+            pre,
+            cache_outcome,
+            load_time: started.elapsed(),
+        })
     }
 
     /// Call `describe` in a throwaway store whose guard grants nothing.
@@ -200,13 +275,14 @@ fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<
     }
     if let Some(declared) = &grant.task_types {
         let claimed: BTreeSet<&String> = info.task_types.iter().collect();
-        let want: BTreeSet<&String> = declared.iter().collect();
-        if claimed != want {
+        let missing: Vec<&str> = declared.iter().filter(|t| !claimed.contains(t)).map(String::as_str).collect();
+        if !missing.is_empty() || declared.is_empty() {
             return Err(LoadError::TaskTypeMismatch {
                 name: info.name.clone(),
                 digest: d,
                 claimed: info.task_types.join(", "),
                 declared: declared.join(", "),
+                missing: if missing.is_empty() { "nothing".into() } else { missing.join(", ") },
             });
         }
     }
@@ -239,14 +315,27 @@ mod tests {
     }
 
     #[test]
-    fn describe_must_match_declared_task_types() {
+    fn describe_must_claim_the_declared_task_types() {
         let mut grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
         grant.task_types = Some(vec!["apply-statefulset".into()]);
         let err = check_claims(&info(&["apply-service"], &[]), "abc", &grant).unwrap_err();
         assert!(matches!(err, LoadError::TaskTypeMismatch { .. }));
-        assert!(err.to_string().contains("claims task types [apply-service]"), "{err}");
+        assert_eq!(err.reason(), "TaskTypeMismatch");
+        assert_eq!(
+            err.to_string(),
+            "module m (abc) claims task types [apply-service], but it is registered for [apply-statefulset]: apply-statefulset not claimed"
+        );
         assert!(check_claims(&info(&["apply-statefulset"], &[]), "abc", &grant).is_ok());
+        assert!(check_claims(&info(&["apply-statefulset", "apply-service"], &[]), "abc", &grant).is_ok(), "a superset is fine");
         assert!(matches!(check_claims(&info(&[], &[]), "abc", &ModuleGrant::new(Grants::new([]))), Err(LoadError::NoTaskTypes { .. })));
+    }
+
+    #[test]
+    fn wit_version_is_read_from_import_names() {
+        assert_eq!(foreign_wit_version("sei:task/log@0.1.0"), None);
+        assert_eq!(foreign_wit_version("sei:task/kube@0.2.0").as_deref(), Some("sei:task@0.2.0"));
+        assert_eq!(foreign_wit_version("sei:task/kube").as_deref(), Some("sei:task@(unversioned)"));
+        assert_eq!(foreign_wit_version("wasi:io/streams@0.2.0"), None, "other packages fail at link, named there");
     }
 
     #[test]

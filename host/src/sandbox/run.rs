@@ -209,7 +209,7 @@ impl Sandbox {
     /// failure is a `RunError` in the report.
     pub async fn run(&self, module: &LoadedModule, input: RunInput, env: &RunEnv) -> RunReport {
         let started = Instant::now();
-        let limits = self.config().limits.limits_for(&input.task_type, module.info.default_timeout_ms);
+        let limits = self.config().limits.limits_for(&input.task_type, module.info.default_timeout_ms, &module.limits);
         let ctx = TaskCtx {
             limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
             guard: CapabilityGuard::new(module.grants.clone(), env.scope.clone()),

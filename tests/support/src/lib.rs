@@ -444,3 +444,43 @@ mod tests {
         assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
     }
 }
+
+/// Wasm binary helpers for tests and benchmarks.
+pub mod wasm {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// `component` with a custom section appended: the same behaviour under a new sha256 (a
+    /// "new version" of a module without rebuilding it).
+    pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        leb128(name.len(), &mut body);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(payload);
+        let mut out = component.to_vec();
+        out.push(0);
+        leb128(body.len(), &mut out);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn custom_section_is_encoded() {
+            let out = super::with_custom_section(b"\0asm", "v", &[7; 200]);
+            assert_eq!(&out[..4], b"\0asm");
+            assert_eq!(&out[4..8], &[0, 0xcc, 0x01, 1], "id 0, size 204 as LEB128, name length 1");
+            assert_eq!(out.len(), 4 + 1 + 2 + 1 + 1 + 200);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The `TaskModule` loader: every controller replica watches `TaskModule`s and runs the load
+//! pipeline for each new spec: fetch → verify sha256 → compile or load from the precompiled
+//! cache → pre-instantiate → memory check → `describe` against the declared task types and the
+//! grant → atomic swap in the `TaskRegistry`. It then writes its own entry of
+//! `status.replicas` (server-side apply, field manager `sei-operator/<replica>`) and an Event.
+//!
+//! Invariants (integration tests in `tests/task_modules.rs` on the real control plane):
+//! - a module that fails any step never becomes active; what served before keeps serving and the
+//!   reason is in `Rejected` and in a Warning event (`rejected_modules_leave_the_old_one_serving`);
+//! - a swap is one registry store: runs in flight finish on the entry they hold, the next step of
+//!   every plan uses the new module (`swap_under_load_fails_no_task`);
+//! - a deleted TaskModule, or one that vanished while the watch was down (seen at `InitDone`),
+//!   hands its task types back to the module below it (`deleting_the_task_module_brings_back_the_builtin`);
+//! - the loader acts once per spec generation: its own status writes do not trigger loads;
+//!   failures that may heal on their own (fetch errors, digest mismatch, conflicts) are retried
+//!   with backoff, the others wait for a new spec;
+//! - an automatic rollback (decided in the reconcile, see `rollout`) is reported as `Rejected`
+//!   with reason `AutoRolledBack`, and the spec is not loaded again until it changes
+//!   (`auto_rollback_withdraws_a_failing_module`).
+
+use crate::modules::fetch::{BytesMemo, FetchError, KubeModuleFetcher, ModuleFetcher};
+use crate::modules::resource::{ReplicaModuleStatus, TaskModule};
+use crate::modules::rollout::{AutoRollbackPolicy, RolloutTracker};
+use crate::modules::status::{Active, Attempt, replica_status};
+use crate::registry::{ModuleEntry, ModuleSource, TaskRegistry};
+use crate::sandbox::{ModuleGrant, Sandbox};
+use crate::telemetry::Telemetry;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Sent by the reconcile when a module's rollout tracker decided to roll it back (the registry
+/// entry is already withdrawn); the loader reports it on the TaskModule.
+#[derive(Debug, Clone)]
+pub struct AutoRollbackNotice {
+    pub source: ModuleSource,
+    pub digest: String,
+    pub runs: u32,
+    pub failures: u32,
+    pub policy: AutoRollbackPolicy,
+}
+
+/// Which TaskModules this replica serves.
+#[derive(Debug, Clone, Default)]
+pub struct TaskModuleWatch {
+    /// Only TaskModules matching this label selector (shards, canary controllers, tests).
+    pub label_selector: Option<String>,
+}
+
+/// What this replica made of one TaskModule.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    generation: Option<i64>,
+    /// Loaded, or refused for a reason that only a new spec can fix.
+    settled: bool,
+    /// Consecutive retries of a failure that may heal.
+    retries: u32,
+    previous_digest: Option<String>,
+    /// The status entry last written.
+    status: Option<ReplicaModuleStatus>,
+}
+
+struct Rejection {
+    reason: String,
+    message: String,
+    retry: bool,
+}
+
+pub struct TaskModuleLoader {
+    client: Client,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<TaskRegistry>,
+    fetcher: Arc<dyn ModuleFetcher>,
+    memo: BytesMemo,
+    replica: String,
+    recorder: Recorder,
+    telemetry: Arc<Telemetry>,
+    watch: TaskModuleWatch,
+    known: HashMap<String, Known>,
+    objects: HashMap<String, TaskModule>,
+}
+
+/// Backoff of retried loads: 2 s doubling to 5 min.
+fn retry_delay(retries: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_mul(1 << retries.min(8)).min(300))
+}
+
+impl TaskModuleLoader {
+    pub fn new(
+        client: Client,
+        sandbox: Arc<Sandbox>,
+        registry: Arc<TaskRegistry>,
+        replica: String,
+        telemetry: Arc<Telemetry>,
+        watch: TaskModuleWatch,
+    ) -> Self {
+        let reporter = Reporter { controller: "sei-operator".into(), instance: Some(replica.clone()) };
+        Self {
+            fetcher: Arc::new(KubeModuleFetcher::new(client.clone())),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            sandbox,
+            registry,
+            memo: BytesMemo::default(),
+            replica,
+            telemetry,
+            watch,
+            known: HashMap::new(),
+            objects: HashMap::new(),
+        }
+    }
+
+    /// Watch TaskModules until the watch ends. `synced` fires once the initial list has been
+    /// acted on (every existing TaskModule loaded or refused).
+    pub async fn run(mut self, mut notices: mpsc::UnboundedReceiver<AutoRollbackNotice>, synced: oneshot::Sender<()>) {
+        let api: Api<TaskModule> = Api::all(self.client.clone());
+        let config = watcher::Config { label_selector: self.watch.label_selector.clone(), ..Default::default() };
+        let mut events = watcher::watcher(api, config).boxed();
+        let (retry_tx, mut retries) = mpsc::unbounded_channel::<String>();
+        let mut synced = Some(synced);
+        let mut listed: HashSet<String> = HashSet::new();
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(watcher::Event::Init)) => listed.clear(),
+                    Some(Ok(watcher::Event::InitApply(tm))) => {
+                        listed.insert(tm.name_any());
+                        self.apply(tm, false, &retry_tx).await;
+                    }
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        let gone: Vec<String> = self.objects.keys().filter(|n| !listed.contains(*n)).cloned().collect();
+                        for name in gone {
+                            self.forget(&name);
+                        }
+                        if let Some(tx) = synced.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Some(Ok(watcher::Event::Apply(tm))) => self.apply(tm, false, &retry_tx).await,
+                    Some(Ok(watcher::Event::Delete(tm))) => {
+                        self.forget(&tm.name_any());
+                        self.retry_conflicts(&retry_tx);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "watching TaskModules failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => break,
+                },
+                Some(name) = retries.recv() => {
+                    if let Some(tm) = self.objects.get(&name).cloned() {
+                        self.apply(tm, true, &retry_tx).await;
+                    }
+                }
+                Some(notice) = notices.recv() => self.report_rollback(notice).await,
+            }
+        }
+    }
+
+    /// A TaskModule is gone: its task types fall back to the module below it.
+    fn forget(&mut self, name: &str) {
+        self.objects.remove(name);
+        self.known.remove(name);
+        let source = ModuleSource::TaskModule { name: name.to_string() };
+        if let Some(entry) = self.registry.entry_of(&source) {
+            tracing::info!(task_module = name, digest = %entry.module.digest, "TaskModule deleted; its task types fall back to the module below it");
+        }
+        self.registry.remove_source(&source);
+        self.count("deleted");
+    }
+
+    /// After a deletion a TaskModule refused for a conflict may now load.
+    fn retry_conflicts(&self, retry_tx: &mpsc::UnboundedSender<String>) {
+        for (name, k) in &self.known {
+            let conflicted = k
+                .status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Rejected" && c.status == "True" && c.reason == "Conflict"));
+            if conflicted {
+                let _ = retry_tx.send(name.clone());
+            }
+        }
+    }
+
+    fn count(&self, result: &str) {
+        self.telemetry
+            .module_loads
+            .get_or_create(&crate::telemetry::ModuleLoadLabels { source: "TaskModule".into(), result: result.into() })
+            .inc();
+    }
+
+    async fn apply(&mut self, tm: TaskModule, retry: bool, retry_tx: &mpsc::UnboundedSender<String>) {
+        let name = tm.name_any();
+        let generation = tm.metadata.generation;
+        self.objects.insert(name.clone(), tm.clone());
+        let known = self.known.get(&name).cloned().unwrap_or_default();
+        let same_spec = self.known.contains_key(&name) && known.generation == generation;
+        if same_spec && (known.settled || !retry) {
+            // Our own status write, or a metadata change: nothing to load. Put our entry back if
+            // someone removed it.
+            let ours = tm.status.as_ref().and_then(|s| s.replicas.iter().find(|r| r.replica == self.replica));
+            if let Some(status) = &known.status
+                && ours.is_none_or(|o| o.observed_generation != status.observed_generation)
+            {
+                self.write_status(&name, status).await;
+            }
+            return;
+        }
+        let source = ModuleSource::TaskModule { name: name.clone() };
+        let serving_before = tm.spec.task_types.first().and_then(|t| self.registry.resolve(t)).map(|e| e.module.digest.to_string());
+        let result = self.load(&tm, &source).await;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut next = Known { generation, ..known.clone() };
+        let current = self.registry.entry_of(&source);
+        let active = current.as_ref().map(|e| Active {
+            digest: e.module.digest.to_string(),
+            module: format!("{}@{}", e.module.info.name, e.module.info.version),
+            load_time_ms: e.module.load_time.as_millis() as u64,
+            compiled: format!("{:?}", e.module.cache_outcome),
+        });
+        let attempt = match result {
+            Ok(()) => {
+                next.settled = true;
+                next.retries = 0;
+                if serving_before.as_deref() != active.as_ref().map(|a| a.digest.as_str()) {
+                    next.previous_digest = serving_before;
+                }
+                let a = active.as_ref();
+                tracing::info!(task_module = %name, digest = a.map_or("", |a| a.digest.as_str()), previous = next.previous_digest.as_deref().unwrap_or(""), load_ms = a.map_or(0, |a| a.load_time_ms), task_types = ?tm.spec.task_types, "TaskModule active");
+                self.count("Active");
+                let note = format!(
+                    "serving {} with digest {} (was {})",
+                    tm.spec.task_types.join(", "),
+                    tm.spec.sha256,
+                    next.previous_digest.as_deref().unwrap_or("none")
+                );
+                self.publish(&tm, EventType::Normal, "ModuleActivated", note).await;
+                Attempt::Activated
+            }
+            Err(rejection) => {
+                next.settled = !rejection.retry;
+                tracing::warn!(task_module = %name, reason = %rejection.reason, message = %rejection.message, retry = rejection.retry, "TaskModule rejected; the previous module keeps serving");
+                self.count(&rejection.reason);
+                let note = format!("{}: {}", rejection.reason, rejection.message);
+                self.publish(&tm, EventType::Warning, "ModuleRejected", note).await;
+                if rejection.retry {
+                    let delay = retry_delay(next.retries);
+                    next.retries += 1;
+                    let (tx, name) = (retry_tx.clone(), name.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(name);
+                    });
+                }
+                Attempt::Rejected { reason: rejection.reason, message: rejection.message }
+            }
+        };
+        let status = replica_status(
+            known.status.as_ref(),
+            &self.replica,
+            generation,
+            active.as_ref(),
+            next.previous_digest.as_deref(),
+            &attempt,
+            &now,
+        );
+        next.status = Some(status.clone());
+        self.known.insert(name.clone(), next);
+        self.write_status(&name, &status).await;
+    }
+
+    /// The load pipeline for one spec; on success the registry serves the new module.
+    async fn load(&self, tm: &TaskModule, source: &ModuleSource) -> Result<(), Rejection> {
+        let spec = &tm.spec;
+        let bytes = match self.memo.get(&spec.sha256) {
+            Some(b) => b,
+            None => {
+                let fetched = self.fetcher.fetch(&spec.source).await.map_err(|e: FetchError| Rejection {
+                    reason: "FetchFailed".into(),
+                    message: e.to_string(),
+                    retry: true,
+                })?;
+                Arc::from(fetched)
+            }
+        };
+        let grant = ModuleGrant {
+            grants: spec.grants(),
+            task_types: Some(spec.task_types.clone()),
+            pinned_sha256: Some(spec.sha256.clone()),
+            limits: spec.module_limits(),
+        };
+        let loaded = self.sandbox.load_module(&bytes, grant).await.map_err(|e| Rejection {
+            reason: e.reason().into(),
+            message: e.to_string(),
+            // Other bytes may appear at the source; the same bytes always fail the same way.
+            retry: matches!(e, crate::sandbox::LoadError::DigestMismatch { .. }),
+        })?;
+        self.memo.remember(bytes);
+        let mut entry = ModuleEntry::new(source.clone(), loaded);
+        entry.rollout = spec.auto_rollback().map(RolloutTracker::new);
+        self.registry.install_exclusive(&spec.task_types, entry).map_err(|e| Rejection {
+            reason: "Conflict".into(),
+            message: e.to_string(),
+            retry: true,
+        })
+    }
+
+    async fn report_rollback(&mut self, notice: AutoRollbackNotice) {
+        let ModuleSource::TaskModule { name } = &notice.source else { return };
+        let Some(tm) = self.objects.get(name).cloned() else { return };
+        let message = format!(
+            "digest {} was rolled back automatically: {} of its first {} runs failed, over the {}% allowed in a window of {}",
+            notice.digest, notice.failures, notice.runs, notice.policy.max_failure_percent, notice.policy.window
+        );
+        tracing::warn!(task_module = %name, %message, "automatic rollback");
+        self.count("AutoRolledBack");
+        self.publish(&tm, EventType::Warning, "ModuleRolledBack", message.clone()).await;
+        let source = notice.source.clone();
+        let active = self.registry.entry_of(&source).map(|e| Active {
+            digest: e.module.digest.to_string(),
+            module: format!("{}@{}", e.module.info.name, e.module.info.version),
+            load_time_ms: e.module.load_time.as_millis() as u64,
+            compiled: format!("{:?}", e.module.cache_outcome),
+        });
+        let known = self.known.entry(name.clone()).or_default();
+        known.settled = true;
+        known.generation = tm.metadata.generation;
+        let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let status = replica_status(
+            known.status.as_ref(),
+            &self.replica,
+            tm.metadata.generation,
+            active.as_ref(),
+            Some(&notice.digest),
+            &attempt,
+            &now,
+        );
+        known.status = Some(status.clone());
+        let name = name.clone();
+        self.write_status(&name, &status).await;
+    }
+
+    async fn publish(&self, tm: &TaskModule, type_: EventType, reason: &str, note: String) {
+        let note = crate::sandbox::host::clip(&format!("replica {}: {note}", self.replica), 900);
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: "LoadModule".into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, &tm.object_ref(&())).await {
+            tracing::warn!(task_module = %tm.name_any(), error = %e, "could not publish event");
+        }
+    }
+
+    /// Server-side apply of this replica's entry only: the list is a map keyed by replica, so
+    /// each replica owns its own entry.
+    async fn write_status(&self, name: &str, status: &ReplicaModuleStatus) {
+        let api: Api<TaskModule> = Api::all(self.client.clone());
+        let body = serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1",
+            "kind": "TaskModule",
+            "metadata": {"name": name},
+            "status": {"replicas": [status]},
+        });
+        let params = PatchParams::apply(&format!("sei-operator/{}", self.replica)).force();
+        match api.patch_status(name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::warn!(task_module = name, error = %e, "could not write the TaskModule status"),
+        }
+    }
+}
+
+/// The replica id: `POD_NAME`, else the host name, else `local`.
+pub fn default_replica_id() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_to_five_minutes() {
+        assert_eq!(retry_delay(0), Duration::from_secs(2));
+        assert_eq!(retry_delay(1), Duration::from_secs(4));
+        assert_eq!(retry_delay(7), Duration::from_secs(256));
+        assert_eq!(retry_delay(8), Duration::from_secs(300));
+        assert_eq!(retry_delay(100), Duration::from_secs(300));
+    }
+}
