@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("test_guest_well_behaved", "test-well-behaved", false),
     ("test_guest_misbehaving", "test-misbehaving", false),
     ("test_guest_wasi_importer", "test-wasi-importer", false),
+    ("test_guest_future_wit", "test-future-wit", false),
 ];
 
 fn main() {

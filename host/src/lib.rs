@@ -30,7 +30,7 @@ pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 
     /// Path of a test guest's component (`test-well-behaved`, `test-misbehaving`,
-    /// `test-wasi-importer`). For tests and benches.
+    /// `test-wasi-importer`, `test-future-wit`). For tests and benches.
     pub fn test_guest_path(name: &str) -> std::path::PathBuf {
         std::path::Path::new(TEST_GUESTS_DIR).join(format!("{name}.wasm"))
     }

@@ -262,6 +262,21 @@ async fn wasi_import_fails_at_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_wit_version_fails_at_load_naming_both_versions() {
+    let f = fixture().await;
+    let err = f.sandbox.load_module(&read_guest("test-future-wit"), ModuleGrant::new(Grants::new([]))).await.unwrap_err();
+    match &err {
+        LoadError::WitVersionMismatch { import, found, .. } => {
+            assert_eq!(import, "sei:task/log@0.2.0");
+            assert_eq!(found, "sei:task@0.2.0");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.reason(), "WitVersionMismatch");
+    assert!(err.to_string().contains("this controller implements sei:task@0.1.0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ungranted_capability_claim_fails_at_load() {
     let f = fixture().await;
     let err = f.sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([]))).await.unwrap_err();

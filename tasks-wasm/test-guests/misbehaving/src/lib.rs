@@ -8,7 +8,9 @@
 //! - `flood-log`: logs far past the per-step log cap, then completes;
 //! - `escape-namespace`: reads a ConfigMap in another namespace (guard: scope);
 //! - `ungranted-sidecar`: calls the sidecar without the `sidecar` capability (guard: grant);
-//! - `ungranted-write`: server-side applies without `kube-write` (guard: grant).
+//! - `ungranted-write`: server-side applies without `kube-write` (guard: grant);
+//! - `config-apply`: a broken stand-in for the real task that fails every run with a permanent
+//!   error (automatic rollback of a `TaskModule`).
 //!
 //! The two guard cases return the host's `denied` answer as a `denied` task error.
 
@@ -18,7 +20,7 @@ struct Misbehaving;
 
 impl TaskModule for Misbehaving {
     fn info() -> ModuleInfo {
-        ["spin", "hog", "panic", "oversized-output", "flood-log", "escape-namespace", "ungranted-sidecar", "ungranted-write"]
+        ["spin", "hog", "panic", "oversized-output", "flood-log", "escape-namespace", "ungranted-sidecar", "ungranted-write", "config-apply"]
             .iter()
             .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
             .capability(Capability::KubeRead)
@@ -60,6 +62,7 @@ impl TaskModule for Misbehaving {
                 kube::apply_raw(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"planted"}}"#)?;
                 Ok(Step::done())
             }
+            "config-apply" => Err(TaskError::Permanent("this config-apply is broken on purpose".into())),
             other => Err(TaskError::Permanent(format!("unknown task type {other}"))),
         }
     }

@@ -1,0 +1,457 @@
+//! Hot swap through `TaskModule` resources on the real control plane: the controller loads them
+//! while it drives SeiNodes, reports per replica, refuses bad modules with a precise reason, and
+//! falls back when a TaskModule is deleted or rolled back. Each test runs its own controller,
+//! watching its own namespace and only the TaskModules labelled for it.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use sei_operator::adapters::sidecar::Script;
+use sei_operator::controller::{Context, SidecarResolver, run};
+use sei_operator::crd::{SeiNode, SeiNodePhase, TaskStatus};
+use sei_operator::embedded::{BUILTIN_MODULES, test_guest_path};
+use sei_operator::modules::resource::{ReplicaModuleStatus, TaskModule};
+use sei_operator::modules::task_modules::{TaskModuleLoader, TaskModuleWatch};
+use sei_operator::platform::PlatformConfig;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::cache::sha256_hex;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_test_sidecar::TestSidecar;
+use sei_testkit::wasm::with_custom_section;
+use sei_testkit::{TestCluster, TestNamespace, eventually};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const REPLICA: &str = "replica-a";
+
+struct Env {
+    ns: TestNamespace,
+    client: kube::Client,
+    nodes: Api<SeiNode>,
+    modules: Api<TaskModule>,
+    sidecar: TestSidecar,
+    ctx: Arc<Context>,
+    _controller: tokio::task::JoinHandle<()>,
+}
+
+fn sidecar_module() -> &'static [u8] {
+    BUILTIN_MODULES.iter().find(|m| m.name == "sei-builtin-sidecar").unwrap().bytes
+}
+
+/// The built-in sidecar module under a new digest: a new release with the same behaviour.
+fn sidecar_release(tag: &str) -> Vec<u8> {
+    with_custom_section(sidecar_module(), "sei-test-release", tag.as_bytes())
+}
+
+fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(test_guest_path(name)).unwrap()
+}
+
+async fn env(prefix: &str, scripts: &[(&str, Script)]) -> Env {
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&[SeiNode::crd(), TaskModule::crd()]).await.unwrap();
+    let ns = cluster.namespace(prefix).await;
+    let client = cluster.client().await;
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    for (t, s) in scripts {
+        sidecar.script(t, s.clone());
+    }
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.unwrap();
+    let mut ctx =
+        Context::new(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()));
+    ctx.replica = REPLICA.into();
+    ctx.task_modules = Some(TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", ns.name())) });
+    let ctx = Arc::new(ctx);
+    let controller = tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
+    Env {
+        nodes: Api::namespaced(client.clone(), ns.name()),
+        modules: Api::all(client.clone()),
+        ns,
+        client,
+        sidecar,
+        ctx,
+        _controller: controller,
+    }
+}
+
+impl Env {
+    /// A cluster-wide name unique to this test.
+    fn module_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.ns.name())
+    }
+
+    fn digest_of(&self, task_type: &str) -> String {
+        self.ctx.registry.resolve(task_type).unwrap().module.digest.to_string()
+    }
+
+    /// A ConfigMap holding `bytes`, and a TaskModule serving `task_types` from it.
+    async fn create_module(&self, name: &str, bytes: &[u8], spec: serde_json::Value) -> String {
+        let full = self.module_name(name);
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": full}})).unwrap();
+        let cm = ConfigMap { binary_data: Some(BTreeMap::from([("module.wasm".to_string(), ByteString(bytes.to_vec()))])), ..cm };
+        Api::<ConfigMap>::namespaced(self.client.clone(), self.ns.name()).create(&PostParams::default(), &cm).await.unwrap();
+        let mut spec = spec;
+        spec["source"] = json!({"configMap": {"namespace": self.ns.name(), "name": full, "key": "module.wasm"}});
+        if spec.get("sha256").is_none() {
+            spec["sha256"] = json!(sha256_hex(bytes));
+        }
+        let tm: TaskModule = serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "TaskModule",
+            "metadata": {"name": full, "labels": {"sei.io/test": self.ns.name()}},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.modules.create(&PostParams::default(), &tm).await.unwrap();
+        full
+    }
+
+    /// This replica's status entry once its condition `type_` has `status` (deadline 60 s).
+    async fn wait_condition(&self, module: &str, replica: &str, type_: &str, status: &str) -> ReplicaModuleStatus {
+        let what = format!("TaskModule {module}: {replica} {type_}={status}");
+        let waited = eventually(&what, Duration::from_secs(60), || async {
+            let tm = self.modules.get(module).await.ok()?;
+            let entry = tm.status?.replicas.into_iter().find(|r| r.replica == replica)?;
+            entry.conditions.iter().any(|c| c.type_ == type_ && c.status == status).then_some(entry)
+        })
+        .await;
+        match waited {
+            Ok(s) => s,
+            Err(e) => panic!("{e}; now: {:?}", self.modules.get(module).await.ok().and_then(|m| m.status)),
+        }
+    }
+
+    async fn create_node(&self, name: &str) {
+        let node: SeiNode = serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name},
+            "spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}}
+        }))
+        .unwrap();
+        self.nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+
+    async fn wait_nodes(&self, what: &str, names: &[String], check: impl Fn(&SeiNode) -> bool) -> Vec<SeiNode> {
+        let waited = eventually(what, Duration::from_secs(240), || async {
+            let mut out = Vec::new();
+            for n in names {
+                let node = self.nodes.get(n).await.ok()?;
+                if !check(&node) {
+                    return None;
+                }
+                out.push(node);
+            }
+            Some(out)
+        })
+        .await;
+        match waited {
+            Ok(v) => v,
+            Err(e) => {
+                let mut states = Vec::new();
+                for n in names {
+                    let s = self.nodes.get(n).await.ok().and_then(|n| n.status);
+                    states.push(format!(
+                        "{n}: {:?} {:?}",
+                        s.as_ref().and_then(|s| s.phase),
+                        s.as_ref().and_then(|s| s.current_task.clone())
+                    ));
+                }
+                panic!("{e}; nodes now: {states:#?}")
+            }
+        }
+    }
+
+    async fn events_for(&self, namespace: &str, involved: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(involved))
+            .collect()
+    }
+
+    async fn delete_module(&self, name: &str) {
+        let _ = self.modules.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+fn phase(n: &SeiNode) -> Option<SeiNodePhase> {
+    n.status.as_ref().and_then(|s| s.phase)
+}
+
+fn task_status(n: &SeiNode, task_type: &str) -> Option<TaskStatus> {
+    n.status.as_ref()?.plan.as_ref()?.tasks.iter().find(|t| t.task_type == task_type).map(|t| t.status)
+}
+
+fn condition<'a>(s: &'a ReplicaModuleStatus, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+/// Every task type the built-in sidecar module serves.
+fn sidecar_task_types(env: &Env) -> Vec<String> {
+    let builtin = env.digest_of("mark-ready");
+    env.ctx.registry.active().into_iter().filter(|(_, e)| *e.module.digest == *builtin).map(|(t, _)| t).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_under_load_fails_no_task() {
+    let env = env("tm-swap", &[("config-apply", Script::Stall)]).await;
+    let builtin = env.digest_of("config-apply");
+    let names: Vec<String> = (0..20).map(|i| format!("node-{i:02}")).collect();
+    for n in &names {
+        env.create_node(n).await;
+    }
+    // Every node is mid-plan: its config-apply was submitted and is being polled.
+    let before =
+        env.wait_nodes("20 nodes polling config-apply", &names, |n| task_status(n, "config-apply") == Some(TaskStatus::Running)).await;
+
+    let release = sidecar_release("v2");
+    let new_digest = sha256_hex(&release);
+    let types = sidecar_task_types(&env);
+    assert!(types.contains(&"config-apply".to_string()) && types.len() > 5, "{types:?}");
+    let module = env.create_module("sidecar-v2", &release, json!({"taskTypes": types, "capabilities": ["sidecar"]})).await;
+    let status = env.wait_condition(&module, REPLICA, "Ready", "True").await;
+    assert_eq!(status.active_digest.as_deref(), Some(new_digest.as_str()));
+    assert_eq!(status.previous_digest.as_deref(), Some(builtin.as_str()), "the digest it replaced is kept for rollback");
+    assert_eq!(condition(&status, "Rejected").status, "False");
+    assert_eq!(env.digest_of("config-apply"), new_digest, "the swap is visible as soon as Ready is reported");
+
+    env.sidecar.script("config-apply", Script::CompleteAfter(0));
+    let after = env.wait_nodes("20 nodes Running", &names, |n| phase(n) == Some(SeiNodePhase::Running)).await;
+
+    for (b, a) in before.iter().zip(&after) {
+        let name = a.metadata.name.clone().unwrap_or_default();
+        let done_before: BTreeMap<String, Option<String>> = b
+            .status
+            .as_ref()
+            .unwrap()
+            .plan
+            .as_ref()
+            .unwrap()
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Complete)
+            .map(|t| (t.id.clone(), t.module_digest.clone()))
+            .collect();
+        let plan = a.status.as_ref().unwrap().plan.as_ref().unwrap();
+        for t in &plan.tasks {
+            assert_eq!(t.status, TaskStatus::Complete, "{name}: {} complete", t.task_type);
+            assert_eq!(t.retry_count, 0, "{name}: {} never failed", t.task_type);
+            let digest = t.module_digest.as_deref().unwrap_or_default();
+            match done_before.get(&t.id) {
+                Some(old) => {
+                    assert_eq!(Some(digest), old.as_deref(), "{name}: {} ran before the swap and keeps its digest", t.task_type);
+                    assert_ne!(digest, new_digest, "{name}: no step before the swap ran the new module");
+                }
+                None if types.contains(&t.task_type) => {
+                    assert_eq!(digest, new_digest, "{name}: {} ran after the swap on the new module", t.task_type)
+                }
+                None => {}
+            }
+        }
+    }
+    let warnings: Vec<String> = Api::<Event>::namespaced(env.client.clone(), env.ns.name())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.message))
+        .collect();
+    assert!(warnings.is_empty(), "no task failed or retried: {warnings:#?}");
+    let metrics = env.ctx.telemetry.encode();
+    assert!(
+        metrics.contains(&format!(
+            r#"sei_active_module{{task_type="config-apply",module_digest="{new_digest}",source="TaskModule {module}"}} 1"#
+        )),
+        "{metrics}"
+    );
+    env.delete_module(&module).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_modules_leave_the_old_one_serving() {
+    let env = env("tm-reject", &[]).await;
+    let builtin = env.digest_of("config-apply");
+    let all_caps = json!(["kube-read", "kube-write", "kube-delete", "sidecar"]);
+    let cases: Vec<(&str, Vec<u8>, serde_json::Value, &str, &str)> = vec![
+        (
+            "wrong-sha",
+            sidecar_release("x"),
+            json!({"sha256": sha256_hex(b"something else"), "capabilities": ["sidecar"]}),
+            "DigestMismatch",
+            "but",
+        ),
+        (
+            "no-compile",
+            b"\0asm\x0d\0\x01\0 definitely not a component".to_vec(),
+            json!({"capabilities": all_caps}),
+            "CompileFailed",
+            "is not a valid component",
+        ),
+        ("unlinked", guest("test-wasi-importer"), json!({"capabilities": all_caps}), "LinkFailed", "wasi:clocks/wall-clock@0.2.6"),
+        ("other-type", guest("test-well-behaved"), json!({"capabilities": all_caps}), "TaskTypeMismatch", "config-apply not claimed"),
+        ("ungranted", sidecar_release("y"), json!({"capabilities": ["kube-read"]}), "CapabilityNotGranted", "not granted: sidecar"),
+        ("future-wit", guest("test-future-wit"), json!({"capabilities": all_caps}), "WitVersionMismatch", "sei:task@0.2.0"),
+    ];
+    let mut created = Vec::new();
+    for (name, bytes, mut spec, _, _) in cases.clone() {
+        spec["taskTypes"] = json!(["config-apply"]);
+        created.push(env.create_module(name, &bytes, spec).await);
+    }
+    for ((_, _, _, reason, detail), module) in cases.iter().zip(&created) {
+        let status = env.wait_condition(module, REPLICA, "Rejected", "True").await;
+        let rejected = condition(&status, "Rejected");
+        assert_eq!(rejected.reason, *reason, "{module}: {}", rejected.message);
+        assert!(rejected.message.contains(detail), "{module}: the message names the cause: {}", rejected.message);
+        assert_eq!(condition(&status, "Ready").status, "False");
+        assert_eq!(status.active_digest, None, "{module} never became active");
+        let events = env.events_for("default", module).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("ModuleRejected") && e.message.as_deref().is_some_and(|m| m.contains(reason))),
+            "{module}: a ModuleRejected event: {events:?}"
+        );
+    }
+    assert_eq!(env.digest_of("config-apply"), builtin, "the built-in module keeps serving");
+    // And it still works: a node runs config-apply on it.
+    env.create_node("still-works").await;
+    let nodes = env.wait_nodes("the node Running", &["still-works".to_string()], |n| phase(n) == Some(SeiNodePhase::Running)).await;
+    let config_apply =
+        nodes[0].status.as_ref().unwrap().plan.as_ref().unwrap().tasks.iter().find(|t| t.task_type == "config-apply").unwrap();
+    assert_eq!(config_apply.module_digest.as_deref(), Some(builtin.as_str()));
+    for m in &created {
+        env.delete_module(m).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_task_module_brings_back_the_builtin() {
+    let env = env("tm-delete", &[("config-apply", Script::Stall)]).await;
+    let builtin = env.digest_of("config-apply");
+    // A second controller replica with its own registry, reporting under its own id.
+    let registry_b = Arc::new(TaskRegistry::new());
+    registry_b.load_builtins(&env.ctx.sandbox).await.unwrap();
+    let loader_b = TaskModuleLoader::new(
+        env.client.clone(),
+        env.ctx.sandbox.clone(),
+        registry_b.clone(),
+        "replica-b".into(),
+        env.ctx.telemetry.clone(),
+        TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", env.ns.name())) },
+    );
+    let (_notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+    let (synced_tx, _synced) = tokio::sync::oneshot::channel();
+    let replica_b = tokio::spawn(loader_b.run(notices, synced_tx));
+
+    env.create_node("rpc").await;
+    env.wait_nodes("rpc polling config-apply", &["rpc".to_string()], |n| task_status(n, "config-apply") == Some(TaskStatus::Running)).await;
+    let release = sidecar_release("v3");
+    let module = env.create_module("sidecar-v3", &release, json!({"taskTypes": ["config-apply"], "capabilities": ["sidecar"]})).await;
+    let a = env.wait_condition(&module, REPLICA, "Ready", "True").await;
+    let b = env.wait_condition(&module, "replica-b", "Ready", "True").await;
+    assert_eq!(a.active_digest, b.active_digest);
+    let tm = env.modules.get(&module).await.unwrap();
+    assert_eq!(tm.status.unwrap().replicas.len(), 2, "one entry per replica, each owned by its replica");
+    assert_eq!(env.digest_of("config-apply"), sha256_hex(&release));
+    assert_eq!(env.digest_of("mark-ready"), builtin, "task types the TaskModule does not name stay built-in");
+
+    env.modules.delete(&module, &DeleteParams::default()).await.unwrap();
+    eventually("both replicas back on the built-in", Duration::from_secs(30), || async {
+        let b_digest = registry_b.resolve("config-apply")?.module.digest.to_string();
+        (env.digest_of("config-apply") == builtin && b_digest == builtin).then_some(())
+    })
+    .await
+    .unwrap();
+    env.sidecar.script("config-apply", Script::CompleteAfter(0));
+    let nodes = env.wait_nodes("rpc Running", &["rpc".to_string()], |n| phase(n) == Some(SeiNodePhase::Running)).await;
+    let task =
+        nodes[0].status.as_ref().unwrap().plan.as_ref().unwrap().tasks.iter().find(|t| t.task_type == "config-apply").unwrap().clone();
+    assert_eq!(task.module_digest.as_deref(), Some(builtin.as_str()), "the next step after the deletion ran the built-in module");
+    assert_eq!(task.retry_count, 0);
+    replica_b.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rollback_withdraws_a_failing_module() {
+    let env = env("tm-rollback", &[]).await;
+    let builtin = env.digest_of("config-apply");
+    let broken = guest("test-misbehaving");
+    let module = env
+        .create_module(
+            "broken",
+            &broken,
+            json!({"taskTypes": ["config-apply"], "capabilities": ["kube-read"], "rollout": {"autoRollback": {"window": 5, "maxFailurePercent": 0}}}),
+        )
+        .await;
+    env.wait_condition(&module, REPLICA, "Ready", "True").await;
+    assert_eq!(env.digest_of("config-apply"), sha256_hex(&broken));
+
+    env.create_node("victim").await;
+    let victim = env.wait_nodes("the victim Failed", &["victim".to_string()], |n| phase(n) == Some(SeiNodePhase::Failed)).await;
+    let detail = victim[0].status.as_ref().unwrap().plan.as_ref().unwrap().failed_task_detail.clone().unwrap();
+    assert_eq!(detail.task_type, "config-apply");
+    assert!(detail.error.contains("broken on purpose"), "{}", detail.error);
+
+    let status = env.wait_condition(&module, REPLICA, "Rejected", "True").await;
+    let rejected = condition(&status, "Rejected");
+    assert_eq!(rejected.reason, "AutoRolledBack");
+    assert!(rejected.message.contains("1 of its first 1 runs failed"), "{}", rejected.message);
+    assert_eq!(status.active_digest, None, "nothing of this TaskModule serves any more");
+    assert_eq!(env.digest_of("config-apply"), builtin, "the module it replaced serves again");
+    let events = env.events_for("default", &module).await;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("ModuleRolledBack")), "{events:?}");
+
+    env.create_node("survivor").await;
+    let survivor = env.wait_nodes("the survivor Running", &["survivor".to_string()], |n| phase(n) == Some(SeiNodePhase::Running)).await;
+    let task =
+        survivor[0].status.as_ref().unwrap().plan.as_ref().unwrap().tasks.iter().find(|t| t.task_type == "config-apply").unwrap().clone();
+    assert_eq!(task.module_digest.as_deref(), Some(builtin.as_str()));
+    env.delete_module(&module).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_task_modules_are_refused_by_the_schema() {
+    let env = env("tm-schema", &[]).await;
+    let base = json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "TaskModule",
+        "metadata": {"name": env.module_name("bad")},
+        "spec": {"taskTypes": ["config-apply"], "sha256": "0".repeat(64), "source": {"url": "https://example.invalid/m.wasm"}}
+    });
+    let cases = [
+        ("/spec/sha256", json!("ABC"), "should match '^[0-9a-f]{64}$'"),
+        (
+            "/spec/source",
+            json!({"url": "https://a/b.wasm", "configMap": {"namespace": "n", "name": "m", "key": "k"}}),
+            "exactly one of configMap or url",
+        ),
+        ("/spec/source", json!({"url": "ftp://a/b.wasm"}), "must be an https:// or http:// URL"),
+        ("/spec/taskTypes", json!(["config-apply", "config-apply"]), "must not repeat a task type"),
+        ("/spec/taskTypes", json!(["Config_Apply"]), "should match"),
+        ("/spec/capabilities", json!(["network"]), "Unsupported value"),
+        ("/spec/limits", json!({"memoryMiB": 0}), "should be greater than or equal to 1"),
+    ];
+    for (pointer, value, message) in cases {
+        let mut body = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        body.pointer_mut(parent).unwrap()[key] = value.clone();
+        // Untyped, so that values the Rust types would refuse reach the API server.
+        let raw: Api<kube::api::DynamicObject> = Api::all_with(env.client.clone(), &kube::api::ApiResource::erase::<TaskModule>(&()));
+        let object: kube::api::DynamicObject = serde_json::from_value(body).unwrap();
+        match raw.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{pointer}={value}: {e:?}");
+                assert!(e.message.contains(message), "{pointer}={value}: {}", e.message);
+            }
+            other => panic!("{pointer}={value} was accepted: {other:?}"),
+        }
+    }
+}
