@@ -20,10 +20,20 @@ struct Misbehaving;
 
 impl TaskModule for Misbehaving {
     fn info() -> ModuleInfo {
-        ["spin", "hog", "panic", "oversized-output", "flood-log", "escape-namespace", "ungranted-sidecar", "ungranted-write", "config-apply"]
-            .iter()
-            .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
-            .capability(Capability::KubeRead)
+        [
+            "spin",
+            "hog",
+            "panic",
+            "oversized-output",
+            "flood-log",
+            "escape-namespace",
+            "ungranted-sidecar",
+            "ungranted-write",
+            "config-apply",
+        ]
+        .iter()
+        .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
+        .capability(Capability::KubeRead)
     }
 
     fn execute(input: Input) -> Result<Step, TaskError> {
