@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 SAMPLE ?= deploy/samples/full-node.yaml
 
-.PHONY: demo test setup control-plane build unit integration tasks-wasm-test lint fmt bench bench-sandbox clean-control-plane
+.PHONY: demo test setup control-plane build unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -42,8 +42,12 @@ fmt:
 	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all
 
 ## Benchmarks (results and commands in BENCHMARKS.md).
-bench: bench-sandbox
+bench: bench-sandbox bench-swap
 	bash tests/control-plane/bench-start.sh
 
 bench-sandbox:
 	$(CARGO) bench -p sei-operator --bench sandbox
+
+# Hot-swap latency through --task-dir: median of 10 swaps, fresh wasm and precompiled cache.
+bench-swap:
+	$(CARGO) run --release -p sei-operator --example swap_latency

@@ -227,6 +227,14 @@ mod tests {
     }
 
     #[test]
+    fn sample_manifest_parses() {
+        let tm: TaskModule = serde_yaml::from_str(include_str!("../../../deploy/samples/task-module.yaml")).unwrap();
+        assert_eq!(tm.spec.task_types, ["apply-statefulset"]);
+        assert_eq!(tm.spec.source.config_map.as_ref().unwrap().key, "module.wasm");
+        assert_eq!(tm.spec.auto_rollback(), Some(AutoRollbackPolicy { window: 20, max_failure_percent: 10 }));
+    }
+
+    #[test]
     fn spec_maps_to_grants_limits_and_rollout() {
         let spec: TaskModuleSpec = serde_json::from_value(serde_json::json!({
             "taskTypes": ["apply-statefulset"],
