@@ -45,7 +45,8 @@ async fn swap(
     let started = Instant::now();
     replace(path, bytes);
     loop {
-        let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), outcomes.recv()).await?.ok_or_else(|| anyhow::anyhow!("watcher ended"))?;
+        let (_, outcome) =
+            tokio::time::timeout(Duration::from_secs(30), outcomes.recv()).await?.ok_or_else(|| anyhow::anyhow!("watcher ended"))?;
         match outcome {
             FileOutcome::Loaded { digest, .. } if digest == want => break,
             FileOutcome::Rejected { reason, message } => anyhow::bail!("{reason}: {message}"),
@@ -83,7 +84,12 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig { cache_dir: Some(dir.path().join("cache")), ..Default::default() })?);
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await?;
-    let grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar]));
+    let grant = ModuleGrant::new(Grants::new([
+        CapabilityName::KubeRead,
+        CapabilityName::KubeWrite,
+        CapabilityName::KubeDelete,
+        CapabilityName::Sidecar,
+    ]));
     let task_dir = Arc::new(TaskDirectory::new(modules.clone(), sandbox, registry.clone(), grant, None));
     let (tx, mut outcomes) = mpsc::unbounded_channel();
     let _watch = task_dir.watch(Some(tx))?;

@@ -28,6 +28,7 @@ use crate::telemetry::Telemetry;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -122,7 +123,7 @@ impl TaskModuleLoader {
     pub async fn run(mut self, mut notices: mpsc::UnboundedReceiver<AutoRollbackNotice>, synced: oneshot::Sender<()>) {
         let api: Api<TaskModule> = Api::all(self.client.clone());
         let config = watcher::Config { label_selector: self.watch.label_selector.clone(), ..Default::default() };
-        let mut events = watcher::watcher(api, config).boxed();
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
         let (retry_tx, mut retries) = mpsc::unbounded_channel::<String>();
         let mut synced = Some(synced);
         let mut listed: HashSet<String> = HashSet::new();
@@ -149,8 +150,15 @@ impl TaskModuleLoader {
                         self.retry_conflicts(&retry_tx);
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "watching TaskModules failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let missing_crd = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404);
+                        if missing_crd && synced.is_some() {
+                            tracing::error!("the TaskModule CRD is not installed (kubectl apply -f deploy/crds/); serving built-in and directory modules until it is");
+                            if let Some(tx) = synced.take() {
+                                let _ = tx.send(());
+                            }
+                        } else {
+                            tracing::warn!(error = %e, "watching TaskModules failed; retrying with backoff");
+                        }
                     }
                     None => break,
                 },
