@@ -479,7 +479,7 @@ pub mod wasm {
         fn custom_section_is_encoded() {
             let out = super::with_custom_section(b"\0asm", "v", &[7; 200]);
             assert_eq!(&out[..4], b"\0asm");
-            assert_eq!(&out[4..8], &[0, 0xcc, 0x01, 1], "id 0, size 204 as LEB128, name length 1");
+            assert_eq!(&out[4..8], &[0, 0xca, 0x01, 1], "id 0, size 202 as LEB128, name length 1");
             assert_eq!(out.len(), 4 + 1 + 2 + 1 + 1 + 200);
         }
     }
