@@ -26,6 +26,7 @@ const SWAPS: usize = 10;
 fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).expect("write");
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
     std::fs::rename(&tmp, path).expect("rename");
 }
 

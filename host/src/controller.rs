@@ -246,16 +246,17 @@ fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
 /// Count the step against a new module's rollout; past its failure threshold the module is
 /// withdrawn at once (its next step runs on the module it replaced) and the TaskModule loader
 /// reports it.
-fn watch_rollout(ctx: &Context, entry: &crate::registry::ModuleEntry, outcome: &TaskOutcome) {
+fn watch_rollout(ctx: &Context, entry: &Arc<crate::registry::ModuleEntry>, outcome: &TaskOutcome) {
     let Some(tracker) = &entry.rollout else { return };
+    // Only outcomes count: a pending poll says nothing about the module yet.
     let failed = match outcome {
         TaskOutcome::Failed { .. } => true,
-        TaskOutcome::Unavailable { .. } => return,
-        _ => false,
+        TaskOutcome::Complete => false,
+        TaskOutcome::Pending { .. } | TaskOutcome::Unavailable { .. } => return,
     };
     if let Some(Verdict::RollBack { runs, failures }) = tracker.record(failed) {
         let digest = entry.module.digest.clone();
-        if ctx.registry.withdraw(&entry.source, |m| m.digest == digest) {
+        if ctx.registry.withdraw(entry, crate::modules::task_modules::may_restore) {
             tracing::warn!(source = %entry.source, %digest, runs, failures, "module rolled back automatically");
             let _ = ctx.rollbacks.send(AutoRollbackNotice {
                 source: entry.source.clone(),

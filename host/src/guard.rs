@@ -24,8 +24,9 @@ pub struct Grants {
     pub kinds: BTreeSet<(String, String)>,
 }
 
-/// A `Capability` that can live in ordered sets and in config files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A `Capability` that can live in ordered sets, config files and the `TaskModule` spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum CapabilityName {
     KubeRead,
     KubeWrite,
@@ -101,6 +102,11 @@ impl Grants {
     }
     pub fn allows(&self, c: CapabilityName) -> bool {
         self.capabilities.contains(&c)
+    }
+
+    /// Whether these grants allow nothing beyond `other`.
+    pub fn within(&self, other: &Grants) -> bool {
+        self.capabilities.is_subset(&other.capabilities) && self.kinds.is_subset(&other.kinds)
     }
 }
 

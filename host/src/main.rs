@@ -81,11 +81,14 @@ struct ControllerArgs {
     #[arg(long, env = "SEI_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
     /// Load every `*.wasm` in this directory over the built-in modules, and reload a file within a
-    /// second of it changing (local development).
-    #[arg(long, env = "SEI_TASK_DIR")]
+    /// second of it changing (local development). The directory and its files must be writable
+    /// only by this user.
+    #[arg(long, env = "SEI_TASK_DIR", requires = "task_dir_grant")]
     task_dir: Option<PathBuf>,
-    /// Capabilities granted to the modules of `--task-dir` (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "kube-read,kube-write,kube-delete,sidecar")]
+    /// Capabilities granted to the modules of `--task-dir`, comma separated (kube-read,
+    /// kube-write, kube-delete, sidecar); required with `--task-dir`, so that what local modules
+    /// may do is a decision, not a default.
+    #[arg(long, value_delimiter = ',')]
     task_dir_grant: Vec<String>,
     /// Load `TaskModule` resources (`--task-modules=false`: built-in and directory modules only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

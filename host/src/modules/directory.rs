@@ -9,8 +9,17 @@
 //!   counted (`a_broken_file_keeps_the_previous_module`);
 //! - removing a file brings back the module below it (`removing_a_file_restores_the_builtin`);
 //! - bursts of events for one file (write, then rename) cause one load (debounce, pure:
-//!   `debounce::tests`).
+//!   `debounce::tests`);
+//! - code is loaded only from places nobody else can change: the directory and each file must be
+//!   owned by this user or root and not writable by group or others, and a file is at most
+//!   `MAX_MODULE_BYTES` (`untrusted_directory_is_refused`, unit test below);
+//! - when a file is removed, files refused for claiming the same task types are tried again
+//!   (`a_conflicting_file_loads_once_the_other_is_removed`).
+//!
+//! A ConfigMap mounted as a volume updates by swapping a `..data` symlink, which this watcher does
+//! not follow: use `TaskModule` resources for in-cluster modules.
 
+use crate::modules::fetch::MAX_MODULE_BYTES;
 use crate::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use crate::sandbox::{LoadedModule, ModuleGrant, Sandbox};
 use crate::telemetry::{ModuleLoadLabels, Telemetry};
@@ -29,6 +38,34 @@ pub enum TaskDirError {
     Unusable { dir: String, message: String },
 }
 
+/// Refuse a path others could write code into: it must be owned by this process's user or root,
+/// and not writable by group or others.
+pub fn check_trusted(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let me = crate::sandbox::cache::current_euid();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(format!("{} is owned by uid {}, not by this process (uid {me}) or root", path.display(), meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!("{} is writable by group or others (mode {:o}); chmod go-w it", path.display(), meta.mode() & 0o777));
+        }
+    }
+    Ok(())
+}
+
+/// Read a module file, refusing untrusted or oversized ones.
+fn read_module(path: &Path) -> Result<Vec<u8>, (String, String)> {
+    check_trusted(path).map_err(|m| ("Untrusted".to_string(), m))?;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len > MAX_MODULE_BYTES as u64 {
+        return Err(("TooLarge".into(), format!("{} is {len} bytes, over the {MAX_MODULE_BYTES}-byte module limit", path.display())));
+    }
+    std::fs::read(path).map_err(|e| ("ReadFailed".into(), format!("reading {}: {e}", path.display())))
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOutcome {
@@ -45,6 +82,8 @@ pub struct TaskDirectory {
     registry: Arc<TaskRegistry>,
     grant: ModuleGrant,
     telemetry: Option<Arc<Telemetry>>,
+    /// Files refused because another file serves their task types.
+    conflicted: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 fn is_module(path: &Path) -> bool {
@@ -60,7 +99,7 @@ impl TaskDirectory {
         grant: ModuleGrant,
         telemetry: Option<Arc<Telemetry>>,
     ) -> Self {
-        Self { dir, sandbox, registry, grant, telemetry }
+        Self { dir, sandbox, registry, grant, telemetry, conflicted: Default::default() }
     }
 
     fn source(path: &Path) -> ModuleSource {
@@ -70,12 +109,12 @@ impl TaskDirectory {
     /// Load or unload one file according to what is on disk now.
     pub async fn sync_file(&self, path: &Path) -> FileOutcome {
         let source = Self::source(path);
-        let outcome = match std::fs::read(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let outcome = match read_module(path) {
+            Err(_) if !path.exists() => {
                 self.registry.remove_source(&source);
                 FileOutcome::Removed
             }
-            Err(e) => FileOutcome::Rejected { reason: "ReadFailed".into(), message: format!("reading {}: {e}", path.display()) },
+            Err((reason, message)) => FileOutcome::Rejected { reason, message },
             Ok(bytes) => {
                 let digest = crate::sandbox::cache::sha256_hex(&bytes);
                 if self.registry.entry_of(&source).is_some_and(|e| *e.module.digest == *digest) {
@@ -87,6 +126,13 @@ impl TaskDirectory {
                 }
             }
         };
+        {
+            let mut conflicted = self.conflicted.lock().unwrap_or_else(|p| p.into_inner());
+            match &outcome {
+                FileOutcome::Rejected { reason, .. } if reason == "Conflict" => conflicted.insert(path.to_path_buf()),
+                _ => conflicted.remove(path),
+            };
+        }
         match &outcome {
             FileOutcome::Loaded { digest, task_types } => {
                 tracing::info!(file = %path.display(), %digest, ?task_types, "module file loaded")
@@ -172,14 +218,43 @@ impl TaskDirectory {
                     Some(None) => {
                         for path in pending.due(std::time::Instant::now()) {
                             let outcome = self.sync_file(&path).await;
+                            let removed = outcome == FileOutcome::Removed;
                             if let Some(o) = &outcomes {
                                 let _ = o.send((path, outcome));
+                            }
+                            if removed {
+                                // A file refused for a task type the removed one served may load now.
+                                let retry = std::mem::take(&mut *self.conflicted.lock().unwrap_or_else(|p| p.into_inner()));
+                                for other in retry {
+                                    pending.touch(other, std::time::Instant::now());
+                                }
                             }
                         }
                     }
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn untrusted_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(check_trusted(dir.path()), Ok(()));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_trusted(dir.path()).unwrap_err();
+        assert!(err.contains("writable by group or others (mode 777)"), "{err}");
+        let file = dir.path().join("m.wasm");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(read_module(&file).unwrap_err().0, "Untrusted");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_module(&file).unwrap(), b"x");
     }
 }
 

@@ -35,14 +35,25 @@ pub enum FetchError {
     TooLarge { what: String },
 }
 
+impl FetchError {
+    /// Whether trying again later may succeed (the object or server may appear or recover).
+    pub fn may_heal(&self) -> bool {
+        match self {
+            FetchError::ConfigMapNotFound { .. } | FetchError::KeyNotFound { .. } | FetchError::Transport { .. } => true,
+            FetchError::Status { status, .. } => matches!(status, 404 | 408 | 425 | 429) || *status >= 500,
+            FetchError::TooLarge { .. } => false,
+        }
+    }
+}
+
 /// Where module bytes come from.
 #[async_trait]
 pub trait ModuleFetcher: Send + Sync {
     async fn fetch(&self, source: &TaskModuleSource) -> Result<Vec<u8>, FetchError>;
 }
 
-/// ConfigMaps through the API server, URLs through an HTTP client without redirects to other
-/// schemes (reqwest's default policy, at most 10 hops).
+/// ConfigMaps through the API server, URLs through an HTTP client that follows no redirects (a
+/// module URL names the bytes; the sha256 pin makes any other bytes fail anyway).
 pub struct KubeModuleFetcher {
     client: kube::Client,
     http: reqwest::Client,
@@ -50,7 +61,11 @@ pub struct KubeModuleFetcher {
 
 impl KubeModuleFetcher {
     pub fn new(client: kube::Client) -> Self {
-        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default();
+        let http =
+            reqwest::Client::builder().timeout(FETCH_TIMEOUT).redirect(reqwest::redirect::Policy::none()).build().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not configure the module HTTP client; URL sources use reqwest's defaults");
+                reqwest::Client::new()
+            });
         Self { client, http }
     }
 
@@ -136,6 +151,15 @@ mod tests {
         let mut body = vec![0u8; MAX_MODULE_BYTES - 1];
         assert!(append_capped(&mut body, &[1], "u").is_ok());
         assert_eq!(append_capped(&mut body, &[1], "u"), Err(FetchError::TooLarge { what: "u".into() }));
+    }
+
+    #[test]
+    fn only_failures_that_may_heal_are_retried() {
+        assert!(FetchError::ConfigMapNotFound { namespace: "n".into(), name: "m".into() }.may_heal());
+        assert!(FetchError::Status { what: "u".into(), status: 503 }.may_heal());
+        assert!(FetchError::Status { what: "u".into(), status: 404 }.may_heal());
+        assert!(!FetchError::Status { what: "u".into(), status: 403 }.may_heal());
+        assert!(!FetchError::TooLarge { what: "u".into() }.may_heal());
     }
 
     #[test]

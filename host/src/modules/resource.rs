@@ -9,7 +9,7 @@
 //! Invariants (tests below; server-side in `tests/task_modules.rs`):
 //! - `sha256` is 64 lowercase hex digits; `taskTypes` is 1..32 DNS-1123 labels, unique;
 //! - `source` is exactly one of `configMap` / `url`, and a URL is `https://` or `http://` (CEL);
-//! - limits are bounded: `timeoutSeconds` 1..3600, `memoryMiB` 1..4096; `autoRollback.window`
+//! - limits are bounded: `timeoutSeconds` 1..300, `memoryMiB` 1..4096; `autoRollback.window`
 //!   1..10000 and `maxFailurePercent` 0..100;
 //! - `status.replicas` and each replica's `conditions` are list-maps (keys `replica`, `type`),
 //!   so each replica owns its own entry under server-side apply.
@@ -19,7 +19,6 @@ use crate::modules::rollout::AutoRollbackPolicy;
 use crate::sandbox::ModuleLimits;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -53,7 +52,7 @@ pub struct TaskModuleSpec {
     /// What the module may do; its `describe` must not ask for more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
-    pub capabilities: Vec<Capability>,
+    pub capabilities: Vec<CapabilityName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TaskModuleLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,32 +84,13 @@ pub struct ConfigMapModuleSource {
     pub key: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Capability {
-    KubeRead,
-    KubeWrite,
-    KubeDelete,
-    Sidecar,
-}
-
-impl From<Capability> for CapabilityName {
-    fn from(c: Capability) -> Self {
-        match c {
-            Capability::KubeRead => CapabilityName::KubeRead,
-            Capability::KubeWrite => CapabilityName::KubeWrite,
-            Capability::KubeDelete => CapabilityName::KubeDelete,
-            Capability::Sidecar => CapabilityName::Sidecar,
-        }
-    }
-}
-
 /// Limits of every step this module runs; unset fields keep the controller's policy.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskModuleLimits {
+    /// Capped by the controller's longest deadline (300 s by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = 300))]
     pub timeout_seconds: Option<u32>,
     /// Up to the controller's memory slot (64 MiB by default); more is rejected at load.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "memoryMiB")]
@@ -182,7 +162,7 @@ pub struct ReplicaModuleStatus {
 
 impl TaskModuleSpec {
     pub fn grants(&self) -> Grants {
-        Grants::new(self.capabilities.iter().map(|c| CapabilityName::from(*c)))
+        Grants::new(self.capabilities.iter().copied())
     }
 
     pub fn module_limits(&self) -> ModuleLimits {

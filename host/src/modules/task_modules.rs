@@ -8,14 +8,21 @@
 //! - a module that fails any step never becomes active; what served before keeps serving and the
 //!   reason is in `Rejected` and in a Warning event (`rejected_modules_leave_the_old_one_serving`);
 //! - a swap is one registry store: runs in flight finish on the entry they hold, the next step of
-//!   every plan uses the new module (`swap_under_load_fails_no_task`);
-//! - a deleted TaskModule, or one that vanished while the watch was down (seen at `InitDone`),
-//!   hands its task types back to the module below it (`deleting_the_task_module_brings_back_the_builtin`);
+//!   every plan uses the new module (`swap_under_load_fails_no_task`; the in-flight half is
+//!   `tests/registry_swap.rs`);
+//! - a deleted TaskModule hands its task types back to the module below it, on every replica
+//!   (`deleting_the_task_module_brings_back_the_builtin`); one that vanished while the watch was
+//!   down is dropped when the relist ends (`InitDone`; not covered by a test);
+//! - a task type is served by one TaskModule at a time: a second one is refused with `Conflict`
+//!   before anything is fetched, and loads once the first is deleted
+//!   (`a_second_task_module_for_a_task_type_waits_for_the_first`);
 //! - the loader acts once per spec generation: its own status writes do not trigger loads;
-//!   failures that may heal on their own (fetch errors, digest mismatch, conflicts) are retried
-//!   with backoff, the others wait for a new spec;
+//!   failures that may heal (fetch errors but oversize and client errors, digest mismatch,
+//!   conflicts) are retried with backoff, one timer per TaskModule (a newer spec or an earlier
+//!   retry makes older timers stale); the others wait for a new spec;
 //! - an automatic rollback (decided in the reconcile, see `rollout`) is reported as `Rejected`
-//!   with reason `AutoRolledBack`, and the spec is not loaded again until it changes
+//!   with reason `AutoRolledBack`; every replica, and any replica that starts later, withdraws that
+//!   generation too and does not load it until the spec changes
 //!   (`auto_rollback_withdraws_a_failing_module`).
 
 use crate::modules::fetch::{BytesMemo, FetchError, KubeModuleFetcher, ModuleFetcher};
@@ -63,6 +70,8 @@ struct Known {
     settled: bool,
     /// Consecutive retries of a failure that may heal.
     retries: u32,
+    /// The one retry timer that counts: a timer firing with another token is stale.
+    pending_retry: Option<u64>,
     previous_digest: Option<String>,
     /// The status entry last written.
     status: Option<ReplicaModuleStatus>,
@@ -86,7 +95,11 @@ pub struct TaskModuleLoader {
     watch: TaskModuleWatch,
     known: HashMap<String, Known>,
     objects: HashMap<String, TaskModule>,
+    next_token: u64,
 }
+
+/// A retry timer fired: (TaskModule name, its token).
+type RetryTx = mpsc::UnboundedSender<(String, u64)>;
 
 /// Backoff of retried loads: 2 s doubling to 5 min.
 fn retry_delay(retries: u32) -> Duration {
@@ -115,6 +128,7 @@ impl TaskModuleLoader {
             watch,
             known: HashMap::new(),
             objects: HashMap::new(),
+            next_token: 0,
         }
     }
 
@@ -124,7 +138,7 @@ impl TaskModuleLoader {
         let api: Api<TaskModule> = Api::all(self.client.clone());
         let config = watcher::Config { label_selector: self.watch.label_selector.clone(), ..Default::default() };
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
-        let (retry_tx, mut retries) = mpsc::unbounded_channel::<String>();
+        let (retry_tx, mut retries) = mpsc::unbounded_channel::<(String, u64)>();
         let mut synced = Some(synced);
         let mut listed: HashSet<String> = HashSet::new();
         loop {
@@ -162,8 +176,9 @@ impl TaskModuleLoader {
                     }
                     None => break,
                 },
-                Some(name) = retries.recv() => {
-                    if let Some(tm) = self.objects.get(&name).cloned() {
+                Some((name, token)) = retries.recv() => {
+                    let current = self.known.get(&name).is_some_and(|k| k.pending_retry == Some(token));
+                    if let (true, Some(tm)) = (current, self.objects.get(&name).cloned()) {
                         self.apply(tm, true, &retry_tx).await;
                     }
                 }
@@ -184,17 +199,33 @@ impl TaskModuleLoader {
         self.count("deleted");
     }
 
-    /// After a deletion a TaskModule refused for a conflict may now load.
-    fn retry_conflicts(&self, retry_tx: &mpsc::UnboundedSender<String>) {
-        for (name, k) in &self.known {
-            let conflicted = k
-                .status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Rejected" && c.status == "True" && c.reason == "Conflict"));
-            if conflicted {
-                let _ = retry_tx.send(name.clone());
+    /// After a deletion a TaskModule refused for a conflict may now load: retry it at once
+    /// (its pending backoff timer becomes stale).
+    fn retry_conflicts(&mut self, retry_tx: &RetryTx) {
+        let conflicted: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.status.as_ref().is_some_and(|s| rejected_for(s, "Conflict")))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in conflicted {
+            let token = self.schedule(&name, Duration::ZERO, retry_tx);
+            if let Some(k) = self.known.get_mut(&name) {
+                k.pending_retry = Some(token);
             }
         }
+    }
+
+    /// Start a retry timer for `name`; returns its token.
+    fn schedule(&mut self, name: &str, delay: Duration, retry_tx: &RetryTx) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let (tx, name) = (retry_tx.clone(), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send((name, token));
+        });
+        token
     }
 
     fn count(&self, result: &str) {
@@ -204,12 +235,18 @@ impl TaskModuleLoader {
             .inc();
     }
 
-    async fn apply(&mut self, tm: TaskModule, retry: bool, retry_tx: &mpsc::UnboundedSender<String>) {
+    async fn apply(&mut self, tm: TaskModule, retry: bool, retry_tx: &RetryTx) {
         let name = tm.name_any();
         let generation = tm.metadata.generation;
         self.objects.insert(name.clone(), tm.clone());
         let known = self.known.get(&name).cloned().unwrap_or_default();
         let same_spec = self.known.contains_key(&name) && known.generation == generation;
+        if let Some(by) = rolled_back_by(&tm)
+            && !(same_spec && known.status.as_ref().is_some_and(|s| rejected_for(s, "AutoRolledBack")))
+        {
+            self.adopt_rollback(&tm, &by).await;
+            return;
+        }
         if same_spec && (known.settled || !retry) {
             // Our own status write, or a metadata change: nothing to load. Put our entry back if
             // someone removed it.
@@ -225,14 +262,9 @@ impl TaskModuleLoader {
         let serving_before = tm.spec.task_types.first().and_then(|t| self.registry.resolve(t)).map(|e| e.module.digest.to_string());
         let result = self.load(&tm, &source).await;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut next = Known { generation, ..known.clone() };
+        let mut next = Known { generation, pending_retry: None, ..known.clone() };
         let current = self.registry.entry_of(&source);
-        let active = current.as_ref().map(|e| Active {
-            digest: e.module.digest.to_string(),
-            module: format!("{}@{}", e.module.info.name, e.module.info.version),
-            load_time_ms: e.module.load_time.as_millis() as u64,
-            compiled: format!("{:?}", e.module.cache_outcome),
-        });
+        let active = current.as_deref().map(active_of);
         let attempt = match result {
             Ok(()) => {
                 next.settled = true;
@@ -259,13 +291,8 @@ impl TaskModuleLoader {
                 let note = format!("{}: {}", rejection.reason, rejection.message);
                 self.publish(&tm, EventType::Warning, "ModuleRejected", note).await;
                 if rejection.retry {
-                    let delay = retry_delay(next.retries);
+                    next.pending_retry = Some(self.schedule(&name, retry_delay(next.retries), retry_tx));
                     next.retries += 1;
-                    let (tx, name) = (retry_tx.clone(), name.clone());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(name);
-                    });
                 }
                 Attempt::Rejected { reason: rejection.reason, message: rejection.message }
             }
@@ -287,13 +314,16 @@ impl TaskModuleLoader {
     /// The load pipeline for one spec; on success the registry serves the new module.
     async fn load(&self, tm: &TaskModule, source: &ModuleSource) -> Result<(), Rejection> {
         let spec = &tm.spec;
+        let conflict = |e: crate::registry::RegistryConflict| Rejection { reason: "Conflict".into(), message: e.to_string(), retry: true };
+        // Before any fetch or compile: a task type another TaskModule serves is refused.
+        self.registry.check_exclusive(&spec.task_types, source).map_err(conflict)?;
         let bytes = match self.memo.get(&spec.sha256) {
             Some(b) => b,
             None => {
                 let fetched = self.fetcher.fetch(&spec.source).await.map_err(|e: FetchError| Rejection {
                     reason: "FetchFailed".into(),
                     message: e.to_string(),
-                    retry: true,
+                    retry: e.may_heal(),
                 })?;
                 Arc::from(fetched)
             }
@@ -313,16 +343,51 @@ impl TaskModuleLoader {
         self.memo.remember(bytes);
         let mut entry = ModuleEntry::new(source.clone(), loaded);
         entry.rollout = spec.auto_rollback().map(RolloutTracker::new);
-        self.registry.install_exclusive(&spec.task_types, entry).map_err(|e| Rejection {
-            reason: "Conflict".into(),
-            message: e.to_string(),
-            retry: true,
-        })
+        self.registry.install_exclusive(&spec.task_types, entry).map_err(conflict)
+    }
+
+    /// Another replica (or this one before a restart) rolled this spec back automatically: do
+    /// not serve it here either, until the spec changes.
+    async fn adopt_rollback(&mut self, tm: &TaskModule, by: &str) {
+        let name = tm.name_any();
+        let source = ModuleSource::TaskModule { name: name.clone() };
+        if let Some(entry) = self.registry.entry_of(&source)
+            && *entry.module.digest == *tm.spec.sha256
+        {
+            self.registry.withdraw(&entry, may_restore);
+            tracing::warn!(task_module = %name, replica = by, "TaskModule was rolled back automatically by a replica; withdrawn here too");
+        }
+        let message = format!(
+            "digest {} was rolled back automatically by replica {by}; fix the module and change the spec to load it again",
+            tm.spec.sha256
+        );
+        let active = self.registry.entry_of(&source).as_deref().map(active_of);
+        let known = self.known.entry(name.clone()).or_default();
+        known.generation = tm.metadata.generation;
+        known.settled = true;
+        known.pending_retry = None;
+        let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let status = replica_status(
+            known.status.as_ref(),
+            &self.replica,
+            tm.metadata.generation,
+            active.as_ref(),
+            Some(&tm.spec.sha256),
+            &attempt,
+            &now,
+        );
+        known.status = Some(status.clone());
+        self.write_status(&name, &status).await;
     }
 
     async fn report_rollback(&mut self, notice: AutoRollbackNotice) {
         let ModuleSource::TaskModule { name } = &notice.source else { return };
         let Some(tm) = self.objects.get(name).cloned() else { return };
+        if tm.spec.sha256 != notice.digest {
+            // The spec moved on while the notice was queued; its status is about the new digest.
+            return;
+        }
         let message = format!(
             "digest {} was rolled back automatically: {} of its first {} runs failed, over the {}% allowed in a window of {}",
             notice.digest, notice.failures, notice.runs, notice.policy.max_failure_percent, notice.policy.window
@@ -331,15 +396,11 @@ impl TaskModuleLoader {
         self.count("AutoRolledBack");
         self.publish(&tm, EventType::Warning, "ModuleRolledBack", message.clone()).await;
         let source = notice.source.clone();
-        let active = self.registry.entry_of(&source).map(|e| Active {
-            digest: e.module.digest.to_string(),
-            module: format!("{}@{}", e.module.info.name, e.module.info.version),
-            load_time_ms: e.module.load_time.as_millis() as u64,
-            compiled: format!("{:?}", e.module.cache_outcome),
-        });
+        let active = self.registry.entry_of(&source).as_deref().map(active_of);
         let known = self.known.entry(name.clone()).or_default();
         known.settled = true;
         known.generation = tm.metadata.generation;
+        known.pending_retry = None;
         let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = replica_status(
@@ -380,6 +441,37 @@ impl TaskModuleLoader {
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => tracing::warn!(task_module = name, error = %e, "could not write the TaskModule status"),
         }
+    }
+}
+
+/// Whether a previous entry may come back when a failing module is withdrawn: only if it was
+/// granted no more than the module it replaces (a rollback never restores a revoked capability).
+pub fn may_restore(previous: &crate::sandbox::LoadedModule, withdrawn: &crate::sandbox::LoadedModule) -> bool {
+    previous.grants.within(&withdrawn.grants)
+}
+
+/// The replica whose status reports this generation of the spec as automatically rolled back.
+fn rolled_back_by(tm: &TaskModule) -> Option<String> {
+    tm.status
+        .as_ref()?
+        .replicas
+        .iter()
+        .find(|r| r.observed_generation == tm.metadata.generation && rejected_for(r, "AutoRolledBack"))
+        .map(|r| r.replica.clone())
+}
+
+/// Whether the entry's `Rejected` condition is True for `reason`.
+fn rejected_for(status: &ReplicaModuleStatus, reason: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == "Rejected" && c.status == "True" && c.reason == reason)
+}
+
+/// What the status says about an active entry.
+fn active_of(entry: &ModuleEntry) -> Active {
+    Active {
+        digest: entry.module.digest.to_string(),
+        module: format!("{}@{}", entry.module.info.name, entry.module.info.version),
+        load_time_ms: entry.module.load_time.as_millis() as u64,
+        compiled: format!("{:?}", entry.module.cache_outcome),
     }
 }
 

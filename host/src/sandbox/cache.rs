@@ -51,8 +51,7 @@ impl ArtifactCache {
         {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let meta = std::fs::metadata(&dir)?;
-            // SAFETY: geteuid has no preconditions.
-            let me = unsafe { libc_geteuid() };
+            let me = current_euid();
             if meta.uid() != me {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
@@ -146,4 +145,11 @@ impl ArtifactCache {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// The effective uid of this process.
+#[cfg(unix)]
+pub(crate) fn current_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() }
 }

@@ -115,6 +115,8 @@ pub enum LoadError {
     LimitTooLarge { asked: u64, max: u64 },
     #[error("module {digest}: calling describe failed: {message}")]
     Describe { digest: String, message: String },
+    #[error("module {digest}: describe returned {what}")]
+    BadDescription { digest: String, what: String },
     #[error("module {name} ({digest}) claims no task types")]
     NoTaskTypes { name: String, digest: String },
     #[error("module {name} ({digest}) claims task types [{claimed}], but it is registered for [{declared}]: {missing} not claimed")]
@@ -132,7 +134,7 @@ impl LoadError {
             LoadError::Link { .. } => "LinkFailed",
             LoadError::WitVersionMismatch { .. } => "WitVersionMismatch",
             LoadError::MemoryTooLarge { .. } | LoadError::LimitTooLarge { .. } => "MemoryTooLarge",
-            LoadError::Describe { .. } => "DescribeFailed",
+            LoadError::Describe { .. } | LoadError::BadDescription { .. } => "DescribeFailed",
             LoadError::NoTaskTypes { .. } | LoadError::TaskTypeMismatch { .. } => "TaskTypeMismatch",
             LoadError::UngrantedCapabilities { .. } => "CapabilityNotGranted",
         }
@@ -268,8 +270,34 @@ impl Sandbox {
     }
 }
 
+/// Bounds on what `describe` may return: it ends up in statuses, events and metric labels.
+pub const MAX_NAME_BYTES: usize = 128;
+pub const MAX_VERSION_BYTES: usize = 64;
+pub const MAX_TASK_TYPES: usize = 64;
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<(), LoadError> {
     let d = short(digest);
+    let bad = |what: String| Err(LoadError::BadDescription { digest: d.clone(), what });
+    if info.name.is_empty() || info.name.len() > MAX_NAME_BYTES || info.name.chars().any(char::is_control) {
+        return bad(format!("a name that is empty, over {MAX_NAME_BYTES} bytes or has control characters"));
+    }
+    if info.version.len() > MAX_VERSION_BYTES || info.version.chars().any(char::is_control) {
+        return bad(format!("a version over {MAX_VERSION_BYTES} bytes or with control characters"));
+    }
+    if info.task_types.len() > MAX_TASK_TYPES {
+        return bad(format!("{} task types, over the limit of {MAX_TASK_TYPES}", info.task_types.len()));
+    }
+    if let Some(t) = info.task_types.iter().find(|t| !is_dns_label(t)) {
+        return bad(format!("the task type {:?}, which is not a DNS-1123 label", crate::sandbox::host::clip(t, 80)));
+    }
     if info.task_types.is_empty() {
         return Err(LoadError::NoTaskTypes { name: info.name.clone(), digest: d });
     }
@@ -328,6 +356,20 @@ mod tests {
         assert!(check_claims(&info(&["apply-statefulset"], &[]), "abc", &grant).is_ok());
         assert!(check_claims(&info(&["apply-statefulset", "apply-service"], &[]), "abc", &grant).is_ok(), "a superset is fine");
         assert!(matches!(check_claims(&info(&[], &[]), "abc", &ModuleGrant::new(Grants::new([]))), Err(LoadError::NoTaskTypes { .. })));
+    }
+
+    #[test]
+    fn describe_output_is_bounded() {
+        let grant = ModuleGrant::new(Grants::new([]));
+        let mut long_name = info(&["t"], &[]);
+        long_name.name = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(check_claims(&long_name, "abc", &grant).unwrap_err().reason(), "DescribeFailed");
+        let err = check_claims(&info(&["Not_A_Label"], &[]), "abc", &grant).unwrap_err();
+        assert!(err.to_string().contains("\"Not_A_Label\", which is not a DNS-1123 label"), "{err}");
+        let many: Vec<String> = (0..=MAX_TASK_TYPES).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(check_claims(&info(&many, &[]), "abc", &grant), Err(LoadError::BadDescription { .. })));
+        assert!(check_claims(&info(&["ok-type"], &[]), "abc", &grant).is_ok());
     }
 
     #[test]
