@@ -252,7 +252,7 @@ impl TaskModuleLoader {
             // someone removed it.
             let ours = tm.status.as_ref().and_then(|s| s.replicas.iter().find(|r| r.replica == self.replica));
             if let Some(status) = &known.status
-                && ours.is_none_or(|o| o.observed_generation != status.observed_generation)
+                && ours.is_none_or(|o| !same_report(o, status))
             {
                 self.write_status(&name, status).await;
             }
@@ -460,6 +460,17 @@ fn rolled_back_by(tm: &TaskModule) -> Option<String> {
         .map(|r| r.replica.clone())
 }
 
+/// Whether two status entries say the same (timestamps aside: they do not round-trip exactly).
+fn same_report(a: &ReplicaModuleStatus, b: &ReplicaModuleStatus) -> bool {
+    let conditions = |s: &ReplicaModuleStatus| {
+        s.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone())).collect::<Vec<_>>()
+    };
+    a.observed_generation == b.observed_generation
+        && a.active_digest == b.active_digest
+        && a.previous_digest == b.previous_digest
+        && conditions(a) == conditions(b)
+}
+
 /// Whether the entry's `Rejected` condition is True for `reason`.
 fn rejected_for(status: &ReplicaModuleStatus, reason: &str) -> bool {
     status.conditions.iter().any(|c| c.type_ == "Rejected" && c.status == "True" && c.reason == reason)
@@ -487,6 +498,34 @@ pub fn default_replica_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(replica: &str, reason: &str, generation: i64) -> ReplicaModuleStatus {
+        let attempt = Attempt::Rejected { reason: reason.into(), message: "m".into() };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        replica_status(None, replica, Some(generation), None, None, &attempt, &now)
+    }
+
+    #[test]
+    fn rollback_is_read_from_any_replica_for_the_current_generation() {
+        let mut tm = TaskModule::new("m", Default::default());
+        tm.metadata.generation = Some(3);
+        assert_eq!(rolled_back_by(&tm), None);
+        tm.status = Some(crate::modules::resource::TaskModuleStatus { replicas: vec![entry("a", "CompileFailed", 3), entry("b", "AutoRolledBack", 2)] });
+        assert_eq!(rolled_back_by(&tm), None, "a rollback of an older generation does not hold the new spec back");
+        tm.status.as_mut().unwrap().replicas.push(entry("c", "AutoRolledBack", 3));
+        assert_eq!(rolled_back_by(&tm).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn reports_compare_without_timestamps() {
+        let a = entry("a", "X", 1);
+        let mut b = a.clone();
+        b.updated_at = None;
+        b.conditions[0].last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        assert!(same_report(&a, &b));
+        b.conditions[1].reason = "Y".into();
+        assert!(!same_report(&a, &b));
+    }
 
     #[test]
     fn retry_backoff_doubles_to_five_minutes() {

@@ -166,10 +166,12 @@ impl Sandbox {
         {
             return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
         }
-        let (component, cache_outcome) = self
-            .cache()
-            .load_or_compile(self.engine(), &digest, wasm)
-            .map_err(|e| LoadError::Compile { digest: short(&digest), message: format!("{e:#}") })?;
+        // Compiling takes up to a second of CPU: off the async workers, so reconciles go on.
+        let (cache, engine, key, bytes) = (self.cache().clone(), self.engine().clone(), digest.clone(), wasm.to_vec());
+        let compiled = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &key, &bytes).map_err(|e| format!("{e:#}")))
+            .await
+            .unwrap_or_else(|e| Err(format!("the compile task failed: {e}")));
+        let (component, cache_outcome) = compiled.map_err(|message| LoadError::Compile { digest: short(&digest), message })?;
         for (import, _) in component.component_type().imports(self.engine()) {
             if let Some(found) = foreign_wit_version(import) {
                 return Err(LoadError::WitVersionMismatch { digest: short(&digest), import: import.to_string(), found });
