@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command (`make demo`): a local control plane, the SeiNode CRD, the test
-# sidecar, the controller, and a sample SeiNode driven to Running through its plan.
+# The README's first command (`make demo`): a local control plane, the CRDs, the test sidecar,
+# the controller, and a sample SeiNode driven to Running through its plan; then a hot swap: a
+# TaskModule re-routes the sidecar tasks to a new release of their module in the running
+# controller, and a second node's plan runs on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=${SAMPLE:-deploy/samples/full-node.yaml}
@@ -30,9 +32,9 @@ grep '^ready' "$work/control-plane.log" || { cat "$work/control-plane.log"; exit
 export KUBECONFIG="$work/kubeconfig"
 kubectl() { "$bin/kubectl" "$@"; }
 
-echo "== installing the SeiNode CRD"
+echo "== installing the SeiNode and TaskModule CRDs"
 kubectl apply -f deploy/crds/crds.yaml
-kubectl wait --for=condition=Established crd/seinodes.sei.io --timeout=60s
+kubectl wait --for=condition=Established crd/seinodes.sei.io crd/taskmodules.sei.io --timeout=60s
 
 echo "== starting the test sidecar and the controller"
 "$target_dir/debug/sei-test-sidecar" --script snapshot-restore=complete:2 > "$work/sidecar.url" &
@@ -49,9 +51,12 @@ if ! kubectl wait --for=jsonpath='{.status.phase}'=Running "snode/$name" --timeo
   echo "the node did not reach Running; controller log:"; tail -15 "$work/controller.log"; exit 1
 fi
 kubectl get snode
+plan_of() {
+  kubectl get snode "$1" -o jsonpath='{range .status.plan.tasks[*]}{.type}{"\t"}{.status}{"\t"}{.moduleDigest}{"\n"}{end}' \
+    | awk -F'\t' '{printf "  %-24s %-9s %s\n", $1, $2, substr($3, 1, 12)}'
+}
 echo "== the plan it ran (task, status, module digest)"
-kubectl get snode "$name" -o jsonpath='{range .status.plan.tasks[*]}{.type}{"\t"}{.status}{"\t"}{.moduleDigest}{"\n"}{end}' \
-  | awk -F'\t' '{printf "  %-24s %-9s %s\n", $1, $2, substr($3, 1, 12)}'
+plan_of "$name"
 echo "== objects it owns"
 kubectl get statefulset,service,pvc
 echo "== events"
@@ -59,4 +64,39 @@ kubectl get events --field-selector "involvedObject.name=$name" -o custom-column
 echo "== controller metrics (http://127.0.0.1:18080/metrics)"
 curl -fsS http://127.0.0.1:18080/readyz >/dev/null
 curl -fsS http://127.0.0.1:18080/metrics | grep -E '^sei_(plans_active|node_phase\{.*phase="Running"|task_step_duration_seconds_count)' | head -6
-echo "demo: SeiNode $name is Running"
+
+echo "== hot swap: a TaskModule serves the sidecar tasks from a new release of their module"
+sha=$("$target_dir/debug/sei-operator" task export sei-builtin-sidecar --tag demo-2 -o "$work/sidecar-2.wasm")
+kubectl create configmap sidecar-2 --from-file=module.wasm="$work/sidecar-2.wasm"
+cat > "$work/task-module.yaml" <<YAML
+apiVersion: sei.io/v1alpha1
+kind: TaskModule
+metadata:
+  name: sidecar-2
+spec:
+  taskTypes: [snapshot-restore, configure-genesis, config-apply, configure-state-sync, config-validate, mark-ready]
+  source: {configMap: {namespace: default, name: sidecar-2, key: module.wasm}}
+  sha256: $sha
+  capabilities: [sidecar]
+YAML
+kubectl apply -f "$work/task-module.yaml"
+ready=""
+for _ in $(seq 300); do
+  ready=$(kubectl get tmod sidecar-2 -o jsonpath='{.status.replicas[0].conditions[?(@.type=="Ready")].status}')
+  [ "$ready" = True ] && break
+  sleep 0.2
+done
+kubectl get tmod sidecar-2
+if [ "$ready" != True ]; then
+  kubectl get tmod sidecar-2 -o yaml; echo "the TaskModule did not become Ready"; exit 1
+fi
+echo "== a second node, planned and run after the swap"
+sed "s/^  name: $name\$/  name: $name-2/" "$SAMPLE" | kubectl apply -f -
+if ! kubectl wait --for=jsonpath='{.status.phase}'=Running "snode/$name-2" --timeout=120s; then
+  echo "the second node did not reach Running; controller log:"; tail -15 "$work/controller.log"; exit 1
+fi
+plan_of "$name-2"
+got=$(kubectl get snode "$name-2" -o jsonpath='{.status.plan.tasks[?(@.type=="mark-ready")].moduleDigest}')
+[ "$got" = "$sha" ] || { echo "mark-ready ran ${got:-nothing}, expected the TaskModule's $sha"; exit 1; }
+curl -fsS http://127.0.0.1:18080/metrics | grep -E '^sei_active_module\{task_type="mark-ready"'
+echo "demo: SeiNode $name is Running; $name-2 ran its sidecar tasks on TaskModule sidecar-2 (${sha:0:12})"

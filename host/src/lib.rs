@@ -16,6 +16,7 @@ pub mod modules;
 pub mod planner;
 pub mod platform;
 pub mod registry;
+pub mod release_tag;
 pub mod sandbox;
 pub mod telemetry;
 

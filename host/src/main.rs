@@ -4,7 +4,8 @@
 //!   runs steps of a task module against a SeiNode manifest with an in-memory Kubernetes and
 //!   sidecar, and prints each step's outcome, the host calls it made, fuel and peak memory.
 //! - `sei-operator task describe [--module FILE]` prints what the built-in modules (or a module
-//!   file) say about themselves.
+//!   file) say about themselves; `task export NAME -o FILE [--tag T]` writes a built-in's
+//!   component (re-tagged: a new sha256) and prints its sha256.
 //! - `sei-operator run [--task-dir DIR] [--task-modules=false] [--task-module-selector SEL]` runs
 //!   the controller: SeiNodes, TaskModules, and the watched task directory.
 //! - `sei-operator crds` prints the CRDs; `sei-operator plan -f node.yaml` prints a plan.
@@ -60,6 +61,18 @@ enum TaskCommand {
         /// A module file (a wasm component) instead of the built-ins.
         #[arg(long)]
         module: Option<PathBuf>,
+    },
+    /// Write a built-in module's component to a file (a starting point for a TaskModule) and
+    /// print its sha256.
+    Export {
+        /// `sei-builtin-infra` or `sei-builtin-sidecar`.
+        name: String,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Append a `sei-release` custom section with this text: the same code under a new
+        /// sha256 (to try a hot swap).
+        #[arg(long)]
+        tag: Option<String>,
     },
 }
 
@@ -141,6 +154,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Task { command: TaskCommand::Run(args) } => task_run(args).await,
         Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await,
+        Command::Task { command: TaskCommand::Export { name, output, tag } } => task_export(&name, &output, tag.as_deref()),
         Command::Run(args) => run_controller(args).await,
         Command::Crds => {
             print!("{}", sei_operator::crd::crds_yaml()?);
@@ -367,6 +381,20 @@ fn print_report(step: u32, r: &sei_operator::sandbox::RunReport) {
         r.duration_micros,
         if r.dropped_log_bytes > 0 { format!("  dropped log bytes: {}", r.dropped_log_bytes) } else { String::new() }
     );
+}
+
+fn task_export(name: &str, output: &PathBuf, tag: Option<&str>) -> Result<()> {
+    use sei_operator::embedded::BUILTIN_MODULES;
+    let module = BUILTIN_MODULES.iter().find(|m| m.name == name).with_context(|| {
+        format!("no built-in module {name} (built-in: {})", BUILTIN_MODULES.iter().map(|m| m.name).collect::<Vec<_>>().join(", "))
+    })?;
+    let bytes = match tag {
+        Some(t) => sei_operator::release_tag::with_custom_section(module.bytes, sei_operator::release_tag::RELEASE_SECTION, t.as_bytes()),
+        None => module.bytes.to_vec(),
+    };
+    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    println!("{}", sei_operator::sandbox::cache::sha256_hex(&bytes));
+    Ok(())
 }
 
 async fn task_describe(module: Option<PathBuf>) -> Result<()> {

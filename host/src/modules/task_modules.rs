@@ -510,7 +510,9 @@ mod tests {
         let mut tm = TaskModule::new("m", Default::default());
         tm.metadata.generation = Some(3);
         assert_eq!(rolled_back_by(&tm), None);
-        tm.status = Some(crate::modules::resource::TaskModuleStatus { replicas: vec![entry("a", "CompileFailed", 3), entry("b", "AutoRolledBack", 2)] });
+        tm.status = Some(crate::modules::resource::TaskModuleStatus {
+            replicas: vec![entry("a", "CompileFailed", 3), entry("b", "AutoRolledBack", 2)],
+        });
         assert_eq!(rolled_back_by(&tm), None, "a rollback of an older generation does not hold the new spec back");
         tm.status.as_mut().unwrap().replicas.push(entry("c", "AutoRolledBack", 3));
         assert_eq!(rolled_back_by(&tm).as_deref(), Some("c"));
