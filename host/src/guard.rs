@@ -110,12 +110,14 @@ impl Grants {
     }
 }
 
-/// The node a run works for: its namespace, and the object names its tasks may write.
+/// The node a run works for: its namespace, the object names its tasks may write, and the
+/// service accounts its pod templates may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub namespace: String,
     pub node_name: String,
     pub writable_names: BTreeSet<String>,
+    pub pod_service_accounts: BTreeSet<String>,
 }
 
 impl Scope {
@@ -126,7 +128,14 @@ impl Scope {
             namespace: namespace.to_string(),
             node_name: node_name.to_string(),
             writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")].into_iter().collect(),
+            pod_service_accounts: ["default".to_string()].into_iter().collect(),
         }
+    }
+
+    /// Also allow the platform's service account (`SEI_SERVICE_ACCOUNT`) in pod templates.
+    pub fn with_service_account(mut self, service_account: Option<String>) -> Self {
+        self.pod_service_accounts.extend(service_account);
+        self
     }
 }
 
@@ -198,6 +207,12 @@ impl CapabilityGuard {
 
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    /// The object a create or apply writes: a workload's pod template must pass the pod policy.
+    pub fn check_object(&self, kind: &str, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
+        crate::pod_policy::check_workload(kind, object, &self.scope.pod_service_accounts)
+            .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
     }
 
     /// Check only the capability (before the host parses anything of the call).

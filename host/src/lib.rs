@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod modules;
 pub mod planner;
 pub mod platform;
+pub mod pod_policy;
 pub mod registry;
 pub mod release_tag;
 pub mod sandbox;

@@ -227,6 +227,27 @@ async fn ungranted_write_is_denied_and_nothing_is_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_template_mounting_a_secret_is_refused_by_pod_policy() {
+    let f = fixture().await;
+    // Granted kube-write, so the write passes the capability check and meets the pod policy.
+    let writer = f
+        .sandbox
+        .load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite])))
+        .await
+        .unwrap();
+    let (env, kube) = env();
+    let r = f.sandbox.run(&writer, input("mount-secret", "{}"), &env).await;
+    match &r.outcome {
+        Err(RunError::Denied(m)) => assert!(m.contains("volume `creds` is of type secret"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(r.host_calls.iter().any(|c| c.outcome.starts_with("denied") && c.call.contains("StatefulSet")), "{:?}", r.host_calls);
+    let sts = TypeRef { api_version: "apps/v1".into(), kind: "StatefulSet".into() };
+    assert_eq!(kube.get(&sts, "sei", "rpc").await.unwrap(), None, "nothing was written");
+    assert!(f.sandbox.metrics().denied_counts().iter().any(|((_, reason), n)| *reason == "pod-policy" && *n >= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_task_type_is_refused_before_running() {
     let f = fixture().await;
     let (env, _) = env();

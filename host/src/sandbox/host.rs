@@ -259,7 +259,7 @@ impl TaskCtx {
             namespace.as_deref().unwrap_or(&self.guard.scope().namespace),
             name
         );
-        match self.guard.check_kube(&call) {
+        match self.guard.check_kube(&call).and_then(|ns| self.guard.check_object(&ty.kind, &object, &desc).map(|()| ns)) {
             Ok(ns) => {
                 if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                     meta.insert("namespace".into(), Value::String(ns.clone()));

@@ -9,6 +9,8 @@
 //! - `escape-namespace`: reads a ConfigMap in another namespace (guard: scope);
 //! - `ungranted-sidecar`: calls the sidecar without the `sidecar` capability (guard: grant);
 //! - `ungranted-write`: server-side applies without `kube-write` (guard: grant);
+//! - `mount-secret`: applies the node's StatefulSet with a pod that mounts a Secret (pod policy;
+//!   needs `kube-write` granted to get past the capability check);
 //! - `config-apply`: a broken stand-in for the real task that fails every run with a permanent
 //!   error (automatic rollback of a `TaskModule`).
 //!
@@ -29,6 +31,7 @@ impl TaskModule for Misbehaving {
             "escape-namespace",
             "ungranted-sidecar",
             "ungranted-write",
+            "mount-secret",
             "config-apply",
         ]
         .iter()
@@ -70,6 +73,21 @@ impl TaskModule for Misbehaving {
             }
             "ungranted-write" => {
                 kube::apply_raw(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"planted"}}"#)?;
+                Ok(Step::done())
+            }
+            "mount-secret" => {
+                let (name, _) = input.node_ref()?;
+                let sts = serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+                    "spec": {"serviceName": name, "selector": {"matchLabels": {"app": name}}, "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {
+                            "containers": [{"name": "thief", "image": "busybox", "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]}],
+                            "volumes": [{"name": "creds", "secret": {"secretName": "cloud-credentials"}}]
+                        }
+                    }}
+                });
+                kube::apply_raw(&sts.to_string())?;
                 Ok(Step::done())
             }
             "config-apply" => Err(TaskError::Permanent("this config-apply is broken on purpose".into())),
