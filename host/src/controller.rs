@@ -347,7 +347,7 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     }
 
     let node_json = serde_json::to_string(&view)?;
-    let scope = Scope::for_node(&ns, &name).with_service_account(ctx.platform.service_account.clone());
+    let scope = Scope::for_node(&ns, &name).with_service_account(ctx.platform.service_account.clone()).with_owner_uid(node.uid());
     let env = RunEnv { scope, kube: ctx.kube.clone(), sidecar: ctx.sidecar_for(&node) };
     let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
     let mut next = Next::RunNextTask;

@@ -9,7 +9,11 @@
 //! - only kinds in the grant's kind list are reachable; Secrets are never in the default list
 //!   (`secrets_are_not_reachable_by_default`);
 //! - writes (create, apply, delete) may only touch the names the node owns
-//!   (`writes_are_limited_to_owned_names`); reads may name anything in the namespace.
+//!   (`writes_are_limited_to_owned_names`); reads may name anything in the namespace;
+//! - an object written while the node's uid is known must be owned by that node alone
+//!   (`written_objects_must_be_owned_by_the_node_alone`), and a workload's pod template must pass
+//!   the pod policy (`pod_policy`; through the sandbox:
+//!   `pod_template_mounting_a_secret_is_refused_by_pod_policy`).
 
 use crate::bindings::Capability;
 use std::collections::BTreeSet;
@@ -118,6 +122,9 @@ pub struct Scope {
     pub node_name: String,
     pub writable_names: BTreeSet<String>,
     pub pod_service_accounts: BTreeSet<String>,
+    /// The SeiNode's uid: when known, every object a module writes must be owned by it (so it is
+    /// garbage-collected with the node) and by nothing else.
+    pub owner_uid: Option<String>,
 }
 
 impl Scope {
@@ -129,7 +136,14 @@ impl Scope {
             node_name: node_name.to_string(),
             writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")].into_iter().collect(),
             pod_service_accounts: ["default".to_string()].into_iter().collect(),
+            owner_uid: None,
         }
+    }
+
+    /// Require written objects to be owned by the SeiNode with this uid.
+    pub fn with_owner_uid(mut self, uid: Option<String>) -> Self {
+        self.owner_uid = uid;
+        self
     }
 
     /// Also allow the platform's service account (`SEI_SERVICE_ACCOUNT`) in pod templates.
@@ -209,8 +223,30 @@ impl CapabilityGuard {
         &self.scope
     }
 
-    /// The object a create or apply writes: a workload's pod template must pass the pod policy.
+    /// The object a create or apply writes: it must be owned by the node (when its uid is known)
+    /// and by nothing else, and a workload's pod template must pass the pod policy.
     pub fn check_object(&self, kind: &str, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
+        if let Some(uid) = &self.scope.owner_uid {
+            let owners = object.pointer("/metadata/ownerReferences").and_then(serde_json::Value::as_array);
+            let is_node = |o: &serde_json::Value| {
+                o.get("kind").and_then(serde_json::Value::as_str) == Some("SeiNode")
+                    && o.get("apiVersion").and_then(serde_json::Value::as_str) == Some("sei.io/v1alpha1")
+                    && o.get("name").and_then(serde_json::Value::as_str) == Some(self.scope.node_name.as_str())
+                    && o.get("uid").and_then(serde_json::Value::as_str) == Some(uid.as_str())
+            };
+            match owners {
+                Some(list) if !list.is_empty() && list.iter().all(is_node) => {}
+                _ => {
+                    return Err(Denial {
+                        reason: "owner",
+                        message: format!(
+                            "{what}: the object must be owned by SeiNode {} (uid {uid}) and by nothing else, through metadata.ownerReferences",
+                            self.scope.node_name
+                        ),
+                    });
+                }
+            }
+        }
         crate::pod_policy::check_workload(kind, object, &self.scope.pod_service_accounts)
             .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
     }
@@ -292,6 +328,31 @@ mod tests {
 
     fn guard(caps: &[CapabilityName]) -> CapabilityGuard {
         CapabilityGuard::new(Arc::new(Grants::new(caps.iter().copied())), Scope::for_node("sei", "rpc"))
+    }
+
+    #[test]
+    fn written_objects_must_be_owned_by_the_node_alone() {
+        let g = CapabilityGuard::new(
+            Arc::new(Grants::new([CapabilityName::KubeWrite])),
+            Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())),
+        );
+        let owner =
+            |name: &str, uid: &str| serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": name, "uid": uid});
+        let obj = |owners: serde_json::Value| serde_json::json!({"metadata": {"name": "rpc", "ownerReferences": owners}});
+        assert_eq!(g.check_object("Service", &obj(serde_json::json!([owner("rpc", "u1")])), "apply"), Ok(()));
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!([owner("rpc", "other-uid")]),
+            serde_json::json!([owner("other-node", "u1")]),
+            serde_json::json!([owner("rpc", "u1"), {"apiVersion": "v1", "kind": "Namespace", "name": "sei", "uid": "n"}]),
+        ] {
+            let err = g.check_object("Service", &obj(bad.clone()), "apply v1/Service sei/rpc").unwrap_err();
+            assert_eq!(err.reason, "owner", "{bad}");
+            assert!(err.message.contains("must be owned by SeiNode rpc (uid u1)"), "{}", err.message);
+        }
+        let no_owners = serde_json::json!({"metadata": {"name": "rpc"}});
+        assert_eq!(g.check_object("Service", &no_owners, "apply").unwrap_err().reason, "owner");
+        assert_eq!(guard(&[CapabilityName::KubeWrite]).check_object("Service", &no_owners, "apply"), Ok(()), "no uid known: not checked");
     }
 
     fn call<'a>(verb: KubeVerb, kind: &'a str, ns: Option<&'a str>, name: Option<&'a str>) -> KubeCall<'a> {
