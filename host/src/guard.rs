@@ -114,13 +114,12 @@ impl Grants {
     }
 }
 
-/// The node a run works for: its namespace, the object names its tasks may write, and the
-/// service accounts its pod templates may use.
+/// The node a run works for: its namespace and name (which fix the names its tasks may write),
+/// the service accounts its pod templates may use, and its uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub namespace: String,
     pub node_name: String,
-    pub writable_names: BTreeSet<String>,
     pub pod_service_accounts: BTreeSet<String>,
     /// The SeiNode's uid: when known, every object a module writes must be owned by it (so it is
     /// garbage-collected with the node) and by nothing else.
@@ -129,14 +128,24 @@ pub struct Scope {
 
 impl Scope {
     /// The names a SeiNode owns: `<node>` (StatefulSet, Service, bootstrap Service),
-    /// `data-<node>` (PVC) and `<node>-bootstrap` (bootstrap Job).
+    /// `data-<node>` (PVC) and `<node>-bootstrap` (bootstrap Job); see `writable_name`.
     pub fn for_node(namespace: &str, node_name: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
             node_name: node_name.to_string(),
-            writable_names: [node_name.to_string(), format!("data-{node_name}"), format!("{node_name}-bootstrap")].into_iter().collect(),
             pod_service_accounts: ["default".to_string()].into_iter().collect(),
             owner_uid: None,
+        }
+    }
+
+    /// The one name the node's object of `kind` has: `data-<node>` for its PVC,
+    /// `<node>-bootstrap` for its Job, `<node>` for the others. Per kind, so that a node whose
+    /// name looks like another's derived name (`data-v`) cannot reach that node's PVC.
+    pub fn writable_name(&self, kind: &str) -> String {
+        match kind {
+            "PersistentVolumeClaim" => format!("data-{}", self.node_name),
+            "Job" => format!("{}-bootstrap", self.node_name),
+            _ => self.node_name.clone(),
         }
     }
 
@@ -247,7 +256,7 @@ impl CapabilityGuard {
                 }
             }
         }
-        crate::pod_policy::check_workload(kind, object, &self.scope.pod_service_accounts)
+        crate::pod_policy::check_object(kind, object, &self.scope)
             .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
     }
 
@@ -301,14 +310,11 @@ impl CapabilityGuard {
                 });
             }
             let name = call.name.unwrap_or("");
-            if !self.scope.writable_names.contains(name) {
+            let own = self.scope.writable_name(call.kind);
+            if name != own {
                 return Err(Denial {
                     reason: "name",
-                    message: format!(
-                        "{what}: node {} may only write objects named {}",
-                        self.scope.node_name,
-                        self.scope.writable_names.iter().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    message: format!("{what}: node {} may only write the {} named {own}", self.scope.node_name, call.kind),
                 });
             }
         }
@@ -339,20 +345,20 @@ mod tests {
         let owner =
             |name: &str, uid: &str| serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": name, "uid": uid});
         let obj = |owners: serde_json::Value| serde_json::json!({"metadata": {"name": "rpc", "ownerReferences": owners}});
-        assert_eq!(g.check_object("Service", &obj(serde_json::json!([owner("rpc", "u1")])), "apply"), Ok(()));
+        assert_eq!(g.check_object("ConfigMap", &obj(serde_json::json!([owner("rpc", "u1")])), "apply"), Ok(()));
         for bad in [
             serde_json::json!([]),
             serde_json::json!([owner("rpc", "other-uid")]),
             serde_json::json!([owner("other-node", "u1")]),
             serde_json::json!([owner("rpc", "u1"), {"apiVersion": "v1", "kind": "Namespace", "name": "sei", "uid": "n"}]),
         ] {
-            let err = g.check_object("Service", &obj(bad.clone()), "apply v1/Service sei/rpc").unwrap_err();
+            let err = g.check_object("ConfigMap", &obj(bad.clone()), "apply v1/ConfigMap sei/rpc").unwrap_err();
             assert_eq!(err.reason, "owner", "{bad}");
             assert!(err.message.contains("must be owned by SeiNode rpc (uid u1)"), "{}", err.message);
         }
         let no_owners = serde_json::json!({"metadata": {"name": "rpc"}});
-        assert_eq!(g.check_object("Service", &no_owners, "apply").unwrap_err().reason, "owner");
-        assert_eq!(guard(&[CapabilityName::KubeWrite]).check_object("Service", &no_owners, "apply"), Ok(()), "no uid known: not checked");
+        assert_eq!(g.check_object("ConfigMap", &no_owners, "apply").unwrap_err().reason, "owner");
+        assert_eq!(guard(&[CapabilityName::KubeWrite]).check_object("ConfigMap", &no_owners, "apply"), Ok(()), "no uid known: not checked");
     }
 
     fn call<'a>(verb: KubeVerb, kind: &'a str, ns: Option<&'a str>, name: Option<&'a str>) -> KubeCall<'a> {
@@ -400,13 +406,21 @@ mod tests {
     #[test]
     fn writes_are_limited_to_owned_names() {
         let g = guard(&[CapabilityName::KubeWrite, CapabilityName::KubeDelete]);
-        for name in ["rpc", "data-rpc", "rpc-bootstrap"] {
-            assert!(g.check_kube(&call(KubeVerb::Apply, "Service", None, Some(name))).is_ok(), "{name}");
+        let kinded = |verb, api_version, kind, name| KubeCall { verb, api_version, kind, namespace: None, name: Some(name) };
+        assert!(g.check_kube(&kinded(KubeVerb::Apply, "v1", "Service", "rpc")).is_ok());
+        assert!(g.check_kube(&kinded(KubeVerb::Apply, "apps/v1", "StatefulSet", "rpc")).is_ok());
+        assert!(g.check_kube(&kinded(KubeVerb::Create, "v1", "PersistentVolumeClaim", "data-rpc")).is_ok());
+        assert!(g.check_kube(&kinded(KubeVerb::Delete, "batch/v1", "Job", "rpc-bootstrap")).is_ok());
+        for (kind, api, name) in
+            [("Service", "v1", "rpc-2"), ("Service", "v1", "data-rpc"), ("PersistentVolumeClaim", "v1", "rpc"), ("Job", "batch/v1", "rpc")]
+        {
+            let d = g.check_kube(&kinded(KubeVerb::Create, api, kind, name)).unwrap_err();
+            assert_eq!(d.reason, "name", "{kind} {name}");
         }
-        for name in ["rpc-2", "other", "data-other"] {
-            let d = g.check_kube(&call(KubeVerb::Create, "Service", None, Some(name))).unwrap_err();
-            assert_eq!(d.reason, "name", "{name}");
-        }
+        // A node named like another node's PVC cannot reach that PVC.
+        let data_v = CapabilityGuard::new(Arc::new(Grants::new([CapabilityName::KubeDelete])), Scope::for_node("sei", "data-v"));
+        let d = data_v.check_kube(&kinded(KubeVerb::Delete, "v1", "PersistentVolumeClaim", "data-v")).unwrap_err();
+        assert!(d.message.contains("may only write the PersistentVolumeClaim named data-data-v"), "{}", d.message);
         assert_eq!(g.check_kube(&call(KubeVerb::Delete, "Service", None, None)).unwrap_err().reason, "name");
     }
 

@@ -5,6 +5,9 @@
 //! contract's data) is tested without wasm or a cluster; the edges (wasmtime, the Kubernetes
 //! client, the sidecar client) sit behind small traits.
 
+/// The label that ties a node's objects and pods to it (`sei.io/node=<node>`).
+pub const NODE_LABEL: &str = "sei.io/node";
+
 pub mod adapters;
 pub mod bindings;
 pub mod controller;

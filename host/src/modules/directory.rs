@@ -166,8 +166,9 @@ impl TaskDirectory {
 
     /// Load every `*.wasm` in the directory now.
     pub async fn load_all(&self) -> Result<Vec<(PathBuf, FileOutcome)>, TaskDirError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| TaskDirError::Unusable { dir: self.dir.display().to_string(), message: e.to_string() })?;
+        let unusable = |message: String| TaskDirError::Unusable { dir: self.dir.display().to_string(), message };
+        check_trusted(&self.dir).map_err(unusable)?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| unusable(e.to_string()))?;
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_module(p)).collect();
         paths.sort();
         let mut out = Vec::new();
