@@ -260,6 +260,7 @@ fn watch_rollout(ctx: &Context, entry: &Arc<crate::registry::ModuleEntry>, outco
             tracing::warn!(source = %entry.source, %digest, runs, failures, "module rolled back automatically");
             let _ = ctx.rollbacks.send(AutoRollbackNotice {
                 source: entry.source.clone(),
+                entry: Arc::downgrade(entry),
                 digest: digest.to_string(),
                 runs,
                 failures,
@@ -267,6 +268,14 @@ fn watch_rollout(ctx: &Context, entry: &Arc<crate::registry::ModuleEntry>, outco
             });
         }
     }
+}
+
+/// What the node's task steps may touch: its namespace, its own object names, the platform's
+/// service account in pod templates, and objects owned by this node (its uid) alone.
+pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
+    Scope::for_node(&node.namespace().unwrap_or_default(), &node.name_any())
+        .with_service_account(platform.service_account.clone())
+        .with_owner_uid(node.uid())
 }
 
 /// The reconcile of one SeiNode.
@@ -347,8 +356,7 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     }
 
     let node_json = serde_json::to_string(&view)?;
-    let scope = Scope::for_node(&ns, &name).with_service_account(ctx.platform.service_account.clone()).with_owner_uid(node.uid());
-    let env = RunEnv { scope, kube: ctx.kube.clone(), sidecar: ctx.sidecar_for(&node) };
+    let env = RunEnv { scope: node_scope(&node, &ctx.platform), kube: ctx.kube.clone(), sidecar: ctx.sidecar_for(&node) };
     let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
     let mut next = Next::RunNextTask;
     let mut steps = 0;
@@ -486,6 +494,22 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_are_scoped_to_the_node_and_its_uid() {
+        let node: SeiNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei", "uid": "u-123"},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}}
+        }))
+        .unwrap();
+        let mut platform = PlatformConfig::for_local();
+        platform.service_account = Some("sei-node".into());
+        let scope = node_scope(&node, &platform);
+        assert_eq!((scope.namespace.as_str(), scope.node_name.as_str()), ("sei", "rpc"));
+        assert_eq!(scope.owner_uid.as_deref(), Some("u-123"), "writes must be owned by this node");
+        assert!(scope.pod_service_accounts.contains("sei-node") && scope.pod_service_accounts.contains("default"));
+    }
 
     #[test]
     fn sidecar_urls() {

@@ -17,8 +17,8 @@
 //!   before anything is fetched, and loads once the first is deleted
 //!   (`a_second_task_module_for_a_task_type_waits_for_the_first`);
 //! - the loader acts once per spec generation: its own status writes do not trigger loads;
-//!   failures that may heal (fetch errors but oversize and client errors, digest mismatch,
-//!   conflicts) are retried with backoff, one timer per TaskModule (a newer spec or an earlier
+//!   failures that may heal (fetch errors other than an oversized module or an HTTP status that
+//!   will not change, such as 403; digest mismatch; conflicts) are retried with backoff, one timer per TaskModule (a newer spec or an earlier
 //!   retry makes older timers stale); the others wait for a new spec;
 //! - an automatic rollback (decided in the reconcile, see `rollout`) is reported as `Rejected`
 //!   with reason `AutoRolledBack`; every replica, and any replica that starts later, withdraws that
@@ -49,6 +49,8 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone)]
 pub struct AutoRollbackNotice {
     pub source: ModuleSource,
+    /// The entry that was withdrawn: a notice about an entry the loader has since replaced is stale.
+    pub entry: std::sync::Weak<ModuleEntry>,
     pub digest: String,
     pub runs: u32,
     pub failures: u32,
@@ -75,6 +77,8 @@ struct Known {
     previous_digest: Option<String>,
     /// The status entry last written.
     status: Option<ReplicaModuleStatus>,
+    /// The registry entry the current generation loaded.
+    entry: Option<std::sync::Weak<ModuleEntry>>,
 }
 
 struct Rejection {
@@ -140,20 +144,24 @@ impl TaskModuleLoader {
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
         let (retry_tx, mut retries) = mpsc::unbounded_channel::<(String, u64)>();
         let mut synced = Some(synced);
-        let mut listed: HashSet<String> = HashSet::new();
+        let mut listed: Vec<TaskModule> = Vec::new();
         loop {
             tokio::select! {
                 event = events.next() => match event {
                     Some(Ok(watcher::Event::Init)) => listed.clear(),
-                    Some(Ok(watcher::Event::InitApply(tm))) => {
-                        listed.insert(tm.name_any());
-                        self.apply(tm, false, &retry_tx).await;
-                    }
+                    Some(Ok(watcher::Event::InitApply(tm))) => listed.push(tm),
                     Some(Ok(watcher::Event::InitDone)) => {
-                        let gone: Vec<String> = self.objects.keys().filter(|n| !listed.contains(*n)).cloned().collect();
+                        let names: HashSet<String> = listed.iter().map(|t| t.name_any()).collect();
+                        let gone: Vec<String> = self.objects.keys().filter(|n| !names.contains(*n)).cloned().collect();
                         for name in gone {
                             self.forget(&name);
                         }
+                        // Oldest first, as every replica does: the same TaskModule wins a conflict
+                        // on every replica, whatever order the list came in.
+                        for tm in in_creation_order(std::mem::take(&mut listed)) {
+                            self.apply(tm, false, &retry_tx).await;
+                        }
+                        self.retry_conflicts(&retry_tx);
                         if let Some(tx) = synced.take() {
                             let _ = tx.send(());
                         }
@@ -265,6 +273,10 @@ impl TaskModuleLoader {
         let mut next = Known { generation, pending_retry: None, ..known.clone() };
         let current = self.registry.entry_of(&source);
         let active = current.as_deref().map(active_of);
+        next.entry = match &result {
+            Ok(()) => current.as_ref().map(Arc::downgrade),
+            Err(_) => None,
+        };
         let attempt = match result {
             Ok(()) => {
                 next.settled = true;
@@ -366,6 +378,7 @@ impl TaskModuleLoader {
         known.generation = tm.metadata.generation;
         known.settled = true;
         known.pending_retry = None;
+        known.entry = None;
         let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = replica_status(
@@ -384,8 +397,10 @@ impl TaskModuleLoader {
     async fn report_rollback(&mut self, notice: AutoRollbackNotice) {
         let ModuleSource::TaskModule { name } = &notice.source else { return };
         let Some(tm) = self.objects.get(name).cloned() else { return };
-        if tm.spec.sha256 != notice.digest {
-            // The spec moved on while the notice was queued; its status is about the new digest.
+        let loaded_now = self.known.get(name).and_then(|k| k.entry.as_ref()).is_some_and(|e| e.ptr_eq(&notice.entry));
+        if !loaded_now {
+            // The spec moved on while the notice was queued (a new generation loaded, maybe the
+            // same digest with other limits); the status is about that one.
             return;
         }
         let message = format!(
@@ -401,6 +416,7 @@ impl TaskModuleLoader {
         known.settled = true;
         known.generation = tm.metadata.generation;
         known.pending_retry = None;
+        known.entry = None;
         let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = replica_status(
@@ -447,7 +463,7 @@ impl TaskModuleLoader {
 /// Whether a previous entry may come back when a failing module is withdrawn: only if it was
 /// granted no more than the module it replaces (a rollback never restores a revoked capability).
 pub fn may_restore(previous: &crate::sandbox::LoadedModule, withdrawn: &crate::sandbox::LoadedModule) -> bool {
-    previous.grants.within(&withdrawn.grants)
+    previous.digest != withdrawn.digest && previous.grants.within(&withdrawn.grants)
 }
 
 /// The replica whose status reports this generation of the spec as automatically rolled back.
@@ -458,6 +474,12 @@ fn rolled_back_by(tm: &TaskModule) -> Option<String> {
         .iter()
         .find(|r| r.observed_generation == tm.metadata.generation && rejected_for(r, "AutoRolledBack"))
         .map(|r| r.replica.clone())
+}
+
+/// TaskModules sorted by creation time, then name.
+fn in_creation_order(mut list: Vec<TaskModule>) -> Vec<TaskModule> {
+    list.sort_by_key(|t| (t.metadata.creation_timestamp.as_ref().map(|c| c.0), t.name_any()));
+    list
 }
 
 /// Whether two status entries say the same (timestamps aside: they do not round-trip exactly).
@@ -516,6 +538,18 @@ mod tests {
         assert_eq!(rolled_back_by(&tm), None, "a rollback of an older generation does not hold the new spec back");
         tm.status.as_mut().unwrap().replicas.push(entry("c", "AutoRolledBack", 3));
         assert_eq!(rolled_back_by(&tm).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn initial_list_is_applied_oldest_first() {
+        let at = |name: &str, second: i64| {
+            let mut tm = TaskModule::new(name, Default::default());
+            tm.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + second).unwrap()));
+            tm
+        };
+        let order: Vec<String> =
+            in_creation_order(vec![at("a-newer", 5), at("z-oldest", 1), at("b-same", 5)]).iter().map(|t| t.name_any()).collect();
+        assert_eq!(order, ["z-oldest", "a-newer", "b-same"]);
     }
 
     #[test]
