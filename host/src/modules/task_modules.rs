@@ -18,8 +18,11 @@
 //!   (`a_second_task_module_for_a_task_type_waits_for_the_first`);
 //! - the loader acts once per spec generation: its own status writes do not trigger loads;
 //!   failures that may heal (fetch errors other than an oversized module or an HTTP status that
-//!   will not change, such as 403; digest mismatch; conflicts) are retried with backoff, one timer per TaskModule (a newer spec or an earlier
-//!   retry makes older timers stale); the others wait for a new spec;
+//!   will not change, such as 403; digest mismatch; conflicts) are retried with backoff, one
+//!   timer per TaskModule (a newer spec or an earlier retry makes older timers stale); the others
+//!   wait for a new spec;
+//! - the initial list is applied oldest first (creation time, then name), so every replica, and
+//!   a restarted one, picks the same winner of a conflict (`initial_list_is_applied_oldest_first`);
 //! - an automatic rollback (decided in the reconcile, see `rollout`) is reported as `Rejected`
 //!   with reason `AutoRolledBack`; every replica, and any replica that starts later, withdraws that
 //!   generation too and does not load it until the spec changes
