@@ -376,7 +376,14 @@ impl TaskModuleLoader {
             "digest {} was rolled back automatically by replica {by}; fix the module and change the spec to load it again",
             tm.spec.sha256
         );
-        let active = self.registry.entry_of(&source).as_deref().map(active_of);
+        self.settle_rolled_back(tm, &source, &tm.spec.sha256, message).await;
+    }
+
+    /// Record and report that this generation of `tm` is rolled back: it stays unloaded here
+    /// until the spec changes.
+    async fn settle_rolled_back(&mut self, tm: &TaskModule, source: &ModuleSource, digest: &str, message: String) {
+        let name = tm.name_any();
+        let active = self.registry.entry_of(source).as_deref().map(active_of);
         let known = self.known.entry(name.clone()).or_default();
         known.generation = tm.metadata.generation;
         known.settled = true;
@@ -384,15 +391,8 @@ impl TaskModuleLoader {
         known.entry = None;
         let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let status = replica_status(
-            known.status.as_ref(),
-            &self.replica,
-            tm.metadata.generation,
-            active.as_ref(),
-            Some(&tm.spec.sha256),
-            &attempt,
-            &now,
-        );
+        let status =
+            replica_status(known.status.as_ref(), &self.replica, tm.metadata.generation, active.as_ref(), Some(digest), &attempt, &now);
         known.status = Some(status.clone());
         self.write_status(&name, &status).await;
     }
@@ -413,27 +413,7 @@ impl TaskModuleLoader {
         tracing::warn!(task_module = %name, %message, "automatic rollback");
         self.count("AutoRolledBack");
         self.publish(&tm, EventType::Warning, "ModuleRolledBack", message.clone()).await;
-        let source = notice.source.clone();
-        let active = self.registry.entry_of(&source).as_deref().map(active_of);
-        let known = self.known.entry(name.clone()).or_default();
-        known.settled = true;
-        known.generation = tm.metadata.generation;
-        known.pending_retry = None;
-        known.entry = None;
-        let attempt = Attempt::Rejected { reason: "AutoRolledBack".into(), message };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let status = replica_status(
-            known.status.as_ref(),
-            &self.replica,
-            tm.metadata.generation,
-            active.as_ref(),
-            Some(&notice.digest),
-            &attempt,
-            &now,
-        );
-        known.status = Some(status.clone());
-        let name = name.clone();
-        self.write_status(&name, &status).await;
+        self.settle_rolled_back(&tm, &notice.source, &notice.digest, message).await;
     }
 
     async fn publish(&self, tm: &TaskModule, type_: EventType, reason: &str, note: String) {
