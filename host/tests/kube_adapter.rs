@@ -94,3 +94,25 @@ async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
     assert_eq!(pod.init_containers.unwrap()[1].image.as_deref(), Some("seictl:test"));
     assert_eq!(sts.metadata.annotations.unwrap()["sei.io/module-digest"], r.module_digest);
 }
+
+#[tokio::test]
+async fn list_follows_continue_tokens_and_refuses_oversized_answers() {
+    use sei_operator::adapters::kube::{KubeAdapter, TypeRef};
+    let cluster = TestCluster::shared();
+    let ns = cluster.namespace("adapter-list").await;
+    let client = cluster.client().await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    for i in 0..5 {
+        let cm = serde_json::from_value(json!({"metadata": {"name": format!("peer-{i}"), "labels": {"sei.io/test": "paged"}}})).unwrap();
+        cms.create(&kube::api::PostParams::default(), &cm).await.unwrap();
+    }
+    let adapter = KubeClientAdapter::new(client.clone()).with_page_size(2);
+    let ty = TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() };
+    let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged")).await.unwrap();
+    let mut names: Vec<String> = listed.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, (0..5).map(|i| format!("peer-{i}")).collect::<Vec<_>>(), "three pages of two, all five objects");
+    let capped = KubeClientAdapter::new(client.clone()).with_page_size(2).with_max_items(3);
+    let err = capped.list(&ty, ns.name(), Some("sei.io/test=paged")).await.unwrap_err();
+    assert!(err.to_string().contains("more than 3 ConfigMap objects match; narrow the label selector"), "{err}");
+}

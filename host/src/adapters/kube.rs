@@ -2,6 +2,10 @@
 //! `CapabilityGuard`. `KubeClientAdapter` talks to a real API server (server-side apply with a
 //! stable field manager per task type); `InMemoryKube` is a small object store with the same
 //! create/apply/delete semantics for `task run`, tests and benchmarks.
+//!
+//! `list` pages through the API server (250 objects a page, following continue tokens) and
+//! refuses answers over `MAX_LIST_ITEMS` (`list_follows_continue_tokens_and_refuses_oversized_answers`
+//! in `tests/kube_adapter.rs`); every call times out after 10 s as `unavailable`.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -45,11 +49,30 @@ pub trait KubeAdapter: Send + Sync {
 #[derive(Clone)]
 pub struct KubeClientAdapter {
     client: ::kube::Client,
+    page_size: u32,
+    max_items: usize,
 }
+
+/// Objects one `list` may return: a larger answer is refused (narrow the label selector), so a
+/// module cannot make the host hold a whole cluster's objects.
+pub const MAX_LIST_ITEMS: usize = 1000;
+pub const LIST_PAGE_SIZE: u32 = 250;
 
 impl KubeClientAdapter {
     pub fn new(client: ::kube::Client) -> Self {
-        Self { client }
+        Self { client, page_size: LIST_PAGE_SIZE, max_items: MAX_LIST_ITEMS }
+    }
+
+    /// Page lists by `page_size` objects (tests use small pages).
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Refuse lists of more than `max_items` objects (default `MAX_LIST_ITEMS`).
+    pub fn with_max_items(mut self, max_items: usize) -> Self {
+        self.max_items = max_items;
+        self
     }
 
     fn api(&self, ty: &TypeRef, namespace: &str) -> Result<::kube::Api<::kube::api::DynamicObject>, KubeAdapterError> {
@@ -114,8 +137,23 @@ impl KubeAdapter for KubeClientAdapter {
         if let Some(sel) = label_selector {
             lp = lp.labels(sel);
         }
-        let list = timed(api.list(&lp)).await?;
-        list.items.into_iter().map(to_value).collect()
+        lp = lp.limit(self.page_size);
+        let mut items = Vec::new();
+        loop {
+            let page = timed(api.list(&lp)).await?;
+            items.extend(page.items);
+            if items.len() > self.max_items {
+                return Err(KubeAdapterError::Invalid(format!(
+                    "more than {} {} objects match; narrow the label selector",
+                    self.max_items, ty.kind
+                )));
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => break,
+            }
+        }
+        items.into_iter().map(to_value).collect()
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {

@@ -19,7 +19,9 @@ use std::time::Duration;
 pub const MAX_MODULE_BYTES: usize = 32 << 20;
 /// How many digests' bytes are kept in memory for instant rollback.
 pub const REMEMBERED: usize = 8;
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A module URL must answer within this (so a few unreachable URLs do not outlast start-up).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -61,8 +63,12 @@ pub struct KubeModuleFetcher {
 
 impl KubeModuleFetcher {
     pub fn new(client: kube::Client) -> Self {
-        let http =
-            reqwest::Client::builder().timeout(FETCH_TIMEOUT).redirect(reqwest::redirect::Policy::none()).build().unwrap_or_else(|e| {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "could not configure the module HTTP client; URL sources use reqwest's defaults");
                 reqwest::Client::new()
             });
