@@ -4,12 +4,15 @@
 //! removed) → a `Failed` node is terminal → label peers resolved into `status.resolvedPeers` →
 //! `resolve_plan`: a new plan is persisted (optimistic lock) before anything runs; an active plan
 //! advances through every task that completes synchronously, each step run in the sandbox by the
-//! module registered for its type → one status patch with everything that changed → events and
-//! the requeue the outcome asks for.
+//! module registered for its type (scoped by `node_scope`) → one status write (a PUT of the status
+//! subresource) with everything that changed → events and the requeue the outcome asks for. A
+//! step's outcome also counts against a new module's automatic-rollback window (`watch_rollout`).
 //!
-//! Status writes carry `metadata.resourceVersion`, so a concurrent change makes the patch fail
+//! Status writes carry `metadata.resourceVersion`, so a concurrent change makes the write fail
 //! with a conflict and the reconcile is retried on fresh data (`error_policy`).
-//! Tests: `tests/controller.rs` on the real control plane.
+//! `run` starts the TaskModule loader first and reconciles nodes once the existing TaskModules
+//! are loaded (`modules::task_modules`).
+//! Tests: `tests/controller.rs` and `tests/task_modules.rs` on the real control plane.
 
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
