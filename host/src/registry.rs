@@ -11,7 +11,7 @@
 //! - a higher-precedence source shadows a lower one, and removing it restores the lower one
 //!   (`remove_restores_the_lower_source`);
 //! - the previous entries of a (source, task type) are kept for rollback, newest first, bounded
-//!   (`rollback_returns_the_previous_entry`);
+//!   (`history_keeps_previous_entries_bounded`);
 //! - a task type is served by at most one source of each rank: a second directory file or
 //!   `TaskModule` claiming it is refused, naming the one that serves it, and nothing changes
 //!   (`exclusive_install_refuses_a_second_source_of_a_rank`);
@@ -224,18 +224,6 @@ impl<M> TaskRegistry<M> {
         self.publish(&layers);
     }
 
-    /// Put back the previous entry of `source` for `task_type`. Returns false if there is none.
-    pub fn rollback(&self, task_type: &str, source: &ModuleSource) -> bool {
-        let mut layers = self.lock();
-        let key = (task_type.to_string(), source.clone());
-        let Some(prev) = layers.history.get_mut(&key).and_then(|h| if h.is_empty() { None } else { Some(h.remove(0)) }) else {
-            return false;
-        };
-        layers.by_type.entry(task_type.to_string()).or_default().insert(source.rank(), prev);
-        self.publish(&layers);
-        true
-    }
-
     /// Withdraw `target` wherever it is active (automatic rollback): for each task type it
     /// serves, the previous entry of its source comes back when `may_restore(previous, target)`
     /// allows it, else the lower sources serve. Returns false when `target` is not active (a
@@ -411,13 +399,15 @@ mod tests {
     }
 
     #[test]
-    fn rollback_returns_the_previous_entry() {
+    fn history_keeps_previous_entries_bounded() {
         let r = TaskRegistry::new();
+        let always = |_: &&str, _: &&str| true;
         r.install(&types(&["a"]), entry(cr(), "v1"));
         r.install(&types(&["a"]), entry(cr(), "v2"));
-        assert!(r.rollback("a", &cr()));
+        assert!(r.withdraw(&r.resolve("a").unwrap(), always));
         assert_eq!(r.resolve("a").unwrap().module, "v1");
-        assert!(!r.rollback("a", &cr()));
+        assert!(r.withdraw(&r.resolve("a").unwrap(), always));
+        assert!(r.resolve("a").is_none(), "no history and no lower source left");
         for i in 0..10 {
             r.install(&types(&["a"]), entry(cr(), if i % 2 == 0 { "x" } else { "y" }));
         }

@@ -118,11 +118,12 @@ impl TaskDirectory {
             Ok(bytes) => {
                 let digest = crate::sandbox::cache::sha256_hex(&bytes);
                 if self.registry.entry_of(&source).is_some_and(|e| *e.module.digest == *digest) {
-                    return FileOutcome::Unchanged;
-                }
-                match self.sandbox.load_module(&bytes, self.grant.clone()).await {
-                    Err(e) => FileOutcome::Rejected { reason: e.reason().into(), message: e.to_string() },
-                    Ok(loaded) => self.install(path, loaded),
+                    FileOutcome::Unchanged
+                } else {
+                    match self.sandbox.load_module(&bytes, self.grant.clone()).await {
+                        Err(e) => FileOutcome::Rejected { reason: e.reason().into(), message: e.to_string() },
+                        Ok(loaded) => self.install(path, loaded),
+                    }
                 }
             }
         };
