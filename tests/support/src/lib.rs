@@ -10,7 +10,10 @@
 //!   kube client is bound to the runtime that created it);
 //! - [`TestCluster::namespace`] gives each test its own namespace, deleted when dropped;
 //! - [`TestCluster::install_crds`] applies CRDs and waits until they are Established;
-//! - [`TestCluster::statefulsets`] is the StatefulSet status faker (pause/resume per namespace).
+//! - [`TestCluster::statefulsets`] is the StatefulSet status faker (pause/resume per namespace);
+//! - [`TestCluster::audit_events`] reads the API server's audit log (every request at level
+//!   `Metadata`: verb, resource, namespace, name, user, user agent, response code), for tests
+//!   that count what reached the API server and for the next mystery (who deleted what).
 //!
 //! Processes never outlive the test process (see [`process`]). Self-tests: `tests/harness.rs`.
 
@@ -71,6 +74,42 @@ pub fn control_plane_bin_dir() -> Result<PathBuf, TestClusterError> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = stdout.lines().last().unwrap_or_default().trim().to_string();
     Ok(PathBuf::from(dir))
+}
+
+/// Every request, once, at level Metadata (no bodies), after the response was sent.
+const AUDIT_POLICY: &str =
+    "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted, Panic]\nrules:\n- level: Metadata\n";
+
+/// One request as the API server's audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEvent {
+    pub verb: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub user: String,
+    pub user_agent: String,
+    pub code: i64,
+    /// RFC 3339 with microseconds, when the request was received.
+    pub received: String,
+}
+
+impl AuditEvent {
+    fn from_json(v: &serde_json::Value) -> Self {
+        let s = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        AuditEvent {
+            verb: s("/verb"),
+            resource: s("/objectRef/resource"),
+            subresource: s("/objectRef/subresource"),
+            namespace: s("/objectRef/namespace"),
+            name: s("/objectRef/name"),
+            user: s("/user/username"),
+            user_agent: s("/userAgent"),
+            code: v.pointer("/responseStatus/code").and_then(serde_json::Value::as_i64).unwrap_or_default(),
+            received: s("/requestReceivedTimestamp"),
+        }
+    }
 }
 
 /// A running control plane.
@@ -229,7 +268,14 @@ impl TestCluster {
         .into();
         processes.push(ChildProcess::spawn("etcd", &bin_dir.join("etcd"), &etcd_args, &dir.join("etcd.log"))?);
 
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)?;
+        let audit_log = dir.join("audit.log");
         let api_args: Vec<String> = [
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-format=json".into(),
+            "--audit-log-mode=blocking".into(),
             format!("--etcd-servers={etcd_url}"),
             format!("--secure-port={api_port}"),
             "--bind-address=127.0.0.1".into(),
@@ -338,6 +384,8 @@ impl TestCluster {
             .await
             .expect("the testkit's own kubeconfig is valid");
         config.read_timeout = Some(Duration::from_secs(30));
+        // Named in the API server's audit log.
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static("sei-testkit")));
         kube::Client::try_from(config).expect("building a kube client from the testkit kubeconfig")
     }
 
@@ -352,6 +400,22 @@ impl TestCluster {
     /// Where the control-plane binaries are (e.g. for `kubectl`).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// The API server's audit log (JSON lines).
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// Every audited request so far that `keep` accepts (the log is written before each response
+    /// is sent: a request whose answer the caller has seen is in it).
+    pub fn audit_events(&self, keep: impl Fn(&AuditEvent) -> bool) -> Vec<AuditEvent> {
+        let Ok(text) = std::fs::read_to_string(self.audit_log_path()) else { return Vec::new() };
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| AuditEvent::from_json(&v))
+            .filter(|e| keep(e))
+            .collect()
     }
 
     /// Process ids of etcd, kube-apiserver and kube-controller-manager.
@@ -434,6 +498,22 @@ impl Drop for TestNamespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_events_are_read_from_json_lines() {
+        let line = serde_json::json!({
+            "kind": "Event", "stage": "ResponseComplete", "verb": "delete",
+            "user": {"username": "system:serviceaccount:kube-system:generic-garbage-collector"},
+            "userAgent": "kube-controller-manager/v1.36.3",
+            "objectRef": {"resource": "jobs", "namespace": "sei", "name": "rpc-bootstrap", "apiGroup": "batch"},
+            "responseStatus": {"code": 200},
+            "requestReceivedTimestamp": "2026-11-30T00:00:00.000001Z"
+        });
+        let e = AuditEvent::from_json(&line);
+        assert_eq!((e.verb.as_str(), e.resource.as_str(), e.name.as_str(), e.code), ("delete", "jobs", "rpc-bootstrap", 200));
+        assert!(e.user.ends_with("generic-garbage-collector") && e.user_agent.starts_with("kube-controller-manager"));
+        assert!(AUDIT_POLICY.contains("level: Metadata"));
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

@@ -60,6 +60,24 @@ fn widget_crd() -> CustomResourceDefinition {
 }
 
 #[tokio::test]
+async fn audit_log_names_every_request_and_its_user() {
+    let cluster = TestCluster::shared();
+    let ns = cluster.namespace("harness-audit").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await, ns.name());
+    api.create(&PostParams::default(), &configmap("audited", &[("k", "1")])).await.unwrap();
+    api.delete("audited", &DeleteParams::default()).await.unwrap();
+    let events = cluster.audit_events(|e| e.namespace == ns.name() && e.resource == "configmaps" && e.name == "audited");
+    let verbs: Vec<&str> = events.iter().map(|e| e.verb.as_str()).collect();
+    assert_eq!(verbs, ["create", "delete"], "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.user == "sei-testkit-admin" && e.code / 100 == 2 && e.user_agent == "sei-testkit" && !e.received.is_empty()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn crd_with_cel_rule_rejects_invalid_object() {
     let cluster = TestCluster::shared();
     cluster.install_crds(&[widget_crd()]).await.unwrap();
