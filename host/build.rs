@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("test_guest_misbehaving", "test-misbehaving", false),
     ("test_guest_wasi_importer", "test-wasi-importer", false),
     ("test_guest_future_wit", "test-future-wit", false),
+    ("test_guest_describe_bomb", "test-describe-bomb", false),
 ];
 
 fn main() {

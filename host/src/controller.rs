@@ -47,6 +47,92 @@ pub const MAX_STEPS_PER_RECONCILE: usize = 32;
 /// How often a Running node without a plan is looked at for drift.
 pub const DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_SIDECAR_PORT: i32 = 7777;
+/// The shortest wait a `pending` step gets, whatever its module asks for: at most four steps (and
+/// status writes) per node per second.
+pub const MIN_REQUEUE: Duration = Duration::from_millis(250);
+/// How long a step waits when its (non-built-in) module already runs its share of the steps.
+pub const MODULE_BUSY_RETRY: Duration = Duration::from_millis(500);
+
+/// When each waiting node may run its next step, in this process (by node uid). A reconcile woken
+/// before that time (by the controller's own status write, or any watch event) returns at once,
+/// without reading the API server or running a step. `status.plan.tasks[].notBefore` keeps the
+/// same bound across restarts (`step_clock_holds_back_early_wakes`).
+#[derive(Debug, Default)]
+pub struct StepClock {
+    next: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl StepClock {
+    /// How long `node` must still wait; `None` (and the entry dropped) once it may step.
+    pub fn wait(&self, node: &str, now: std::time::Instant) -> Option<Duration> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        match next.get(node) {
+            Some(at) if *at > now => Some(*at - now),
+            Some(_) => {
+                next.remove(node);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `node` steps again no sooner than `at`.
+    pub fn hold(&self, node: &str, at: std::time::Instant) {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), at);
+    }
+
+    /// Forget `node` (its plan ended, or it was deleted).
+    pub fn forget(&self, node: &str) {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
+    }
+
+    /// Nodes currently held back.
+    pub fn len(&self) -> usize {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Steps in flight per module digest, for modules that are not built in: one such module may run
+/// at most `cap` steps at once, so a module whose steps spin until their deadline cannot take every
+/// reconcile slot from the nodes that do not use it (`module_slots_cap_one_module`).
+#[derive(Debug, Default)]
+pub struct ModuleSlots {
+    in_flight: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+/// A step's place in its module's share; released on drop.
+pub struct ModuleSlot<'a> {
+    slots: &'a ModuleSlots,
+    digest: Arc<str>,
+}
+
+impl ModuleSlots {
+    pub fn try_acquire(&self, digest: &Arc<str>, cap: usize) -> Option<ModuleSlot<'_>> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(digest.clone()).or_default();
+        if *n >= cap.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(ModuleSlot { slots: self, digest: digest.clone() })
+    }
+}
+
+impl Drop for ModuleSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.slots.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.digest) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.digest);
+            }
+        }
+    }
+}
 
 /// How the controller finds a node's sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +176,10 @@ pub struct Context {
     pub task_modules: Option<TaskModuleWatch>,
     /// How long `run` waits for the existing TaskModules to be loaded before reconciling nodes.
     pub task_module_sync_timeout: Duration,
+    /// Steps one module that is not built in may run at once.
+    pub module_step_cap: usize,
+    step_clock: StepClock,
+    module_slots: ModuleSlots,
     rollbacks: mpsc::UnboundedSender<AutoRollbackNotice>,
     rollback_notices: Mutex<Option<mpsc::UnboundedReceiver<AutoRollbackNotice>>>,
     kube: Arc<dyn KubeAdapter>,
@@ -112,6 +202,9 @@ impl Context {
             replica: default_replica_id(),
             task_modules: None,
             task_module_sync_timeout: Duration::from_secs(60),
+            module_step_cap: 4,
+            step_clock: StepClock::default(),
+            module_slots: ModuleSlots::default(),
             rollbacks,
             rollback_notices: Mutex::new(Some(notices)),
             kube: Arc::new(KubeClientAdapter::new(client.clone())),
@@ -158,7 +251,7 @@ fn now() -> Time {
 
 async fn publish(ctx: &Context, node: &SeiNode, type_: EventType, reason: &str, note: String) {
     // The API server refuses event notes over 1 KiB.
-    let note = crate::sandbox::host::clip(&note, 900);
+    let note = crate::text::safe(&note, 900);
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &node.object_ref(&())).await {
         tracing::warn!(node = %node.name_any(), error = %e, "could not publish event");
@@ -225,7 +318,7 @@ fn outcome_of(report: &crate::sandbox::RunReport) -> TaskOutcome {
     match &report.outcome {
         Ok(StepOutcome::Complete { .. }) => TaskOutcome::Complete,
         Ok(StepOutcome::Pending { requeue_after_ms, checkpoint, message }) => TaskOutcome::Pending {
-            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms).max(100)),
+            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms)).max(MIN_REQUEUE),
             checkpoint: checkpoint.clone(),
             message: message.clone(),
         },
@@ -274,11 +367,14 @@ fn watch_rollout(ctx: &Context, entry: &Arc<crate::registry::ModuleEntry>, outco
 }
 
 /// What the node's task steps may touch: its namespace, its own object names, the platform's
-/// service account in pod templates, and objects owned by this node (its uid) alone.
+/// service account, node pools and toleration in pod templates, the node's own pod labels, and
+/// objects owned by this node (its uid) alone.
 pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
     Scope::for_node(&node.namespace().unwrap_or_default(), &node.name_any())
         .with_service_account(platform.service_account.clone())
         .with_owner_uid(node.uid())
+        .with_pod_labels(node.spec.pod_labels.clone().unwrap_or_default())
+        .with_placement(crate::pod_policy::Placement::for_platform(platform))
 }
 
 /// The reconcile of one SeiNode.
@@ -297,6 +393,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    ctx.step_clock.forget(&node.uid().unwrap_or_default());
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     let mut status = node.status.clone().unwrap_or_default();
@@ -315,6 +412,12 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
 }
 
 async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = cached.uid().unwrap_or_default();
+    // Woken before the node's next step is due (by our own status write, an owned object's
+    // event, ...): nothing to do, not even a read.
+    if let Some(wait) = ctx.step_clock.wait(&uid, std::time::Instant::now()) {
+        return Ok(Action::requeue(wait));
+    }
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
@@ -379,6 +482,20 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
             next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", &now);
             break;
         };
+        // A module that is not built in runs at most its share of the steps at once.
+        let _slot = match &entry.source {
+            crate::registry::ModuleSource::BuiltIn { .. } => None,
+            _ => match ctx.module_slots.try_acquire(&entry.module.digest, ctx.module_step_cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(node = %format!("{ns}/{name}"), module = %entry.module.short_digest(), "module busy; step deferred");
+                    ctx.telemetry.steps_deferred.inc();
+                    steps -= 1;
+                    next = Next::RequeueAfter(MODULE_BUSY_RETRY);
+                    break;
+                }
+            },
+        };
         let input = RunInput {
             task_type: task.task_type.clone(),
             task_id: task.id.clone(),
@@ -409,6 +526,10 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         }
     }
     conclude(&mut status, node.metadata.generation, &now);
+    match &next {
+        Next::RequeueAfter(d) => ctx.step_clock.hold(&uid, std::time::Instant::now() + *d),
+        _ => ctx.step_clock.forget(&uid),
+    }
     if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
         // Woken early (before a task's not-before): nothing ran, nothing to write.
         return Ok(match next {
@@ -512,6 +633,61 @@ mod tests {
         assert_eq!((scope.namespace.as_str(), scope.node_name.as_str()), ("sei", "rpc"));
         assert_eq!(scope.owner_uid.as_deref(), Some("u-123"), "writes must be owned by this node");
         assert!(scope.pod_service_accounts.contains("sei-node") && scope.pod_service_accounts.contains("default"));
+    }
+
+    #[test]
+    fn step_clock_holds_back_early_wakes() {
+        let clock = StepClock::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(clock.wait("u1", t0), None, "an unknown node may step");
+        clock.hold("u1", t0 + Duration::from_millis(500));
+        assert_eq!(clock.wait("u1", t0 + Duration::from_millis(100)), Some(Duration::from_millis(400)));
+        assert_eq!(clock.wait("u2", t0), None, "per node");
+        assert_eq!(clock.wait("u1", t0 + Duration::from_millis(500)), None, "due");
+        assert!(clock.is_empty(), "a due entry is dropped (the map holds only waiting nodes)");
+        clock.hold("u1", t0 + Duration::from_secs(5));
+        clock.forget("u1");
+        assert_eq!(clock.wait("u1", t0), None);
+    }
+
+    #[test]
+    fn module_slots_cap_one_module() {
+        let slots = ModuleSlots::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let first = slots.try_acquire(&a, 2).unwrap();
+        let _second = slots.try_acquire(&a, 2).unwrap();
+        assert!(slots.try_acquire(&a, 2).is_none(), "module a is at its cap");
+        assert!(slots.try_acquire(&b, 2).is_some(), "other modules are not affected");
+        drop(first);
+        assert!(slots.try_acquire(&a, 2).is_some(), "a finished step frees its place");
+    }
+
+    #[test]
+    fn pending_waits_are_floored() {
+        let report = |ms: u32| crate::sandbox::RunReport {
+            task_type: "t".into(),
+            module: "m".into(),
+            module_digest: "d".into(),
+            outcome: Ok(StepOutcome::Pending { requeue_after_ms: ms, checkpoint: "c".into(), message: String::new() }),
+            host_calls: vec![],
+            unrecorded_host_calls: 0,
+            host_call_count: 0,
+            log_calls: 0,
+            logs: vec![],
+            dropped_log_bytes: 0,
+            dropped_log_lines: 0,
+            fuel_consumed: 0,
+            peak_memory_bytes: 0,
+            duration_micros: 0,
+            limits: Default::default(),
+        };
+        let wait = |ms| match outcome_of(&report(ms)) {
+            TaskOutcome::Pending { requeue_after, .. } => requeue_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(0), MIN_REQUEUE);
+        assert_eq!(wait(1), MIN_REQUEUE);
+        assert_eq!(wait(500), Duration::from_millis(500), "a sub-second wait above the floor is honoured");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   (`checked_in_crd_matches_the_types`).
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -375,9 +375,10 @@ pub struct PlannedTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The next step does not run before this time (a poll interval or a retry backoff), even
-    /// when a watch event triggers a reconcile earlier.
+    /// when a watch event triggers a reconcile earlier. Microsecond precision, so a sub-second
+    /// poll interval survives the round trip through the API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<Time>,
+    pub not_before: Option<MicroTime>,
 }
 
 #[cfg(test)]

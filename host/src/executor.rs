@@ -18,7 +18,7 @@
 //! Tests: `executor::tests` (one per rule above).
 
 use crate::crd::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use std::time::Duration;
 
 /// How often a waiting task is polled when its module does not say.
@@ -32,6 +32,11 @@ pub const CONVERGENCE_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub fn after(now: &Time, d: Duration) -> Time {
     let d = k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     Time(now.0.checked_add(d).unwrap_or(k8s_openapi::jiff::Timestamp::MAX))
+}
+
+/// `now + d` as a step's `notBefore` (microsecond precision).
+pub fn not_before(now: &Time, d: Duration) -> MicroTime {
+    MicroTime(after(now, d).0)
 }
 
 /// How long until the task may run its next step; `None`: now.
@@ -111,12 +116,12 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.status = TaskStatus::Running;
             task.checkpoint = Some(checkpoint);
             task.message = Some(message);
-            task.not_before = Some(after(now, requeue_after));
+            task.not_before = Some(not_before(now, requeue_after));
             Next::RequeueAfter(requeue_after)
         }
         TaskOutcome::Unavailable { reason } => {
             task.message = Some(format!("waiting: {reason}"));
-            task.not_before = Some(after(now, TASK_POLL_INTERVAL));
+            task.not_before = Some(not_before(now, TASK_POLL_INTERVAL));
             Next::RequeueAfter(TASK_POLL_INTERVAL)
         }
         TaskOutcome::Failed { reason, retryable } if retryable && task.retry_count < task.max_retries => {
@@ -126,14 +131,14 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
             task.submitted_at = None;
             task.message = Some(format!("retry {}/{} after: {reason}", task.retry_count, task.max_retries));
             task.error = Some(reason);
-            task.not_before = Some(after(now, retry_backoff(task.retry_count)));
+            task.not_before = Some(not_before(now, retry_backoff(task.retry_count)));
             Next::RequeueAfter(retry_backoff(task.retry_count))
         }
         TaskOutcome::Failed { reason, .. } => {
             task.status = TaskStatus::Failed;
             task.error = Some(reason.clone());
             task.message = None;
-            task.not_before = Some(after(now, CONVERGENCE_RETRY_AFTER));
+            task.not_before = Some(not_before(now, CONVERGENCE_RETRY_AFTER));
             plan.phase = TaskPlanPhase::Failed;
             plan.failed_task_index = Some(index as i32);
             plan.failed_task_detail = Some(FailedTaskInfo {
@@ -323,6 +328,18 @@ mod tests {
         assert_eq!(wait_remaining(&p.tasks[0], &now()), Some(Duration::from_secs(5)));
         record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
         assert_eq!(wait_remaining(&p.tasks[0], &now()), None);
+    }
+
+    #[test]
+    fn sub_second_waits_survive_the_round_trip() {
+        let mut p = plan(&["count"]);
+        let pending = TaskOutcome::Pending { requeue_after: Duration::from_millis(500), checkpoint: "1".into(), message: "m".into() };
+        record_step(&mut p, 0, pending, "d", &now());
+        // What the API server stores and hands back.
+        let stored: TaskPlan = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert_eq!(wait_remaining(&stored.tasks[0], &now()), Some(Duration::from_millis(500)));
+        let nb = serde_json::to_value(&stored.tasks[0]).unwrap()["notBefore"].as_str().unwrap().to_string();
+        assert!(nb.ends_with(".500000Z"), "{nb}");
     }
 
     #[test]

@@ -93,6 +93,18 @@ pub fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && name.chars().all(ok_char) && edge(name.chars().next()) && edge(name.chars().last())
 }
 
+/// A sidecar task id as the sidecar issues them and the planner derives them: a UUID in its
+/// canonical 8-4-4-4-12 hex form. Only such ids are formatted into a sidecar URL, so an id can
+/// never add a path segment, a query or a `..` (`sidecar_task_ids_are_uuids`).
+pub fn is_sidecar_task_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 impl Grants {
     pub fn new(capabilities: impl IntoIterator<Item = CapabilityName>) -> Self {
         Self {
@@ -115,7 +127,7 @@ impl Grants {
 }
 
 /// The node a run works for: its namespace and name (which fix the names its tasks may write),
-/// the service accounts its pod templates may use, and its uid.
+/// the service accounts, labels and placement its pod templates may use, and its uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub namespace: String,
@@ -124,6 +136,10 @@ pub struct Scope {
     /// The SeiNode's uid: when known, every object a module writes must be owned by it (so it is
     /// garbage-collected with the node) and by nothing else.
     pub owner_uid: Option<String>,
+    /// The node's `spec.podLabels`: the only labels (besides `sei.io/node`) its pods may carry.
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// Where its pods may be scheduled (the platform's node pools and toleration key).
+    pub placement: crate::pod_policy::Placement,
 }
 
 impl Scope {
@@ -135,7 +151,21 @@ impl Scope {
             node_name: node_name.to_string(),
             pod_service_accounts: ["default".to_string()].into_iter().collect(),
             owner_uid: None,
+            pod_labels: Default::default(),
+            placement: Default::default(),
         }
+    }
+
+    /// The node's `spec.podLabels`, which its pod templates may carry.
+    pub fn with_pod_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
+        self.pod_labels = labels;
+        self
+    }
+
+    /// Where the node's pods may be scheduled.
+    pub fn with_placement(mut self, placement: crate::pod_policy::Placement) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// The one name the node's object of `kind` has: `data-<node>` for its PVC,
@@ -452,6 +482,26 @@ mod tests {
         assert_eq!(g.check_kube(&pod).unwrap_err().reason, "kind");
         let read = KubeCall { verb: KubeVerb::Get, api_version: "sei.io/v1alpha1", kind: "SeiNode", namespace: None, name: Some("peer") };
         assert!(g.check_kube(&read).is_ok());
+    }
+
+    #[test]
+    fn sidecar_task_ids_are_uuids() {
+        for ok in ["7f0c2a4e-0000-5000-8000-000000000001", "7F0C2A4E-0000-5000-8000-00000000000A"] {
+            assert!(is_sidecar_task_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../other/rpc/v0/tasks/7f0c2a4e-0000-5000-8000-000000000001",
+            "7f0c2a4e-0000-5000-8000-00000000000",
+            "7f0c2a4e-0000-5000-8000-0000000000011",
+            "7f0c2a4e/0000-5000-8000-000000000001",
+            "7f0c2a4e-0000-5000-8000-00000000000?",
+            "7f0c2a4e-0000-5000-8000-0000000000%2",
+            "7f0c2a4e00000-5000-8000-000000000001",
+            "zf0c2a4e-0000-5000-8000-000000000001",
+        ] {
+            assert!(!is_sidecar_task_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -9,12 +9,13 @@
 //! - `sei-operator run [--task-dir DIR] [--task-modules=false] [--task-module-selector SEL]` runs
 //!   the controller: SeiNodes, TaskModules, and the watched task directory.
 //! - `sei-operator crds` prints the CRDs; `sei-operator plan -f node.yaml` prints a plan.
+//! - `sei-operator __compile` (hidden) is the bounded compiler child of `sandbox::compile`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::InMemorySidecar;
-use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::guard::{CapabilityName, Grants};
 use sei_operator::modules::directory::TaskDirectory;
 use sei_operator::modules::task_modules::TaskModuleWatch;
 use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
@@ -112,6 +113,27 @@ struct ControllerArgs {
     /// This replica's id in TaskModule statuses (default: POD_NAME, else the host name).
     #[arg(long, env = "SEI_REPLICA_ID")]
     replica_id: Option<String>,
+    /// Kubernetes and sidecar calls one task step may make (each API request counts), unless a
+    /// TaskModule or `--task-limits` says otherwise; at most 1000.
+    #[arg(long, default_value_t = sei_operator::sandbox::limits::DEFAULT_MAX_HOST_CALLS)]
+    max_host_calls_per_step: u32,
+    /// `log` calls one task step may make; at most 100000.
+    #[arg(long, default_value_t = sei_operator::sandbox::limits::DEFAULT_MAX_LOG_CALLS)]
+    max_log_calls_per_step: u32,
+    /// Per-task-type limits: a YAML map from task type to `{timeoutSeconds, memoryMiB,
+    /// hostCallsPerStep, logCallsPerStep}` (the fields of a TaskModule's `spec.limits`).
+    #[arg(long, env = "SEI_TASK_LIMITS")]
+    task_limits: Option<PathBuf>,
+    /// Address space of the child process that compiles a module (MiB).
+    #[arg(long, default_value_t = 2048)]
+    compile_memory_mib: u64,
+    /// CPU time of the child process that compiles a module (seconds); it is also stopped after
+    /// twice this long in wall-clock time.
+    #[arg(long, default_value_t = 60)]
+    compile_cpu_seconds: u64,
+    /// Steps one module that is not built in may run at once (a share of `--concurrency`).
+    #[arg(long)]
+    module_step_cap: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +163,34 @@ struct RunArgs {
     json: bool,
 }
 
+/// The controller's limits policy from its flags and `--task-limits`.
+fn limits_policy(args: &ControllerArgs) -> Result<sei_operator::sandbox::limits::LimitsPolicy> {
+    use sei_operator::modules::resource::TaskModuleLimits;
+    let mut policy = sei_operator::sandbox::limits::LimitsPolicy::default();
+    policy.defaults.max_host_calls = args.max_host_calls_per_step.clamp(1, sei_operator::sandbox::limits::MAX_HOST_CALLS_CEILING);
+    policy.defaults.max_log_calls = args.max_log_calls_per_step.clamp(1, sei_operator::sandbox::limits::MAX_LOG_CALLS_CEILING);
+    if let Some(path) = &args.task_limits {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading --task-limits {}", path.display()))?;
+        let by_type: std::collections::BTreeMap<String, TaskModuleLimits> =
+            serde_yaml::from_str(&text).with_context(|| format!("{} is not a map of task type to limits", path.display()))?;
+        for (task_type, l) in by_type {
+            if let Some(s) = l.timeout_seconds {
+                policy.deadline_by_task_type.insert(task_type.clone(), std::time::Duration::from_secs(s.into()));
+            }
+            if let Some(m) = l.memory_mib {
+                policy.memory_by_task_type.insert(task_type.clone(), (m as usize) << 20);
+            }
+            if let Some(n) = l.host_calls_per_step {
+                policy.host_calls_by_task_type.insert(task_type.clone(), n);
+            }
+            if let Some(n) = l.log_calls_per_step {
+                policy.log_calls_by_task_type.insert(task_type.clone(), n);
+            }
+        }
+    }
+    Ok(policy)
+}
+
 fn init_tracing() {
     let default = if std::env::args().nth(1).as_deref() == Some("run") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEI_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -148,27 +198,65 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(sei_operator::sandbox::compile::CHILD_SUBCOMMAND) {
+        return sei_operator::sandbox::compile::child_main(&args[2..]);
+    }
     init_tracing();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", sei_operator::text::escape(&format!("{e:#}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
+    let ok = std::process::ExitCode::SUCCESS;
+    match cli.command {
         Command::Task { command: TaskCommand::Run(args) } => task_run(args).await,
-        Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await,
-        Command::Task { command: TaskCommand::Export { name, output, tag } } => task_export(&name, &output, tag.as_deref()),
-        Command::Run(args) => run_controller(args).await,
+        Command::Task { command: TaskCommand::Describe { module } } => task_describe(module).await.map(|()| ok),
+        Command::Task { command: TaskCommand::Export { name, output, tag } } => task_export(&name, &output, tag.as_deref()).map(|()| ok),
+        Command::Run(args) => run_controller(args).await.map(|()| ok),
         Command::Crds => {
             print!("{}", sei_operator::crd::crds_yaml()?);
-            Ok(())
+            Ok(ok)
         }
-        Command::Plan { file, json } => plan(&file, json),
+        Command::Plan { file, json } => plan(&file, json).map(|()| ok),
     }
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
     use sei_operator::controller::{Context as ControllerContext, SidecarResolver, run};
     let platform = sei_operator::platform::PlatformConfig::from_env()?;
-    let client = kube::Client::try_default().await.context("connecting to the cluster of the current kubeconfig")?;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { cache_dir: args.module_cache, ..Default::default() })?);
+    let mut config = kube::Config::infer().await.context("reading the kubeconfig (or the in-cluster service account)")?;
+    // Every request names the controller in the API server's audit log.
+    let agent = format!("sei-operator/{}", env!("CARGO_PKG_VERSION"));
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent).context("the user agent is a valid header")?));
+    let client = kube::Client::try_from(config).context("connecting to the cluster of the current kubeconfig")?;
+    let compile = sei_operator::sandbox::CompileLimits {
+        memory_bytes: args.compile_memory_mib << 20,
+        cpu_seconds: args.compile_cpu_seconds,
+        timeout: std::time::Duration::from_secs(args.compile_cpu_seconds.saturating_mul(2).max(1)),
+    };
+    let compiler =
+        sei_operator::sandbox::Compiler::subprocess_of_current_exe(compile).context("locating this executable for the module compiler")?;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig {
+        cache_dir: args.module_cache.clone(),
+        limits: limits_policy(&args)?,
+        compiler,
+        ..Default::default()
+    })?);
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await?;
     let sidecars = match args.sidecar_url_template {
@@ -183,6 +271,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     if let Some(id) = args.replica_id {
         ctx.replica = id;
     }
+    ctx.module_step_cap = args.module_step_cap.unwrap_or((usize::from(args.concurrency) / 2).max(1));
     let ctx = Arc::new(ctx);
     let _task_dir = match args.task_dir {
         None => None,
@@ -294,15 +383,18 @@ fn read_node(path: &PathBuf) -> Result<serde_json::Value> {
     Ok(node)
 }
 
-async fn task_run(args: RunArgs) -> Result<()> {
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
+async fn task_run(args: RunArgs) -> Result<std::process::ExitCode> {
+    let sandbox = Sandbox::new(SandboxConfig { compiler: cli_compiler()?, ..Default::default() })?;
     let registry = registry_for(&sandbox, args.module.as_ref(), &args.grant).await?;
     let entry = registry
         .resolve(&args.task_type)
         .with_context(|| format!("no module implements task type `{}` (known: {})", args.task_type, registry.task_types().join(", ")))?;
     let node = read_node(&args.file)?;
-    let name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let namespace = node["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let typed: sei_operator::crd::SeiNode =
+        serde_json::from_value(node.clone()).with_context(|| format!("{} is not a valid SeiNode", args.file.display()))?;
+    // Exactly the controller's scope: the node's uid as the owner of every write, its pod labels,
+    // the platform's service account and placement (local platform settings).
+    let scope = sei_operator::controller::node_scope(&typed, &sei_operator::platform::PlatformConfig::for_local());
     let params = match args.params {
         Some(p) => {
             serde_json::from_str::<serde_json::Value>(&p).context("--params is not JSON")?;
@@ -312,7 +404,7 @@ async fn task_run(args: RunArgs) -> Result<()> {
     };
     let kube = Arc::new(InMemoryKube::new());
     let sidecar = Arc::new(InMemorySidecar::new());
-    let env = RunEnv { scope: Scope::for_node(&namespace, &name), kube: kube.clone(), sidecar: Some(sidecar) };
+    let env = RunEnv { scope, kube: kube.clone(), sidecar: Some(sidecar) };
     let mut checkpoint = args.checkpoint;
     let mut reports = Vec::new();
     for attempt_step in 1..=args.steps.max(1) {
@@ -351,23 +443,34 @@ async fn task_run(args: RunArgs) -> Result<()> {
                 o["metadata"]["namespace"].as_str().unwrap_or("?"),
                 o["metadata"]["name"].as_str().unwrap_or("?")
             );
-            print!("{}", serde_yaml::to_string(&o)?);
+            for line in serde_yaml::to_string(&o)?.lines() {
+                println!("{}", sei_operator::text::escape(line));
+            }
         }
     }
-    if reports.last().is_some_and(|r| r.outcome.is_err()) {
-        std::process::exit(2);
-    }
-    Ok(())
+    Ok(if reports.last().is_some_and(|r| r.outcome.is_err()) { std::process::ExitCode::from(2) } else { std::process::ExitCode::SUCCESS })
 }
 
+/// The CLI compiles modules like the controller does: in a bounded child of this executable.
+fn cli_compiler() -> Result<sei_operator::sandbox::Compiler> {
+    sei_operator::sandbox::Compiler::subprocess_of_current_exe(Default::default())
+        .context("locating this executable for the module compiler")
+}
+
+/// Print one step's report. Everything from the module was escaped when the sandbox captured it;
+/// the output and checkpoint are escaped here.
 fn print_report(step: u32, r: &sei_operator::sandbox::RunReport) {
-    println!("step {step}: {}", r.summary());
+    use sei_operator::text::escape;
+    println!("step {step}: {}", escape(&r.summary()));
     match &r.outcome {
-        Ok(StepOutcome::Complete { output }) => println!("  output: {output}"),
-        Ok(StepOutcome::Pending { checkpoint, .. }) => println!("  checkpoint: {checkpoint}"),
+        Ok(StepOutcome::Complete { output }) => println!("  output: {}", escape(&output.to_string())),
+        Ok(StepOutcome::Pending { checkpoint, .. }) => println!("  checkpoint: {}", escape(checkpoint)),
         Err(_) => {}
     }
-    println!("  host calls: {}", r.host_calls.len() as u64 + r.unrecorded_host_calls);
+    println!(
+        "  host calls: {} of {} allowed, log calls: {} of {}",
+        r.host_call_count, r.limits.max_host_calls, r.log_calls, r.limits.max_log_calls
+    );
     for c in &r.host_calls {
         println!("    {:<8} {:<60} {} ({} µs)", c.interface, c.call, c.outcome, c.micros);
     }
@@ -379,7 +482,11 @@ fn print_report(step: u32, r: &sei_operator::sandbox::RunReport) {
         r.fuel_consumed,
         r.peak_memory_bytes / 1024,
         r.duration_micros,
-        if r.dropped_log_bytes > 0 { format!("  dropped log bytes: {}", r.dropped_log_bytes) } else { String::new() }
+        if r.dropped_log_bytes > 0 {
+            format!("  dropped log: {} lines, {} bytes", r.dropped_log_lines, r.dropped_log_bytes)
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -398,7 +505,7 @@ fn task_export(name: &str, output: &PathBuf, tag: Option<&str>) -> Result<()> {
 }
 
 async fn task_describe(module: Option<PathBuf>) -> Result<()> {
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let sandbox = Sandbox::new(SandboxConfig { compiler: cli_compiler()?, ..Default::default() })?;
     let grant = vec!["kube-read".into(), "kube-write".into(), "kube-delete".into(), "sidecar".into()];
     let registry = registry_for(&sandbox, module.as_ref(), &grant).await?;
     let mut seen = std::collections::BTreeSet::new();

@@ -1,5 +1,5 @@
 //! Counters of the sandbox: steps by task type, denied host calls by module and reason, dropped
-//! log bytes. One short lock per step (the per-type step map); denied calls take another lock
+//! log bytes and lines, host and log calls by module, exhausted per-step budgets by module. One short lock per step (the per-type step map); denied calls take another lock
 //! only on that (rare) path. Exported to Prometheus by the controller.
 
 use std::collections::BTreeMap;
@@ -9,11 +9,38 @@ use std::sync::atomic::AtomicU64;
 #[derive(Debug, Default)]
 pub struct SandboxMetrics {
     pub dropped_log_bytes: AtomicU64,
+    pub dropped_log_lines: AtomicU64,
     denied: Mutex<BTreeMap<(String, &'static str), u64>>,
     steps: Mutex<BTreeMap<String, u64>>,
+    /// (module digest) → (host calls, log calls).
+    calls: Mutex<BTreeMap<String, (u64, u64)>>,
+    budgets: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl SandboxMetrics {
+    /// Count the host and log calls one step of `module_digest` made.
+    pub fn record_calls(&self, module_digest: &str, host_calls: u32, log_calls: u32) {
+        let mut map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(module_digest.to_string()).or_default();
+        e.0 += u64::from(host_calls);
+        e.1 += u64::from(log_calls);
+    }
+
+    /// Host and log calls so far, by module digest.
+    pub fn call_counts(&self) -> BTreeMap<String, (u64, u64)> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Count a step of `module_digest` stopped by a per-step budget.
+    pub fn budget_exceeded(&self, module_digest: &str, budget: crate::sandbox::host::Budget) {
+        *self.budgets.lock().unwrap_or_else(|p| p.into_inner()).entry((module_digest.to_string(), budget.as_str())).or_default() += 1;
+    }
+
+    /// Steps stopped by a budget so far, by (module digest, budget).
+    pub fn budget_counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.budgets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Count one denied host call of `module_digest` for `reason` (`capability`, `namespace`,
     /// `kind`, `name`).
     pub fn denied(&self, module_digest: &str, reason: &'static str) {

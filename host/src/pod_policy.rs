@@ -1,38 +1,96 @@
 //! What an object written by a task module may contain (pure). `kube-write` lets a module create
 //! the node's StatefulSet, bootstrap Job, PVC and Service; without these checks a module could use
 //! them to run pods that read the namespace's Secrets or another node's data volume, run
-//! privileged or on the host, act as another service account, or expose and intercept traffic.
-//! Checked by the capability guard on every create and apply, for built-in and swapped-in modules
-//! alike.
+//! privileged, on the host or on the control plane, act as another service account, intercept
+//! another node's traffic, pull images with someone else's credentials, or bind a volume that is
+//! not its own. Checked by the capability guard on every create and apply, for built-in and
+//! swapped-in modules alike. The rules, each refused with the field named:
 //!
-//! Pod templates (StatefulSet, Job): volumes of type `persistentVolumeClaim` (only the node's own
-//! `data-<node>`), `emptyDir`, `configMap`, `downwardAPI`; no `volumeClaimTemplates`; containers
-//! without Secret references in `env`/`envFrom`, without `privileged`,
-//! `allowPrivilegeEscalation`, added capabilities, `hostPort`, an unmasked `procMount` or an
-//! `Unconfined` seccomp/AppArmor profile; no `hostNetwork`/`hostPID`/`hostIPC`, `nodeName` or
-//! `sysctls`; a service account only from the scope's list (`default` and the platform's).
-//! PersistentVolumeClaim: no `dataSource`/`dataSourceRef` (no cloning another volume). Service:
-//! `ClusterIP` (or headless) only, no `externalIPs`/`externalName`, selecting the node's pods
-//! (`sei.io/node=<node>`).
+//! Every object: no `metadata.finalizers` (a module could keep its objects, and the namespace,
+//! from ever being deleted).
+//!
+//! Pod templates (StatefulSet, Job):
+//! - labels: `sei.io/node=<node>` is required; any other label must be one of the node's
+//!   `spec.podLabels` with its value, or `sei.io/component=bootstrap` (so a pod never matches
+//!   another node's Service selector); annotations: no AppArmor/seccomp profile annotations;
+//! - placement: tolerations only for the platform's toleration key; `nodeSelector` and node
+//!   affinity only on the platform's node-pool label and values (`Placement`); no pod
+//!   (anti-)affinity, `nodeName`, `schedulerName`, `priorityClassName`, `priority`,
+//!   `runtimeClassName`, `resourceClaims`; `hostname` only `<node>-0`, `subdomain` only `<node>`;
+//! - identity: a service account only from the scope's list (`default` and the platform's); no
+//!   `imagePullSecrets`;
+//! - host: no `hostNetwork`/`hostPID`/`hostIPC`/`hostUsers: true` is the default and allowed, no
+//!   `sysctls`, no `hostPort`;
+//! - security contexts (pod and every container, init and ephemeral): no `privileged`,
+//!   `allowPrivilegeEscalation`, added capabilities, `procMount: Unmasked`, `seLinuxOptions`,
+//!   Windows `hostProcess`, seccomp/AppArmor profiles other than `RuntimeDefault`, `runAsUser: 0`,
+//!   `runAsGroup: 0`, `fsGroup: 0` or supplemental group 0, `runAsNonRoot: false`;
+//! - containers: no Secret references in `env`/`envFrom`, no `Bidirectional` mount propagation;
+//!   no `ephemeralContainers` at all;
+//! - volumes: only `persistentVolumeClaim` (only the node's own `data-<node>`), `emptyDir`,
+//!   `configMap`, `downwardAPI`; no `volumeClaimTemplates`;
+//! - workload: a StatefulSet selects `sei.io/node=<node>` by `matchLabels` only, has at most one
+//!   replica and is governed by the Service `<node>`; a Job sets no selector of its own
+//!   (`manualSelector`), and runs at most one pod at a time.
+//!
+//! PersistentVolumeClaim: no `dataSource`/`dataSourceRef` (cloning another volume), no
+//! `volumeName`/`selector` (binding an existing volume). Service: `ClusterIP` (or headless) only,
+//! no `externalIPs`/`externalName`, selecting the node's pods (`sei.io/node=<node>`).
 //!
 //! Invariants (unit tests below): each refused field is named in the message
-//! (`each_escape_is_refused_with_its_field`, `services_and_claims_are_checked`); the built-in
-//! shapes pass (`the_reference_statefulset_passes`, and every controller integration test runs
-//! the built-in modules under this policy).
+//! (`each_escape_is_refused_with_its_field`, `placement_is_the_platforms`,
+//! `services_and_claims_are_checked`, `labels_cannot_join_another_nodes_service`); the built-in
+//! shapes pass (`the_reference_statefulset_passes`, and every controller integration test runs the
+//! built-in modules under this policy).
 
 use crate::guard::Scope;
+use crate::platform::PlatformConfig;
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 const ALLOWED_VOLUME_TYPES: &[&str] = &["persistentVolumeClaim", "emptyDir", "configMap", "downwardAPI"];
+/// The node-pool label of the platform's node affinity (the reference's Karpenter pools).
+pub const NODE_POOL_LABEL: &str = "karpenter.sh/nodepool";
+/// The bootstrap pod's component label (`sei-builtin-infra`).
+pub const COMPONENT_LABEL: (&str, &str) = ("sei.io/component", "bootstrap");
+
+/// Where a node's pods may be scheduled: what the platform configures, nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Node label → the values `nodeSelector` and node affinity may require.
+    pub node_labels: BTreeMap<String, BTreeSet<String>>,
+    /// The taint keys pods may tolerate.
+    pub toleration_keys: BTreeSet<String>,
+}
+
+impl Placement {
+    /// The platform's node pools (`SEI_NODEPOOL_NAME`, `SEI_NODEPOOL_ARCHIVE`) and toleration key.
+    pub fn for_platform(platform: &PlatformConfig) -> Self {
+        let pools: BTreeSet<String> = platform.node_pool.iter().chain(platform.node_pool_archive.iter()).cloned().collect();
+        let mut node_labels = BTreeMap::new();
+        if !pools.is_empty() {
+            node_labels.insert(NODE_POOL_LABEL.to_string(), pools);
+        }
+        Self { node_labels, toleration_keys: platform.toleration_key.iter().cloned().collect() }
+    }
+}
 
 /// Check an object a module writes; `Err` names what is refused.
 pub fn check_object(kind: &str, object: &Value, scope: &Scope) -> Result<(), String> {
+    if object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
+        return Err(format!("{kind} sets metadata.finalizers"));
+    }
     match kind {
         "StatefulSet" | "Job" => check_workload(kind, object, scope),
         "PersistentVolumeClaim" => {
-            for field in ["dataSource", "dataSourceRef"] {
-                if object.pointer(&format!("/spec/{field}")).is_some() {
-                    return Err(format!("PersistentVolumeClaim sets spec.{field} (cloning another volume)"));
+            for (field, why) in [
+                ("dataSource", "cloning another volume"),
+                ("dataSourceRef", "cloning another volume"),
+                ("volumeName", "binding an existing volume"),
+                ("selector", "binding an existing volume"),
+            ] {
+                if object.pointer(&format!("/spec/{field}")).is_some_and(|v| !v.is_null()) {
+                    return Err(format!("PersistentVolumeClaim sets spec.{field} ({why})"));
                 }
             }
             Ok(())
@@ -60,24 +118,129 @@ fn check_service(object: &Value, scope: &Scope) -> Result<(), String> {
     Ok(())
 }
 
+fn is_set(v: Option<&Value>) -> bool {
+    v.is_some_and(|v| !v.is_null() && v != &Value::Bool(false) && v.as_array().is_none_or(|a| !a.is_empty()))
+}
+
 fn check_workload(kind: &str, object: &Value, scope: &Scope) -> Result<(), String> {
-    if object.pointer("/spec/volumeClaimTemplates").is_some() {
+    let spec = object.get("spec");
+    if is_set(spec.and_then(|s| s.get("volumeClaimTemplates"))) {
         return Err(format!("{kind} sets spec.volumeClaimTemplates; the node's data volume is its PVC data-{}", scope.node_name));
     }
+    match kind {
+        "StatefulSet" => check_statefulset(object, scope)?,
+        _ => check_job(object)?,
+    }
+    if let Some(meta) = object.pointer("/spec/template/metadata") {
+        check_template_metadata(kind, meta, scope)?;
+    } else if object.pointer("/spec/template/spec").is_some() {
+        return Err(format!("{kind} pod template has no labels; it must carry {}={}", crate::NODE_LABEL, scope.node_name));
+    }
     let Some(pod) = object.pointer("/spec/template/spec") else { return Ok(()) };
+    check_pod(kind, pod, scope)
+}
+
+fn check_statefulset(object: &Value, scope: &Scope) -> Result<(), String> {
+    let spec = object.get("spec");
+    let selector = spec.and_then(|s| s.get("selector"));
+    if is_set(selector.and_then(|s| s.get("matchExpressions"))) {
+        return Err("StatefulSet spec.selector uses matchExpressions; it selects by matchLabels only".into());
+    }
+    if selector.and_then(|s| s.pointer(&format!("/matchLabels/{}", crate::NODE_LABEL.replace('/', "~1")))).and_then(Value::as_str)
+        != Some(scope.node_name.as_str())
+    {
+        return Err(format!("StatefulSet spec.selector must select {}={}", crate::NODE_LABEL, scope.node_name));
+    }
+    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+        && r > 1
+    {
+        return Err(format!("StatefulSet sets spec.replicas: {r}; a node runs one pod"));
+    }
+    if let Some(service) = spec.and_then(|s| s.get("serviceName")).and_then(Value::as_str)
+        && service != scope.node_name
+    {
+        return Err(format!("StatefulSet spec.serviceName is {service}; it must be the node's Service {}", scope.node_name));
+    }
+    Ok(())
+}
+
+fn check_job(object: &Value) -> Result<(), String> {
+    let spec = object.get("spec");
+    if is_set(spec.and_then(|s| s.get("manualSelector"))) || is_set(spec.and_then(|s| s.get("selector"))) {
+        return Err("Job sets its own spec.selector (manualSelector); the API server generates it".into());
+    }
+    for field in ["parallelism", "completions"] {
+        if let Some(n) = spec.and_then(|s| s.get(field)).and_then(Value::as_i64)
+            && n > 1
+        {
+            return Err(format!("Job sets spec.{field}: {n}; a bootstrap runs one pod"));
+        }
+    }
+    Ok(())
+}
+
+fn check_template_metadata(kind: &str, meta: &Value, scope: &Scope) -> Result<(), String> {
+    let labels = meta.get("labels").and_then(Value::as_object);
+    let own = labels.and_then(|l| l.get(crate::NODE_LABEL)).and_then(Value::as_str);
+    if own != Some(scope.node_name.as_str()) {
+        return Err(format!("{kind} pod template must carry the label {}={}", crate::NODE_LABEL, scope.node_name));
+    }
+    for (key, value) in labels.into_iter().flatten() {
+        let value = value.as_str().unwrap_or_default();
+        let allowed = key == crate::NODE_LABEL
+            || (key == COMPONENT_LABEL.0 && value == COMPONENT_LABEL.1)
+            || scope.pod_labels.get(key).is_some_and(|v| v == value);
+        if !allowed {
+            return Err(format!(
+                "{kind} pod template label {key}={value} is not one of the node's spec.podLabels (a pod label could join another node's Service)"
+            ));
+        }
+    }
+    for key in meta.get("annotations").and_then(Value::as_object).into_iter().flat_map(|a| a.keys()) {
+        if key.starts_with("container.apparmor.security.beta.kubernetes.io/") || key.starts_with("seccomp.security.alpha.kubernetes.io/") {
+            return Err(format!("{kind} pod template sets the annotation {key} (a security profile)"));
+        }
+    }
+    Ok(())
+}
+
+fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
         if pod.get(field) == Some(&Value::Bool(true)) {
             return Err(format!("{kind} pod template sets {field}: true"));
         }
     }
-    if pod.get("nodeName").is_some() {
-        return Err(format!("{kind} pod template sets nodeName; placement is the scheduler's"));
+    for (field, why) in [
+        ("nodeName", "placement is the scheduler's"),
+        ("schedulerName", "placement is the default scheduler's"),
+        ("priorityClassName", "a priority class could preempt other workloads"),
+        ("priority", "a priority could preempt other workloads"),
+        ("runtimeClassName", "the runtime is the cluster's"),
+        ("imagePullSecrets", "pull credentials are Secrets"),
+        ("resourceClaims", "devices are claimed by the platform"),
+        ("ephemeralContainers", "pods are not debugged through templates"),
+    ] {
+        if is_set(pod.get(field)) {
+            return Err(format!("{kind} pod template sets {field}; {why}"));
+        }
     }
-    if pod.pointer("/securityContext/sysctls").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+    let own_hostname = format!("{}-0", scope.node_name);
+    if let Some(h) = pod.get("hostname").and_then(Value::as_str)
+        && h != own_hostname
+    {
+        return Err(format!("{kind} pod template sets hostname {h}; only {own_hostname} is the node's"));
+    }
+    if let Some(d) = pod.get("subdomain").and_then(Value::as_str)
+        && d != scope.node_name
+    {
+        return Err(format!("{kind} pod template sets subdomain {d}; only {} is the node's", scope.node_name));
+    }
+    check_placement(kind, pod, &scope.placement)?;
+    if is_set(pod.pointer("/securityContext/sysctls")) {
         return Err(format!("{kind} pod template sets sysctls"));
     }
-    if let Some(what) = unconfined(pod.get("securityContext")) {
-        return Err(format!("{kind} pod template sets an Unconfined {what} profile"));
+    if let Some(what) = security_context_escape(pod.get("securityContext"), true) {
+        return Err(format!("{kind} pod template {what}"));
     }
     for field in ["serviceAccountName", "serviceAccount"] {
         if let Some(sa) = pod.get(field).and_then(Value::as_str)
@@ -101,7 +264,7 @@ fn check_workload(kind: &str, object: &Value, scope: &Scope) -> Result<(), Strin
             return Err(format!("{kind} pod template volume `{name}` mounts PVC {claim}; only the node's own {own_claim} may be mounted"));
         }
     }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
+    for list in ["containers", "initContainers"] {
         for c in pod.get(list).and_then(Value::as_array).into_iter().flatten() {
             check_container(kind, c)?;
         }
@@ -109,13 +272,94 @@ fn check_workload(kind: &str, object: &Value, scope: &Scope) -> Result<(), Strin
     Ok(())
 }
 
-/// `seccomp` or `AppArmor` when a security context sets that profile to `Unconfined`.
-fn unconfined(sc: Option<&Value>) -> Option<&'static str> {
+/// Tolerations, `nodeSelector` and affinity must stay within the platform's placement.
+fn check_placement(kind: &str, pod: &Value, placement: &Placement) -> Result<(), String> {
+    for t in pod.get("tolerations").and_then(Value::as_array).into_iter().flatten() {
+        let key = t.get("key").and_then(Value::as_str).unwrap_or("");
+        if !placement.toleration_keys.contains(key) {
+            let shown = if key.is_empty() { "every taint (no key)".to_string() } else { format!("the taint {key}") };
+            return Err(format!("{kind} pod template tolerates {shown}; only the platform's toleration key may be tolerated"));
+        }
+    }
+    let allowed = |key: &str, value: &str| placement.node_labels.get(key).is_some_and(|v| v.contains(value));
+    for (key, value) in pod.get("nodeSelector").and_then(Value::as_object).into_iter().flatten() {
+        let value = value.as_str().unwrap_or_default();
+        if !allowed(key, value) {
+            return Err(format!("{kind} pod template nodeSelector {key}={value} is not the platform's node pool"));
+        }
+    }
+    let Some(affinity) = pod.get("affinity") else { return Ok(()) };
+    for field in ["podAffinity", "podAntiAffinity"] {
+        if is_set(affinity.get(field)) {
+            return Err(format!("{kind} pod template sets affinity.{field}; placement is the platform's"));
+        }
+    }
+    let node = affinity.get("nodeAffinity");
+    let required = node.and_then(|n| n.pointer("/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"));
+    let preferred = node.and_then(|n| n.get("preferredDuringSchedulingIgnoredDuringExecution")).and_then(Value::as_array);
+    let terms =
+        required.and_then(Value::as_array).into_iter().flatten().chain(preferred.into_iter().flatten().filter_map(|p| p.get("preference")));
+    for term in terms {
+        if is_set(term.get("matchFields")) {
+            return Err(format!("{kind} pod template node affinity uses matchFields; placement is by the platform's node pool"));
+        }
+        for e in term.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            if op != "In" || values.is_empty() || !values.iter().all(|v| allowed(key, v)) {
+                return Err(format!(
+                    "{kind} pod template node affinity {key} {op} [{}] is not the platform's node pool",
+                    values.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a pod (`pod = true`) or container security context sets that escapes the node's sandbox.
+fn security_context_escape(sc: Option<&Value>, pod: bool) -> Option<String> {
     let sc = sc?;
-    [("seccompProfile", "seccomp"), ("appArmorProfile", "AppArmor")]
-        .into_iter()
-        .find(|(field, _)| sc.pointer(&format!("/{field}/type")).and_then(Value::as_str) == Some("Unconfined"))
-        .map(|(_, what)| what)
+    for (field, what) in [("seccompProfile", "seccomp"), ("appArmorProfile", "AppArmor")] {
+        if let Some(t) = sc.pointer(&format!("/{field}/type")).and_then(Value::as_str)
+            && t != "RuntimeDefault"
+        {
+            return Some(format!("sets a {t} {what} profile (only RuntimeDefault)"));
+        }
+    }
+    if is_set(sc.get("seLinuxOptions")) {
+        return Some("sets seLinuxOptions".into());
+    }
+    if sc.pointer("/windowsOptions/hostProcess") == Some(&Value::Bool(true)) {
+        return Some("sets windowsOptions.hostProcess".into());
+    }
+    for field in ["runAsUser", "runAsGroup"].into_iter().chain(pod.then_some("fsGroup")) {
+        if sc.get(field).and_then(Value::as_i64) == Some(0) {
+            return Some(format!("sets {field}: 0 (root)"));
+        }
+    }
+    if pod && sc.get("supplementalGroups").and_then(Value::as_array).is_some_and(|g| g.iter().any(|g| g.as_i64() == Some(0))) {
+        return Some("adds supplemental group 0 (root)".into());
+    }
+    if sc.get("runAsNonRoot") == Some(&Value::Bool(false)) {
+        return Some("sets runAsNonRoot: false".into());
+    }
+    if !pod {
+        if sc.get("procMount").and_then(Value::as_str) == Some("Unmasked") {
+            return Some("sets procMount: Unmasked".into());
+        }
+        if sc.get("privileged") == Some(&Value::Bool(true)) {
+            return Some("is privileged".into());
+        }
+        if sc.get("allowPrivilegeEscalation") == Some(&Value::Bool(true)) {
+            return Some("allows privilege escalation".into());
+        }
+        if is_set(sc.pointer("/capabilities/add")) {
+            return Some("adds Linux capabilities".into());
+        }
+    }
+    None
 }
 
 fn check_container(kind: &str, c: &Value) -> Result<(), String> {
@@ -129,24 +373,19 @@ fn check_container(kind: &str, c: &Value) -> Result<(), String> {
     if c.get("envFrom").and_then(Value::as_array).into_iter().flatten().any(|e| e.get("secretRef").is_some()) {
         return refuse("reads a Secret through envFrom");
     }
-    if c.get("ports").and_then(Value::as_array).into_iter().flatten().any(|p| p.get("hostPort").is_some()) {
+    if c.get("ports").and_then(Value::as_array).into_iter().flatten().any(|p| p.get("hostPort").is_some_and(|h| !h.is_null())) {
         return refuse("binds a hostPort");
     }
-    let sc = c.get("securityContext");
-    if let Some(what) = unconfined(sc) {
-        return refuse(&format!("sets an Unconfined {what} profile"));
+    if c.get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|m| m.get("mountPropagation").and_then(Value::as_str) == Some("Bidirectional"))
+    {
+        return refuse("mounts with Bidirectional propagation");
     }
-    if sc.and_then(|s| s.get("procMount")).and_then(Value::as_str) == Some("Unmasked") {
-        return refuse("sets procMount: Unmasked");
-    }
-    if sc.and_then(|s| s.get("privileged")) == Some(&Value::Bool(true)) {
-        return refuse("is privileged");
-    }
-    if sc.and_then(|s| s.get("allowPrivilegeEscalation")) == Some(&Value::Bool(true)) {
-        return refuse("allows privilege escalation");
-    }
-    if sc.and_then(|s| s.pointer("/capabilities/add")).and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        return refuse("adds Linux capabilities");
+    if let Some(what) = security_context_escape(c.get("securityContext"), false) {
+        return refuse(&what);
     }
     Ok(())
 }
@@ -156,30 +395,90 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn platform() -> PlatformConfig {
+        let mut p = PlatformConfig::for_local();
+        p.node_pool = Some("sei-nodes".into());
+        p.toleration_key = Some("sei.io/pool".into());
+        p
+    }
+
     fn scope() -> Scope {
-        Scope::for_node("sei", "rpc").with_service_account(Some("sei-node".into()))
+        Scope::for_node("sei", "rpc")
+            .with_service_account(Some("sei-node".into()))
+            .with_pod_labels([("team".to_string(), "infra".to_string())].into())
+            .with_placement(Placement::for_platform(&platform()))
     }
 
     fn sts(pod: Value) -> Value {
-        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "rpc"}, "spec": {"template": {"spec": pod}}})
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "rpc"}, "spec": {
+            "replicas": 1, "serviceName": "rpc", "selector": {"matchLabels": {"sei.io/node": "rpc"}},
+            "template": {"metadata": {"labels": {"sei.io/node": "rpc", "team": "infra"}, "annotations": {"karpenter.sh/do-not-disrupt": "true"}}, "spec": pod}
+        }})
+    }
+
+    fn job(pod: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "rpc-bootstrap"}, "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": {"sei.io/node": "rpc", "sei.io/component": "bootstrap"}}, "spec": pod}
+        }})
     }
 
     fn reference_pod() -> Value {
         json!({
             "shareProcessNamespace": true,
             "serviceAccountName": "sei-node",
+            "tolerations": [{"key": "sei.io/pool", "operator": "Equal", "value": "sei-nodes", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": ["sei-nodes"]}]}
+            ]}}},
             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-rpc"}}, {"name": "tmp", "emptyDir": {}}],
             "initContainers": [{"name": "seid-init", "volumeMounts": [{"name": "data", "mountPath": "/sei"}]}],
             "containers": [
-                {"name": "seid", "env": [{"name": "TMPDIR", "value": "/sei/tmp"}]},
+                {"name": "seid", "env": [{"name": "TMPDIR", "value": "/sei/tmp"}], "ports": [{"containerPort": 26656}]},
                 {"name": "sei-sidecar", "env": [{"name": "SEI_CHAIN_ID", "value": "pacific-1"}]}
             ]
         })
     }
 
+    /// Set `value` at `pointer` (creating objects on the way) in a copy of `base`.
+    fn with(base: &Value, pointer: &str, value: Value) -> Value {
+        let mut v = base.clone();
+        let mut cur = &mut v;
+        let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+        for (i, p) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            cur = match cur {
+                Value::Array(a) => {
+                    let idx: usize = p.parse().unwrap();
+                    if last {
+                        a[idx] = value;
+                        return v;
+                    }
+                    &mut a[idx]
+                }
+                other => {
+                    if last {
+                        other[*p] = value;
+                        return v;
+                    }
+                    if other.get(*p).is_none() {
+                        other[*p] = json!({});
+                    }
+                    &mut other[*p]
+                }
+            };
+        }
+        v
+    }
+
     #[test]
     fn the_reference_statefulset_passes() {
         assert_eq!(check_object("StatefulSet", &sts(reference_pod()), &scope()), Ok(()));
+        let mut bootstrap = reference_pod();
+        bootstrap["hostname"] = json!("rpc-0");
+        bootstrap["subdomain"] = json!("rpc");
+        bootstrap["restartPolicy"] = json!("Never");
+        assert_eq!(check_object("Job", &job(bootstrap), &scope()), Ok(()));
         assert_eq!(check_object("ConfigMap", &json!({"spec": {"template": {"spec": {"hostNetwork": true}}}}), &scope()), Ok(()));
     }
 
@@ -189,9 +488,13 @@ mod tests {
             ("/volumes/0", json!({"name": "creds", "secret": {"secretName": "aws"}}), "volume `creds` is of type secret"),
             ("/volumes/0", json!({"name": "root", "hostPath": {"path": "/"}}), "volume `root` is of type hostPath"),
             ("/volumes/0", json!({"name": "tok", "projected": {"sources": []}}), "is of type projected"),
+            ("/volumes/0", json!({"name": "eph", "ephemeral": {"volumeClaimTemplate": {}}}), "is of type ephemeral"),
+            ("/volumes/0", json!({"name": "csi", "csi": {"driver": "secrets-store.csi.k8s.io"}}), "is of type csi"),
             ("/hostNetwork", json!(true), "sets hostNetwork: true"),
             ("/hostPID", json!(true), "sets hostPID: true"),
+            ("/hostIPC", json!(true), "sets hostIPC: true"),
             ("/serviceAccountName", json!("cluster-admin-sa"), "uses service account `cluster-admin-sa` (allowed: default, sei-node)"),
+            ("/serviceAccount", json!("cluster-admin-sa"), "uses service account `cluster-admin-sa`"),
             (
                 "/containers/0/env/0",
                 json!({"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
@@ -208,27 +511,156 @@ mod tests {
             ),
             ("/nodeName", json!("node-7"), "sets nodeName"),
             ("/securityContext", json!({"sysctls": [{"name": "net.core.somaxconn", "value": "1"}]}), "sets sysctls"),
-            ("/securityContext", json!({"seccompProfile": {"type": "Unconfined"}}), "Unconfined seccomp profile"),
-            ("/containers/0/securityContext", json!({"appArmorProfile": {"type": "Unconfined"}}), "Unconfined AppArmor profile"),
+            ("/securityContext", json!({"seccompProfile": {"type": "Unconfined"}}), "sets a Unconfined seccomp profile"),
+            (
+                "/securityContext",
+                json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "allow-all.json"}}),
+                "sets a Localhost seccomp profile",
+            ),
+            ("/containers/0/securityContext", json!({"appArmorProfile": {"type": "Unconfined"}}), "sets a Unconfined AppArmor profile"),
             ("/containers/0/securityContext", json!({"procMount": "Unmasked"}), "procMount: Unmasked"),
-            ("/containers/0/ports", json!([{"containerPort": 26656, "hostPort": 26656}]), "binds a hostPort"),
+            ("/containers/0/ports/0", json!({"containerPort": 26656, "hostPort": 26656}), "binds a hostPort"),
+            // Issue #9: the gaps found by hostile modules.
+            ("/priorityClassName", json!("system-node-critical"), "sets priorityClassName"),
+            ("/priority", json!(2000001000), "sets priority"),
+            ("/imagePullSecrets", json!([{"name": "registry-creds"}]), "sets imagePullSecrets; pull credentials are Secrets"),
+            ("/securityContext", json!({"seLinuxOptions": {"type": "spc_t"}}), "pod template sets seLinuxOptions"),
+            ("/containers/0/securityContext", json!({"seLinuxOptions": {"type": "spc_t"}}), "`seid` sets seLinuxOptions"),
+            ("/securityContext", json!({"runAsUser": 0}), "pod template sets runAsUser: 0 (root)"),
+            ("/containers/0/securityContext", json!({"runAsUser": 0}), "`seid` sets runAsUser: 0 (root)"),
+            ("/initContainers/0/securityContext", json!({"runAsGroup": 0}), "sets runAsGroup: 0 (root)"),
+            ("/securityContext", json!({"fsGroup": 0}), "sets fsGroup: 0 (root)"),
+            ("/securityContext", json!({"supplementalGroups": [1000, 0]}), "adds supplemental group 0"),
+            ("/securityContext", json!({"runAsNonRoot": false}), "sets runAsNonRoot: false"),
+            ("/securityContext", json!({"windowsOptions": {"hostProcess": true}}), "sets windowsOptions.hostProcess"),
+            ("/schedulerName", json!("my-scheduler"), "sets schedulerName"),
+            ("/runtimeClassName", json!("runc-unsandboxed"), "sets runtimeClassName"),
+            ("/resourceClaims", json!([{"name": "gpu", "resourceClaimName": "other"}]), "sets resourceClaims"),
+            ("/ephemeralContainers", json!([{"name": "debug", "image": "busybox"}]), "sets ephemeralContainers"),
+            ("/hostname", json!("validator-0-0"), "sets hostname validator-0-0; only rpc-0"),
+            ("/subdomain", json!("validator-0"), "sets subdomain validator-0; only rpc"),
+            (
+                "/containers/0/volumeMounts",
+                json!([{"name": "data", "mountPath": "/sei", "mountPropagation": "Bidirectional"}]),
+                "Bidirectional propagation",
+            ),
         ];
         for (pointer, value, want) in cases {
-            let mut pod = reference_pod();
-            let (parent, key) = pointer.rsplit_once('/').unwrap();
-            let target = if parent.is_empty() { &mut pod } else { pod.pointer_mut(parent).unwrap() };
-            match target {
-                Value::Array(a) => a[key.parse::<usize>().unwrap()] = value,
-                other => other[key] = value,
-            }
-            let err = check_object("StatefulSet", &sts(pod.clone()), &scope()).unwrap_err();
+            let pod = with(&reference_pod(), pointer, value);
+            let err = check_object("StatefulSet", &sts(pod.clone()), &scope()).expect_err(pointer);
             assert!(err.contains(want), "{pointer}: {err}");
-            let job = json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod}}});
-            assert!(check_object("Job", &job, &scope()).is_err(), "{pointer} in a Job");
+            assert!(check_object("Job", &job(pod), &scope()).is_err(), "{pointer} in a Job");
         }
-        let mut with_templates = sts(reference_pod());
-        with_templates["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "extra"}}]);
+        let with_templates = with(&sts(reference_pod()), "/spec/volumeClaimTemplates", json!([{"metadata": {"name": "extra"}}]));
         assert!(check_object("StatefulSet", &with_templates, &scope()).unwrap_err().contains("volumeClaimTemplates"));
+        let mut annotated = sts(reference_pod());
+        annotated["spec"]["template"]["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/seid"] =
+            json!("unconfined");
+        assert!(check_object("StatefulSet", &annotated, &scope()).unwrap_err().contains("annotation container.apparmor"));
+        let finalized = with(&json!({"metadata": {"name": "rpc"}}), "/metadata/finalizers", json!(["example.com/never"]));
+        assert!(check_object("ConfigMap", &finalized, &scope()).unwrap_err().contains("metadata.finalizers"));
+    }
+
+    #[test]
+    fn placement_is_the_platforms() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("/tolerations", json!([{"operator": "Exists"}]), "tolerates every taint (no key)"),
+            (
+                "/tolerations",
+                json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]),
+                "tolerates the taint node-role.kubernetes.io/control-plane",
+            ),
+            (
+                "/nodeSelector",
+                json!({"node-role.kubernetes.io/control-plane": ""}),
+                "nodeSelector node-role.kubernetes.io/control-plane= is not the platform's node pool",
+            ),
+            ("/nodeSelector", json!({"karpenter.sh/nodepool": "validators"}), "nodeSelector karpenter.sh/nodepool=validators"),
+            (
+                "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions/0",
+                json!({"key": "karpenter.sh/nodepool", "operator": "NotIn", "values": ["sei-nodes"]}),
+                "karpenter.sh/nodepool NotIn [sei-nodes]",
+            ),
+            (
+                "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions/0",
+                json!({"key": "kubernetes.io/hostname", "operator": "In", "values": ["cp-1"]}),
+                "kubernetes.io/hostname In [cp-1]",
+            ),
+            (
+                "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields",
+                json!([{"key": "metadata.name", "operator": "In", "values": ["cp-1"]}]),
+                "uses matchFields",
+            ),
+            (
+                "/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+                json!([{"weight": 100, "preference": {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}]),
+                "node-role.kubernetes.io/control-plane Exists",
+            ),
+            (
+                "/affinity/podAffinity",
+                json!({"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"sei.io/node": "validator-0"}}, "topologyKey": "kubernetes.io/hostname"}]}),
+                "sets affinity.podAffinity",
+            ),
+        ];
+        for (pointer, value, want) in cases {
+            let err = check_object("StatefulSet", &sts(with(&reference_pod(), pointer, value)), &scope()).expect_err(pointer);
+            assert!(err.contains(want), "{pointer}: {err}");
+        }
+        // Without a platform placement, no toleration or node selector is allowed at all.
+        let bare = Scope::for_node("sei", "rpc")
+            .with_service_account(Some("sei-node".into()))
+            .with_pod_labels([("team".to_string(), "infra".to_string())].into());
+        assert!(check_object("StatefulSet", &sts(reference_pod()), &bare).unwrap_err().contains("tolerates the taint sei.io/pool"));
+        let mut archive = platform();
+        archive.node_pool_archive = Some("sei-archive".into());
+        let archive_scope = scope().with_placement(Placement::for_platform(&archive));
+        let on_archive = with(&reference_pod(), "/nodeSelector", json!({"karpenter.sh/nodepool": "sei-archive"}));
+        assert_eq!(check_object("StatefulSet", &sts(on_archive), &archive_scope), Ok(()));
+    }
+
+    #[test]
+    fn labels_cannot_join_another_nodes_service() {
+        let labelled = |labels: Value| {
+            let mut s = sts(reference_pod());
+            s["spec"]["template"]["metadata"]["labels"] = labels;
+            check_object("StatefulSet", &s, &scope())
+        };
+        assert!(labelled(json!({"sei.io/node": "validator-0"})).unwrap_err().contains("must carry the label sei.io/node=rpc"));
+        assert!(labelled(json!({"team": "infra"})).unwrap_err().contains("must carry the label sei.io/node=rpc"));
+        assert!(
+            labelled(json!({"sei.io/node": "rpc", "app": "rpc-gateway"}))
+                .unwrap_err()
+                .contains("label app=rpc-gateway is not one of the node's spec.podLabels")
+        );
+        assert!(labelled(json!({"sei.io/node": "rpc", "team": "payments"})).unwrap_err().contains("label team=payments"));
+        assert_eq!(labelled(json!({"sei.io/node": "rpc", "team": "infra"})), Ok(()));
+        let mut no_meta = sts(reference_pod());
+        no_meta["spec"]["template"].as_object_mut().unwrap().remove("metadata");
+        assert!(check_object("StatefulSet", &no_meta, &scope()).unwrap_err().contains("has no labels"));
+        for (pointer, value, want) in [
+            ("/spec/selector", json!({"matchLabels": {"sei.io/node": "validator-0"}}), "must select sei.io/node=rpc"),
+            (
+                "/spec/selector",
+                json!({"matchLabels": {"sei.io/node": "rpc"}, "matchExpressions": [{"key": "x", "operator": "Exists"}]}),
+                "matchExpressions",
+            ),
+            ("/spec/replicas", json!(50), "spec.replicas: 50"),
+            ("/spec/serviceName", json!("validator-0"), "spec.serviceName is validator-0"),
+        ] {
+            let err = check_object("StatefulSet", &with(&sts(reference_pod()), pointer, value), &scope()).expect_err(pointer);
+            assert!(err.contains(want), "{pointer}: {err}");
+        }
+        let mut bootstrap = reference_pod();
+        bootstrap["hostname"] = json!("rpc-0");
+        for (pointer, value, want) in [
+            ("/spec/manualSelector", json!(true), "manualSelector"),
+            ("/spec/selector", json!({"matchLabels": {"sei.io/node": "validator-0"}}), "its own spec.selector"),
+            ("/spec/parallelism", json!(20), "spec.parallelism: 20"),
+            ("/spec/completions", json!(20), "spec.completions: 20"),
+        ] {
+            let err = check_object("Job", &with(&job(bootstrap.clone()), pointer, value), &scope()).expect_err(pointer);
+            assert!(err.contains(want), "{pointer}: {err}");
+        }
     }
 
     #[test]
@@ -249,7 +681,17 @@ mod tests {
         }
         let pvc = |spec: Value| json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": spec});
         assert_eq!(check_object("PersistentVolumeClaim", &pvc(json!({"accessModes": ["ReadWriteOnce"]})), &scope()), Ok(()));
-        let clone = pvc(json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "data-validator-0"}}));
-        assert!(check_object("PersistentVolumeClaim", &clone, &scope()).unwrap_err().contains("spec.dataSource"));
+        for (spec, want) in [
+            (
+                json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "data-validator-0"}}),
+                "spec.dataSource (cloning another volume)",
+            ),
+            (json!({"dataSourceRef": {"kind": "VolumeSnapshot", "name": "s"}}), "spec.dataSourceRef"),
+            (json!({"volumeName": "pv-of-validator-0"}), "spec.volumeName (binding an existing volume)"),
+            (json!({"selector": {"matchLabels": {"node": "validator-0"}}}), "spec.selector (binding an existing volume)"),
+        ] {
+            let err = check_object("PersistentVolumeClaim", &pvc(spec.clone()), &scope()).unwrap_err();
+            assert!(err.contains(want), "{spec}: {err}");
+        }
     }
 }

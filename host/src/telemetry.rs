@@ -6,7 +6,11 @@
 //! `sandbox_denied_calls_total` (by module digest and reason, read from the sandbox's counters at
 //! scrape time), `module_loads_total` (by source kind and result: `Active` or the rejection
 //! reason), `active_module` (1 per task type with the digest and source serving it, read from
-//! the registry at scrape time). Test: `telemetry::tests::exposition_names_every_metric`.
+//! the registry at scrape time), `sandbox_host_calls_total` and `sandbox_log_calls_total` (by
+//! module digest), `sandbox_budget_exceeded_total` (steps stopped by a per-step budget, by module
+//! digest and budget), `sandbox_dropped_log_lines_total`, `module_steps_deferred_total` (steps put
+//! off because their module ran its share already). Test:
+//! `telemetry::tests::exposition_names_every_metric`.
 
 use crate::metrics::SandboxMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -56,6 +60,17 @@ struct ActiveModuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleDigestLabel {
+    module_digest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    module_digest: String,
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeniedLabels {
     module_digest: String,
     reason: String,
@@ -70,8 +85,15 @@ pub struct Telemetry {
     pub node_phase: Family<NodePhaseLabels, Gauge>,
     pub reconcile_errors: Counter,
     pub module_loads: Family<ModuleLoadLabels, Counter>,
+    pub steps_deferred: Counter,
     active_module: Family<ActiveModuleLabels, Gauge>,
     denied: Family<DeniedLabels, Gauge>,
+    host_calls: Family<ModuleDigestLabel, Counter>,
+    log_calls: Family<ModuleDigestLabel, Counter>,
+    budget_exceeded: Family<BudgetLabels, Counter>,
+    dropped_log_lines: Counter,
+    /// One scrape at a time: counters are caught up with the sandbox's totals while encoding.
+    encoding: std::sync::Mutex<()>,
     sandbox: Option<Arc<SandboxMetrics>>,
     modules: std::sync::OnceLock<Arc<crate::registry::TaskRegistry>>,
     registry: Registry,
@@ -92,6 +114,20 @@ impl Telemetry {
         let denied = Family::<DeniedLabels, Gauge>::default();
         let module_loads = Family::<ModuleLoadLabels, Counter>::default();
         let active_module = Family::<ActiveModuleLabels, Gauge>::default();
+        let steps_deferred = Counter::default();
+        let host_calls = Family::<ModuleDigestLabel, Counter>::default();
+        let log_calls = Family::<ModuleDigestLabel, Counter>::default();
+        let budget_exceeded = Family::<BudgetLabels, Counter>::default();
+        let dropped_log_lines = Counter::default();
+        registry.register(
+            "module_steps_deferred",
+            "Steps put off because their module already ran its share of steps",
+            steps_deferred.clone(),
+        );
+        registry.register("sandbox_host_calls", "Kubernetes and sidecar requests made by module steps", host_calls.clone());
+        registry.register("sandbox_log_calls", "log calls made by module steps", log_calls.clone());
+        registry.register("sandbox_budget_exceeded", "Steps stopped because they exceeded a per-step call budget", budget_exceeded.clone());
+        registry.register("sandbox_dropped_log_lines", "Module log lines dropped past the per-step caps", dropped_log_lines.clone());
         registry.register("module_loads", "Module loads by source kind and result (Active or the rejection reason)", module_loads.clone());
         registry.register("active_module", "1 for the module digest and source serving each task type", active_module.clone());
         registry.register("plans_active", "1 while the node has an active plan", plans_active.clone());
@@ -109,8 +145,14 @@ impl Telemetry {
             node_phase,
             reconcile_errors,
             module_loads,
+            steps_deferred,
             active_module,
             denied,
+            host_calls,
+            log_calls,
+            budget_exceeded,
+            dropped_log_lines,
+            encoding: std::sync::Mutex::new(()),
             sandbox,
             modules: std::sync::OnceLock::new(),
             registry,
@@ -141,10 +183,26 @@ impl Telemetry {
 
     /// The text exposition.
     pub fn encode(&self) -> String {
+        let _one_at_a_time = self.encoding.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sandbox) = &self.sandbox {
             for ((digest, reason), count) in sandbox.denied_counts() {
                 self.denied.get_or_create(&DeniedLabels { module_digest: digest, reason: reason.into() }).set(count as i64);
             }
+            // Counters mirror the sandbox's totals: add what they have not seen yet.
+            let catch_up = |c: &Counter, total: u64| {
+                let seen = c.get();
+                if total > seen {
+                    c.inc_by(total - seen);
+                }
+            };
+            for (digest, (host, log)) in sandbox.call_counts() {
+                catch_up(&self.host_calls.get_or_create(&ModuleDigestLabel { module_digest: digest.clone() }), host);
+                catch_up(&self.log_calls.get_or_create(&ModuleDigestLabel { module_digest: digest }), log);
+            }
+            for ((digest, budget), n) in sandbox.budget_counts() {
+                catch_up(&self.budget_exceeded.get_or_create(&BudgetLabels { module_digest: digest, budget: budget.into() }), n);
+            }
+            catch_up(&self.dropped_log_lines, sandbox.dropped_log_lines.load(Ordering::Relaxed));
         }
         if let Some(registry) = self.modules.get() {
             self.active_module.clear();
@@ -197,6 +255,9 @@ mod tests {
     fn exposition_names_every_metric() {
         let sandbox = Arc::new(SandboxMetrics::default());
         sandbox.denied("abc", "namespace");
+        sandbox.record_calls("abc", 64, 3);
+        sandbox.budget_exceeded("abc", crate::sandbox::host::Budget::HostCalls);
+        sandbox.dropped_log_lines.fetch_add(7, Ordering::Relaxed);
         let t = Telemetry::new(Some(sandbox));
         t.plans_active.get_or_create(&NodeLabels { namespace: "sei".into(), name: "rpc".into() }).set(1);
         t.step_duration.get_or_create(&TaskLabels { task_type: "mark-ready".into(), module_digest: "abc".into() }).observe(0.002);
@@ -216,6 +277,11 @@ mod tests {
             "sei_reconcile_errors_total 1",
             r#"sei_sandbox_denied_calls{module_digest="abc",reason="namespace"} 1"#,
             r#"sei_module_loads_total{source="TaskModule",result="DigestMismatch"} 1"#,
+            r#"sei_sandbox_host_calls_total{module_digest="abc"} 64"#,
+            r#"sei_sandbox_log_calls_total{module_digest="abc"} 3"#,
+            r#"sei_sandbox_budget_exceeded_total{module_digest="abc",budget="host-calls"} 1"#,
+            r#"sei_sandbox_dropped_log_lines_total 7"#,
+            "sei_module_steps_deferred_total 0",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

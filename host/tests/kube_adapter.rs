@@ -43,7 +43,9 @@ async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let registry = TaskRegistry::new();
     registry.load_builtins(&sandbox).await.unwrap();
-    let env = RunEnv { scope: Scope::for_node(ns.name(), "rpc"), kube: Arc::new(KubeClientAdapter::new(client.clone())), sidecar: None };
+    // The node's scope, as the controller derives it (`node_scope`): its pod labels may be on its pods.
+    let scope = Scope::for_node(ns.name(), "rpc").with_pod_labels([("team".to_string(), "rpc".to_string())].into());
+    let env = RunEnv { scope, kube: Arc::new(KubeClientAdapter::new(client.clone())), sidecar: None };
     let params = serde_json::json!({"nodeName": "rpc", "namespace": ns.name(), "storageClass": "fast", "storageSize": "10Gi"});
 
     let pvc_module = registry.resolve("ensure-data-pvc").unwrap();
@@ -108,11 +110,15 @@ async fn list_follows_continue_tokens_and_refuses_oversized_answers() {
     }
     let adapter = KubeClientAdapter::new(client.clone()).with_page_size(2);
     let ty = TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() };
-    let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged")).await.unwrap();
-    let mut names: Vec<String> = listed.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), 10).await.unwrap();
+    assert_eq!(listed.requests, 3);
+    let mut names: Vec<String> = listed.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
     names.sort();
     assert_eq!(names, (0..5).map(|i| format!("peer-{i}")).collect::<Vec<_>>(), "three pages of two, all five objects");
+    // The caller's request budget bounds the pages.
+    let err = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), 2).await.unwrap_err();
+    assert!(err.to_string().contains("needs more than 2 requests"), "{err}");
     let capped = KubeClientAdapter::new(client.clone()).with_page_size(2).with_max_items(3);
-    let err = capped.list(&ty, ns.name(), Some("sei.io/test=paged")).await.unwrap_err();
+    let err = capped.list(&ty, ns.name(), Some("sei.io/test=paged"), 10).await.unwrap_err();
     assert!(err.to_string().contains("more than 3 ConfigMap objects match; narrow the label selector"), "{err}");
 }

@@ -3,7 +3,7 @@
 //! it started with while the next step runs the new one.
 
 use async_trait::async_trait;
-use sei_operator::adapters::kube::{KubeAdapter, KubeAdapterError, TypeRef};
+use sei_operator::adapters::kube::{KubeAdapter, KubeAdapterError, Listed, TypeRef};
 use sei_operator::embedded::test_guest_path;
 use sei_operator::guard::{CapabilityName, Grants, Scope};
 use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
@@ -32,8 +32,8 @@ impl KubeAdapter for HeldKube {
         }
         Ok(None)
     }
-    async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>) -> Result<Vec<Value>, KubeAdapterError> {
-        Ok(vec![])
+    async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, _: u32) -> Result<Listed, KubeAdapterError> {
+        Ok(Listed { items: vec![], requests: 1 })
     }
     async fn create(&self, _: &TypeRef, _: &str, o: Value) -> Result<Value, KubeAdapterError> {
         Ok(o)

@@ -1,8 +1,11 @@
 //! Tier 2 (DESIGN.md §6): purpose-built guest components run by the real sandbox. Each
 //! misbehaving case asserts its own error kind and message, and runs next to a well-behaved
-//! step that must succeed at the same time.
+//! step that must succeed at the same time. The cases after `every_misbehaviour_at_once…` are
+//! the holes hostile modules found (issue #9): call budgets, bounded arguments, sidecar ids,
+//! escaped guest text and the pod policy through a real module.
 
-use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, TypeRef};
+use async_trait::async_trait;
+use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, KubeAdapterError, Listed, TypeRef};
 use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::embedded::test_guest_path;
 use sei_operator::guard::{CapabilityName, Grants, Scope};
@@ -332,4 +335,282 @@ async fn every_misbehaviour_at_once_leaves_good_runs_intact() {
     let kinds: Vec<&str> = bad.iter().map(|r| r.outcome.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind())).collect();
     assert_eq!(kinds, ["timeout", "memory-limit", "trap", "output-too-large", "denied", "denied"]);
     assert!(good.iter().all(|r| r.outcome.is_ok()), "{:?}", good.iter().map(|r| &r.outcome).collect::<Vec<_>>());
+}
+
+/// An in-memory cluster that counts the requests that reach it.
+#[derive(Default)]
+struct CountingKube {
+    inner: InMemoryKube,
+    requests: std::sync::atomic::AtomicU32,
+}
+
+impl CountingKube {
+    fn count(&self) -> u32 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn hit(&self) {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl KubeAdapter for CountingKube {
+    async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<serde_json::Value>, KubeAdapterError> {
+        self.hit();
+        self.inner.get(ty, ns, name).await
+    }
+    async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, max: u32) -> Result<Listed, KubeAdapterError> {
+        self.hit();
+        self.inner.list(ty, ns, sel, max).await
+    }
+    async fn create(&self, ty: &TypeRef, ns: &str, o: serde_json::Value) -> Result<serde_json::Value, KubeAdapterError> {
+        self.hit();
+        self.inner.create(ty, ns, o).await
+    }
+    async fn apply(
+        &self,
+        ty: &TypeRef,
+        ns: &str,
+        name: &str,
+        o: serde_json::Value,
+        m: &str,
+    ) -> Result<serde_json::Value, KubeAdapterError> {
+        self.hit();
+        self.inner.apply(ty, ns, name, o, m).await
+    }
+    async fn delete(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<bool, KubeAdapterError> {
+        self.hit();
+        self.inner.delete(ty, ns, name).await
+    }
+}
+
+fn counting_env() -> (RunEnv, Arc<CountingKube>) {
+    let kube = Arc::new(CountingKube::default());
+    kube.inner.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).unwrap();
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())) };
+    (env, kube)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_storm_is_stopped_by_the_budget() {
+    let started = Instant::now();
+    let r = alongside_well_behaved("log-storm").await;
+    match &r.outcome {
+        Err(e @ RunError::BudgetExceeded(b)) => {
+            assert_eq!(b.limit, 10_000);
+            assert_eq!(e.kind(), "log-call-budget");
+            assert_eq!(e.to_string(), "the step made more than 10000 log calls, its per-step budget");
+            assert!(!e.is_retryable(), "a module bug is not retried");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.log_calls, 10_001, "stopped at the call past the budget, not two million calls later");
+    assert!(r.logs.len() <= 256, "kept lines are bounded: {}", r.logs.len());
+    assert_eq!(r.logs.len() as u64 + r.dropped_log_lines, 10_000, "every line is kept or counted");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_log_line_is_refused_before_it_is_lifted() {
+    let r = alongside_well_behaved("log-huge-line").await;
+    assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{:?}", r.outcome);
+    assert_eq!(r.logs.len(), 1);
+    assert_eq!(r.logs[0].message, "[log line of 8388608 bytes omitted: over 65536 bytes]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_call_flood_is_stopped_by_the_budget() {
+    let f = fixture().await;
+    let (env, kube) = counting_env();
+    let good = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env);
+    let bad = f.sandbox.run(&f.misbehaving, input("call-flood", "{}"), &env);
+    let (good, bad) = tokio::join!(good, bad);
+    assert!(good.outcome.is_ok(), "{:?}", good.outcome);
+    match &bad.outcome {
+        Err(e @ RunError::BudgetExceeded(b)) => {
+            assert_eq!(b.limit, 64);
+            assert_eq!(e.kind(), "host-call-budget");
+            assert_eq!(e.to_string(), "the step made more than 64 kube and sidecar calls, its per-step budget");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bad.host_call_count, 65);
+    assert_eq!(kube.count(), 64 + 1, "the cluster saw exactly the budget (and the well-behaved step's one get)");
+    let budgets = f.sandbox.metrics().budget_counts();
+    assert!(budgets.get(&(bad.module_digest.clone(), "host-calls")).copied().unwrap_or(0) >= 1, "{budgets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_budgets_follow_the_registration() {
+    let f = fixture().await;
+    let mut grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+    grant.limits.host_calls = Some(5);
+    grant.limits.log_calls = Some(7);
+    let tight = f.sandbox.load_module(&read_guest("test-misbehaving"), grant).await.unwrap();
+    let (env, kube) = counting_env();
+    let r = f.sandbox.run(&tight, input("call-flood", "{}"), &env).await;
+    assert!(matches!(r.outcome, Err(RunError::BudgetExceeded(b)) if b.limit == 5), "{:?}", r.outcome);
+    assert_eq!(kube.count(), 5);
+    let r = f.sandbox.run(&tight, input("log-storm", "{}"), &env).await;
+    assert!(matches!(r.outcome, Err(RunError::BudgetExceeded(b)) if b.limit == 7), "{:?}", r.outcome);
+    assert_eq!((r.limits.max_host_calls, r.limits.max_log_calls), (5, 7), "the report names the limits in force");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_label_selector_is_refused_before_use() {
+    let f = fixture().await;
+    let (env, kube) = counting_env();
+    let r = f.sandbox.run(&f.misbehaving, input("list-selector", &format!(r#"{{"bytes":{}}}"#, 20 << 20)), &env).await;
+    match &r.outcome {
+        Err(RunError::Permanent(m)) => assert!(m.contains("label selector of 20971520 bytes is over the limit of 4096 bytes"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kube.count(), 0, "nothing reached the cluster");
+    let ok = f.sandbox.run(&f.misbehaving, input("list-selector", r#"{"bytes":10}"#), &env).await;
+    assert!(ok.outcome.is_ok(), "a selector within the cap is used: {:?}", ok.outcome);
+    assert_eq!(kube.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_task_ids_must_be_uuids() {
+    let f = fixture().await;
+    let caller = f
+        .sandbox
+        .load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::Sidecar])))
+        .await
+        .unwrap();
+    let sidecar = Arc::new(InMemorySidecar::new());
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()) };
+    let r = f.sandbox.run(&caller, input("sidecar-traversal", "{}"), &env).await;
+    match &r.outcome {
+        Err(RunError::Permanent(m)) => {
+            assert!(m.contains(r#"get-task: Err(SidecarError::Rejected("task id \"../../../sei/other-rpc/v0/tasks/"#), "{m}");
+            assert!(m.contains("is not a UUID (8-4-4-4-12 hex digits)"), "{m}");
+            assert!(m.contains(r#"submit-task: Err(SidecarError::Rejected("task id \"x?admin=true\" is not a UUID"#), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sidecar.submitted().is_empty(), "nothing reached the sidecar");
+    let calls: Vec<&str> = r.host_calls.iter().map(|c| c.call.as_str()).collect();
+    assert_eq!(calls, ["get-task <invalid id>", "submit-task <invalid id>"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_text_is_escaped_everywhere() {
+    let r = alongside_well_behaved("forge").await;
+    let control = |s: &str| s.chars().any(|c| c.is_control());
+    assert_eq!(r.logs.len(), 1);
+    assert!(!control(&r.logs[0].message), "{:?}", r.logs[0].message);
+    assert!(
+        r.logs[0].message.starts_with("step ok\\n2026-11-30T00:00:00.000000Z  INFO sei_operator: forged line\\u{1b}[2J"),
+        "{}",
+        r.logs[0].message
+    );
+    let denied = &r.host_calls[0];
+    assert!(denied.outcome.starts_with("denied:"), "{denied:?}");
+    assert!(!control(&denied.call) && !control(&denied.outcome), "{denied:?}");
+    assert!(denied.call.contains("Kind\\n2026-11-30T00:00:00Z  WARN forged"), "{denied:?}");
+    match &r.outcome {
+        Err(e @ RunError::Permanent(m)) => {
+            assert!(!control(m) && !control(&e.to_string()), "{m:?}");
+            assert!(m.starts_with("first line\\nforged second line\\u{1b}[31m red"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A StatefulSet the policy accepts, with `pod` as its pod spec and `labels` on its pods.
+fn statefulset(labels: serde_json::Value, pod: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "rpc"},
+        "spec": {"replicas": 1, "serviceName": "rpc", "selector": {"matchLabels": {"sei.io/node": "rpc"}},
+            "template": {"metadata": {"labels": labels}, "spec": pod}}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_policy_closes_the_gaps_hostile_modules_found() {
+    let f = fixture().await;
+    let writer = f
+        .sandbox
+        .load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite])))
+        .await
+        .unwrap();
+    let seid = serde_json::json!([{"name": "seid", "image": "seid:v1"}]);
+    let own = serde_json::json!({"sei.io/node": "rpc"});
+    let pod = |extra: serde_json::Value| {
+        let mut p = serde_json::json!({"containers": seid});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "intercepts another node's traffic",
+            statefulset(serde_json::json!({"sei.io/node": "rpc", "app": "validator-0"}), pod(serde_json::json!({}))),
+            "label app=validator-0 is not one of the node's spec.podLabels",
+        ),
+        (
+            "joins another node's Service",
+            statefulset(serde_json::json!({"sei.io/node": "validator-0"}), pod(serde_json::json!({}))),
+            "must carry the label sei.io/node=rpc",
+        ),
+        (
+            "tolerates everything",
+            statefulset(own.clone(), pod(serde_json::json!({"tolerations": [{"operator": "Exists"}]}))),
+            "tolerates every taint",
+        ),
+        (
+            "lands on the control plane",
+            statefulset(own.clone(), pod(serde_json::json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}))),
+            "is not the platform's node pool",
+        ),
+        (
+            "preempts system pods",
+            statefulset(own.clone(), pod(serde_json::json!({"priorityClassName": "system-node-critical"}))),
+            "sets priorityClassName",
+        ),
+        (
+            "pulls with someone's credentials",
+            statefulset(own.clone(), pod(serde_json::json!({"imagePullSecrets": [{"name": "regcred"}]}))),
+            "sets imagePullSecrets",
+        ),
+        (
+            "runs as spc_t",
+            statefulset(own.clone(), pod(serde_json::json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}))),
+            "sets seLinuxOptions",
+        ),
+        (
+            "runs as root",
+            statefulset(own.clone(), pod(serde_json::json!({"securityContext": {"runAsUser": 0}}))),
+            "sets runAsUser: 0 (root)",
+        ),
+        (
+            "binds an existing volume",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-rpc"}, "spec": {"volumeName": "pv-validator-0"}}),
+            "spec.volumeName (binding an existing volume)",
+        ),
+        (
+            "selects an existing volume",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-rpc"}, "spec": {"selector": {"matchLabels": {"node": "validator-0"}}}}),
+            "spec.selector (binding an existing volume)",
+        ),
+    ];
+    for (what, object, want) in cases {
+        let (env, kube) = counting_env();
+        let params = serde_json::json!({ "object": object }).to_string();
+        let r = f.sandbox.run(&writer, input("apply-object", &params), &env).await;
+        match &r.outcome {
+            Err(RunError::Denied(m)) => assert!(m.contains(want), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(kube.count(), 0, "{what}: nothing was written");
+    }
+    // The same module writes a StatefulSet that stays within the policy.
+    let (env, kube) = counting_env();
+    let params = serde_json::json!({ "object": statefulset(own, pod(serde_json::json!({}))) }).to_string();
+    let r = f.sandbox.run(&writer, input("apply-object", &params), &env).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(kube.count(), 1);
 }

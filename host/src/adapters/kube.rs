@@ -3,9 +3,10 @@
 //! stable field manager per task type); `InMemoryKube` is a small object store with the same
 //! create/apply/delete semantics for `task run`, tests and benchmarks.
 //!
-//! `list` pages through the API server (250 objects a page, following continue tokens) and
-//! refuses answers over `MAX_LIST_ITEMS` (`list_follows_continue_tokens_and_refuses_oversized_answers`
-//! in `tests/kube_adapter.rs`); every call times out after 10 s as `unavailable`.
+//! `list` pages through the API server (100 objects a page, following continue tokens), makes at
+//! most the requests the caller allows (a module's remaining host-call budget) and refuses answers
+//! over `MAX_LIST_ITEMS` (`list_follows_continue_tokens_and_refuses_oversized_answers` in
+//! `tests/kube_adapter.rs`); every call times out after 10 s as `unavailable`.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -33,10 +34,25 @@ pub enum KubeAdapterError {
     Unavailable(String),
 }
 
+/// What a `list` found, and how many API requests it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub requests: u32,
+}
+
 #[async_trait]
 pub trait KubeAdapter: Send + Sync {
     async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError>;
-    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError>;
+    /// List with at most `max_requests` API requests (pages); an answer that needs more is
+    /// `Invalid`.
+    async fn list(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+        max_requests: u32,
+    ) -> Result<Listed, KubeAdapterError>;
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError>;
     /// Server-side apply, forcing ownership, as `field_manager`.
     async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str)
@@ -56,7 +72,8 @@ pub struct KubeClientAdapter {
 /// Objects one `list` may return: a larger answer is refused (narrow the label selector), so a
 /// module cannot make the host hold a whole cluster's objects.
 pub const MAX_LIST_ITEMS: usize = 1000;
-pub const LIST_PAGE_SIZE: u32 = 250;
+/// Objects per page: one page is what the controller holds at once before the size checks.
+pub const LIST_PAGE_SIZE: u32 = 100;
 
 impl KubeClientAdapter {
     pub fn new(client: ::kube::Client) -> Self {
@@ -131,7 +148,13 @@ impl KubeAdapter for KubeClientAdapter {
         }
     }
 
-    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError> {
+    async fn list(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+        max_requests: u32,
+    ) -> Result<Listed, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
         let mut lp = ::kube::api::ListParams::default();
         if let Some(sel) = label_selector {
@@ -139,7 +162,15 @@ impl KubeAdapter for KubeClientAdapter {
         }
         lp = lp.limit(self.page_size);
         let mut items = Vec::new();
+        let mut requests = 0u32;
         loop {
+            if requests == max_requests {
+                return Err(KubeAdapterError::Invalid(format!(
+                    "listing {} needs more than {max_requests} requests (the step's remaining host-call budget); narrow the label selector",
+                    ty.kind
+                )));
+            }
+            requests += 1;
             let page = timed(api.list(&lp)).await?;
             items.extend(page.items);
             if items.len() > self.max_items {
@@ -153,7 +184,7 @@ impl KubeAdapter for KubeClientAdapter {
                 None => break,
             }
         }
-        items.into_iter().map(to_value).collect()
+        Ok(Listed { items: items.into_iter().map(to_value).collect::<Result<_, _>>()?, requests })
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {
@@ -261,13 +292,20 @@ impl KubeAdapter for InMemoryKube {
         Ok(self.lock().get(&(ty.clone(), namespace.to_string(), name.to_string())).cloned())
     }
 
-    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<Value>, KubeAdapterError> {
-        Ok(self
+    async fn list(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+        _max_requests: u32,
+    ) -> Result<Listed, KubeAdapterError> {
+        let items = self
             .lock()
             .iter()
             .filter(|((t, ns, _), o)| t == ty && ns == namespace && matches_selector(o, label_selector))
             .map(|(_, o)| o.clone())
-            .collect())
+            .collect();
+        Ok(Listed { items, requests: 1 })
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, mut object: Value) -> Result<Value, KubeAdapterError> {
@@ -341,10 +379,10 @@ mod tests {
         for (name, ns, role) in [("a", "ns", "full"), ("b", "ns", "archive"), ("c", "other", "full")] {
             k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name,"namespace":ns,"labels":{"role":role}}})).unwrap();
         }
-        let got = k.list(&cm(), "ns", Some("role=full")).await.unwrap();
+        let got = k.list(&cm(), "ns", Some("role=full"), 1).await.unwrap().items;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["metadata"]["name"], "a");
-        assert_eq!(k.list(&cm(), "ns", None).await.unwrap().len(), 2);
+        assert_eq!(k.list(&cm(), "ns", None, 1).await.unwrap().items.len(), 2);
     }
 
     #[tokio::test]

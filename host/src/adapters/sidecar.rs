@@ -1,5 +1,7 @@
 //! `SidecarClient`: the node sidecar's `/v0` HTTP API (reference §6). `HttpSidecarClient` is
-//! the real client (timeouts on every request); `InMemorySidecar` follows the same semantics
+//! the real client (timeouts on every request, no redirects, answers capped at 1 MiB, every path
+//! built segment by segment so a task id is always exactly one percent-encoded segment:
+//! `task_id_is_one_path_segment`); `InMemorySidecar` follows the same semantics
 //! (caller-chosen ids, idempotent re-submission, failed ids re-run on re-submit, healthz turns
 //! 200 after `mark-ready`) for `task run`, tests and benchmarks.
 
@@ -53,7 +55,7 @@ pub trait SidecarClient: Send + Sync {
 /// HTTP client for one node's sidecar.
 #[derive(Debug, Clone)]
 pub struct HttpSidecarClient {
-    base_url: String,
+    base_url: reqwest::Url,
     http: reqwest::Client,
 }
 
@@ -70,7 +72,13 @@ impl HttpSidecarClient {
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .build()
             .map_err(|e| SidecarAdapterError::Unavailable(format!("building the HTTP client: {e}")))?;
-        Ok(Self { base_url: base_url.into().trim_end_matches('/').to_string(), http })
+        let base = base_url.into();
+        let base_url = reqwest::Url::parse(base.trim_end_matches('/'))
+            .map_err(|e| SidecarAdapterError::Unavailable(format!("sidecar URL {base:?} is not a URL: {e}")))?;
+        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
+            return Err(SidecarAdapterError::Unavailable(format!("sidecar URL {base:?} is not an http(s) base URL")));
+        }
+        Ok(Self { base_url, http })
     }
 
     /// The reference's pod DNS address of a node's sidecar.
@@ -78,8 +86,28 @@ impl HttpSidecarClient {
         format!("http://{node}-0.{node}.{namespace}.svc.cluster.local:{port}")
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/v0/{path}", self.base_url)
+    /// `<base>/v0/<segments…>`, each segment percent-encoded on its own (a `/`, `?` or `..` in
+    /// one cannot change the path).
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("v0");
+            for s in segments {
+                path.push(s);
+            }
+        }
+        url
+    }
+
+    /// `<base>/v0/tasks/<id>`; an id that is not a path segment of its own (empty, `.`, `..`)
+    /// is refused.
+    fn task_url(&self, id: &str) -> Result<reqwest::Url, SidecarAdapterError> {
+        if id.is_empty() || id == "." || id == ".." {
+            return Err(SidecarAdapterError::Rejected(format!("task id {id:?} is not a path segment")));
+        }
+        Ok(self.url(&["tasks", id]))
     }
 
     async fn error_of(resp: reqwest::Response) -> SidecarAdapterError {
@@ -89,7 +117,7 @@ impl HttpSidecarClient {
             error: Option<String>,
         }
         let body = read_capped(resp).await.unwrap_or_default();
-        let text = crate::sandbox::host::clip(&String::from_utf8_lossy(&body), 1024);
+        let text = crate::text::safe(&String::from_utf8_lossy(&body), 1024);
         let msg = serde_json::from_str::<ErrBody>(&text).ok().and_then(|b| b.error).unwrap_or(text);
         if code == reqwest::StatusCode::NOT_FOUND {
             SidecarAdapterError::NotFound
@@ -128,7 +156,7 @@ async fn json_of<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Res
 #[async_trait]
 impl SidecarClient for HttpSidecarClient {
     async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
-        let resp = self.http.post(self.url("tasks")).json(request).send().await.map_err(transport)?;
+        let resp = self.http.post(self.url(&["tasks"])).json(request).send().await.map_err(transport)?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -140,7 +168,7 @@ impl SidecarClient for HttpSidecarClient {
     }
 
     async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
-        let resp = self.http.get(self.url(&format!("tasks/{id}"))).send().await.map_err(transport)?;
+        let resp = self.http.get(self.task_url(id)?).send().await.map_err(transport)?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -148,7 +176,7 @@ impl SidecarClient for HttpSidecarClient {
     }
 
     async fn status(&self) -> Result<String, SidecarAdapterError> {
-        let resp = self.http.get(self.url("status")).send().await.map_err(transport)?;
+        let resp = self.http.get(self.url(&["status"])).send().await.map_err(transport)?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -160,7 +188,7 @@ impl SidecarClient for HttpSidecarClient {
     }
 
     async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
-        let resp = self.http.get(self.url("healthz")).send().await.map_err(transport)?;
+        let resp = self.http.get(self.url(&["healthz"])).send().await.map_err(transport)?;
         match resp.status().as_u16() {
             200 => Ok(true),
             503 => Ok(false),
@@ -169,7 +197,7 @@ impl SidecarClient for HttpSidecarClient {
     }
 
     async fn node_id(&self) -> Result<String, SidecarAdapterError> {
-        let resp = self.http.get(self.url("node-id")).send().await.map_err(transport)?;
+        let resp = self.http.get(self.url(&["node-id"])).send().await.map_err(transport)?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -328,6 +356,27 @@ mod tests {
     #[tokio::test]
     async fn unknown_id_is_not_found() {
         assert_eq!(InMemorySidecar::new().get_task("x").await, Err(SidecarAdapterError::NotFound));
+    }
+
+    #[test]
+    fn task_id_is_one_path_segment() {
+        let c = HttpSidecarClient::new("http://127.0.0.1:9/nodes/sei/rpc/", DEFAULT_SIDECAR_TIMEOUT).unwrap();
+        assert_eq!(
+            c.url(&["tasks", "7f0c2a4e-0000-5000-8000-000000000001"]).as_str(),
+            "http://127.0.0.1:9/nodes/sei/rpc/v0/tasks/7f0c2a4e-0000-5000-8000-000000000001"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(c.task_url(bad).is_err(), "{bad:?}");
+        }
+        for hostile in ["../../other/rpc/v0/tasks/x", "x?admin=1", "x#f", "a/b", "%2e%2e"] {
+            let url = c.task_url(hostile).unwrap();
+            assert!(url.path().starts_with("/nodes/sei/rpc/v0/tasks/"), "{hostile}: {url}");
+            assert_eq!(url.path_segments().unwrap().count(), 6, "{hostile}: {url}");
+            assert_eq!(url.query(), None, "{hostile}: {url}");
+        }
+        let pod = HttpSidecarClient::new(HttpSidecarClient::pod_dns_url("rpc", "sei", 7777), DEFAULT_SIDECAR_TIMEOUT).unwrap();
+        assert_eq!(pod.url(&["status"]).as_str(), "http://rpc-0.rpc.sei.svc.cluster.local:7777/v0/status");
+        assert!(HttpSidecarClient::new("not a url", DEFAULT_SIDECAR_TIMEOUT).is_err());
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! Invariants (tests below; server-side in `tests/task_modules.rs`):
 //! - `sha256` is 64 lowercase hex digits; `taskTypes` is 1..32 DNS-1123 labels, unique;
 //! - `source` is exactly one of `configMap` / `url`, and a URL is `https://` or `http://` (CEL);
-//! - limits are bounded: `timeoutSeconds` 1..300, `memoryMiB` 1..4096; `autoRollback.window`
-//!   1..10000 and `maxFailurePercent` 0..100;
+//! - limits are bounded: `timeoutSeconds` 1..300, `memoryMiB` 1..4096, `hostCallsPerStep`
+//!   1..1000, `logCallsPerStep` 1..100000; `autoRollback.window` 1..10000 and
+//!   `maxFailurePercent` 0..100;
 //! - `status.replicas` and each replica's `conditions` are list-maps (keys `replica`, `type`),
 //!   so each replica owns its own entry under server-side apply.
 
@@ -96,6 +97,16 @@ pub struct TaskModuleLimits {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "memoryMiB")]
     #[schemars(range(min = 1, max = 4096))]
     pub memory_mib: Option<u32>,
+    /// Kubernetes and sidecar calls one step may make (each API request counts); the call past
+    /// it fails the step. Default: the controller's (64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub host_calls_per_step: Option<u32>,
+    /// `log` calls one step may make; the call past it fails the step. Default: the
+    /// controller's (10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub log_calls_per_step: Option<u32>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -170,6 +181,8 @@ impl TaskModuleSpec {
         ModuleLimits {
             deadline: l.timeout_seconds.map(|s| Duration::from_secs(s.into())),
             memory_bytes: l.memory_mib.map(|m| (m as usize) << 20),
+            host_calls: l.host_calls_per_step,
+            log_calls: l.log_calls_per_step,
         }
     }
 
@@ -221,13 +234,21 @@ mod tests {
             "source": {"configMap": {"namespace": "sei-system", "name": "m", "key": "module.wasm"}},
             "sha256": "0".repeat(64),
             "capabilities": ["kube-read", "kube-write"],
-            "limits": {"timeoutSeconds": 5, "memoryMiB": 16},
+            "limits": {"timeoutSeconds": 5, "memoryMiB": 16, "hostCallsPerStep": 8, "logCallsPerStep": 100},
             "rollout": {"autoRollback": {"window": 10, "maxFailurePercent": 20}}
         }))
         .unwrap();
         assert!(spec.grants().allows(CapabilityName::KubeWrite));
         assert!(!spec.grants().allows(CapabilityName::Sidecar));
-        assert_eq!(spec.module_limits(), ModuleLimits { deadline: Some(Duration::from_secs(5)), memory_bytes: Some(16 << 20) });
+        assert_eq!(
+            spec.module_limits(),
+            ModuleLimits {
+                deadline: Some(Duration::from_secs(5)),
+                memory_bytes: Some(16 << 20),
+                host_calls: Some(8),
+                log_calls: Some(100)
+            }
+        );
         assert_eq!(spec.auto_rollback(), Some(AutoRollbackPolicy { window: 10, max_failure_percent: 20 }));
     }
 }

@@ -58,7 +58,7 @@ pub fn replica_status(
             condition("Rejected", false, "Loaded", String::new(), generation, now, old_conditions),
         ),
         Attempt::Rejected { reason, message } => {
-            let message = crate::sandbox::host::clip(message, MAX_MESSAGE_BYTES);
+            let message = crate::text::safe(message, MAX_MESSAGE_BYTES);
             let serving = match active {
                 Some(a) => format!("the previous module {} keeps serving", a.digest),
                 None => "its task types stay with the built-in or directory module".into(),

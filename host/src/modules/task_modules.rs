@@ -348,6 +348,7 @@ impl TaskModuleLoader {
             task_types: Some(spec.task_types.clone()),
             pinned_sha256: Some(spec.sha256.clone()),
             limits: spec.module_limits(),
+            trusted_code: false,
         };
         let loaded = self.sandbox.load_module(&bytes, grant).await.map_err(|e| Rejection {
             reason: e.reason().into(),
@@ -417,7 +418,7 @@ impl TaskModuleLoader {
     }
 
     async fn publish(&self, tm: &TaskModule, type_: EventType, reason: &str, note: String) {
-        let note = crate::sandbox::host::clip(&format!("replica {}: {note}", self.replica), 900);
+        let note = crate::text::safe(&format!("replica {}: {note}", self.replica), 900);
         let event = Event { type_, reason: reason.into(), note: Some(note), action: "LoadModule".into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &tm.object_ref(&())).await {
             tracing::warn!(task_module = %tm.name_any(), error = %e, "could not publish event");

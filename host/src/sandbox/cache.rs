@@ -27,6 +27,14 @@ pub enum CacheOutcome {
     Recompiled(String),
 }
 
+/// What the cache holds for a digest.
+pub enum Lookup {
+    Hit(Component),
+    Miss,
+    /// An entry that must not be trusted (the reason); it is recompiled and rewritten.
+    Unusable(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: Option<PathBuf>,
@@ -80,30 +88,53 @@ impl ArtifactCache {
         Some((dir.join(format!("{key}.cwasm")), dir.join(format!("{key}.sha256"))))
     }
 
-    /// Load the component for `wasm` (whose sha256 is `digest`) from the cache, or compile it.
+    /// Load the component for `wasm` (whose sha256 is `digest`) from the cache, or compile it
+    /// in this process.
     pub fn load_or_compile(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
-        let Some((artifact, integrity)) = self.paths(engine, digest) else {
-            return Ok((Component::new(engine, wasm)?, CacheOutcome::Compiled));
-        };
-        let problem = match Self::try_load(engine, &artifact, &integrity) {
-            Ok(Some(c)) => return Ok((c, CacheOutcome::Loaded)),
-            Ok(None) => None,
-            Err(reason) => {
-                tracing::warn!(artifact = %artifact.display(), %reason, "precompiled cache entry is unusable; recompiling");
-                Some(reason)
-            }
+        let problem = match self.lookup(engine, digest) {
+            Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
+            Lookup::Miss => None,
+            Lookup::Unusable(reason) => Some(reason),
         };
         let component = Component::new(engine, wasm)?;
-        let stored = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| Self::store(&artifact, &integrity, &bytes));
+        let stored = match self.dir {
+            None => Err(String::new()),
+            Some(_) => component.serialize().map_err(|e| e.to_string()).and_then(|bytes| self.store(engine, digest, &bytes)),
+        };
+        Ok((component, Self::outcome(problem, stored.is_ok())))
+    }
+
+    /// How a compile that followed `problem` (an unusable entry, if any) and stored its artifact
+    /// (or not) is reported.
+    pub fn outcome(problem: Option<String>, stored: bool) -> CacheOutcome {
+        match problem {
+            Some(reason) => CacheOutcome::Recompiled(reason),
+            None if stored => CacheOutcome::CompiledAndStored,
+            None => CacheOutcome::Compiled,
+        }
+    }
+
+    /// The verified entry for `digest`, if any.
+    pub fn lookup(&self, engine: &Engine, digest: &str) -> Lookup {
+        let Some((artifact, integrity)) = self.paths(engine, digest) else { return Lookup::Miss };
+        match Self::try_load(engine, &artifact, &integrity) {
+            Ok(Some(c)) => Lookup::Hit(c),
+            Ok(None) => Lookup::Miss,
+            Err(reason) => {
+                tracing::warn!(artifact = %artifact.display(), %reason, "precompiled cache entry is unusable; recompiling");
+                Lookup::Unusable(reason)
+            }
+        }
+    }
+
+    /// Write the serialized artifact of `digest` (a no-op without a cache directory).
+    pub fn store(&self, engine: &Engine, digest: &str, artifact_bytes: &[u8]) -> Result<(), String> {
+        let Some((artifact, integrity)) = self.paths(engine, digest) else { return Err("no cache directory".into()) };
+        let stored = Self::write_entry(&artifact, &integrity, artifact_bytes);
         if let Err(e) = &stored {
             tracing::warn!(artifact = %artifact.display(), error = %e, "could not write the precompiled cache entry");
         }
-        let outcome = match problem {
-            Some(reason) => CacheOutcome::Recompiled(reason),
-            None if stored.is_ok() => CacheOutcome::CompiledAndStored,
-            None => CacheOutcome::Compiled,
-        };
-        Ok((component, outcome))
+        stored
     }
 
     /// `Ok(None)`: no entry. `Err(reason)`: an entry that must not be trusted.
@@ -126,7 +157,7 @@ impl ArtifactCache {
         unsafe { Component::deserialize(engine, &bytes) }.map(Some).map_err(|e| format!("deserializing: {e}"))
     }
 
-    fn store(artifact: &Path, integrity: &Path, bytes: &[u8]) -> Result<(), String> {
+    fn write_entry(artifact: &Path, integrity: &Path, bytes: &[u8]) -> Result<(), String> {
         let write = |path: &Path, data: &[u8]| -> std::io::Result<()> {
             // Unpredictable temp name: in a container every controller is pid 1.
             let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);

@@ -1,25 +1,47 @@
 //! The store data of one run (`TaskCtx`) and the host side of the `log`, `kube` and `sidecar`
-//! imports. Every import goes through the `CapabilityGuard` first; a refusal is answered with
-//! `denied`, logged with task type, node, module digest and the refused call, counted in
-//! `SandboxMetrics`, and listed in the run report.
+//! imports, registered on the linker by [`add_to_linker`].
+//!
+//! Every import:
+//! - lifts its arguments through the bounded types of `sandbox::abi`, so an argument over its
+//!   cap is refused before it is copied out of the guest (`abi` module docs);
+//! - is charged against the step's budget before anything else: `kube` and `sidecar` calls
+//!   against `max_host_calls` (a `list` charges one unit per API request it makes), `log` calls
+//!   against `max_log_calls`; the call past a budget traps the step with [`BudgetExceeded`]
+//!   (`host_call_flood_is_stopped_by_the_budget`, `log_storm_is_stopped_by_the_budget` in
+//!   `tests/sandbox_guests.rs`);
+//! - goes through the `CapabilityGuard`; a refusal is answered with `denied`, logged
+//!   (rate-limited) with task type, node, module digest and the refused call, counted in
+//!   `SandboxMetrics`, and listed in the run report;
+//! - keeps what the report stores bounded: at most `max_recorded_host_calls` calls and
+//!   `max_log_lines` lines of at most `max_log_line_bytes` (and `max_log_bytes_per_step` in
+//!   all); the rest is counted, not stored;
+//! - escapes guest text (`crate::text`) before it reaches the controller's log, the report, a
+//!   status or an event (`guest_text_is_escaped_everywhere`).
 
+use super::abi::{
+    BoundedStr, GuestObjectRef, MAX_LOG_LINE_LIFT, MAX_OBJECT_LIFT, MAX_SELECTOR_LIFT, MAX_SIDECAR_ID_LIFT, MAX_SIDECAR_PARAMS_LIFT,
+    ObjectRefArg,
+};
 use crate::adapters::kube::{KubeAdapter, KubeAdapterError, TypeRef};
 use crate::adapters::sidecar::{SidecarAdapterError, SidecarClient, TaskRequest};
 use crate::bindings::sei::task::{kube, log, sidecar};
-use crate::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb};
+use crate::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb, is_sidecar_task_id};
 use crate::metrics::SandboxMetrics;
 use crate::sandbox::limits::RunLimits;
+use crate::text;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+use wasmtime::StoreContextMut;
+use wasmtime::component::Linker;
 
 /// Annotation recording which module digest last wrote an object.
 pub const MODULE_DIGEST_ANNOTATION: &str = "sei.io/module-digest";
 
-/// One host call as the run report shows it.
+/// One host call as the run report shows it (escaped, clipped).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HostCall {
-    /// `log`, `kube` or `sidecar`.
+    /// `kube` or `sidecar`.
     pub interface: &'static str,
     /// e.g. `get v1/ConfigMap sei/peers`.
     pub call: String,
@@ -28,10 +50,36 @@ pub struct HostCall {
     pub micros: u64,
 }
 
+/// One kept log line (escaped, clipped).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LogLine {
     pub level: &'static str,
     pub message: String,
+}
+
+/// Which per-step budget a module exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Budget {
+    HostCalls,
+    LogCalls,
+}
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::HostCalls => "host-calls",
+            Budget::LogCalls => "log-calls",
+        }
+    }
+}
+
+/// The trap raised by the call past a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the step made more than {limit} {} calls, its per-step budget", match budget { Budget::HostCalls => "kube and sidecar", Budget::LogCalls => "log" })]
+pub struct BudgetExceeded {
+    pub budget: Budget,
+    pub limit: u32,
 }
 
 /// Tracks the module's memory: the cap (a growth past it traps with a precise error) and the
@@ -82,25 +130,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Caps on what a guest hands the host in one call (checked before anything is parsed).
-pub const MAX_NAME_BYTES: usize = 253;
-pub const MAX_OBJECT_BYTES: usize = 3 << 20;
-pub const MAX_SELECTOR_BYTES: usize = 4 << 10;
-pub const MAX_ID_BYTES: usize = 128;
 /// Denials logged per step; the rest are counted, not logged.
 pub const MAX_LOGGED_DENIALS: u32 = 5;
-
-/// Shorten guest-supplied text for messages and records.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…[{} bytes]", &s[..cut], s.len())
-}
+/// A recorded call or outcome is clipped to this many bytes.
+pub const MAX_RECORD_BYTES: usize = 512;
+/// Largest JSON answer of one `list` (all items); a larger one is refused.
+pub const MAX_LIST_BYTES: usize = 8 << 20;
 
 /// Everything a run's host functions need; the `Store`'s data.
 pub struct TaskCtx {
@@ -116,30 +151,85 @@ pub struct TaskCtx {
     pub deadline: Instant,
     pub calls: Vec<HostCall>,
     pub unrecorded_calls: u64,
+    /// Kubernetes and sidecar calls made (API requests, denied calls included).
+    pub host_calls: u32,
+    pub log_calls: u32,
     pub logs: Vec<LogLine>,
     pub log_bytes: usize,
     pub dropped_log_bytes: u64,
+    pub dropped_log_lines: u64,
+    /// The last `panic: …` line the guest logged, kept even when the line itself was dropped.
+    pub panic_message: Option<String>,
     pub denials: u32,
 }
 
 impl TaskCtx {
+    /// A context for one run of `task_type` by the module `module_digest`.
+    pub fn new(
+        limits: RunLimits,
+        guard: CapabilityGuard,
+        adapters: (Arc<dyn KubeAdapter>, Option<Arc<dyn SidecarClient>>),
+        metrics: Arc<SandboxMetrics>,
+        task_type: String,
+        module: (Arc<str>, Arc<str>),
+    ) -> Self {
+        Self {
+            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
+            guard,
+            kube: adapters.0,
+            sidecar: adapters.1,
+            metrics,
+            task_type,
+            module_digest: module.0,
+            module_name: module.1,
+            deadline: Instant::now() + limits.deadline,
+            calls: Vec::new(),
+            unrecorded_calls: 0,
+            host_calls: 0,
+            log_calls: 0,
+            logs: Vec::new(),
+            log_bytes: 0,
+            dropped_log_bytes: 0,
+            dropped_log_lines: 0,
+            panic_message: None,
+            denials: 0,
+            limits,
+        }
+    }
+
     fn field_manager(&self) -> String {
         format!("sei-operator/{}", self.task_type)
     }
 
-    fn record(&mut self, interface: &'static str, call: String, outcome: String, started: Instant) {
+    /// Charge `requests` API requests to the host-call budget; past it, trap.
+    fn charge(&mut self, requests: u32) -> wasmtime::Result<()> {
+        self.host_calls = self.host_calls.saturating_add(requests);
+        if self.host_calls > self.limits.max_host_calls {
+            let e = BudgetExceeded { budget: Budget::HostCalls, limit: self.limits.max_host_calls };
+            self.metrics.budget_exceeded(&self.module_digest, e.budget);
+            return Err(wasmtime::Error::new(e));
+        }
+        Ok(())
+    }
+
+    /// Requests left in the host-call budget.
+    fn remaining_calls(&self) -> u32 {
+        self.limits.max_host_calls.saturating_sub(self.host_calls)
+    }
+
+    fn record(&mut self, interface: &'static str, call: &str, outcome: &str, started: Instant) {
         if self.calls.len() < self.limits.max_recorded_host_calls {
-            let (call, outcome) = (clip(&call, 512), clip(&outcome, 512));
+            let (call, outcome) = (text::safe(call, MAX_RECORD_BYTES), text::safe(outcome, MAX_RECORD_BYTES));
             self.calls.push(HostCall { interface, call, outcome, micros: started.elapsed().as_micros() as u64 });
         } else {
             self.unrecorded_calls += 1;
         }
     }
 
-    fn deny(&mut self, interface: &'static str, call: String, denial: &Denial, started: Instant) {
+    fn deny(&mut self, interface: &'static str, call: &str, denial: &Denial, started: Instant) {
         self.denials += 1;
         self.metrics.denied(&self.module_digest, denial.reason);
-        self.record(interface, call.clone(), format!("denied: {denial}"), started);
+        self.record(interface, call, &format!("denied: {denial}"), started);
         if self.denials > MAX_LOGGED_DENIALS {
             return;
         }
@@ -148,9 +238,10 @@ impl TaskCtx {
             module = %self.module_name,
             module_digest = %self.module_digest,
             node = %format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name),
-            refused_call = %call,
+            refused_call = %text::safe(call, MAX_RECORD_BYTES),
             reason = denial.reason,
-            "host call denied: {denial}{}",
+            "host call denied: {}{}",
+            text::safe(&denial.message, 1024),
             if self.denials == MAX_LOGGED_DENIALS { " (further denials of this step are counted, not logged)" } else { "" }
         );
     }
@@ -176,23 +267,26 @@ fn level_name(level: log::Level) -> &'static str {
     }
 }
 
-fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
+// log
+impl TaskCtx {
+    /// One `log` call: charged, escaped, clipped, kept while the step's line and byte caps allow.
+    pub fn log(&mut self, level: log::Level, message: BoundedStr<MAX_LOG_LINE_LIFT>) -> wasmtime::Result<()> {
+        self.log_calls = self.log_calls.saturating_add(1);
+        if self.log_calls > self.limits.max_log_calls {
+            let e = BudgetExceeded { budget: Budget::LogCalls, limit: self.limits.max_log_calls };
+            self.metrics.budget_exceeded(&self.module_digest, e.budget);
+            return Err(wasmtime::Error::new(e));
         }
-        s.truncate(cut);
-        s.push_str("…[truncated]");
-    }
-}
-
-impl log::Host for TaskCtx {
-    fn log(&mut self, level: log::Level, mut message: String) {
-        truncate_utf8(&mut message, self.limits.max_log_line_bytes);
-        if self.log_bytes + message.len() > self.limits.max_log_bytes_per_step {
+        let raw = message.or_placeholder("log line");
+        let message = text::safe(&raw, self.limits.max_log_line_bytes);
+        if message.starts_with("panic: ") {
+            self.panic_message = Some(message.clone());
+        }
+        let over_lines = self.logs.len() >= self.limits.max_log_lines;
+        if over_lines || self.log_bytes + message.len() > self.limits.max_log_bytes_per_step {
+            self.dropped_log_lines += 1;
             self.dropped_log_bytes += message.len() as u64;
-            return;
+            return Ok(());
         }
         self.log_bytes += message.len();
         let level = level_name(level);
@@ -203,6 +297,7 @@ impl log::Host for TaskCtx {
             _ => tracing::debug!(task_type = %self.task_type, module_digest = %self.module_digest, "module: {message}"),
         }
         self.logs.push(LogLine { level, message });
+        Ok(())
     }
 }
 
@@ -234,22 +329,32 @@ fn parse_object(json: &str) -> Result<(Value, TypeRef, String, Option<String>), 
     Ok((object, TypeRef { api_version, kind }, name, namespace))
 }
 
+type KubeResult<T> = wasmtime::Result<Result<T, kube::KubeError>>;
+
+// kube
 impl TaskCtx {
     /// Guard a write and put the namespace and digest annotation on the object.
-    fn admit_write(&mut self, verb: KubeVerb, json: &str, started: Instant) -> Result<(Value, TypeRef, String, String), kube::KubeError> {
+    fn admit_write(
+        &mut self,
+        verb: KubeVerb,
+        json: BoundedStr<MAX_OBJECT_LIFT>,
+        started: Instant,
+    ) -> Result<(Value, TypeRef, String, String), kube::KubeError> {
         // Refuse before parsing: a module without the capability, or with an oversized object,
         // makes the host do no work.
         if let Err(d) = self.guard.check_capability(verb.capability(), &format!("kube {}", verb.as_str())) {
-            self.deny("kube", format!("{} <object of {} bytes>", verb.as_str(), json.len()), &d, started);
+            self.deny("kube", &format!("{} <object of {} bytes>", verb.as_str(), json.len()), &d, started);
             return Err(kube::KubeError::Denied(d.message));
         }
-        if json.len() > MAX_OBJECT_BYTES {
-            let msg = format!("object of {} bytes is over the limit of {MAX_OBJECT_BYTES} bytes", json.len());
-            self.record("kube", format!("{} <oversized object>", verb.as_str()), format!("error: {msg}"), started);
-            return Err(kube::KubeError::Invalid(msg));
-        }
-        let (mut object, ty, name, namespace) = parse_object(json)
-            .inspect_err(|e| self.record("kube", format!("{} <unparsable object>", verb.as_str()), format!("error: {e}"), started))?;
+        let json = match json.within("object") {
+            Ok(j) => j,
+            Err(msg) => {
+                self.record("kube", &format!("{} <oversized object>", verb.as_str()), &format!("error: {msg}"), started);
+                return Err(kube::KubeError::Invalid(msg));
+            }
+        };
+        let (mut object, ty, name, namespace) = parse_object(&json)
+            .inspect_err(|e| self.record("kube", &format!("{} <unparsable object>", verb.as_str()), &format!("error: {e}"), started))?;
         let call = KubeCall { verb, api_version: &ty.api_version, kind: &ty.kind, namespace: namespace.as_deref(), name: Some(&name) };
         let desc = format!(
             "{} {}/{} {}/{}",
@@ -268,101 +373,138 @@ impl TaskCtx {
                 Ok((object, ty, name, ns))
             }
             Err(d) => {
-                self.deny("kube", desc, &d, started);
+                self.deny("kube", &desc, &d, started);
                 Err(kube::KubeError::Denied(d.message))
             }
         }
     }
-}
 
-fn oversized_ref(r: &kube::ObjectRef) -> Option<String> {
-    let long = [("name", r.name.len(), MAX_NAME_BYTES), ("kind", r.kind.len(), 63), ("apiVersion", r.api_version.len(), 127)]
-        .into_iter()
-        .chain(r.namespace.as_ref().map(|n| ("namespace", n.len(), 63)))
-        .find(|(_, len, max)| len > max);
-    long.map(|(what, len, max)| format!("{what} of {len} bytes is over the limit of {max} bytes"))
-}
-
-impl TaskCtx {
     /// Size-check and guard a get/delete of one object. Returns its type, namespace, and
     /// (description for the report, name).
     fn admit_ref(
         &mut self,
         verb: KubeVerb,
-        r: kube::ObjectRef,
+        r: GuestObjectRef,
         started: Instant,
     ) -> Result<(TypeRef, String, (String, String)), kube::KubeError> {
-        if let Some(msg) = oversized_ref(&r) {
-            self.record("kube", format!("{} <oversized reference>", verb.as_str()), format!("error: {msg}"), started);
-            return Err(kube::KubeError::Invalid(msg));
-        }
+        let r: ObjectRefArg = match r.checked() {
+            Ok(r) => r,
+            Err(msg) => {
+                self.record("kube", &format!("{} <oversized reference>", verb.as_str()), &format!("error: {msg}"), started);
+                return Err(kube::KubeError::Invalid(msg));
+            }
+        };
         let call = KubeCall { verb, api_version: &r.api_version, kind: &r.kind, namespace: r.namespace.as_deref(), name: Some(&r.name) };
         let ns_shown = r.namespace.as_deref().unwrap_or(&self.guard.scope().namespace).to_string();
         let desc = format!("{} {}/{} {ns_shown}/{}", verb.as_str(), r.api_version, r.kind, r.name);
         match self.guard.check_kube(&call) {
             Ok(ns) => Ok((TypeRef { api_version: r.api_version, kind: r.kind }, ns, (desc, r.name))),
             Err(d) => {
-                self.deny("kube", desc, &d, started);
+                self.deny("kube", &desc, &d, started);
                 Err(kube::KubeError::Denied(d.message))
             }
         }
     }
-}
 
-impl kube::Host for TaskCtx {
-    async fn get(&mut self, r: kube::ObjectRef) -> Result<Option<String>, kube::KubeError> {
+    pub async fn kube_get(&mut self, r: GuestObjectRef) -> KubeResult<Option<String>> {
+        self.charge(1)?;
         let started = Instant::now();
-        let (ty, ns, desc) = self.admit_ref(KubeVerb::Get, r, started)?;
+        let (ty, ns, desc) = match self.admit_ref(KubeVerb::Get, r, started) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = self.kube.get(&ty, &ns, &desc.1).await;
-        self.record("kube", desc.0, outcome_of(&res), started);
-        res.map(|o| o.map(|v| v.to_string())).map_err(kube_error)
+        self.record("kube", &desc.0, &outcome_of(&res), started);
+        Ok(res.map(|o| o.map(|v| v.to_string())).map_err(kube_error))
     }
 
-    async fn list_objects(
+    pub async fn kube_list(
         &mut self,
-        api_version: String,
-        kind: String,
-        label_selector: Option<String>,
-    ) -> Result<Vec<String>, kube::KubeError> {
+        api_version: BoundedStr<127>,
+        kind: BoundedStr<63>,
+        label_selector: Option<BoundedStr<MAX_SELECTOR_LIFT>>,
+    ) -> KubeResult<Vec<String>> {
+        self.charge(1)?;
         let started = Instant::now();
+        let args = (|| {
+            Ok::<_, String>((
+                api_version.within("apiVersion")?,
+                kind.within("kind")?,
+                label_selector.map(|s| s.within("label selector")).transpose()?,
+            ))
+        })();
+        let (api_version, kind, label_selector) = match args {
+            Ok(a) => a,
+            Err(msg) => {
+                self.record("kube", "list <oversized arguments>", &format!("error: {msg}"), started);
+                return Ok(Err(kube::KubeError::Invalid(msg)));
+            }
+        };
         let call = KubeCall { verb: KubeVerb::List, api_version: &api_version, kind: &kind, namespace: None, name: None };
         let desc = format!("list {api_version}/{kind} {} {}", self.guard.scope().namespace, label_selector.as_deref().unwrap_or(""));
         let ns = match self.guard.check_kube(&call) {
             Ok(ns) => ns,
             Err(d) => {
-                self.deny("kube", desc, &d, started);
-                return Err(kube::KubeError::Denied(d.message));
+                self.deny("kube", &desc, &d, started);
+                return Ok(Err(kube::KubeError::Denied(d.message)));
             }
         };
         let ty = TypeRef { api_version, kind };
-        let res = self.kube.list(&ty, &ns, label_selector.as_deref()).await;
-        self.record("kube", desc, outcome_of(&res), started);
-        res.map(|v| v.iter().map(Value::to_string).collect()).map_err(kube_error)
+        // The first request is charged; further pages may use what is left of the budget.
+        let res = self.kube.list(&ty, &ns, label_selector.as_deref(), self.remaining_calls().saturating_add(1)).await;
+        if let Ok(listed) = &res {
+            self.charge(listed.requests.saturating_sub(1))?;
+        }
+        let res = res.and_then(|listed| {
+            let items: Vec<String> = listed.items.iter().map(Value::to_string).collect();
+            let bytes: usize = items.iter().map(String::len).sum();
+            if bytes > MAX_LIST_BYTES {
+                return Err(KubeAdapterError::Invalid(format!(
+                    "the {} objects matched are {bytes} bytes, over the limit of {MAX_LIST_BYTES} bytes; narrow the label selector",
+                    ty.kind
+                )));
+            }
+            Ok(items)
+        });
+        self.record("kube", &desc, &outcome_of(&res), started);
+        Ok(res.map_err(kube_error))
     }
 
-    async fn create(&mut self, object: String) -> Result<String, kube::KubeError> {
+    pub async fn kube_create(&mut self, object: BoundedStr<MAX_OBJECT_LIFT>) -> KubeResult<String> {
+        self.charge(1)?;
         let started = Instant::now();
-        let (object, ty, name, ns) = self.admit_write(KubeVerb::Create, &object, started)?;
+        let (object, ty, name, ns) = match self.admit_write(KubeVerb::Create, object, started) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = self.kube.create(&ty, &ns, object).await;
-        self.record("kube", format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), outcome_of(&res), started);
-        res.map(|v| v.to_string()).map_err(kube_error)
+        self.record("kube", &format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), &outcome_of(&res), started);
+        Ok(res.map(|v| v.to_string()).map_err(kube_error))
     }
 
-    async fn apply(&mut self, object: String) -> Result<String, kube::KubeError> {
+    pub async fn kube_apply(&mut self, object: BoundedStr<MAX_OBJECT_LIFT>) -> KubeResult<String> {
+        self.charge(1)?;
         let started = Instant::now();
-        let (object, ty, name, ns) = self.admit_write(KubeVerb::Apply, &object, started)?;
+        let (object, ty, name, ns) = match self.admit_write(KubeVerb::Apply, object, started) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         let manager = self.field_manager();
         let res = self.kube.apply(&ty, &ns, &name, object, &manager).await;
-        self.record("kube", format!("apply {}/{} {ns}/{name} as {manager}", ty.api_version, ty.kind), outcome_of(&res), started);
-        res.map(|v| v.to_string()).map_err(kube_error)
+        self.record("kube", &format!("apply {}/{} {ns}/{name} as {manager}", ty.api_version, ty.kind), &outcome_of(&res), started);
+        Ok(res.map(|v| v.to_string()).map_err(kube_error))
     }
 
-    async fn delete(&mut self, r: kube::ObjectRef) -> Result<bool, kube::KubeError> {
+    pub async fn kube_delete(&mut self, r: GuestObjectRef) -> KubeResult<bool> {
+        self.charge(1)?;
         let started = Instant::now();
-        let (ty, ns, desc) = self.admit_ref(KubeVerb::Delete, r, started)?;
+        let (ty, ns, desc) = match self.admit_ref(KubeVerb::Delete, r, started) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = self.kube.delete(&ty, &ns, &desc.1).await;
-        self.record("kube", desc.0, outcome_of(&res), started);
-        res.map_err(kube_error)
+        self.record("kube", &desc.0, &outcome_of(&res), started);
+        Ok(res.map_err(kube_error))
     }
 }
 
@@ -374,84 +516,188 @@ fn sidecar_error(e: SidecarAdapterError) -> sidecar::SidecarError {
     }
 }
 
+type SidecarResult<T> = wasmtime::Result<Result<T, sidecar::SidecarError>>;
+
+/// A task id for a report or a denial message, whatever the guest sent.
+fn shown_id(id: &BoundedStr<MAX_SIDECAR_ID_LIFT>) -> String {
+    match id {
+        BoundedStr::Ok(id) => text::safe(id, 80),
+        BoundedStr::Over(len) => format!("<id of {len} bytes>"),
+    }
+}
+
+// sidecar
 impl TaskCtx {
     /// Guard a sidecar call and hand back the client.
     fn sidecar_for(&mut self, op: &str, desc: &str, started: Instant) -> Result<Arc<dyn SidecarClient>, sidecar::SidecarError> {
         if let Err(d) = self.guard.check_sidecar(op) {
-            self.deny("sidecar", desc.to_string(), &d, started);
+            self.deny("sidecar", desc, &d, started);
             return Err(sidecar::SidecarError::Denied(d.message));
         }
         match &self.sidecar {
             Some(s) => Ok(s.clone()),
             None => {
                 let msg = "no sidecar is configured for this run".to_string();
-                self.record("sidecar", desc.to_string(), format!("error: {msg}"), started);
+                self.record("sidecar", desc, &format!("error: {msg}"), started);
                 Err(sidecar::SidecarError::Unavailable(msg))
             }
         }
     }
-}
 
-impl sidecar::Host for TaskCtx {
-    async fn submit_task(&mut self, id: String, task_type: String, params: Option<String>) -> Result<String, sidecar::SidecarError> {
+    /// A task id as the sidecar issues them (a UUID); anything else never reaches a URL.
+    fn checked_id(&mut self, op: &str, id: BoundedStr<MAX_SIDECAR_ID_LIFT>, started: Instant) -> Result<String, sidecar::SidecarError> {
+        let id = id.within("task id").and_then(|id| {
+            if is_sidecar_task_id(&id) {
+                Ok(id)
+            } else {
+                Err(format!("task id {:?} is not a UUID (8-4-4-4-12 hex digits)", text::safe(&id, 80)))
+            }
+        });
+        id.map_err(|msg| {
+            self.record("sidecar", &format!("{op} <invalid id>"), &format!("error: {msg}"), started);
+            sidecar::SidecarError::Rejected(msg)
+        })
+    }
+
+    pub async fn sidecar_submit(
+        &mut self,
+        id: BoundedStr<MAX_SIDECAR_ID_LIFT>,
+        task_type: BoundedStr<63>,
+        params: Option<BoundedStr<MAX_SIDECAR_PARAMS_LIFT>>,
+    ) -> SidecarResult<String> {
+        self.charge(1)?;
         let started = Instant::now();
-        if id.len() > MAX_ID_BYTES || task_type.len() > 63 || params.as_ref().is_some_and(|p| p.len() > MAX_OBJECT_BYTES) {
-            let msg = "task id, type or params over its size limit".to_string();
-            self.record("sidecar", "submit-task <oversized arguments>".into(), format!("error: {msg}"), started);
-            return Err(sidecar::SidecarError::Rejected(msg));
-        }
+        let client = match self.sidecar_for("submit-task", &format!("submit-task {}", shown_id(&id)), started) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match self.checked_id("submit-task", id, started) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        let args = (|| Ok::<_, String>((task_type.within("task type")?, params.map(|p| p.within("params")).transpose()?)))();
+        let (task_type, params) = match args {
+            Ok(a) => a,
+            Err(msg) => {
+                self.record("sidecar", "submit-task <oversized arguments>", &format!("error: {msg}"), started);
+                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
+            }
+        };
         let desc = format!("submit-task {task_type} {id}");
-        let client = self.sidecar_for("submit-task", &desc, started)?;
         let params = match params.as_deref().map(serde_json::from_str::<Value>).transpose() {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("params are not JSON: {e}");
-                self.record("sidecar", desc, format!("error: {msg}"), started);
-                return Err(sidecar::SidecarError::Rejected(msg));
+                self.record("sidecar", &desc, &format!("error: {msg}"), started);
+                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
             }
         };
         let res = client.submit_task(&TaskRequest { id, task_type, params }).await;
-        self.record("sidecar", desc, outcome_of(&res), started);
-        res.map_err(sidecar_error)
+        self.record("sidecar", &desc, &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
     }
 
-    async fn get_task(&mut self, id: String) -> Result<sidecar::SidecarTask, sidecar::SidecarError> {
+    pub async fn sidecar_get_task(&mut self, id: BoundedStr<MAX_SIDECAR_ID_LIFT>) -> SidecarResult<sidecar::SidecarTask> {
+        self.charge(1)?;
         let started = Instant::now();
-        if id.len() > MAX_ID_BYTES {
-            let msg = format!("task id of {} bytes is over the limit of {MAX_ID_BYTES} bytes", id.len());
-            self.record("sidecar", "get-task <oversized id>".into(), format!("error: {msg}"), started);
-            return Err(sidecar::SidecarError::Rejected(msg));
-        }
-        let desc = format!("get-task {id}");
-        let client = self.sidecar_for("get-task", &desc, started)?;
+        let client = match self.sidecar_for("get-task", &format!("get-task {}", shown_id(&id)), started) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match self.checked_id("get-task", id, started) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = client.get_task(&id).await;
-        self.record("sidecar", desc, res.as_ref().map(|t| format!("ok: {}", t.status)).unwrap_or_else(|e| format!("error: {e}")), started);
-        res.map(|t| sidecar::SidecarTask { id: t.id, task_type: t.task_type, status: t.status, error: t.error }).map_err(sidecar_error)
+        let outcome = res.as_ref().map(|t| format!("ok: {}", t.status)).unwrap_or_else(|e| format!("error: {e}"));
+        self.record("sidecar", &format!("get-task {id}"), &outcome, started);
+        Ok(res.map(|t| sidecar::SidecarTask { id: t.id, task_type: t.task_type, status: t.status, error: t.error }).map_err(sidecar_error))
     }
 
-    async fn status(&mut self) -> Result<String, sidecar::SidecarError> {
+    /// Charge, guard and hand back the client of a call without arguments.
+    fn simple_call(&mut self, op: &'static str) -> SidecarResult<(Arc<dyn SidecarClient>, Instant)> {
+        self.charge(1)?;
         let started = Instant::now();
-        let client = self.sidecar_for("status", "status", started)?;
+        Ok(self.sidecar_for(op, op, started).map(|c| (c, started)))
+    }
+
+    pub async fn sidecar_status(&mut self) -> SidecarResult<String> {
+        let (client, started) = match self.simple_call("status")? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = client.status().await;
-        self.record("sidecar", "status".into(), outcome_of(&res), started);
-        res.map_err(sidecar_error)
+        self.record("sidecar", "status", &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
     }
 
-    async fn healthz(&mut self) -> Result<bool, sidecar::SidecarError> {
-        let started = Instant::now();
-        let client = self.sidecar_for("healthz", "healthz", started)?;
+    pub async fn sidecar_healthz(&mut self) -> SidecarResult<bool> {
+        let (client, started) = match self.simple_call("healthz")? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = client.healthz().await;
-        self.record("sidecar", "healthz".into(), outcome_of(&res), started);
-        res.map_err(sidecar_error)
+        self.record("sidecar", "healthz", &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
     }
 
-    async fn node_id(&mut self) -> Result<String, sidecar::SidecarError> {
-        let started = Instant::now();
-        let client = self.sidecar_for("node-id", "node-id", started)?;
+    pub async fn sidecar_node_id(&mut self) -> SidecarResult<String> {
+        let (client, started) = match self.simple_call("node-id")? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
         let res = client.node_id().await;
-        self.record("sidecar", "node-id".into(), outcome_of(&res), started);
-        res.map_err(sidecar_error)
+        self.record("sidecar", "node-id", &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
     }
 }
 
-impl crate::bindings::sei::task::types::Host for TaskCtx {}
+/// Register the `sei:task` host interfaces (this host's WIT version) on `linker`, with the
+/// bounded argument types of `sandbox::abi`.
+pub fn add_to_linker(linker: &mut Linker<TaskCtx>) -> wasmtime::Result<()> {
+    use super::module::{WIT_PACKAGE, WIT_VERSION};
+    type Ctx<'a> = StoreContextMut<'a, TaskCtx>;
+    // `types` holds only types, but guests import it as an instance.
+    linker.instance(&format!("{WIT_PACKAGE}/types@{WIT_VERSION}"))?;
+
+    let mut l = linker.instance(&format!("{WIT_PACKAGE}/log@{WIT_VERSION}"))?;
+    l.func_wrap("log", |mut store: Ctx<'_>, (level, message): (log::Level, BoundedStr<MAX_LOG_LINE_LIFT>)| {
+        store.data_mut().log(level, message)
+    })?;
+
+    let mut k = linker.instance(&format!("{WIT_PACKAGE}/kube@{WIT_VERSION}"))?;
+    k.func_wrap_async("get", |mut store: Ctx<'_>, (r,): (GuestObjectRef,)| {
+        Box::new(async move { Ok((store.data_mut().kube_get(r).await?,)) })
+    })?;
+    k.func_wrap_async(
+        "list-objects",
+        |mut store: Ctx<'_>, (api_version, kind, selector): (BoundedStr<127>, BoundedStr<63>, Option<BoundedStr<MAX_SELECTOR_LIFT>>)| {
+            Box::new(async move { Ok((store.data_mut().kube_list(api_version, kind, selector).await?,)) })
+        },
+    )?;
+    k.func_wrap_async("create", |mut store: Ctx<'_>, (o,): (BoundedStr<MAX_OBJECT_LIFT>,)| {
+        Box::new(async move { Ok((store.data_mut().kube_create(o).await?,)) })
+    })?;
+    k.func_wrap_async("apply", |mut store: Ctx<'_>, (o,): (BoundedStr<MAX_OBJECT_LIFT>,)| {
+        Box::new(async move { Ok((store.data_mut().kube_apply(o).await?,)) })
+    })?;
+    k.func_wrap_async("delete", |mut store: Ctx<'_>, (r,): (GuestObjectRef,)| {
+        Box::new(async move { Ok((store.data_mut().kube_delete(r).await?,)) })
+    })?;
+
+    let mut s = linker.instance(&format!("{WIT_PACKAGE}/sidecar@{WIT_VERSION}"))?;
+    s.func_wrap_async(
+        "submit-task",
+        |mut store: Ctx<'_>,
+         (id, task_type, params): (BoundedStr<MAX_SIDECAR_ID_LIFT>, BoundedStr<63>, Option<BoundedStr<MAX_SIDECAR_PARAMS_LIFT>>)| {
+            Box::new(async move { Ok((store.data_mut().sidecar_submit(id, task_type, params).await?,)) })
+        },
+    )?;
+    s.func_wrap_async("get-task", |mut store: Ctx<'_>, (id,): (BoundedStr<MAX_SIDECAR_ID_LIFT>,)| {
+        Box::new(async move { Ok((store.data_mut().sidecar_get_task(id).await?,)) })
+    })?;
+    s.func_wrap_async("status", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_status().await?,)) }))?;
+    s.func_wrap_async("healthz", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_healthz().await?,)) }))?;
+    s.func_wrap_async("node-id", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_node_id().await?,)) }))?;
+    Ok(())
+}

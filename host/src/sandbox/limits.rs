@@ -5,15 +5,19 @@
 //! module's declared `default-timeout-ms`, else the global default of 30 s; what a module or
 //! its registration asks for is capped at `max_deadline` (`deadline_precedence` test). Memory: the
 //! registration, else the per-task-type override, else the default (`memory_override_and_pool_slot`).
+//! Host-call and log-call budgets: the registration, else the per-task-type override, else the
+//! default, always capped by the hard ceilings below (`call_budgets_precedence_and_ceiling`).
 
 use super::module::ModuleLimits;
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// The caps applied to one run of one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunLimits {
     /// Wall-clock deadline of the step (epoch interruption, 10 ms resolution).
+    #[serde(serialize_with = "millis", rename = "deadlineMs")]
     pub deadline: Duration,
     /// Cap on the module's linear memory.
     pub memory_bytes: usize,
@@ -29,10 +33,27 @@ pub struct RunLimits {
     pub max_log_bytes_per_step: usize,
     /// Host calls recorded in the run report (all calls are still checked and executed).
     pub max_recorded_host_calls: usize,
+    /// Kubernetes and sidecar calls one step may make (every API request counts: a `list` of
+    /// several pages counts each page). The call past it traps the step with a budget error.
+    pub max_host_calls: u32,
+    /// `log` calls one step may make; the call past it traps the step with a budget error.
+    pub max_log_calls: u32,
+    /// Log lines kept (and written to the controller's log) per step; the rest are counted.
+    pub max_log_lines: usize,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// The built-in tasks make at most a handful of calls a step; 64 leaves room for custom ones.
+pub const DEFAULT_MAX_HOST_CALLS: u32 = 64;
+pub const DEFAULT_MAX_LOG_CALLS: u32 = 10_000;
+/// No configuration or registration can raise the budgets past these.
+pub const MAX_HOST_CALLS_CEILING: u32 = 1_000;
+pub const MAX_LOG_CALLS_CEILING: u32 = 100_000;
 
 impl Default for RunLimits {
     fn default() -> Self {
@@ -45,6 +66,9 @@ impl Default for RunLimits {
             max_log_line_bytes: 4 << 10,
             max_log_bytes_per_step: 64 << 10,
             max_recorded_host_calls: 256,
+            max_host_calls: DEFAULT_MAX_HOST_CALLS,
+            max_log_calls: DEFAULT_MAX_LOG_CALLS,
+            max_log_lines: 256,
         }
     }
 }
@@ -57,6 +81,8 @@ pub struct LimitsPolicy {
     pub max_deadline: Option<Duration>,
     pub deadline_by_task_type: HashMap<String, Duration>,
     pub memory_by_task_type: HashMap<String, usize>,
+    pub host_calls_by_task_type: HashMap<String, u32>,
+    pub log_calls_by_task_type: HashMap<String, u32>,
 }
 
 impl LimitsPolicy {
@@ -74,6 +100,16 @@ impl LimitsPolicy {
         if let Some(m) = registered.memory_bytes.or_else(|| self.memory_by_task_type.get(task_type).copied()) {
             limits.memory_bytes = m;
         }
+        limits.max_host_calls = registered
+            .host_calls
+            .or_else(|| self.host_calls_by_task_type.get(task_type).copied())
+            .unwrap_or(self.defaults.max_host_calls)
+            .min(MAX_HOST_CALLS_CEILING);
+        limits.max_log_calls = registered
+            .log_calls
+            .or_else(|| self.log_calls_by_task_type.get(task_type).copied())
+            .unwrap_or(self.defaults.max_log_calls)
+            .min(MAX_LOG_CALLS_CEILING);
         limits
     }
 
@@ -96,9 +132,9 @@ mod tests {
         p.deadline_by_task_type.insert("x".into(), Duration::from_secs(2));
         assert_eq!(p.limits_for("x", 5_000, &none()).deadline, Duration::from_secs(2), "configuration wins");
         assert_eq!(p.limits_for("y", 0, &none()).deadline, DEFAULT_DEADLINE);
-        let registered = ModuleLimits { deadline: Some(Duration::from_secs(7)), memory_bytes: None };
+        let registered = ModuleLimits { deadline: Some(Duration::from_secs(7)), ..none() };
         assert_eq!(p.limits_for("x", 5_000, &registered).deadline, Duration::from_secs(7), "the registration wins");
-        let long = ModuleLimits { deadline: Some(Duration::from_secs(10_000)), memory_bytes: None };
+        let long = ModuleLimits { deadline: Some(Duration::from_secs(10_000)), ..none() };
         assert_eq!(p.limits_for("x", 0, &long).deadline, Duration::from_secs(300), "and is capped");
     }
 
@@ -113,7 +149,25 @@ mod tests {
         assert_eq!(p.limits_for("big", 0, &none()).memory_bytes, 128 << 20);
         assert_eq!(p.limits_for("small", 0, &none()).memory_bytes, DEFAULT_MEMORY_BYTES);
         assert_eq!(p.max_memory_bytes(), 128 << 20);
-        let registered = ModuleLimits { deadline: None, memory_bytes: Some(16 << 20) };
+        let registered = ModuleLimits { memory_bytes: Some(16 << 20), ..none() };
         assert_eq!(p.limits_for("big", 0, &registered).memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn call_budgets_precedence_and_ceiling() {
+        let mut p = LimitsPolicy::default();
+        let l = p.limits_for("x", 0, &none());
+        assert_eq!((l.max_host_calls, l.max_log_calls), (DEFAULT_MAX_HOST_CALLS, DEFAULT_MAX_LOG_CALLS));
+        p.host_calls_by_task_type.insert("x".into(), 5);
+        p.log_calls_by_task_type.insert("x".into(), 50);
+        let l = p.limits_for("x", 0, &none());
+        assert_eq!((l.max_host_calls, l.max_log_calls), (5, 50), "configuration per task type");
+        assert_eq!(p.limits_for("y", 0, &none()).max_host_calls, DEFAULT_MAX_HOST_CALLS);
+        let registered = ModuleLimits { host_calls: Some(9), log_calls: Some(90), ..none() };
+        let l = p.limits_for("x", 0, &registered);
+        assert_eq!((l.max_host_calls, l.max_log_calls), (9, 90), "the registration wins");
+        let greedy = ModuleLimits { host_calls: Some(u32::MAX), log_calls: Some(u32::MAX), ..none() };
+        let l = p.limits_for("x", 0, &greedy);
+        assert_eq!((l.max_host_calls, l.max_log_calls), (MAX_HOST_CALLS_CEILING, MAX_LOG_CALLS_CEILING), "and is capped");
     }
 }

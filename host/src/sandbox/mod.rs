@@ -14,9 +14,14 @@
 //! - a trapped instance is never reused: every step gets a new `Store` (by construction: `run`
 //!   creates and drops it);
 //! - the engine falls back from the pooling allocator to on-demand allocation when the pool
-//!   cannot be reserved (`engine_falls_back_to_on_demand`, unit test below).
+//!   cannot be reserved (`engine_falls_back_to_on_demand`, unit test below);
+//! - nothing a guest hands the host is copied before its size is checked (`abi`), every step's
+//!   host and log calls are budgeted (`host`), and untrusted components compile in a bounded
+//!   child process (`compile`).
 
+pub mod abi;
 pub mod cache;
+pub mod compile;
 pub mod host;
 pub mod limits;
 pub mod module;
@@ -32,6 +37,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use compile::{CompileLimits, Compiler};
 pub use module::{LoadError, LoadedModule, ModuleGrant, ModuleInfo, ModuleLimits};
 pub use run::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
 
@@ -49,11 +55,19 @@ pub struct SandboxConfig {
     pub max_concurrent_instances: u32,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
+    /// How modules that are not built in are compiled (the controller: a bounded child process).
+    pub compiler: Compiler,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { limits: LimitsPolicy::default(), cache_dir: None, max_concurrent_instances: 64, pooling: true }
+        Self {
+            limits: LimitsPolicy::default(),
+            cache_dir: None,
+            max_concurrent_instances: 64,
+            pooling: true,
+            compiler: Compiler::InProcess,
+        }
     }
 }
 
@@ -77,6 +91,8 @@ pub struct Sandbox {
     metrics: Arc<SandboxMetrics>,
     allocator: Allocator,
     ticker_stop: Arc<AtomicBool>,
+    /// One child compile at a time.
+    compile_slot: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +105,8 @@ pub enum SandboxError {
     Cache { path: String, source: std::io::Error },
 }
 
-fn base_config() -> Config {
+/// The engine settings every artifact is compiled for (the compile child uses the same).
+pub(crate) fn base_config() -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true)
         .epoch_interruption(true)
@@ -144,8 +161,7 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let (engine, allocator) = build_engine(&config)?;
         let mut linker = Linker::<TaskCtx>::new(&engine);
-        crate::bindings::TaskModule::add_to_linker::<TaskCtx, wasmtime::component::HasSelf<TaskCtx>>(&mut linker, |s| s)
-            .map_err(|e| SandboxError::Linker(format!("{e:#}")))?;
+        host::add_to_linker(&mut linker).map_err(|e| SandboxError::Linker(format!("{e:#}")))?;
         let cache = match &config.cache_dir {
             Some(dir) => ArtifactCache::at(dir).map_err(|source| SandboxError::Cache { path: dir.display().to_string(), source })?,
             None => ArtifactCache::disabled(),
@@ -164,7 +180,16 @@ impl Sandbox {
                 })
                 .map_err(|e| SandboxError::Engine(format!("starting the epoch ticker: {e}")))?;
         }
-        Ok(Self { engine, linker, config, cache, metrics: Arc::new(SandboxMetrics::default()), allocator, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            cache,
+            metrics: Arc::new(SandboxMetrics::default()),
+            allocator,
+            ticker_stop,
+            compile_slot: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn engine(&self) -> &Engine {

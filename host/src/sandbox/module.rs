@@ -14,11 +14,12 @@
 //!   (`LoadError::LimitTooLarge`), and the module's initial memory must fit its memory limit.
 
 use super::Sandbox;
+use super::abi::{BoundedList, BoundedStr, GuestStep, GuestTaskError, GuestTaskInfo};
 use super::cache::{CacheOutcome, sha256_hex};
-use super::host::{MemoryLimiter, TaskCtx};
+use super::host::TaskCtx;
 use super::limits::RunLimits;
 use crate::adapters::kube::InMemoryKube;
-use crate::bindings::{TaskModule, TaskModulePre};
+use crate::bindings::TaskInput;
 use crate::guard::{CapabilityGuard, CapabilityName, Grants, Scope};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,11 +49,15 @@ pub struct ModuleGrant {
     pub pinned_sha256: Option<String>,
     /// Limits of this module's steps that override the controller's policy.
     pub limits: ModuleLimits,
+    /// Code shipped in this binary (the built-in modules): compiled in the controller's process.
+    /// Everything else is compiled by the sandbox's `Compiler` (a bounded child process in the
+    /// controller).
+    pub trusted_code: bool,
 }
 
 impl ModuleGrant {
     pub fn new(grants: Grants) -> Self {
-        Self { grants, task_types: None, pinned_sha256: None, limits: ModuleLimits::default() }
+        Self { grants, task_types: None, pinned_sha256: None, limits: ModuleLimits::default(), trusted_code: false }
     }
 }
 
@@ -61,6 +66,10 @@ impl ModuleGrant {
 pub struct ModuleLimits {
     pub deadline: Option<Duration>,
     pub memory_bytes: Option<usize>,
+    /// Kubernetes and sidecar calls per step.
+    pub host_calls: Option<u32>,
+    /// `log` calls per step.
+    pub log_calls: Option<u32>,
 }
 
 /// The WIT package version this host implements; a module's `sei:task` imports must carry it.
@@ -74,7 +83,7 @@ pub struct LoadedModule {
     pub info: ModuleInfo,
     pub grants: Arc<Grants>,
     pub limits: ModuleLimits,
-    pub(crate) pre: TaskModulePre<TaskCtx>,
+    pub(crate) pre: InstancePre<TaskCtx>,
     /// How the compiled code was obtained, and how long loading took.
     pub cache_outcome: CacheOutcome,
     pub load_time: Duration,
@@ -166,20 +175,17 @@ impl Sandbox {
         {
             return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
         }
-        // Compiling takes up to a second of CPU: off the async workers, so reconciles go on.
-        let (cache, engine, key, bytes) = (self.cache().clone(), self.engine().clone(), digest.clone(), wasm.to_vec());
-        let compiled = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &key, &bytes).map_err(|e| format!("{e:#}")))
+        let (component, cache_outcome) = self
+            .compile(&digest, wasm, grant.trusted_code)
             .await
-            .unwrap_or_else(|e| Err(format!("the compile task failed: {e}")));
-        let (component, cache_outcome) = compiled.map_err(|message| LoadError::Compile { digest: short(&digest), message })?;
+            .map_err(|message| LoadError::Compile { digest: short(&digest), message })?;
         for (import, _) in component.component_type().imports(self.engine()) {
             if let Some(found) = foreign_wit_version(import) {
                 return Err(LoadError::WitVersionMismatch { digest: short(&digest), import: import.to_string(), found });
             }
         }
-        let instance_pre: InstancePre<TaskCtx> =
+        let pre: InstancePre<TaskCtx> =
             self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
-        let pre = TaskModulePre::new(instance_pre).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
 
         let slot = self.config().limits.max_memory_bytes() as u64;
         if let Some(asked) = grant.limits.memory_bytes
@@ -195,14 +201,7 @@ impl Sandbox {
 
         let digest: Arc<str> = Arc::from(digest);
         let raw = self.describe(&pre, &digest).await.map_err(|message| LoadError::Describe { digest: short(&digest), message })?;
-        let info = ModuleInfo {
-            name: raw.name,
-            version: raw.version,
-            task_types: raw.task_types,
-            capabilities: raw.capabilities.iter().map(|c| CapabilityName::from(*c).as_str().to_string()).collect(),
-            default_timeout_ms: raw.default_timeout_ms,
-            max_retries: raw.max_retries,
-        };
+        let info = module_info(raw).map_err(|what| LoadError::BadDescription { digest: short(&digest), what })?;
         check_claims(&info, &digest, &grant)?;
         let mut info = info;
         if let Some(declared) = &grant.task_types {
@@ -219,36 +218,29 @@ impl Sandbox {
         })
     }
 
-    /// Call `describe` in a throwaway store whose guard grants nothing.
-    async fn describe(&self, pre: &TaskModulePre<TaskCtx>, digest: &Arc<str>) -> Result<crate::bindings::TaskInfo, String> {
+    /// Call `describe` in a throwaway store whose guard grants nothing (its result lifted through
+    /// the bounded `GuestTaskInfo`), after checking that `execute` has the contract's type.
+    async fn describe(&self, pre: &InstancePre<TaskCtx>, digest: &Arc<str>) -> Result<GuestTaskInfo, String> {
         let limits = RunLimits { deadline: Duration::from_secs(5), ..self.config().limits.defaults.clone() };
-        let ctx = TaskCtx {
-            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
-            guard: CapabilityGuard::new(Arc::new(Grants::new([])), Scope::for_node("", "")),
-            kube: Arc::new(InMemoryKube::new()),
-            sidecar: None,
-            metrics: self.metrics().clone(),
-            task_type: "describe".into(),
-            module_digest: digest.clone(),
-            module_name: Arc::from("?"),
-            deadline: Instant::now() + limits.deadline,
-            calls: Vec::new(),
-            unrecorded_calls: 0,
-            logs: Vec::new(),
-            log_bytes: 0,
-            dropped_log_bytes: 0,
-            denials: 0,
+        let ctx = TaskCtx::new(
             limits,
-        };
+            CapabilityGuard::new(Arc::new(Grants::new([])), Scope::for_node("", "")),
+            (Arc::new(InMemoryKube::new()), None),
+            self.metrics().clone(),
+            "describe".into(),
+            (digest.clone(), Arc::from("?")),
+        );
         let mut store = self.new_store(ctx);
         let deadline = store.data().limits.deadline;
         let fut = async {
-            let instance: TaskModule = pre.instantiate_async(&mut store).await?;
-            instance.call_describe(&mut store).await
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.get_typed_func::<(TaskInput,), (Result<GuestStep, GuestTaskError>,)>(&mut store, "execute")?;
+            let describe = instance.get_typed_func::<(), (GuestTaskInfo,)>(&mut store, "describe")?;
+            describe.call_async(&mut store, ()).await.map(|(info,)| info)
         };
         match tokio::time::timeout(deadline + Duration::from_secs(1), fut).await {
             Ok(Ok(info)) => Ok(info),
-            Ok(Err(e)) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(crate::text::safe(&format!("{e:#}"), 2048)),
             Err(_) => Err(format!("describe did not return within {deadline:?}")),
         }
     }
@@ -275,7 +267,32 @@ impl Sandbox {
 /// Bounds on what `describe` may return: it ends up in statuses, events and metric labels.
 pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_VERSION_BYTES: usize = 64;
-pub const MAX_TASK_TYPES: usize = 64;
+pub const MAX_TASK_TYPES: usize = super::abi::MAX_DESCRIBE_TASK_TYPES;
+
+/// `describe`'s answer as `ModuleInfo`, or what was over its bound (nothing over a bound was
+/// lifted: see `sandbox::abi`).
+fn module_info(raw: GuestTaskInfo) -> Result<ModuleInfo, String> {
+    let string = |s: BoundedStr<{ super::abi::MAX_DESCRIBE_STRING_LIFT }>, what: &str| match s {
+        BoundedStr::Ok(s) => Ok(s),
+        BoundedStr::Over(len) => Err(format!("a {what} of {len} bytes")),
+    };
+    let task_types = match raw.task_types {
+        BoundedList::Ok(types) => types.into_iter().map(|t| string(t, "task type")).collect::<Result<Vec<_>, _>>()?,
+        BoundedList::Over(n) => return Err(format!("{n} task types, over the limit of {MAX_TASK_TYPES}")),
+    };
+    let capabilities = match raw.capabilities {
+        BoundedList::Ok(caps) => caps.into_iter().map(|c| CapabilityName::from(c).as_str().to_string()).collect(),
+        BoundedList::Over(n) => return Err(format!("{n} capabilities")),
+    };
+    Ok(ModuleInfo {
+        name: string(raw.name, "name")?,
+        version: string(raw.version, "version")?,
+        task_types,
+        capabilities,
+        default_timeout_ms: raw.default_timeout_ms,
+        max_retries: raw.max_retries,
+    })
+}
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -298,7 +315,7 @@ fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<
         return bad(format!("{} task types, over the limit of {MAX_TASK_TYPES}", info.task_types.len()));
     }
     if let Some(t) = info.task_types.iter().find(|t| !is_dns_label(t)) {
-        return bad(format!("the task type {:?}, which is not a DNS-1123 label", crate::sandbox::host::clip(t, 80)));
+        return bad(format!("the task type {:?}, which is not a DNS-1123 label", crate::text::safe(t, 80)));
     }
     if info.task_types.is_empty() {
         return Err(LoadError::NoTaskTypes { name: info.name.clone(), digest: d });

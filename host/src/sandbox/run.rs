@@ -1,19 +1,25 @@
 //! Running one step of one task: a fresh `Store` from the module's `InstancePre`, the step's
-//! limits armed, `execute` called, the outcome checked against the output and checkpoint caps,
-//! and everything the run did collected in a `RunReport`.
+//! limits armed, `execute` called (its result lifted through the bounded types of
+//! `sandbox::abi`), the outcome checked against the output and checkpoint caps, guest text
+//! escaped, and everything the run did collected in a `RunReport`.
 
 use super::Sandbox;
-use super::host::{HostCall, LogLine, MemoryLimitExceeded, MemoryLimiter, TaskCtx, clip};
-
-/// Longest error message a module's error may put in status (bytes).
-pub const MAX_ERROR_BYTES: usize = 1024;
+use super::abi::{GuestStep, GuestTaskError};
+use super::host::{Budget, BudgetExceeded, HostCall, LogLine, MemoryLimitExceeded, TaskCtx};
+use super::limits::RunLimits;
 use super::module::LoadedModule;
 use crate::adapters::kube::KubeAdapter;
 use crate::adapters::sidecar::SidecarClient;
-use crate::bindings::{Step, TaskError, TaskInput};
+use crate::bindings::TaskInput;
 use crate::guard::{CapabilityGuard, Scope};
+use crate::text;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Longest error message a module's error may put in status (bytes).
+pub const MAX_ERROR_BYTES: usize = 1024;
+/// Longest `pending` message kept (bytes).
+pub const MAX_PENDING_MESSAGE_BYTES: usize = 1024;
 
 /// The input of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +68,8 @@ pub enum RunError {
     MemoryLimit { limit: usize, requested: usize },
     #[error("step ran out of fuel (budget {budget})")]
     OutOfFuel { budget: u64 },
+    #[error("{0}")]
+    BudgetExceeded(BudgetExceeded),
     #[error("module trapped: {trap}{}", panic.as_ref().map(|p| format!(" (guest {p})")).unwrap_or_default())]
     Trap { trap: String, panic: Option<String> },
     #[error("could not instantiate the module: {0}")]
@@ -92,6 +100,8 @@ impl RunError {
             RunError::Timeout { .. } => "timeout",
             RunError::MemoryLimit { .. } => "memory-limit",
             RunError::OutOfFuel { .. } => "out-of-fuel",
+            RunError::BudgetExceeded(BudgetExceeded { budget: Budget::HostCalls, .. }) => "host-call-budget",
+            RunError::BudgetExceeded(BudgetExceeded { budget: Budget::LogCalls, .. }) => "log-call-budget",
             RunError::Trap { .. } => "trap",
             RunError::Instantiate(_) => "instantiate",
             RunError::OutputTooLarge { .. } => "output-too-large",
@@ -122,8 +132,15 @@ pub struct RunReport {
     pub host_calls: Vec<HostCall>,
     /// Host calls past the recording cap (still executed).
     pub unrecorded_host_calls: u64,
+    /// Kubernetes and sidecar API requests the step made (charged against `limits.max_host_calls`).
+    pub host_call_count: u32,
+    /// `log` calls the step made (charged against `limits.max_log_calls`).
+    pub log_calls: u32,
     pub logs: Vec<LogLine>,
     pub dropped_log_bytes: u64,
+    pub dropped_log_lines: u64,
+    /// The limits the step ran under.
+    pub limits: RunLimits,
     pub fuel_consumed: u64,
     pub peak_memory_bytes: usize,
     pub duration_micros: u64,
@@ -154,6 +171,9 @@ fn classify(err: wasmtime::Error, ctx: &TaskCtx) -> RunError {
     if err.downcast_ref::<DeadlineExceeded>().is_some() {
         return RunError::Timeout { deadline: ctx.limits.deadline };
     }
+    if let Some(b) = err.downcast_ref::<BudgetExceeded>() {
+        return RunError::BudgetExceeded(*b);
+    }
     if let Some(m) = err.downcast_ref::<MemoryLimitExceeded>() {
         return RunError::MemoryLimit { limit: m.cap, requested: m.desired };
     }
@@ -163,21 +183,24 @@ fn classify(err: wasmtime::Error, ctx: &TaskCtx) -> RunError {
     match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => RunError::OutOfFuel { budget: ctx.limits.fuel },
         Some(wasmtime::Trap::Interrupt) => RunError::Timeout { deadline: ctx.limits.deadline },
-        Some(trap) => RunError::Trap {
-            trap: trap.to_string(),
-            panic: ctx.logs.iter().rev().find(|l| l.message.starts_with("panic: ")).map(|l| clip(&l.message, MAX_ERROR_BYTES)),
-        },
-        None => RunError::Trap { trap: format!("{err:#}"), panic: None },
+        Some(trap) => RunError::Trap { trap: trap.to_string(), panic: ctx.panic_message.as_ref().map(|m| text::safe(m, MAX_ERROR_BYTES)) },
+        None => RunError::Trap { trap: text::safe(&format!("{err:#}"), MAX_ERROR_BYTES), panic: None },
     }
 }
 
-fn check_outcome(step: Result<Step, TaskError>, ctx: &TaskCtx) -> Result<StepOutcome, RunError> {
-    let limits = &ctx.limits;
+/// Guest text for a status or an event: escaped and clipped.
+fn guest_message(m: super::abi::BoundedStr<{ super::abi::MAX_MESSAGE_LIFT }>, max: usize) -> String {
+    text::safe(&m.or_placeholder("message"), max)
+}
+
+fn check_outcome(step: Result<GuestStep, GuestTaskError>, limits: &RunLimits) -> Result<StepOutcome, RunError> {
+    use super::abi::BoundedStr;
     match step {
-        Ok(Step::Complete(out)) => {
-            if out.len() > limits.max_output_bytes {
-                return Err(RunError::OutputTooLarge { size: out.len(), limit: limits.max_output_bytes });
-            }
+        Ok(GuestStep::Complete(out)) => {
+            let out = match out {
+                BoundedStr::Ok(out) if out.len() <= limits.max_output_bytes => out,
+                over => return Err(RunError::OutputTooLarge { size: over.len(), limit: limits.max_output_bytes }),
+            };
             let output = if out.trim().is_empty() {
                 serde_json::Value::Null
             } else {
@@ -185,22 +208,20 @@ fn check_outcome(step: Result<Step, TaskError>, ctx: &TaskCtx) -> Result<StepOut
             };
             Ok(StepOutcome::Complete { output })
         }
-        Ok(Step::Pending(p)) => {
-            if p.checkpoint.len() > limits.max_checkpoint_bytes {
-                return Err(RunError::CheckpointTooLarge { size: p.checkpoint.len(), limit: limits.max_checkpoint_bytes });
-            }
-            let mut message = p.message;
-            if message.len() > 1024 {
-                message.truncate(message.floor_char_boundary(1024));
-            }
-            Ok(StepOutcome::Pending { requeue_after_ms: p.requeue_after_ms, checkpoint: p.checkpoint, message })
+        Ok(GuestStep::Pending(p)) => {
+            let checkpoint = match p.checkpoint {
+                BoundedStr::Ok(c) if c.len() <= limits.max_checkpoint_bytes => c,
+                over => return Err(RunError::CheckpointTooLarge { size: over.len(), limit: limits.max_checkpoint_bytes }),
+            };
+            let message = guest_message(p.message, MAX_PENDING_MESSAGE_BYTES);
+            Ok(StepOutcome::Pending { requeue_after_ms: p.requeue_after_ms, checkpoint, message })
         }
-        // Guest text lands in the node's status and events: keep it short.
-        Err(TaskError::InvalidParams(m)) => Err(RunError::InvalidParams(clip(&m, MAX_ERROR_BYTES))),
-        Err(TaskError::Transient(m)) => Err(RunError::Transient(clip(&m, MAX_ERROR_BYTES))),
-        Err(TaskError::Unavailable(m)) => Err(RunError::Unavailable(clip(&m, MAX_ERROR_BYTES))),
-        Err(TaskError::Permanent(m)) => Err(RunError::Permanent(clip(&m, MAX_ERROR_BYTES))),
-        Err(TaskError::Denied(m)) => Err(RunError::Denied(clip(&m, MAX_ERROR_BYTES))),
+        // Guest text lands in the node's status and events: escaped and short.
+        Err(GuestTaskError::InvalidParams(m)) => Err(RunError::InvalidParams(guest_message(m, MAX_ERROR_BYTES))),
+        Err(GuestTaskError::Transient(m)) => Err(RunError::Transient(guest_message(m, MAX_ERROR_BYTES))),
+        Err(GuestTaskError::Unavailable(m)) => Err(RunError::Unavailable(guest_message(m, MAX_ERROR_BYTES))),
+        Err(GuestTaskError::Permanent(m)) => Err(RunError::Permanent(guest_message(m, MAX_ERROR_BYTES))),
+        Err(GuestTaskError::Denied(m)) => Err(RunError::Denied(guest_message(m, MAX_ERROR_BYTES))),
     }
 }
 
@@ -210,24 +231,14 @@ impl Sandbox {
     pub async fn run(&self, module: &LoadedModule, input: RunInput, env: &RunEnv) -> RunReport {
         let started = Instant::now();
         let limits = self.config().limits.limits_for(&input.task_type, module.info.default_timeout_ms, &module.limits);
-        let ctx = TaskCtx {
-            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
-            guard: CapabilityGuard::new(module.grants.clone(), env.scope.clone()),
-            kube: env.kube.clone(),
-            sidecar: env.sidecar.clone(),
-            metrics: self.metrics().clone(),
-            task_type: input.task_type.clone(),
-            module_digest: module.digest.clone(),
-            module_name: Arc::from(module.info.name.as_str()),
-            deadline: started + limits.deadline,
-            calls: Vec::new(),
-            unrecorded_calls: 0,
-            logs: Vec::new(),
-            log_bytes: 0,
-            dropped_log_bytes: 0,
-            denials: 0,
+        let ctx = TaskCtx::new(
             limits,
-        };
+            CapabilityGuard::new(module.grants.clone(), env.scope.clone()),
+            (env.kube.clone(), env.sidecar.clone()),
+            self.metrics().clone(),
+            input.task_type.clone(),
+            (module.digest.clone(), Arc::from(module.info.name.as_str())),
+        );
         let mut store = self.new_store(ctx);
 
         let outcome = if !module.info.task_types.contains(&input.task_type) {
@@ -250,11 +261,13 @@ impl Sandbox {
                     Ok(i) => i,
                     Err(e) => return Err(Err(e)),
                 };
-                instance.call_execute(&mut store, &wit_input).await.map_err(Ok)
+                let execute =
+                    instance.get_typed_func::<(TaskInput,), (Result<GuestStep, GuestTaskError>,)>(&mut store, "execute").map_err(Ok)?;
+                execute.call_async(&mut store, (wit_input,)).await.map(|(r,)| r).map_err(Ok)
             };
             match tokio::time::timeout(deadline + Duration::from_millis(500), call).await {
                 Err(_) => Err(RunError::Timeout { deadline }),
-                Ok(Ok(step)) => check_outcome(step, store.data()),
+                Ok(Ok(step)) => check_outcome(step, &store.data().limits),
                 Ok(Err(Ok(call_err))) => Err(classify(call_err, store.data())),
                 Ok(Err(Err(inst_err))) => match classify(inst_err, store.data()) {
                     RunError::Trap { trap, .. } => Err(RunError::Instantiate(trap)),
@@ -266,8 +279,10 @@ impl Sandbox {
         let fuel_left = store.get_fuel().unwrap_or(0);
         let ctx = store.into_data();
         self.metrics().record_step(&ctx.task_type);
+        self.metrics().record_calls(&ctx.module_digest, ctx.host_calls, ctx.log_calls);
         if ctx.dropped_log_bytes > 0 {
             self.metrics().dropped_log_bytes.fetch_add(ctx.dropped_log_bytes, std::sync::atomic::Ordering::Relaxed);
+            self.metrics().dropped_log_lines.fetch_add(ctx.dropped_log_lines, std::sync::atomic::Ordering::Relaxed);
         }
         RunReport {
             task_type: ctx.task_type,
@@ -276,11 +291,15 @@ impl Sandbox {
             outcome,
             host_calls: ctx.calls,
             unrecorded_host_calls: ctx.unrecorded_calls,
+            host_call_count: ctx.host_calls,
+            log_calls: ctx.log_calls,
             logs: ctx.logs,
             dropped_log_bytes: ctx.dropped_log_bytes,
+            dropped_log_lines: ctx.dropped_log_lines,
             fuel_consumed: ctx.limits.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: ctx.limiter.peak,
             duration_micros: started.elapsed().as_micros() as u64,
+            limits: ctx.limits,
         }
     }
 }

@@ -12,9 +12,26 @@
 //! - `mount-secret`: applies the node's StatefulSet with a pod that mounts a Secret (pod policy;
 //!   needs `kube-write` granted to get past the capability check);
 //! - `config-apply`: a broken stand-in for the real task that fails every run with a permanent
-//!   error (automatic rollback of a `TaskModule`).
+//!   error (automatic rollback of a `TaskModule`);
 //!
-//! The two guard cases return the host's `denied` answer as a `denied` task error.
+//! and the holes hostile modules found (issue #9), each closed by the host:
+//! - `log-storm`: two million empty `log` calls (per-step log budget; bounded report);
+//! - `log-huge-line`: one 8 MiB log line (refused before it is lifted);
+//! - `call-flood`: 100,000 `kube get`s in one step (per-step host-call budget);
+//! - `requeue-storm`: `pending` with a 0 ms requeue forever (the controller's floor and step
+//!   clock);
+//! - `sidecar-traversal`: a sidecar task id with `../` path segments (only UUIDs reach a URL);
+//! - `forge`: newlines and terminal escapes in a log line, a refused call's kind and the error
+//!   (escaped wherever they are shown);
+//! - `apply-object`: applies `params.object` as is (the pod policy, case by case);
+//! - `list-selector`: lists with a label selector of `params.bytes` bytes (refused before use).
+//!
+//! `config-apply` takes its behaviour from the node's annotation `test.sei.io/misbehave` when it
+//! has one (`log-storm`, `call-flood`, `requeue-storm`, or `ok`: complete at once, or `poll-500`:
+//! pending five times with an honest 500 ms requeue, then complete): the controller-level tests
+//! run hostile steps on one node and well-behaved ones on the others through one module.
+//!
+//! The guard cases return the host's `denied` answer as a `denied` task error.
 
 use sei_task_sdk::prelude::*;
 
@@ -33,6 +50,14 @@ impl TaskModule for Misbehaving {
             "ungranted-write",
             "mount-secret",
             "config-apply",
+            "log-storm",
+            "log-huge-line",
+            "call-flood",
+            "requeue-storm",
+            "sidecar-traversal",
+            "forge",
+            "apply-object",
+            "list-selector",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -40,7 +65,11 @@ impl TaskModule for Misbehaving {
     }
 
     fn execute(input: Input) -> Result<Step, TaskError> {
-        match input.task_type.as_str() {
+        let behaviour = match input.task_type.as_str() {
+            "config-apply" => misbehaviour_of(&input)?.unwrap_or_else(|| "config-apply".to_string()),
+            other => other.to_string(),
+        };
+        match behaviour.as_str() {
             "spin" => {
                 let mut x: u64 = 0;
                 loop {
@@ -79,8 +108,8 @@ impl TaskModule for Misbehaving {
                 let (name, _) = input.node_ref()?;
                 let sts = serde_json::json!({
                     "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
-                    "spec": {"serviceName": name, "selector": {"matchLabels": {"app": name}}, "template": {
-                        "metadata": {"labels": {"app": name}},
+                    "spec": {"serviceName": name, "selector": {"matchLabels": {"sei.io/node": name}}, "template": {
+                        "metadata": {"labels": {"sei.io/node": name}},
                         "spec": {
                             "containers": [{"name": "thief", "image": "busybox", "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]}],
                             "volumes": [{"name": "creds", "secret": {"secretName": "cloud-credentials"}}]
@@ -91,9 +120,70 @@ impl TaskModule for Misbehaving {
                 Ok(Step::done())
             }
             "config-apply" => Err(TaskError::Permanent("this config-apply is broken on purpose".into())),
+            "ok" => Ok(Step::done()),
+            "poll-500" => {
+                let n: u64 = input.checkpoint()?.unwrap_or(0);
+                if n >= 5 { Ok(Step::complete(&n)) } else { Ok(Step::pending(500, &(n + 1), format!("poll {n}"))) }
+            }
+            "log-storm" => {
+                for _ in 0..2_000_000 {
+                    log::info("");
+                }
+                Ok(Step::done())
+            }
+            "log-huge-line" => {
+                log::info(&"z".repeat(8 << 20));
+                Ok(Step::done())
+            }
+            "call-flood" => {
+                for _ in 0..100_000 {
+                    let _ = kube::get_raw("v1", "ConfigMap", "peers");
+                }
+                Ok(Step::done())
+            }
+            "requeue-storm" => {
+                let n: u64 = input.checkpoint()?.unwrap_or(0);
+                Ok(Step::pending(0, &(n + 1), format!("storm step {n}")))
+            }
+            "sidecar-traversal" => {
+                let (name, namespace) = input.node_ref()?;
+                let hostile = format!("../../../{namespace}/other-{name}/v0/tasks/7f0c2a4e-0000-5000-8000-000000000001");
+                let got = sidecar::get_task(&hostile).map(|t| t.status);
+                let submitted = sidecar::submit_task("x?admin=true", "snapshot-restore", None);
+                Err(TaskError::Permanent(format!("get-task: {got:?}; submit-task: {submitted:?}")))
+            }
+            "forge" => {
+                log::info("step ok\n2026-11-30T00:00:00.000000Z  INFO sei_operator: forged line\x1b[2J\x1b[H");
+                let refused = kube::get_raw("v1", "Kind\n2026-11-30T00:00:00Z  WARN forged", "x");
+                Err(TaskError::Permanent(format!("first line\nforged second line\x1b[31m red {refused:?}")))
+            }
+            "apply-object" => {
+                #[derive(Deserialize)]
+                struct P {
+                    object: serde_json::Value,
+                }
+                let p: P = input.params()?;
+                kube::apply_raw(&p.object.to_string())?;
+                Ok(Step::done())
+            }
+            "list-selector" => {
+                #[derive(Deserialize)]
+                struct P {
+                    bytes: usize,
+                }
+                let p: P = input.params()?;
+                kube::list_raw("v1", "ConfigMap", Some(&"a".repeat(p.bytes)))?;
+                Ok(Step::done())
+            }
             other => Err(TaskError::Permanent(format!("unknown task type {other}"))),
         }
     }
+}
+
+/// The node's `test.sei.io/misbehave` annotation, if any.
+fn misbehaviour_of(input: &Input) -> Result<Option<String>, TaskError> {
+    let node: serde_json::Value = input.node()?;
+    Ok(node.pointer("/metadata/annotations/test.sei.io~1misbehave").and_then(|v| v.as_str()).map(str::to_string))
 }
 
 sei_task_sdk::export_task_module!(Misbehaving);

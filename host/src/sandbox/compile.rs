@@ -1,0 +1,283 @@
+//! Compiling components, bounded.
+//!
+//! Cranelift's time and memory grow with what a component contains, not with its size: a
+//! 28.8 MB component under the 32 MiB fetch cap took 68 s and 2.57 GB to compile. So a module
+//! that is not part of this binary is compiled by a child process (`sei-operator __compile`,
+//! [`child_main`]) that limits itself before it reads a byte: an address-space limit
+//! (`RLIMIT_AS`), a CPU-time limit (`RLIMIT_CPU`), the lowest scheduling priority and the highest
+//! OOM score (if the container runs out of memory, the compiler dies first); the parent also kills
+//! it at a wall-clock deadline. The child reads the component on stdin and writes the serialized
+//! artifact on stdout; the parent deserializes only that (its own binary's output, for an engine
+//! with the same compatibility hash). Only one compile runs at a time, so two bombs cannot add up.
+//!
+//! Built-in modules (`ModuleGrant::trusted_code`) and a sandbox configured with
+//! [`Compiler::InProcess`] (tests, benches) compile in this process, on a blocking thread.
+//!
+//! Invariants (tests in `tests/sandbox_bounds.rs`): a compile bomb fails the load with
+//! `CompileFailed` naming the exceeded limit, and the controller's own memory does not grow
+//! (`compile_bomb_is_stopped_in_the_child`); a module compiled by the child runs like one compiled
+//! in process (`child_compiled_module_runs`).
+
+use super::Sandbox;
+use super::cache::{CacheOutcome, Lookup};
+use std::path::PathBuf;
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Precompiled};
+
+/// The hidden subcommand that runs [`child_main`].
+pub const CHILD_SUBCOMMAND: &str = "__compile";
+/// Largest component the child reads (the fetch cap).
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+/// Largest artifact the parent reads back.
+pub const MAX_ARTIFACT_BYTES: usize = 512 << 20;
+
+/// Limits of one compile in the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Address space of the child (`RLIMIT_AS`).
+    pub memory_bytes: u64,
+    /// CPU time of the child (`RLIMIT_CPU`; Cranelift compiles on every core).
+    pub cpu_seconds: u64,
+    /// Wall-clock deadline; the parent kills the child past it.
+    pub timeout: Duration,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 2 << 30, cpu_seconds: 60, timeout: Duration::from_secs(120) }
+    }
+}
+
+/// How components that are not built into the binary are compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiler {
+    /// In this process, on a blocking thread (tests, benches, a trusted development setup).
+    InProcess,
+    /// In a child process of `exe` (`exe __compile`), under `limits`.
+    Subprocess { exe: PathBuf, limits: CompileLimits },
+}
+
+impl Compiler {
+    /// A child of this very executable.
+    pub fn subprocess_of_current_exe(limits: CompileLimits) -> std::io::Result<Compiler> {
+        Ok(Compiler::Subprocess { exe: std::env::current_exe()?, limits })
+    }
+}
+
+/// Why the child failed, from its exit status and the end of its stderr.
+fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &CompileLimits) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let tail = crate::text::safe(stderr.trim(), 1024);
+    let out_of_memory =
+        stderr.contains("memory allocation of") || stderr.contains("out of memory") || stderr.contains("Cannot allocate memory");
+    match status.signal() {
+        Some(24) | Some(9) if !out_of_memory => {
+            format!("compiling exceeded the CPU limit of {} s (the compiler was stopped)", limits.cpu_seconds)
+        }
+        _ if out_of_memory => {
+            format!("compiling exceeded the memory limit of {} MiB (the compiler was stopped)", limits.memory_bytes >> 20)
+        }
+        Some(sig) => {
+            format!("the compiler was killed by signal {sig}{}", if tail.is_empty() { String::new() } else { format!(": {tail}") })
+        }
+        None => format!("the compiler failed ({status}): {tail}"),
+    }
+}
+
+impl Sandbox {
+    /// The component for `wasm` (sha256 `digest`): from the precompiled cache, else compiled by
+    /// the configured compiler (in process when `trusted`) and stored.
+    pub(crate) async fn compile(&self, digest: &str, wasm: &[u8], trusted: bool) -> Result<(Component, CacheOutcome), String> {
+        let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
+        let lookup =
+            tokio::task::spawn_blocking(move || cache.lookup(&engine, &key)).await.map_err(|e| format!("the cache task failed: {e}"))?;
+        let problem = match lookup {
+            Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
+            Lookup::Miss => None,
+            Lookup::Unusable(reason) => Some(reason),
+        };
+        let (component, artifact) = match (&self.config().compiler, trusted) {
+            (Compiler::Subprocess { exe, limits }, false) => {
+                let _one_at_a_time = self.compile_slot.lock().await;
+                let bytes = compile_in_child(exe, limits, wasm).await?;
+                let component = deserialize_own(self.engine(), &bytes)?;
+                (component, Some(bytes))
+            }
+            _ => {
+                let (engine, bytes, store) = (self.engine().clone(), wasm.to_vec(), self.cache().dir().is_some());
+                // Compiling takes up to a second of CPU: off the async workers, so reconciles go on.
+                tokio::task::spawn_blocking(move || {
+                    let component = Component::new(&engine, &bytes).map_err(|e| format!("{e:#}"))?;
+                    let artifact = if store { component.serialize().ok() } else { None };
+                    Ok::<_, String>((component, artifact))
+                })
+                .await
+                .map_err(|e| format!("the compile task failed: {e}"))??
+            }
+        };
+        let stored = match artifact {
+            Some(bytes) if self.cache().dir().is_some() => {
+                let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
+                tokio::task::spawn_blocking(move || cache.store(&engine, &key, &bytes)).await.is_ok_and(|r| r.is_ok())
+            }
+            _ => false,
+        };
+        Ok((component, super::cache::ArtifactCache::outcome(problem, stored)))
+    }
+}
+
+/// Deserialize an artifact the child (this binary) produced.
+fn deserialize_own(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+    if Engine::detect_precompiled(bytes) != Some(Precompiled::Component) {
+        return Err("the compiler's output is not a precompiled component".into());
+    }
+    // SAFETY: the bytes were produced by `child_main` of this same executable for an engine built
+    // by `super::base_config()`, whose compatibility hash wasmtime checks again here.
+    unsafe { Component::deserialize(engine, bytes) }.map_err(|e| format!("loading the compiled module: {e:#}"))
+}
+
+/// Run `exe __compile` on `wasm` under `limits`; the serialized artifact on success.
+async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimits, wasm: &[u8]) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(exe)
+        .arg(CHILD_SUBCOMMAND)
+        .arg(format!("--memory-bytes={}", limits.memory_bytes))
+        .arg(format!("--cpu-seconds={}", limits.cpu_seconds))
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the compiler {}: {e}", exe.display()))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+        return Err("the compiler's pipes could not be opened".into());
+    };
+    let input = wasm.to_vec();
+    let feed = async move {
+        // The child may exit early (a limit); a broken pipe is then not the error to report.
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let read_out = async move {
+        let mut out = Vec::new();
+        let n = stdout.take(MAX_ARTIFACT_BYTES as u64 + 1).read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        if n > MAX_ARTIFACT_BYTES {
+            return Err(format!("the compiled module is over {MAX_ARTIFACT_BYTES} bytes"));
+        }
+        Ok(out)
+    };
+    let read_err = async move {
+        let mut err = Vec::new();
+        let _ = stderr.take(64 << 10).read_to_end(&mut err).await;
+        String::from_utf8_lossy(&err).into_owned()
+    };
+    let run = async {
+        let ((), out, err) = tokio::join!(feed, read_out, read_err);
+        let status = child.wait().await.map_err(|e| format!("waiting for the compiler: {e}"))?;
+        Ok::<_, String>((status, out, err))
+    };
+    let (status, out, err) = match tokio::time::timeout(limits.timeout, run).await {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("compiling did not finish within {:?} (the compiler was stopped)", limits.timeout)),
+    };
+    if !status.success() {
+        return Err(child_failure(status, &err, limits));
+    }
+    out
+}
+
+/// Arguments of the child.
+fn parse_child_args(args: &[String]) -> Result<(u64, u64), String> {
+    let mut memory = None;
+    let mut cpu = None;
+    for a in args {
+        if let Some(v) = a.strip_prefix("--memory-bytes=") {
+            memory = Some(v.parse::<u64>().map_err(|e| format!("{a}: {e}"))?);
+        } else if let Some(v) = a.strip_prefix("--cpu-seconds=") {
+            cpu = Some(v.parse::<u64>().map_err(|e| format!("{a}: {e}"))?);
+        } else {
+            return Err(format!("unknown argument {a}"));
+        }
+    }
+    Ok((memory.ok_or("--memory-bytes is required")?, cpu.ok_or("--cpu-seconds is required")?))
+}
+
+fn limit_self(memory_bytes: u64, cpu_seconds: u64) -> Result<(), String> {
+    let set = |resource, value: u64, what: &str| {
+        let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+        // SAFETY: setrlimit reads the struct passed by reference and has no other preconditions.
+        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+            return Err(format!("setting the {what} limit: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    set(libc::RLIMIT_AS, memory_bytes, "address-space")?;
+    set(libc::RLIMIT_CPU, cpu_seconds.max(1), "CPU-time")?;
+    // Best effort: the lowest priority, and the first to go when the container runs out of memory.
+    // SAFETY: setpriority on this process has no preconditions.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    Ok(())
+}
+
+/// The child: limit itself, read a component on stdin, compile it, write the artifact on stdout.
+pub fn child_main(args: &[String]) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let run = || -> Result<Vec<u8>, String> {
+        let (memory, cpu) = parse_child_args(args)?;
+        limit_self(memory, cpu)?;
+        let mut wasm = Vec::new();
+        std::io::stdin().take(MAX_COMPONENT_BYTES as u64 + 1).read_to_end(&mut wasm).map_err(|e| e.to_string())?;
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(format!("the component is over {MAX_COMPONENT_BYTES} bytes"));
+        }
+        let engine = Engine::new(&super::base_config()).map_err(|e| format!("creating the engine: {e:#}"))?;
+        let component = Component::new(&engine, &wasm).map_err(|e| format!("{e:#}"))?;
+        component.serialize().map_err(|e| format!("serializing: {e:#}"))
+    };
+    match run() {
+        Ok(bytes) => match std::io::stdout().lock().write_all(&bytes) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("writing the compiled module: {e}");
+                std::process::ExitCode::from(3)
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn child_arguments() {
+        assert_eq!(parse_child_args(&["--memory-bytes=10".into(), "--cpu-seconds=2".into()]), Ok((10, 2)));
+        assert!(parse_child_args(&["--memory-bytes=10".into()]).is_err());
+        assert!(parse_child_args(&["--what=1".into()]).is_err());
+    }
+
+    #[test]
+    fn failures_name_the_limit() {
+        let limits = CompileLimits { memory_bytes: 256 << 20, cpu_seconds: 3, timeout: Duration::from_secs(9) };
+        let xcpu = std::process::ExitStatus::from_raw(24);
+        assert_eq!(child_failure(xcpu, "", &limits), "compiling exceeded the CPU limit of 3 s (the compiler was stopped)");
+        let abort = std::process::ExitStatus::from_raw(6);
+        assert_eq!(
+            child_failure(abort, "memory allocation of 1048576 bytes failed\n", &limits),
+            "compiling exceeded the memory limit of 256 MiB (the compiler was stopped)"
+        );
+        let exit2 = std::process::ExitStatus::from_raw(2 << 8);
+        assert!(
+            child_failure(exit2, "failed to parse WebAssembly module\x1b[2J", &limits)
+                .ends_with("failed to parse WebAssembly module\\u{1b}[2J")
+        );
+    }
+}

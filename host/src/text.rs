@@ -1,0 +1,115 @@
+//! Guest and remote text made safe to show: every string a module (or a sidecar, or an object a
+//! module wrote) hands the host is untrusted, and reaches logs, terminals, statuses and events.
+//!
+//! Invariants (unit tests below):
+//! - [`escape`] leaves printable text alone and turns every control character (C0, DEL, C1),
+//!   the Unicode line and paragraph separators and the bidirectional overrides into a visible
+//!   escape (`\n`, `\u{1b}`), so a guest cannot forge a log line, clear a terminal or reorder
+//!   what a reader sees (`control_characters_are_escaped`, `printable_text_is_unchanged`);
+//! - [`clip`] cuts at a character boundary and says how long the text was
+//!   (`clip_cuts_at_a_char_boundary`); [`safe`] escapes, then clips, so the result is bounded
+//!   whatever the input (`safe_output_is_bounded`).
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Whether a character must not reach a log line, a terminal, a status or an event as is.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        // Line and paragraph separators: some viewers break lines on them.
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        // Bidirectional embeddings, overrides and isolates ("Trojan Source").
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// `text` with every control and bidi-control character escaped (`\n`, `\r`, `\t`, `\\u{…}`).
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, with the original length noted.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let cut = text.floor_char_boundary(max);
+    format!("{}…[{} bytes]", &text[..cut], text.len())
+}
+
+/// Escaped, then clipped to `max` bytes (plus the length note): what any untrusted text becomes
+/// before it is logged, printed, stored in a status or published in an event.
+pub fn safe(text: &str, max: usize) -> String {
+    // Escaping can only grow the text; clip first (generously) so a huge input is not copied.
+    let head = &text[..text.floor_char_boundary(max.saturating_mul(2).min(text.len()))];
+    let escaped = escape(head);
+    if head.len() < text.len() {
+        let cut = escaped.floor_char_boundary(max.min(escaped.len()));
+        format!("{}…[{} bytes]", &escaped[..cut], text.len())
+    } else {
+        clip(&escaped, max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        for (input, want) in [
+            ("a\nb", "a\\nb"),
+            ("line\r\n2026-11-30T00:00:00Z INFO forged", "line\\r\\n2026-11-30T00:00:00Z INFO forged"),
+            ("\u{1b}[2J\u{1b}[H", "\\u{1b}[2J\\u{1b}[H"),
+            ("tab\there", "tab\\there"),
+            ("nul\0", "nul\\u{0}"),
+            ("del\u{7f}", "del\\u{7f}"),
+            ("c1\u{9b}31m", "c1\\u{9b}31m"),
+            ("sep\u{2028}x", "sep\\u{2028}x"),
+            ("bidi\u{202e}txt.exe", "bidi\\u{202e}txt.exe"),
+            ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
+        ] {
+            assert_eq!(escape(input), want, "{input:?}");
+            assert!(!escape(input).chars().any(is_unsafe));
+        }
+    }
+
+    #[test]
+    fn printable_text_is_unchanged() {
+        for s in ["", "plain", "ünïcödé ✓ 日本語", "quotes \" and \\ backslashes"] {
+            assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
+        }
+    }
+
+    #[test]
+    fn clip_cuts_at_a_char_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééééé", 3), "é…[10 bytes]");
+        assert_eq!(clip("abcdef", 3), "abc…[6 bytes]");
+    }
+
+    #[test]
+    fn safe_output_is_bounded() {
+        let hostile = "\u{1b}".repeat(1 << 20);
+        let s = safe(&hostile, 100);
+        assert!(s.len() <= 100 + 32, "{}", s.len());
+        assert!(s.ends_with(&format!("[{} bytes]", hostile.len())), "{s}");
+        assert!(!s.chars().any(is_unsafe));
+        assert_eq!(safe("ok\nfine", 100), "ok\\nfine");
+        assert_eq!(safe("abcdef", 3), "abc…[6 bytes]");
+    }
+}

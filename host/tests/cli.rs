@@ -1,0 +1,73 @@
+//! The `sei-operator` binary as a user runs it: `task run` applies exactly the controller's
+//! rules (the node's uid as the owner of every write, its pod labels, the platform's placement)
+//! and prints guest text escaped.
+
+use std::process::Command;
+
+fn sei_operator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sei-operator"))
+}
+
+fn node_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("node.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: sei.io/v1alpha1\nkind: SeiNode\nmetadata: {name: rpc, namespace: sei, uid: 7f0c2a4e-0000-4000-8000-0000000000aa}\n\
+         spec: {chainId: pacific-1, image: 'seid:v1', fullNode: {}}\n",
+    )
+    .unwrap();
+    path
+}
+
+fn misbehaving() -> String {
+    sei_operator::embedded::test_guest_path("test-misbehaving").display().to_string()
+}
+
+#[test]
+fn task_run_applies_the_controllers_ownership_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_file(dir.path());
+    let object = |owners: serde_json::Value| {
+        serde_json::json!({"object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rpc", "ownerReferences": owners}}})
+            .to_string()
+    };
+    let run = |params: String| {
+        sei_operator()
+            .args(["task", "run", "apply-object", "-f"])
+            .arg(&node)
+            .args(["--module", &misbehaving(), "--grant", "kube-read,kube-write", "--params", &params])
+            .output()
+            .unwrap()
+    };
+    let refused = run(object(serde_json::json!([])));
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("must be owned by SeiNode rpc (uid 7f0c2a4e-0000-4000-8000-0000000000aa)"), "{stdout}");
+    assert!(stdout.contains("objects in the in-memory cluster: 0"), "{stdout}");
+    let owner = serde_json::json!([{"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": "rpc", "uid": "7f0c2a4e-0000-4000-8000-0000000000aa"}]);
+    let written = run(object(owner));
+    let stdout = String::from_utf8_lossy(&written.stdout);
+    assert_eq!(written.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("objects in the in-memory cluster: 1"), "{stdout}");
+    assert!(stdout.contains("host calls: 1 of 64 allowed"), "the limits in force are printed: {stdout}");
+}
+
+#[test]
+fn task_run_escapes_guest_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_file(dir.path());
+    let out = sei_operator()
+        .args(["task", "run", "forge", "-f"])
+        .arg(&node)
+        .args(["--module", &misbehaving(), "--grant", "kube-read", "--params", "{}"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains('\u{1b}'), "a terminal escape reached the terminal: {text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("2026-11-30T00:00:00")), "a forged line reached the terminal: {text}");
+    }
+    assert!(stdout.contains("forged line\\u{1b}[2J"), "{stdout}");
+}
