@@ -29,7 +29,7 @@ build: setup
 
 ## Unit tests of the task modules' pure logic, natively.
 tasks-wasm-test:
-	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar
+	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar -p sei-task-params
 
 lint:
 	$(CARGO) fmt --all --check

@@ -33,7 +33,7 @@ fn run() -> Result<(), String> {
     let root = manifest_dir.parent().ok_or("host/ has no parent")?.to_path_buf();
     let tasks = root.join("tasks-wasm");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
-    for p in ["sdk", "builtin", "test-guests", "Cargo.toml", "Cargo.lock"] {
+    for p in ["sdk", "params", "builtin", "test-guests", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", tasks.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

@@ -14,7 +14,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::embedded::{BUILTIN_MODULES, test_guest_path};
-use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::policy::guard::{CapabilityName, Grants};
+use sei_operator::policy::scope::Scope;
 use sei_operator::sandbox::cache::CacheOutcome;
 use sei_operator::sandbox::{LoadedModule, ModuleGrant, RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use std::sync::Arc;

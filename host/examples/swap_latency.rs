@@ -10,12 +10,12 @@
 //! `make bench-swap` (`cargo run --release -p sei-operator --example swap_latency`).
 
 use sei_operator::embedded::BUILTIN_MODULES;
-use sei_operator::guard::{CapabilityName, Grants};
-use sei_operator::modules::directory::{FileOutcome, TaskDirectory};
+use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::registry::TaskRegistry;
 use sei_operator::release_tag::with_custom_section;
 use sei_operator::sandbox::cache::sha256_hex;
 use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
+use sei_operator::taskmodule::directory::{FileOutcome, TaskDirectory};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let task_dir = Arc::new(TaskDirectory::new(modules.clone(), sandbox, registry.clone(), grant, None));
     let (tx, mut outcomes) = mpsc::unbounded_channel();
     let _watch = task_dir.watch(Some(tx))?;
-    println!("hot swap through --task-dir ({SWAPS} swaps per case; debounce {:?} included)", sei_operator::modules::directory::DEBOUNCE);
+    println!("hot swap through --task-dir ({SWAPS} swaps per case; debounce {:?} included)", sei_operator::taskmodule::directory::DEBOUNCE);
     for (module, task) in [("sei-builtin-sidecar", "mark-ready"), ("sei-builtin-infra", "apply-statefulset")] {
         let base = BUILTIN_MODULES.iter().find(|m| m.name == module).map(|m| m.bytes).ok_or_else(|| anyhow::anyhow!("{module}"))?;
         let path = modules.join(format!("{module}.wasm"));

@@ -1,7 +1,7 @@
 //! Platform settings: what the cluster gives the nodes (storage classes and sizes, node pools,
 //! the toleration key, the service account, resource requests, buckets, the sidecar image).
 //!
-//! Read from the environment (the reference's variable names, §1.4) with documented defaults;
+//! Read from the environment (the reference controller's variable names) with documented defaults;
 //! the buckets have no sensible default and are required: a missing one stops start-up with an
 //! error naming the variable (`missing_required_setting_is_named`).
 

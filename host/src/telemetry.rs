@@ -1,8 +1,12 @@
-//! Prometheus metrics of the controller and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! Prometheus metrics of the controller and the `/metrics`, `/healthz`, `/readyz` endpoints. Every
+//! counter of the controller lives here, recorded through methods (`count_*`, `record_*`,
+//! `observe_*`); the families are private.
 //!
 //! Metrics (all prefixed `sei_`): `plans_active` (gauge), `task_step_duration_seconds`
 //! (histogram by task type and module digest), `task_retries_total` and `task_failures_total`
-//! (by task type), `node_phase` (gauge, 1 for the node's current phase), `reconcile_errors_total`,
+//! (by task type), `node_phase` (gauge, 1 for the node's current phase), `reconciles_total`,
+//! `reconcile_errors_total` (by cause: `conflict`, `not-found`, `forbidden`, `api`, `transport`,
+//! `serialize`, `finalizer`, `invalid-spec`),
 //! `sandbox_denied_calls_total` (by module digest and reason, read from the sandbox's counters at
 //! scrape time), `module_loads_total` (by source kind and result: `Active` or the rejection
 //! reason), `active_module` (1 per task type with the digest and source serving it, read from
@@ -12,7 +16,7 @@
 //! off because their module ran its share already). Test:
 //! `telemetry::tests::exposition_names_every_metric`.
 
-use crate::metrics::SandboxMetrics;
+use crate::sandbox::counters::SandboxMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,33 +27,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    pub task_type: String,
-    pub module_digest: String,
+struct TaskLabels {
+    task_type: String,
+    module_digest: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskTypeLabel {
-    pub task_type: String,
+struct TaskTypeLabel {
+    task_type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NodePhaseLabels {
-    pub namespace: String,
-    pub name: String,
-    pub phase: String,
+struct NodePhaseLabels {
+    namespace: String,
+    name: String,
+    phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NodeLabels {
-    pub namespace: String,
-    pub name: String,
+struct NodeLabels {
+    namespace: String,
+    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModuleLoadLabels {
-    pub source: String,
-    pub result: String,
+struct ModuleLoadLabels {
+    source: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,14 +87,15 @@ struct DeniedLabels {
 
 /// The controller's metrics.
 pub struct Telemetry {
-    pub plans_active: Family<NodeLabels, Gauge>,
-    pub step_duration: Family<TaskLabels, Histogram>,
-    pub retries: Family<TaskTypeLabel, Counter>,
-    pub failures: Family<TaskTypeLabel, Counter>,
-    pub node_phase: Family<NodePhaseLabels, Gauge>,
-    pub reconcile_errors: Counter,
-    pub module_loads: Family<ModuleLoadLabels, Counter>,
-    pub steps_deferred: Counter,
+    plans_active: Family<NodeLabels, Gauge>,
+    step_duration: Family<TaskLabels, Histogram>,
+    retries: Family<TaskTypeLabel, Counter>,
+    failures: Family<TaskTypeLabel, Counter>,
+    node_phase: Family<NodePhaseLabels, Gauge>,
+    reconciles: Counter,
+    reconcile_errors: Family<CauseLabel, Counter>,
+    module_loads: Family<ModuleLoadLabels, Counter>,
+    steps_deferred: Counter,
     active_module: Family<ActiveModuleLabels, Gauge>,
     denied: Family<DeniedLabels, Gauge>,
     host_calls: Family<ModuleDigestLabel, Counter>,
@@ -110,7 +120,8 @@ impl Telemetry {
         let retries = Family::<TaskTypeLabel, Counter>::default();
         let failures = Family::<TaskTypeLabel, Counter>::default();
         let node_phase = Family::<NodePhaseLabels, Gauge>::default();
-        let reconcile_errors = Counter::default();
+        let reconciles = Counter::default();
+        let reconcile_errors = Family::<CauseLabel, Counter>::default();
         let denied = Family::<DeniedLabels, Gauge>::default();
         let module_loads = Family::<ModuleLoadLabels, Counter>::default();
         let active_module = Family::<ActiveModuleLabels, Gauge>::default();
@@ -135,7 +146,8 @@ impl Telemetry {
         registry.register("task_retries", "Task retries after retryable failures", retries.clone());
         registry.register("task_failures", "Tasks that failed their plan", failures.clone());
         registry.register("node_phase", "1 for the phase each SeiNode is in", node_phase.clone());
-        registry.register("reconcile_errors", "Reconciles that ended in an error", reconcile_errors.clone());
+        registry.register("reconciles", "Reconciles started (all nodes)", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that ended in an error, by cause", reconcile_errors.clone());
         registry.register("sandbox_denied_calls", "Host calls refused by the capability guard (total)", denied.clone());
         Self {
             plans_active,
@@ -143,6 +155,7 @@ impl Telemetry {
             retries,
             failures,
             node_phase,
+            reconciles,
             reconcile_errors,
             module_loads,
             steps_deferred,
@@ -160,12 +173,48 @@ impl Telemetry {
         }
     }
 
-    /// Record the node's phase (1 for it, 0 for the others).
-    pub fn set_phase(&self, namespace: &str, name: &str, phase: &str) {
+    /// Record the node's phase (1 for it, 0 for the others) and whether it has an active plan.
+    pub fn record_node(&self, namespace: &str, name: &str, phase: &str, plan_active: bool) {
         for p in PHASES {
             let labels = NodePhaseLabels { namespace: namespace.into(), name: name.into(), phase: p.into() };
             self.node_phase.get_or_create(&labels).set(i64::from(p == phase));
         }
+        self.plans_active.get_or_create(&NodeLabels { namespace: namespace.into(), name: name.into() }).set(i64::from(plan_active));
+    }
+
+    pub fn count_reconcile(&self) {
+        self.reconciles.inc();
+    }
+
+    /// Reconciles started so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
+    pub fn count_reconcile_error(&self, cause: &str) {
+        self.reconcile_errors.get_or_create(&CauseLabel { cause: cause.into() }).inc();
+    }
+
+    /// One step of `task_type` by `module_digest`, which took `micros`.
+    pub fn observe_step(&self, task_type: &str, module_digest: &str, micros: u64) {
+        let labels = TaskLabels { task_type: task_type.into(), module_digest: module_digest.into() };
+        self.step_duration.get_or_create(&labels).observe(micros as f64 / 1e6);
+    }
+
+    /// A failed step: retried within its budget (`retry`) or failing its plan.
+    pub fn count_task_failure(&self, task_type: &str, retry: bool) {
+        let family = if retry { &self.retries } else { &self.failures };
+        family.get_or_create(&TaskTypeLabel { task_type: task_type.into() }).inc();
+    }
+
+    pub fn count_deferred_step(&self) {
+        self.steps_deferred.inc();
+    }
+
+    /// A module load from `source` (`TaskModule`, `Directory`) that ended with `result`
+    /// (`Active`, `deleted`, or a rejection reason).
+    pub fn count_module_load(&self, source: &str, result: &str) {
+        self.module_loads.get_or_create(&ModuleLoadLabels { source: source.into(), result: result.into() }).inc();
     }
 
     /// Report the registry's active modules at scrape time.
@@ -256,16 +305,16 @@ mod tests {
         let sandbox = Arc::new(SandboxMetrics::default());
         sandbox.denied("abc", "namespace");
         sandbox.record_calls("abc", 64, 3);
-        sandbox.budget_exceeded("abc", crate::sandbox::host::Budget::HostCalls);
+        sandbox.budget_exceeded("abc", crate::sandbox::limits::Budget::HostCalls);
         sandbox.dropped_log_lines.fetch_add(7, Ordering::Relaxed);
         let t = Telemetry::new(Some(sandbox));
-        t.plans_active.get_or_create(&NodeLabels { namespace: "sei".into(), name: "rpc".into() }).set(1);
-        t.step_duration.get_or_create(&TaskLabels { task_type: "mark-ready".into(), module_digest: "abc".into() }).observe(0.002);
-        t.retries.get_or_create(&TaskTypeLabel { task_type: "configure-genesis".into() }).inc();
-        t.failures.get_or_create(&TaskTypeLabel { task_type: "config-apply".into() }).inc();
-        t.set_phase("sei", "rpc", "Running");
-        t.reconcile_errors.inc();
-        t.module_loads.get_or_create(&ModuleLoadLabels { source: "TaskModule".into(), result: "DigestMismatch".into() }).inc();
+        t.record_node("sei", "rpc", "Running", true);
+        t.observe_step("mark-ready", "abc", 2_000);
+        t.count_task_failure("configure-genesis", true);
+        t.count_task_failure("config-apply", false);
+        t.count_reconcile();
+        t.count_reconcile_error("conflict");
+        t.count_module_load("TaskModule", "DigestMismatch");
         let text = t.encode();
         for want in [
             r#"sei_plans_active{namespace="sei",name="rpc"} 1"#,
@@ -274,7 +323,8 @@ mod tests {
             r#"sei_task_failures_total{task_type="config-apply"} 1"#,
             r#"sei_node_phase{namespace="sei",name="rpc",phase="Running"} 1"#,
             r#"sei_node_phase{namespace="sei",name="rpc",phase="Failed"} 0"#,
-            "sei_reconcile_errors_total 1",
+            "sei_reconciles_total 1",
+            r#"sei_reconcile_errors_total{cause="conflict"} 1"#,
             r#"sei_sandbox_denied_calls{module_digest="abc",reason="namespace"} 1"#,
             r#"sei_module_loads_total{source="TaskModule",result="DigestMismatch"} 1"#,
             r#"sei_sandbox_host_calls_total{module_digest="abc"} 64"#,

@@ -4,7 +4,7 @@
 
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::{InMemorySidecar, Script};
-use sei_operator::guard::Scope;
+use sei_operator::policy::scope::Scope;
 use sei_operator::registry::TaskRegistry;
 use sei_operator::sandbox::{RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use std::sync::Arc;

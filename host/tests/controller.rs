@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Service};
 use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
-use sei_operator::controller::{Context, SidecarResolver, run};
-use sei_operator::crd::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
+use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
+use sei_operator::node::{Context, ContextBuilder, SidecarResolver, run};
 use sei_operator::platform::PlatformConfig;
 use sei_operator::registry::TaskRegistry;
 use sei_operator::sandbox::{Sandbox, SandboxConfig};
@@ -27,7 +27,7 @@ struct Harness {
 
 /// A namespace, the CRD, a test sidecar and a controller watching only that namespace.
 async fn harness(prefix: &str, scripts: &[(&str, Script)]) -> Harness {
-    harness_with(prefix, scripts, |_| {}).await.0
+    harness_with(prefix, scripts, |c| c).await.0
 }
 
 fn node(name: &str, spec: serde_json::Value) -> SeiNode {
@@ -105,7 +105,7 @@ async fn full_node_with_s3_and_peers_reaches_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_failure_fails_the_plan_and_the_node() {
     let (h, _handle, ctx) =
-        harness_with("ctl-fail", &[("config-apply", Script::FailAfter(0, "invalid override evm.http_port".into()))], |_| {}).await;
+        harness_with("ctl-fail", &[("config-apply", Script::FailAfter(0, "invalid override evm.http_port".into()))], |c| c).await;
     h.nodes.create(&PostParams::default(), &node("bad", json!({"fullNode": {}}))).await.unwrap();
     let n = wait_phase(&h, "bad", SeiNodePhase::Failed).await;
     let plan = n.status.as_ref().unwrap().plan.clone().unwrap();
@@ -128,14 +128,12 @@ async fn sidecar_failure_fails_the_plan_and_the_node() {
     let sidecar = h.sidecar.node(h.ns.name(), "bad");
     let submitted = sidecar.submitted().len();
     let runs = sidecar.runs(&detail_id(&h, "bad").await);
-    let seen = ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = ctx.telemetry().reconciles();
     let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
     h.nodes.patch("bad", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&poke)).await.unwrap();
-    eventually("a reconcile after the change", Duration::from_secs(30), || async {
-        (ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed) > seen).then_some(())
-    })
-    .await
-    .unwrap();
+    eventually("a reconcile after the change", Duration::from_secs(30), || async { (ctx.telemetry().reconciles() > seen).then_some(()) })
+        .await
+        .unwrap();
     assert_eq!(sidecar.submitted().len(), submitted);
     assert_eq!(sidecar.runs(&detail_id(&h, "bad").await), runs);
     assert_eq!(h.nodes.get("bad").await.unwrap().status.unwrap().phase, Some(SeiNodePhase::Failed));
@@ -176,7 +174,7 @@ async fn deleting_a_node_removes_its_pvc_and_collects_its_objects() {
 async fn harness_with(
     prefix: &str,
     scripts: &[(&str, Script)],
-    tune: impl FnOnce(&mut Context),
+    tune: impl FnOnce(ContextBuilder) -> ContextBuilder,
 ) -> (Harness, tokio::task::JoinHandle<()>, Arc<Context>) {
     let cluster = TestCluster::shared();
     cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
@@ -191,14 +189,22 @@ async fn harness_with(
     (Harness { nodes: Api::namespaced(client.clone(), ns.name()), ns, sidecar, client }, handle, ctx)
 }
 
-async fn controller_context(client: &kube::Client, sidecar: &TestSidecar, tune: impl FnOnce(&mut Context)) -> Arc<Context> {
+async fn controller_context(
+    client: &kube::Client,
+    sidecar: &TestSidecar,
+    tune: impl FnOnce(ContextBuilder) -> ContextBuilder,
+) -> Arc<Context> {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await.unwrap();
-    let mut ctx =
-        Context::new(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()));
-    tune(&mut ctx);
-    Arc::new(ctx)
+    tune(Context::builder(
+        client.clone(),
+        sandbox,
+        registry,
+        PlatformConfig::for_local(),
+        SidecarResolver::Template(sidecar.url_template()),
+    ))
+    .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +229,7 @@ async fn every_mode_reaches_running_with_the_reference_plan() {
         let plan = n.status.unwrap().plan.unwrap();
         let mut want_node = node(name, spec.clone());
         want_node.metadata.namespace = Some(h.ns.name().to_string());
-        let expected = match sei_operator::planner::resolve_plan(
+        let expected = match sei_operator::node::planner::resolve_plan(
             &want_node,
             &Default::default(),
             &PlatformConfig::for_local(),
@@ -232,7 +238,7 @@ async fn every_mode_reaches_running_with_the_reference_plan() {
         )
         .unwrap()
         {
-            sei_operator::planner::PlanDecision::New { plan, .. } => plan.tasks.into_iter().map(|t| t.task_type).collect::<Vec<_>>(),
+            sei_operator::node::planner::PlanDecision::New { plan, .. } => plan.tasks.into_iter().map(|t| t.task_type).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
         let ran: Vec<String> = plan.tasks.iter().map(|t| t.task_type.clone()).collect();
@@ -244,15 +250,15 @@ async fn every_mode_reaches_running_with_the_reference_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_change_converges_and_no_drift_means_no_new_plan() {
-    let (h, _handle, ctx) = harness_with("ctl-converge", &[], |c| c.drift_check_interval = Duration::from_millis(100)).await;
+    let (h, _handle, ctx) = harness_with("ctl-converge", &[], |c| c.drift_check_interval(Duration::from_millis(100))).await;
     h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {}}))).await.unwrap();
     let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
     let init_plan = n.status.unwrap().plan.unwrap().id;
 
     // No drift: many reconciles, no new plan, the init plan stays.
-    let start = ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    let start = ctx.telemetry().reconciles();
     eventually("50 reconciles of the Running node", Duration::from_secs(60), || async {
-        (ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed) >= start + 50).then_some(())
+        (ctx.telemetry().reconciles() >= start + 50).then_some(())
     })
     .await
     .unwrap();
@@ -283,7 +289,7 @@ async fn image_change_converges_and_no_drift_means_no_new_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
-    let (h, handle, _ctx) = harness_with("ctl-restart", &[("snapshot-restore", Script::Stall)], |_| {}).await;
+    let (h, handle, _ctx) = harness_with("ctl-restart", &[("snapshot-restore", Script::Stall)], |c| c).await;
     h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 7}}}}))).await.unwrap();
     eventually("snapshot-restore to be Running", Duration::from_secs(60), || async {
         let n = h.nodes.get("rpc").await.ok()?;
@@ -298,7 +304,7 @@ async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
 
     // The sidecar finishes the task while no controller runs; a new controller picks up.
     h.sidecar.script("snapshot-restore", Script::CompleteAfter(0));
-    let ctx = controller_context(&h.client, &h.sidecar, |_| {}).await;
+    let ctx = controller_context(&h.client, &h.sidecar, |c| c).await;
     tokio::spawn(run(ctx.clone(), 4, Some(h.ns.name().to_string())));
     let n = wait_phase(&h, "rpc", SeiNodePhase::Running).await;
     let after = n.status.unwrap().plan.unwrap();
@@ -307,7 +313,7 @@ async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
     for t in after.tasks.iter().skip(3) {
         assert_eq!(sidecar.runs(&t.id), 1, "{} was submitted exactly once", t.task_type);
     }
-    let metrics = ctx.sandbox.metrics();
+    let metrics = ctx.sandbox().metrics();
     for t in before.tasks.iter().take(3) {
         assert_eq!(metrics.steps_of(&t.task_type), 0, "{} completed before the restart and did not run again", t.task_type);
     }

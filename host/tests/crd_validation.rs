@@ -3,7 +3,7 @@
 
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sei_operator::crd::SeiNode;
+use sei_operator::node::crd::SeiNode;
 use sei_testkit::TestCluster;
 use serde_json::{Value, json};
 
@@ -90,7 +90,7 @@ async fn invalid_manifests_are_rejected_with_the_rule_message() {
 async fn status_holds_a_plan_with_opaque_params() {
     let (api, _ns) = api().await;
     let node = api.create(&PostParams::default(), &manifest("rpc", json!({"fullNode": {}}))).await.unwrap();
-    let decision = sei_operator::planner::resolve_plan(
+    let decision = sei_operator::node::planner::resolve_plan(
         &node,
         &Default::default(),
         &sei_operator::platform::PlatformConfig::for_local(),
@@ -98,7 +98,7 @@ async fn status_holds_a_plan_with_opaque_params() {
         &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
     )
     .unwrap();
-    let sei_operator::planner::PlanDecision::New { plan, phase, .. } = decision else { panic!("{decision:?}") };
+    let sei_operator::node::planner::PlanDecision::New { plan, phase, .. } = decision else { panic!("{decision:?}") };
     let patch = json!({"status": {"phase": phase, "plan": plan, "planProgress": "0/7", "currentTask": "ensure-data-pvc"}});
     api.patch_status("rpc", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let stored = api.get_status("rpc").await.unwrap().status.unwrap();

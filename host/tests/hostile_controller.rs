@@ -8,11 +8,11 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
-use sei_operator::controller::{Context, MIN_REQUEUE, SidecarResolver, run};
-use sei_operator::crd::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::embedded::test_guest_path;
-use sei_operator::guard::{CapabilityName, Grants};
+use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskStatus};
+use sei_operator::node::{Context, MIN_REQUEUE, SidecarResolver, run};
 use sei_operator::platform::PlatformConfig;
+use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
 use sei_test_sidecar::TestSidecar;
@@ -43,13 +43,9 @@ async fn harness(prefix: &str) -> Harness {
     grant.task_types = Some(vec!["config-apply".into()]);
     let hostile = sandbox.load_module(&wasm, grant).await.unwrap();
     registry.install(&["config-apply".into()], ModuleEntry::new(ModuleSource::Directory { path: "hostile.wasm".into() }, hostile));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        sandbox,
-        registry,
-        PlatformConfig::for_local(),
-        SidecarResolver::Template(sidecar.url_template()),
-    ));
+    let ctx =
+        Context::builder(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()))
+            .build();
     tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
     Harness { nodes: Api::namespaced(client, ns.name()), ns, ctx, _sidecar: sidecar }
 }
@@ -130,7 +126,7 @@ async fn log_storm_fails_its_node_alone_and_memory_stays_bounded() {
     assert!(detail.error.contains("the step made more than 10000 log calls, its per-step budget"), "{}", detail.error);
     let grew = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
     assert!(grew < 48 << 20, "the controller grew by {} MiB during the log storm", grew >> 20);
-    let budgets = h.ctx.sandbox.metrics().budget_counts();
+    let budgets = h.ctx.sandbox().metrics().budget_counts();
     assert!(budgets.iter().any(|((_, b), n)| *b == "log-calls" && *n >= 1), "{budgets:?}");
 }
 

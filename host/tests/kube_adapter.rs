@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::api::Api;
 use sei_operator::adapters::kube::KubeClientAdapter;
-use sei_operator::guard::Scope;
+use sei_operator::policy::scope::Scope;
 use sei_operator::registry::TaskRegistry;
 use sei_operator::sandbox::{RunEnv, RunInput, Sandbox, SandboxConfig, StepOutcome};
 use sei_testkit::TestCluster;

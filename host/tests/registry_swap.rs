@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use sei_operator::adapters::kube::{KubeAdapter, KubeAdapterError, Listed, TypeRef};
 use sei_operator::embedded::test_guest_path;
-use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::policy::guard::{CapabilityName, Grants};
+use sei_operator::policy::scope::Scope;
 use sei_operator::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use sei_operator::release_tag::with_custom_section;
 use sei_operator::sandbox::cache::sha256_hex;

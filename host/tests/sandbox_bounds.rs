@@ -16,7 +16,8 @@
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::embedded::test_guest_path;
-use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::policy::guard::{CapabilityName, Grants};
+use sei_operator::policy::scope::Scope;
 use sei_operator::sandbox::{
     CompileLimits, Compiler, LoadError, ModuleGrant, RunEnv, RunError, RunInput, Sandbox, SandboxConfig, StepOutcome,
 };

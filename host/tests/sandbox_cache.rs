@@ -2,7 +2,7 @@
 //! trusted when its bytes do not match the integrity record or are not a precompiled component.
 
 use sei_operator::embedded::test_guest_path;
-use sei_operator::guard::{CapabilityName, Grants};
+use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::sandbox::cache::{CacheOutcome, sha256_hex};
 use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
 use std::path::{Path, PathBuf};

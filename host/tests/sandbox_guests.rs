@@ -1,4 +1,4 @@
-//! Tier 2 (DESIGN.md §6): purpose-built guest components run by the real sandbox. Each
+//! Tier 2 of the tests: purpose-built guest components run by the real sandbox. Each
 //! misbehaving case asserts its own error kind and message, and runs next to a well-behaved
 //! step that must succeed at the same time. The cases after `every_misbehaviour_at_once…` are
 //! the holes hostile modules found (issue #9): call budgets, bounded arguments, sidecar ids,
@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, KubeAdapterError, Listed, TypeRef};
 use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::embedded::test_guest_path;
-use sei_operator::guard::{CapabilityName, Grants, Scope};
+use sei_operator::policy::guard::{CapabilityName, Grants};
+use sei_operator::policy::scope::Scope;
 use sei_operator::sandbox::limits::LimitsPolicy;
 use sei_operator::sandbox::{
     LoadError, LoadedModule, ModuleGrant, RunEnv, RunError, RunInput, RunReport, Sandbox, SandboxConfig, StepOutcome,

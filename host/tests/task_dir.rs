@@ -3,12 +3,12 @@
 //! behaviour, new sha256).
 
 use sei_operator::embedded::BUILTIN_MODULES;
-use sei_operator::guard::{CapabilityName, Grants};
-use sei_operator::modules::directory::{FileOutcome, TaskDirectory};
+use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::registry::{ModuleSource, TaskRegistry};
 use sei_operator::release_tag::with_custom_section;
 use sei_operator::sandbox::cache::sha256_hex;
 use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
+use sei_operator::taskmodule::directory::{FileOutcome, TaskDirectory};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,16 +8,17 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
-use sei_operator::controller::{Context, SidecarResolver, run};
-use sei_operator::crd::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::embedded::{BUILTIN_MODULES, test_guest_path};
-use sei_operator::modules::resource::{ReplicaModuleStatus, TaskModule};
-use sei_operator::modules::task_modules::{TaskModuleLoader, TaskModuleWatch};
+use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskStatus};
+use sei_operator::node::{Context, SidecarResolver};
+use sei_operator::operator::Operator;
 use sei_operator::platform::PlatformConfig;
 use sei_operator::registry::TaskRegistry;
 use sei_operator::release_tag::with_custom_section;
 use sei_operator::sandbox::cache::sha256_hex;
 use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_operator::taskmodule::loader::{TaskModuleLoader, TaskModuleWatch};
+use sei_operator::taskmodule::resource::{ReplicaModuleStatus, TaskModule};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::{TestCluster, TestNamespace, eventually};
 use serde_json::json;
@@ -62,12 +63,12 @@ async fn env(prefix: &str, scripts: &[(&str, Script)]) -> Env {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await.unwrap();
-    let mut ctx =
-        Context::new(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()));
-    ctx.replica = REPLICA.into();
-    ctx.task_modules = Some(TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", ns.name())) });
-    let ctx = Arc::new(ctx);
-    let controller = tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
+    let ctx =
+        Context::builder(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()))
+            .instance(REPLICA)
+            .build();
+    let watch = TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", ns.name())) };
+    let controller = tokio::spawn(Operator::new(ctx.clone()).with_task_modules(watch, REPLICA).run(4, Some(ns.name().to_string())));
     Env {
         nodes: Api::namespaced(client.clone(), ns.name()),
         modules: Api::all(client.clone()),
@@ -86,7 +87,7 @@ impl Env {
     }
 
     fn digest_of(&self, task_type: &str) -> String {
-        self.ctx.registry.resolve(task_type).unwrap().module.digest.to_string()
+        self.ctx.registry().resolve(task_type).unwrap().module.digest.to_string()
     }
 
     /// A ConfigMap holding `bytes`, and a TaskModule serving `task_types` from it.
@@ -179,21 +180,17 @@ impl Env {
     /// Another controller replica: its own registry and TaskModule loader, reporting as `replica`.
     async fn replica(&self, replica: &str) -> (Arc<TaskRegistry>, tokio::task::JoinHandle<()>) {
         let registry = Arc::new(TaskRegistry::new());
-        registry.load_builtins(&self.ctx.sandbox).await.unwrap();
+        registry.load_builtins(self.ctx.sandbox()).await.unwrap();
         let loader = TaskModuleLoader::new(
             self.client.clone(),
-            self.ctx.sandbox.clone(),
+            self.ctx.sandbox().clone(),
             registry.clone(),
             replica.into(),
-            self.ctx.telemetry.clone(),
+            self.ctx.telemetry().clone(),
             TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", self.ns.name())) },
         );
-        let (_notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
         let (synced_tx, synced) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(async move {
-            let _keep_open = _notices_tx;
-            loader.run(notices, synced_tx).await
-        });
+        let handle = tokio::spawn(loader.run(synced_tx));
         tokio::time::timeout(Duration::from_secs(60), synced).await.expect("replica lists TaskModules in time").unwrap();
         (registry, handle)
     }
@@ -218,7 +215,7 @@ fn condition<'a>(s: &'a ReplicaModuleStatus, type_: &str) -> &'a k8s_openapi::ap
 /// Every task type the built-in sidecar module serves.
 fn sidecar_task_types(env: &Env) -> Vec<String> {
     let builtin = env.digest_of("mark-ready");
-    env.ctx.registry.active().into_iter().filter(|(_, e)| *e.module.digest == *builtin).map(|(t, _)| t).collect()
+    env.ctx.registry().active().into_iter().filter(|(_, e)| *e.module.digest == *builtin).map(|(t, _)| t).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +285,7 @@ async fn swap_under_load_fails_no_task() {
         .map(|e| format!("{:?}: {:?}", e.reason, e.message))
         .collect();
     assert!(warnings.is_empty(), "no task failed or retried: {warnings:#?}");
-    let metrics = env.ctx.telemetry.encode();
+    let metrics = env.ctx.telemetry().encode();
     assert!(
         metrics.contains(&format!(
             r#"sei_active_module{{task_type="config-apply",module_digest="{new_digest}",source="TaskModule {module}"}} 1"#

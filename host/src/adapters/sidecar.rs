@@ -1,4 +1,4 @@
-//! `SidecarClient`: the node sidecar's `/v0` HTTP API (reference §6). `HttpSidecarClient` is
+//! `SidecarClient`: the node sidecar's `/v0` HTTP API. `HttpSidecarClient` is
 //! the real client (timeouts on every request, no redirects, answers capped at 1 MiB, every path
 //! built segment by segment so a task id is always exactly one percent-encoded segment:
 //! `task_id_is_one_path_segment`); `InMemorySidecar` follows the same semantics

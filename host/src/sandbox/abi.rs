@@ -17,7 +17,7 @@
 //! allocations); the bounds are the hard ceilings of the configurable limits in
 //! `sandbox::limits` (`hard_caps_bound_the_configurable_limits`).
 
-use crate::bindings::sei::task::types::Capability;
+use crate::wit::sei::task::types::Capability;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
 use wasmtime::component::{ComponentType, Lift};
 

@@ -27,6 +27,18 @@ pub enum CacheOutcome {
     Recompiled(String),
 }
 
+impl CacheOutcome {
+    /// For statuses and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CacheOutcome::Compiled => "Compiled",
+            CacheOutcome::CompiledAndStored => "CompiledAndStored",
+            CacheOutcome::Loaded => "Loaded",
+            CacheOutcome::Recompiled(_) => "Recompiled",
+        }
+    }
+}
+
 /// What the cache holds for a digest.
 pub enum Lookup {
     Hit(Component),

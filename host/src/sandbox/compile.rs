@@ -18,12 +18,24 @@
 //! (`compile_bomb_is_stopped_in_the_child`); a module compiled by the child runs like one compiled
 //! in process (`child_compiled_module_runs`).
 
-use super::Sandbox;
-use super::cache::{CacheOutcome, Lookup};
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmtime::component::Component;
-use wasmtime::{Engine, Precompiled};
+use wasmtime::{Config, Engine, Precompiled};
+
+/// The engine settings every artifact is compiled for: the controller's engine and the compiler
+/// child build theirs from this, so the child's output loads in the parent.
+pub fn engine_config() -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .concurrency_support(false)
+        .memory_init_cow(true)
+        .native_unwind_info(false)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    c
+}
 
 /// The hidden subcommand that runs [`child_main`].
 pub const CHILD_SUBCOMMAND: &str = "__compile";
@@ -85,60 +97,18 @@ fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &Compil
     }
 }
 
-impl Sandbox {
-    /// The component for `wasm` (sha256 `digest`): from the precompiled cache, else compiled by
-    /// the configured compiler (in process when `trusted`) and stored.
-    pub(crate) async fn compile(&self, digest: &str, wasm: &[u8], trusted: bool) -> Result<(Component, CacheOutcome), String> {
-        let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
-        let lookup =
-            tokio::task::spawn_blocking(move || cache.lookup(&engine, &key)).await.map_err(|e| format!("the cache task failed: {e}"))?;
-        let problem = match lookup {
-            Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
-            Lookup::Miss => None,
-            Lookup::Unusable(reason) => Some(reason),
-        };
-        let (component, artifact) = match (&self.config().compiler, trusted) {
-            (Compiler::Subprocess { exe, limits }, false) => {
-                let _one_at_a_time = self.compile_slot.lock().await;
-                let bytes = compile_in_child(exe, limits, wasm).await?;
-                let component = deserialize_own(self.engine(), &bytes)?;
-                (component, Some(bytes))
-            }
-            _ => {
-                let (engine, bytes, store) = (self.engine().clone(), wasm.to_vec(), self.cache().dir().is_some());
-                // Compiling takes up to a second of CPU: off the async workers, so reconciles go on.
-                tokio::task::spawn_blocking(move || {
-                    let component = Component::new(&engine, &bytes).map_err(|e| format!("{e:#}"))?;
-                    let artifact = if store { component.serialize().ok() } else { None };
-                    Ok::<_, String>((component, artifact))
-                })
-                .await
-                .map_err(|e| format!("the compile task failed: {e}"))??
-            }
-        };
-        let stored = match artifact {
-            Some(bytes) if self.cache().dir().is_some() => {
-                let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
-                tokio::task::spawn_blocking(move || cache.store(&engine, &key, &bytes)).await.is_ok_and(|r| r.is_ok())
-            }
-            _ => false,
-        };
-        Ok((component, super::cache::ArtifactCache::outcome(problem, stored)))
-    }
-}
-
 /// Deserialize an artifact the child (this binary) produced.
-fn deserialize_own(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+pub(super) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
     if Engine::detect_precompiled(bytes) != Some(Precompiled::Component) {
         return Err("the compiler's output is not a precompiled component".into());
     }
     // SAFETY: the bytes were produced by `child_main` of this same executable for an engine built
-    // by `super::base_config()`, whose compatibility hash wasmtime checks again here.
+    // by `engine_config()`, whose compatibility hash wasmtime checks again here.
     unsafe { Component::deserialize(engine, bytes) }.map_err(|e| format!("loading the compiled module: {e:#}"))
 }
 
 /// Run `exe __compile` on `wasm` under `limits`; the serialized artifact on success.
-async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimits, wasm: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimits, wasm: &[u8]) -> Result<Vec<u8>, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut child = tokio::process::Command::new(exe)
         .arg(CHILD_SUBCOMMAND)
@@ -233,7 +203,7 @@ pub fn child_main(args: &[String]) -> std::process::ExitCode {
         if wasm.len() > MAX_COMPONENT_BYTES {
             return Err(format!("the component is over {MAX_COMPONENT_BYTES} bytes"));
         }
-        let engine = Engine::new(&super::base_config()).map_err(|e| format!("creating the engine: {e:#}"))?;
+        let engine = Engine::new(&engine_config()).map_err(|e| format!("creating the engine: {e:#}"))?;
         let component = Component::new(&engine, &wasm).map_err(|e| format!("{e:#}"))?;
         component.serialize().map_err(|e| format!("serializing: {e:#}"))
     };

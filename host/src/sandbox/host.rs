@@ -22,13 +22,13 @@ use super::abi::{
     BoundedStr, GuestObjectRef, MAX_LOG_LINE_LIFT, MAX_OBJECT_LIFT, MAX_SELECTOR_LIFT, MAX_SIDECAR_ID_LIFT, MAX_SIDECAR_PARAMS_LIFT,
     ObjectRefArg,
 };
+use super::counters::SandboxMetrics;
+use super::limits::{Budget, RunLimits};
 use crate::adapters::kube::{KubeAdapter, KubeAdapterError, TypeRef};
 use crate::adapters::sidecar::{SidecarAdapterError, SidecarClient, TaskRequest};
-use crate::bindings::sei::task::{kube, log, sidecar};
-use crate::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb, is_sidecar_task_id};
-use crate::metrics::SandboxMetrics;
-use crate::sandbox::limits::RunLimits;
+use crate::policy::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb, is_sidecar_task_id};
 use crate::text;
+use crate::wit::sei::task::{kube, log, sidecar};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,23 +55,6 @@ pub struct HostCall {
 pub struct LogLine {
     pub level: &'static str,
     pub message: String,
-}
-
-/// Which per-step budget a module exhausted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Budget {
-    HostCalls,
-    LogCalls,
-}
-
-impl Budget {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Budget::HostCalls => "host-calls",
-            Budget::LogCalls => "log-calls",
-        }
-    }
 }
 
 /// The trap raised by the call past a budget.
@@ -655,7 +638,7 @@ impl TaskCtx {
 /// Register the `sei:task` host interfaces (this host's WIT version) on `linker`, with the
 /// bounded argument types of `sandbox::abi`.
 pub fn add_to_linker(linker: &mut Linker<TaskCtx>) -> wasmtime::Result<()> {
-    use super::module::{WIT_PACKAGE, WIT_VERSION};
+    use crate::wit::{WIT_PACKAGE, WIT_VERSION};
     type Ctx<'a> = StoreContextMut<'a, TaskCtx>;
     // `types` holds only types, but guests import it as an instance.
     linker.instance(&format!("{WIT_PACKAGE}/types@{WIT_VERSION}"))?;

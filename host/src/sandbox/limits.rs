@@ -8,7 +8,6 @@
 //! Host-call and log-call budgets: the registration, else the per-task-type override, else the
 //! default, always capped by the hard ceilings below (`call_budgets_precedence_and_ceiling`).
 
-use super::module::ModuleLimits;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -69,6 +68,34 @@ impl Default for RunLimits {
             max_host_calls: DEFAULT_MAX_HOST_CALLS,
             max_log_calls: DEFAULT_MAX_LOG_CALLS,
             max_log_lines: 256,
+        }
+    }
+}
+
+/// Per-module limits (a `TaskModule`'s `spec.limits`); `None` keeps the controller's policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModuleLimits {
+    pub deadline: Option<Duration>,
+    pub memory_bytes: Option<usize>,
+    /// Kubernetes and sidecar calls per step.
+    pub host_calls: Option<u32>,
+    /// `log` calls per step.
+    pub log_calls: Option<u32>,
+}
+
+/// Which per-step budget a module exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Budget {
+    HostCalls,
+    LogCalls,
+}
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::HostCalls => "host-calls",
+            Budget::LogCalls => "log-calls",
         }
     }
 }

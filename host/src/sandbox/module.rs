@@ -13,19 +13,20 @@
 //! - limits a registration asks for must fit the sandbox: memory up to the pool slot
 //!   (`LoadError::LimitTooLarge`), and the module's initial memory must fit its memory limit.
 
-use super::Sandbox;
 use super::abi::{BoundedList, BoundedStr, GuestStep, GuestTaskError, GuestTaskInfo};
-use super::cache::{CacheOutcome, sha256_hex};
+use super::cache::{ArtifactCache, CacheOutcome, Lookup, sha256_hex};
+use super::compile::{Compiler, compile_in_child, deserialize_own};
+use super::engine::Sandbox;
 use super::host::TaskCtx;
-use super::limits::RunLimits;
+use super::limits::{ModuleLimits, RunLimits};
 use crate::adapters::kube::InMemoryKube;
-use crate::bindings::TaskInput;
-use crate::guard::{CapabilityGuard, CapabilityName, Grants, Scope};
+use crate::policy::guard::{CapabilityGuard, CapabilityName, Grants};
+use crate::policy::scope::Scope;
+use crate::wit::{TaskInput, WIT_PACKAGE, WIT_VERSION};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{Component, InstancePre};
 
 /// What a module says about itself, checked.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,21 +61,6 @@ impl ModuleGrant {
         Self { grants, task_types: None, pinned_sha256: None, limits: ModuleLimits::default(), trusted_code: false }
     }
 }
-
-/// Per-module limits (a `TaskModule`'s `spec.limits`); `None` keeps the controller's policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModuleLimits {
-    pub deadline: Option<Duration>,
-    pub memory_bytes: Option<usize>,
-    /// Kubernetes and sidecar calls per step.
-    pub host_calls: Option<u32>,
-    /// `log` calls per step.
-    pub log_calls: Option<u32>,
-}
-
-/// The WIT package version this host implements; a module's `sei:task` imports must carry it.
-pub const WIT_PACKAGE: &str = "sei:task";
-pub const WIT_VERSION: &str = "0.1.0";
 
 /// A module ready to run.
 pub struct LoadedModule {
@@ -134,19 +120,52 @@ pub enum LoadError {
     UngrantedCapabilities { name: String, digest: String, missing: String, granted: String },
 }
 
+/// Which step of the load pipeline refused a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadFailure {
+    DigestMismatch,
+    CompileFailed,
+    LinkFailed,
+    WitVersionMismatch,
+    MemoryTooLarge,
+    DescribeFailed,
+    TaskTypeMismatch,
+    CapabilityNotGranted,
+}
+
+impl LoadFailure {
+    /// CamelCase, for conditions, events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadFailure::DigestMismatch => "DigestMismatch",
+            LoadFailure::CompileFailed => "CompileFailed",
+            LoadFailure::LinkFailed => "LinkFailed",
+            LoadFailure::WitVersionMismatch => "WitVersionMismatch",
+            LoadFailure::MemoryTooLarge => "MemoryTooLarge",
+            LoadFailure::DescribeFailed => "DescribeFailed",
+            LoadFailure::TaskTypeMismatch => "TaskTypeMismatch",
+            LoadFailure::CapabilityNotGranted => "CapabilityNotGranted",
+        }
+    }
+}
+
 impl LoadError {
+    pub fn failure(&self) -> LoadFailure {
+        match self {
+            LoadError::DigestMismatch { .. } => LoadFailure::DigestMismatch,
+            LoadError::Compile { .. } => LoadFailure::CompileFailed,
+            LoadError::Link { .. } => LoadFailure::LinkFailed,
+            LoadError::WitVersionMismatch { .. } => LoadFailure::WitVersionMismatch,
+            LoadError::MemoryTooLarge { .. } | LoadError::LimitTooLarge { .. } => LoadFailure::MemoryTooLarge,
+            LoadError::Describe { .. } | LoadError::BadDescription { .. } => LoadFailure::DescribeFailed,
+            LoadError::NoTaskTypes { .. } | LoadError::TaskTypeMismatch { .. } => LoadFailure::TaskTypeMismatch,
+            LoadError::UngrantedCapabilities { .. } => LoadFailure::CapabilityNotGranted,
+        }
+    }
+
     /// A CamelCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
-        match self {
-            LoadError::DigestMismatch { .. } => "DigestMismatch",
-            LoadError::Compile { .. } => "CompileFailed",
-            LoadError::Link { .. } => "LinkFailed",
-            LoadError::WitVersionMismatch { .. } => "WitVersionMismatch",
-            LoadError::MemoryTooLarge { .. } | LoadError::LimitTooLarge { .. } => "MemoryTooLarge",
-            LoadError::Describe { .. } | LoadError::BadDescription { .. } => "DescribeFailed",
-            LoadError::NoTaskTypes { .. } | LoadError::TaskTypeMismatch { .. } => "TaskTypeMismatch",
-            LoadError::UngrantedCapabilities { .. } => "CapabilityNotGranted",
-        }
+        self.failure().as_str()
     }
 }
 
@@ -176,7 +195,7 @@ impl Sandbox {
             return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
         }
         let (component, cache_outcome) = self
-            .compile(&digest, wasm, grant.trusted_code)
+            .compile_component(&digest, wasm, grant.trusted_code)
             .await
             .map_err(|message| LoadError::Compile { digest: short(&digest), message })?;
         for (import, _) in component.component_type().imports(self.engine()) {
@@ -185,7 +204,7 @@ impl Sandbox {
             }
         }
         let pre: InstancePre<TaskCtx> =
-            self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
+            self.linker().instantiate_pre(&component).map_err(|e| LoadError::Link { digest: short(&digest), message: format!("{e:#}") })?;
 
         let slot = self.config().limits.max_memory_bytes() as u64;
         if let Some(asked) = grant.limits.memory_bytes
@@ -218,6 +237,46 @@ impl Sandbox {
         })
     }
 
+    /// The component for `wasm` (sha256 `digest`): from the precompiled cache, else compiled by
+    /// the configured compiler (in process when `trusted`) and stored.
+    async fn compile_component(&self, digest: &str, wasm: &[u8], trusted: bool) -> Result<(Component, CacheOutcome), String> {
+        let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
+        let lookup =
+            tokio::task::spawn_blocking(move || cache.lookup(&engine, &key)).await.map_err(|e| format!("the cache task failed: {e}"))?;
+        let problem = match lookup {
+            Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
+            Lookup::Miss => None,
+            Lookup::Unusable(reason) => Some(reason),
+        };
+        let (component, artifact) = match (&self.config().compiler, trusted) {
+            (Compiler::Subprocess { exe, limits }, false) => {
+                let _one_at_a_time = self.compile_slot().lock().await;
+                let bytes = compile_in_child(exe, limits, wasm).await?;
+                let component = deserialize_own(self.engine(), &bytes)?;
+                (component, Some(bytes))
+            }
+            _ => {
+                let (engine, bytes, store) = (self.engine().clone(), wasm.to_vec(), self.cache().dir().is_some());
+                // Compiling takes up to a second of CPU: off the async workers, so reconciles go on.
+                tokio::task::spawn_blocking(move || {
+                    let component = Component::new(&engine, &bytes).map_err(|e| format!("{e:#}"))?;
+                    let artifact = if store { component.serialize().ok() } else { None };
+                    Ok::<_, String>((component, artifact))
+                })
+                .await
+                .map_err(|e| format!("the compile task failed: {e}"))??
+            }
+        };
+        let stored = match artifact {
+            Some(bytes) if self.cache().dir().is_some() => {
+                let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
+                tokio::task::spawn_blocking(move || cache.store(&engine, &key, &bytes)).await.is_ok_and(|r| r.is_ok())
+            }
+            _ => false,
+        };
+        Ok((component, ArtifactCache::outcome(problem, stored)))
+    }
+
     /// Call `describe` in a throwaway store whose guard grants nothing (its result lifted through
     /// the bounded `GuestTaskInfo`), after checking that `execute` has the contract's type.
     async fn describe(&self, pre: &InstancePre<TaskCtx>, digest: &Arc<str>) -> Result<GuestTaskInfo, String> {
@@ -243,24 +302,6 @@ impl Sandbox {
             Ok(Err(e)) => Err(crate::text::safe(&format!("{e:#}"), 2048)),
             Err(_) => Err(format!("describe did not return within {deadline:?}")),
         }
-    }
-
-    /// A fresh store for one run, with memory, fuel and deadline armed.
-    pub(crate) fn new_store(&self, ctx: TaskCtx) -> Store<TaskCtx> {
-        let fuel = ctx.limits.fuel;
-        let mut store = Store::new(self.engine(), ctx);
-        store.limiter(|c| &mut c.limiter);
-        // Fuel is on in the engine config, so this cannot fail.
-        let _ = store.set_fuel(fuel);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(wasmtime::Error::new(super::run::DeadlineExceeded))
-            } else {
-                Ok(wasmtime::UpdateDeadline::Yield(1))
-            }
-        });
-        store
     }
 }
 

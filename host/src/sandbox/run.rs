@@ -3,16 +3,17 @@
 //! `sandbox::abi`), the outcome checked against the output and checkpoint caps, guest text
 //! escaped, and everything the run did collected in a `RunReport`.
 
-use super::Sandbox;
 use super::abi::{GuestStep, GuestTaskError};
-use super::host::{Budget, BudgetExceeded, HostCall, LogLine, MemoryLimitExceeded, TaskCtx};
-use super::limits::RunLimits;
+use super::engine::{DeadlineExceeded, Sandbox};
+use super::host::{BudgetExceeded, HostCall, LogLine, MemoryLimitExceeded, TaskCtx};
+use super::limits::{Budget, RunLimits};
 use super::module::LoadedModule;
 use crate::adapters::kube::KubeAdapter;
 use crate::adapters::sidecar::SidecarClient;
-use crate::bindings::TaskInput;
-use crate::guard::{CapabilityGuard, Scope};
+use crate::policy::guard::CapabilityGuard;
+use crate::policy::scope::Scope;
 use crate::text;
+use crate::wit::TaskInput;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,11 +51,6 @@ pub enum StepOutcome {
     Complete { output: serde_json::Value },
     Pending { requeue_after_ms: u32, checkpoint: String, message: String },
 }
-
-/// The step was stopped by its deadline (raised from the epoch callback).
-#[derive(Debug, thiserror::Error)]
-#[error("deadline exceeded")]
-pub struct DeadlineExceeded;
 
 /// Why a step did not produce an outcome. Messages are for the people reading the SeiNode's
 /// status and events; `kind()` is the label for metrics.

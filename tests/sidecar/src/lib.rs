@@ -1,4 +1,4 @@
-//! A test sidecar: the node sidecar's `/v0` API (reference §6) for any number of nodes, each under
+//! A test sidecar: the node sidecar's `/v0` API for any number of nodes, each under
 //! `/nodes/{namespace}/{name}`, with the semantics of `InMemorySidecar` (caller-chosen ids,
 //! idempotent re-submission, failed ids re-run on re-submit, `healthz` 200 after `mark-ready`) and
 //! a script per task type (complete after N polls, fail with a message, stall).

@@ -1,34 +1,19 @@
-//! The bootstrap tasks (reference §4.2 and the shapes of §5.6): a headless Service and a Job
+//! The bootstrap tasks (the reference's, and its shapes): a headless Service and a Job
 //! that restore the S3 snapshot and replay to `targetHeight` before the production StatefulSet
 //! exists, then their teardown.
 //!
 //! Fixed quirk: `teardown-bootstrap` completes only once the Job and Service are gone, so the
 //! production `apply-service` never meets the terminating bootstrap Service of the same name.
 
-use super::statefulset::{
-    DATA_DIR, PlatformParams, SpecView, base_pod, env, init_container, mount, seid_resources, sidecar_container, sidecar_port,
-};
+use super::statefulset::{DATA_DIR, SpecView, base_pod, env, init_container, mount, seid_resources, sidecar_container, sidecar_port};
 use super::{NodeView, meta};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sei_task_params::Platform;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-
-/// Params of the bootstrap tasks (`serviceName`, `jobName`, `namespace`, and the platform for
-/// the Job's pod).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BootstrapParams {
-    #[serde(default)]
-    pub service_name: Option<String>,
-    #[serde(default)]
-    pub job_name: Option<String>,
-    pub namespace: String,
-    #[serde(default)]
-    pub platform: PlatformParams,
-}
 
 /// The snapshot fields the Job reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,7 +83,7 @@ pub fn bootstrap_service(node: &NodeView, spec: &SpecView) -> Service {
 }
 
 /// The Job: `seid` halts at the target height; exit code 130 (SIGINT at halt height) is success.
-pub fn bootstrap_job(node: &NodeView, spec: &BootstrapSpec, platform: &PlatformParams) -> Result<Job, String> {
+pub fn bootstrap_job(node: &NodeView, spec: &BootstrapSpec, platform: &Platform) -> Result<Job, String> {
     let name = node.metadata.name.clone();
     let snap = spec.snapshot().ok_or("the node has no snapshot source")?;
     let height = snap.s3.as_ref().map(|s| s.target_height).filter(|h| *h > 0).ok_or("the snapshot source has no s3.targetHeight")?;

@@ -1,5 +1,5 @@
 //! Built-in module `sei-builtin-infra`: the node's data PVC, StatefulSet and headless Service
-//! (reference §4.1 and §5.6), generated here and applied through the host.
+//! (the reference's shapes), generated here and applied through the host.
 //!
 //! Invariants (unit tests in this file):
 //! - every object carries a controller owner reference to the SeiNode (`owner_reference_is_controller`);
@@ -13,14 +13,17 @@
 
 mod bootstrap;
 mod statefulset;
-pub use bootstrap::{BootstrapParams, bootstrap_job, bootstrap_service, job_outcome};
-pub use statefulset::{PlatformParams, StatefulSetParams, statefulset};
+pub use bootstrap::{bootstrap_job, bootstrap_service, job_outcome};
+pub use statefulset::statefulset;
 
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sei_task_params::{
+    ApplyStatefulSet, AwaitBootstrapComplete, DeployBootstrapJob, DeployBootstrapService, EnsureDataPvc, NodeObject, TeardownBootstrap,
+};
 use sei_task_sdk::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,31 +55,6 @@ pub struct NodeSpecView {
     pub archive: Option<serde_json::Value>,
 }
 
-/// Params of `ensure-data-pvc` (reference wire keys plus the platform storage settings the
-/// planner resolves).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PvcParams {
-    pub node_name: String,
-    pub namespace: String,
-    #[serde(default)]
-    pub storage_class: Option<String>,
-    #[serde(default = "default_size")]
-    pub storage_size: String,
-}
-
-fn default_size() -> String {
-    "2000Gi".to_string()
-}
-
-/// Params of `apply-service`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectParams {
-    pub node_name: String,
-    pub namespace: String,
-}
-
 pub fn owner_reference(node: &NodeView) -> Option<OwnerReference> {
     node.metadata.uid.as_ref().map(|uid| OwnerReference {
         api_version: "sei.io/v1alpha1".into(),
@@ -105,7 +83,7 @@ pub(crate) fn meta(node: &NodeView, name: String) -> ObjectMeta {
     }
 }
 
-pub fn data_pvc(node: &NodeView, params: &PvcParams) -> PersistentVolumeClaim {
+pub fn data_pvc(node: &NodeView, params: &EnsureDataPvc) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: meta(node, format!("data-{}", node.metadata.name)),
         spec: Some(PersistentVolumeClaimSpec {
@@ -191,7 +169,7 @@ impl TaskModule for Infra {
         let node: NodeView = input.node()?;
         match input.task_type.as_str() {
             "ensure-data-pvc" => {
-                let params: PvcParams = input.params()?;
+                let params: EnsureDataPvc = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
                 let pvc = data_pvc(&node, &params);
                 match kube::create_object(&pvc) {
@@ -202,20 +180,22 @@ impl TaskModule for Infra {
                 Ok(Step::complete(&serde_json::json!({ "pvc": format!("data-{}", node.metadata.name) })))
             }
             "apply-statefulset" => {
-                let params: StatefulSetParams = input.params()?;
+                let params: ApplyStatefulSet = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
                 let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
                 kube::apply_object(&statefulset(&node, &spec, &params.platform))?;
                 Ok(Step::complete(&serde_json::json!({ "statefulSet": node.metadata.name, "image": spec.image })))
             }
             "deploy-bootstrap-service" => {
-                let params: BootstrapParams = input.params()?;
+                let params: DeployBootstrapService = input.params()?;
+                check_target(&node, &params.service_name, &params.namespace)?;
                 let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
                 create_once(&bootstrap_service(&node, &spec))?;
                 Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name, "namespace": params.namespace })))
             }
             "deploy-bootstrap-job" => {
-                let params: BootstrapParams = input.params()?;
+                let params: DeployBootstrapJob = input.params()?;
+                check_target(&node, &node.metadata.name, &params.namespace)?;
                 #[derive(Deserialize)]
                 struct WithSpec {
                     spec: bootstrap::BootstrapSpec,
@@ -226,6 +206,8 @@ impl TaskModule for Infra {
                 Ok(Step::complete(&serde_json::json!({ "job": format!("{}-bootstrap", node.metadata.name) })))
             }
             "await-bootstrap-complete" => {
+                let params: AwaitBootstrapComplete = input.params()?;
+                check_target(&node, &node.metadata.name, &params.namespace)?;
                 let job_name = format!("{}-bootstrap", node.metadata.name);
                 let job = kube::get_raw("batch/v1", "Job", &job_name)?
                     .map(|raw| serde_json::from_str::<bootstrap::JobStatusView>(&raw))
@@ -241,6 +223,8 @@ impl TaskModule for Infra {
                 }
             }
             "teardown-bootstrap" => {
+                let params: TeardownBootstrap = input.params()?;
+                check_target(&node, &params.service_name, &params.namespace)?;
                 let job_name = format!("{}-bootstrap", node.metadata.name);
                 let job_gone =
                     !kube::delete::<k8s_openapi::api::batch::v1::Job>(&job_name)? && kube::get_raw("batch/v1", "Job", &job_name)?.is_none();
@@ -258,7 +242,7 @@ impl TaskModule for Infra {
                 }
             }
             "apply-service" => {
-                let params: ObjectParams = input.params()?;
+                let params: NodeObject = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
                 kube::apply_object(&headless_service(&node))?;
                 Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name })))
@@ -286,7 +270,7 @@ mod tests {
     fn owner_reference_is_controller() {
         let pvc = data_pvc(
             &node(),
-            &PvcParams { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: None, storage_size: default_size() },
+            &EnsureDataPvc { node_name: "rpc-0".into(), namespace: "sei".into(), storage_class: None, storage_size: "2000Gi".into() },
         );
         let owners = pvc.metadata.owner_references.unwrap();
         assert_eq!(owners.len(), 1);
@@ -299,7 +283,7 @@ mod tests {
     fn pvc_shape_matches_reference() {
         let pvc = data_pvc(
             &node(),
-            &PvcParams {
+            &EnsureDataPvc {
                 node_name: "rpc-0".into(),
                 namespace: "sei".into(),
                 storage_class: Some("gp3".into()),
@@ -340,7 +324,7 @@ mod tests {
 
     #[test]
     fn statefulset_shape_matches_reference() {
-        let platform = PlatformParams {
+        let platform = sei_task_params::Platform {
             service_account: Some("sei".into()),
             toleration_key: Some("sei.io/pool".into()),
             node_pool: Some("rpc-pool".into()),
@@ -409,7 +393,7 @@ mod tests {
             "fullNode": {"snapshot": {"s3": {"targetHeight": 42}, "bootstrapImage": "seid:boot"}}
         }))
         .unwrap();
-        let job = bootstrap_job(&node(), &spec, &PlatformParams::default()).unwrap();
+        let job = bootstrap_job(&node(), &spec, &sei_task_params::Platform::default()).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("rpc-0-bootstrap"));
         assert_eq!(job.metadata.labels.as_ref().unwrap()["sei.io/component"], "bootstrap");
         let js = job.spec.unwrap();
@@ -429,7 +413,7 @@ mod tests {
     fn bootstrap_job_needs_a_target_height() {
         let spec: bootstrap::BootstrapSpec =
             serde_json::from_value(serde_json::json!({"chainId": "c", "image": "i", "fullNode": {"snapshot": {"stateSync": {}}}})).unwrap();
-        assert!(bootstrap_job(&node(), &spec, &PlatformParams::default()).unwrap_err().contains("targetHeight"));
+        assert!(bootstrap_job(&node(), &spec, &sei_task_params::Platform::default()).unwrap_err().contains("targetHeight"));
     }
 
     #[test]

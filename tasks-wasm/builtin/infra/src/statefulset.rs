@@ -1,4 +1,4 @@
-//! The node's StatefulSet (reference §5.6).
+//! The node's StatefulSet (the reference's shape).
 
 use super::{NODE_LABEL, NodeView, meta};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
@@ -9,51 +9,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sei_task_params::Platform;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-
-/// Platform settings the planner resolves into the task's params.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PlatformParams {
-    pub service_account: Option<String>,
-    pub toleration_key: Option<String>,
-    pub node_pool: Option<String>,
-    pub sidecar_image: String,
-    pub genesis_bucket: String,
-    pub genesis_region: String,
-    pub snapshot_bucket: String,
-    pub snapshot_region: String,
-    pub cpu: Option<String>,
-    pub memory: Option<String>,
-}
-
-impl Default for PlatformParams {
-    fn default() -> Self {
-        Self {
-            service_account: None,
-            toleration_key: None,
-            node_pool: None,
-            sidecar_image: "ghcr.io/sei-protocol/seictl:latest".into(),
-            genesis_bucket: String::new(),
-            genesis_region: String::new(),
-            snapshot_bucket: String::new(),
-            snapshot_region: String::new(),
-            cpu: None,
-            memory: None,
-        }
-    }
-}
-
-/// Params of `apply-statefulset`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatefulSetParams {
-    pub node_name: String,
-    pub namespace: String,
-    #[serde(default)]
-    pub platform: PlatformParams,
-}
 
 /// The spec fields the StatefulSet reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -144,7 +102,7 @@ pub fn init_container(image: &str, chain: &str) -> Container {
 }
 
 /// The native sidecar (`restartPolicy: Always` init container); probes only for the StatefulSet.
-pub fn sidecar_container(spec: &SpecView, platform: &PlatformParams, probes: bool) -> Container {
+pub fn sidecar_container(spec: &SpecView, platform: &Platform, probes: bool) -> Container {
     let sidecar_port = sidecar_port(spec);
     let chain = &spec.chain_id;
     Container {
@@ -180,7 +138,7 @@ pub fn sidecar_port(spec: &SpecView) -> i32 {
 }
 
 /// Resource requests of `seid` from the platform (by mode, resolved by the planner).
-pub fn seid_resources(platform: &PlatformParams) -> Option<ResourceRequirements> {
+pub fn seid_resources(platform: &Platform) -> Option<ResourceRequirements> {
     let requests: BTreeMap<String, Quantity> = [("cpu", &platform.cpu), ("memory", &platform.memory)]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), Quantity(v))))
@@ -189,7 +147,7 @@ pub fn seid_resources(platform: &PlatformParams) -> Option<ResourceRequirements>
 }
 
 /// Service account, toleration, node affinity, shared PID namespace and the data volume.
-pub fn base_pod(node_name: &str, platform: &PlatformParams) -> PodSpec {
+pub fn base_pod(node_name: &str, platform: &Platform) -> PodSpec {
     let pool = platform.node_pool.clone();
     PodSpec {
         service_account_name: platform.service_account.clone(),
@@ -235,7 +193,7 @@ pub fn seid_ports() -> Vec<ContainerPort> {
         .collect()
 }
 
-pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &PlatformParams) -> StatefulSet {
+pub fn statefulset(node: &NodeView, spec: &SpecView, platform: &Platform) -> StatefulSet {
     let name = node.metadata.name.clone();
     let labels = super::resource_labels(node);
     let sidecar_port = sidecar_port(spec);

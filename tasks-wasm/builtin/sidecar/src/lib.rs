@@ -1,4 +1,4 @@
-//! Built-in module `sei-builtin-sidecar`: every node sidecar task of reference §4.3, driven
+//! Built-in module `sei-builtin-sidecar`: every node sidecar task of the reference controller, driven
 //! with the submit-then-poll protocol of `sei_task_sdk::sidecar::drive` and the plan's task id
 //! as the sidecar task id.
 //!
@@ -7,29 +7,41 @@
 //!   reference they check the sidecar's answer: `mark-ready` completes only once `/v0/healthz`
 //!   reports ready, `config-validate` only once the sidecar task completed
 //!   (`fire_and_forget_types_are_checked`);
-//! - the params sent are exactly the task's params (the planner owns the wire keys).
+//! - the params are checked against the task's typed params (`tasks-wasm/params`, the types the
+//!   planner writes; a mismatch is `invalid-params`), and sent exactly as the planner wrote them
+//!   (`params_are_checked_against_their_type`).
 
+use sei_task_params::{TaskParams, TaskType};
 use sei_task_sdk::prelude::*;
 use sei_task_sdk::sidecar::{DriveOptions, drive};
 
 /// The sidecar task types this module serves.
-pub const TASK_TYPES: [&str; 11] = [
-    "snapshot-restore",
-    "configure-genesis",
-    "config-apply",
-    "discover-peers",
-    "configure-state-sync",
-    "config-validate",
-    "mark-ready",
-    "generate-identity",
-    "generate-gentx",
-    "upload-genesis-artifacts",
-    "set-genesis-peers",
+pub const TASK_TYPES: [TaskType; 11] = [
+    TaskType::SnapshotRestore,
+    TaskType::ConfigureGenesis,
+    TaskType::ConfigApply,
+    TaskType::DiscoverPeers,
+    TaskType::ConfigureStateSync,
+    TaskType::ConfigValidate,
+    TaskType::MarkReady,
+    TaskType::GenerateIdentity,
+    TaskType::GenerateGentx,
+    TaskType::UploadGenesisArtifacts,
+    TaskType::SetGenesisPeers,
 ];
 
 /// How a task type is driven: all of them poll to completion (see module docs).
 pub fn drive_options(_task_type: &str) -> DriveOptions {
     DriveOptions { fire_and_forget: false, poll_interval_ms: 5_000 }
+}
+
+/// The task's params, checked against its type; then what to send: `None` for an empty object
+/// (the reference sends no params then).
+pub fn checked_params(task: TaskType, params_json: &str) -> Result<Option<serde_json::Value>, TaskError> {
+    let params = wire_params(params_json)?;
+    let value = params.clone().unwrap_or_else(|| serde_json::json!({}));
+    TaskParams::from_json(task, &value).map_err(|e| TaskError::InvalidParams(format!("params of {task}: {e}")))?;
+    Ok(params)
 }
 
 /// Params to send: `None` for an empty object or null (the reference sends no params then).
@@ -50,16 +62,16 @@ impl TaskModule for SidecarTasks {
     fn info() -> ModuleInfo {
         TASK_TYPES
             .iter()
-            .fold(ModuleInfo::new("sei-builtin-sidecar", env!("CARGO_PKG_VERSION")), |m, t| m.task_type(t))
+            .fold(ModuleInfo::new("sei-builtin-sidecar", env!("CARGO_PKG_VERSION")), |m, t| m.task_type(t.as_str()))
             .capability(Capability::Sidecar)
             .default_timeout_ms(30_000)
     }
 
     fn execute(input: Input) -> Result<Step, TaskError> {
-        if !TASK_TYPES.contains(&input.task_type.as_str()) {
+        let Some(task) = TaskType::parse(&input.task_type).filter(|t| TASK_TYPES.contains(t)) else {
             return Err(TaskError::Permanent(format!("sei-builtin-sidecar does not implement {}", input.task_type)));
-        }
-        let params = wire_params(&input.params_json)?;
+        };
+        let params = checked_params(task, &input.params_json)?;
         let step = drive(&input, &input.task_type, params.as_ref(), drive_options(&input.task_type))?;
         if input.task_type == "mark-ready" && matches!(step, Step::Complete(_)) && !sidecar::healthz()? {
             return Ok(Step::pending(
@@ -101,6 +113,18 @@ mod tests {
     #[test]
     fn serves_every_sidecar_task_of_the_reference() {
         assert_eq!(TASK_TYPES.len(), 11);
-        assert!(TASK_TYPES.contains(&"generate-gentx"));
+        assert!(TASK_TYPES.contains(&TaskType::GenerateGentx));
+    }
+
+    #[test]
+    fn params_are_checked_against_their_type() {
+        assert_eq!(
+            checked_params(TaskType::SnapshotRestore, r#"{"targetHeight":5}"#).unwrap(),
+            Some(serde_json::json!({"targetHeight":5}))
+        );
+        assert_eq!(checked_params(TaskType::MarkReady, "{}").unwrap(), None);
+        let typo = checked_params(TaskType::SnapshotRestore, r#"{"targetHeight":"five"}"#).unwrap_err();
+        assert!(matches!(&typo, TaskError::InvalidParams(m) if m.contains("params of snapshot-restore")), "{typo:?}");
+        assert!(matches!(checked_params(TaskType::ConfigApply, "{}"), Err(TaskError::InvalidParams(_))), "config-apply needs its mode");
     }
 }

@@ -2,7 +2,7 @@
 //! changes the node's status. The reconcile loop runs the modules and writes the result in one
 //! status patch; everything here is data in, data out.
 //!
-//! Semantics (reference §3 with its later fixes):
+//! Semantics (the reference controller's executor, with its later fixes):
 //! - the current task is the first one not `Complete`;
 //! - `complete` marks the task `Complete` and lets the next task run in the same reconcile;
 //! - `pending` marks it `Running` with its checkpoint: the next step polls, it never re-submits;
@@ -15,10 +15,11 @@
 //! - conditions `Progressing`, `Ready` and `PlanFailed` are derived from the plan and phase here
 //!   and nowhere else.
 //!
-//! Tests: `executor::tests` (one per rule above).
+//! Tests: `stepper::tests` (one per rule above).
 
-use crate::crd::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use super::crd::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
+use crate::conditions::condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use std::time::Duration;
 
 /// How often a waiting task is polled when its module does not say.
@@ -40,13 +41,13 @@ pub fn not_before(now: &Time, d: Duration) -> MicroTime {
 }
 
 /// How long until the task may run its next step; `None`: now.
-pub fn wait_remaining(task: &crate::crd::PlannedTask, now: &Time) -> Option<Duration> {
+pub fn wait_remaining(task: &super::crd::PlannedTask, now: &Time) -> Option<Duration> {
     let nb = task.not_before.as_ref()?;
     let ms = nb.0.as_millisecond() - now.0.as_millisecond();
     (ms > 0).then(|| Duration::from_millis(ms as u64))
 }
 
-/// Reference §3.3: 10 s, 20 s, 30 s, 30 s, … for retry 1, 2, 3, …
+/// The reference's back-off: 10 s, 20 s, 30 s, 30 s, … for retry 1, 2, 3, …
 pub fn retry_backoff(retry_count: i32) -> Duration {
     let exp = retry_count.clamp(0, 5) as u32;
     (Duration::from_secs(5) * 2u32.pow(exp)).min(Duration::from_secs(30))
@@ -70,6 +71,18 @@ pub enum TaskOutcome {
     Unavailable {
         reason: String,
     },
+}
+
+impl TaskOutcome {
+    /// What the outcome says about the module that produced it: `Some(true)` a failure,
+    /// `Some(false)` a success, `None` nothing yet (a pending poll, an unreachable dependency).
+    pub fn verdict(&self) -> Option<bool> {
+        match self {
+            TaskOutcome::Complete => Some(false),
+            TaskOutcome::Failed { .. } => Some(true),
+            TaskOutcome::Pending { .. } | TaskOutcome::Unavailable { .. } => None,
+        }
+    }
 }
 
 /// What the reconcile does next.
@@ -153,22 +166,6 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
     }
 }
 
-pub(crate) fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-    old: &[Condition],
-) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_string();
-    // The transition time moves only when the status flips.
-    let last_transition_time =
-        old.iter().find(|c| c.type_ == type_ && c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(|| now.clone());
-    Condition { type_: type_.into(), status, reason: reason.into(), message, observed_generation: generation, last_transition_time }
-}
-
 /// Bring the node status in line with its plan: stamp target/failed phases when the plan ended,
 /// drop a completed convergence plan, and derive the progress fields and conditions.
 pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time) {
@@ -239,7 +236,7 @@ pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PlannedTask;
+    use crate::node::crd::PlannedTask;
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
@@ -426,20 +423,5 @@ mod tests {
         assert_eq!(s.current_task.as_deref(), Some("b"));
         let c = s.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
         assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "running task b"));
-    }
-
-    #[test]
-    fn condition_transition_time_moves_only_on_flip() {
-        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-        let old = vec![Condition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: "Running".into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: earlier.clone(),
-        }];
-        assert_eq!(condition("Ready", true, "Running", String::new(), None, &now(), &old).last_transition_time, earlier);
-        assert_eq!(condition("Ready", false, "NotRunning", String::new(), None, &now(), &old).last_transition_time, now());
     }
 }

@@ -15,8 +15,8 @@
 //! - `status.replicas` and each replica's `conditions` are list-maps (keys `replica`, `type`),
 //!   so each replica owns its own entry under server-side apply.
 
-use crate::guard::{CapabilityName, Grants};
-use crate::modules::rollout::AutoRollbackPolicy;
+use crate::policy::guard::{CapabilityName, Grants};
+use crate::registry::rollout::AutoRollbackPolicy;
 use crate::sandbox::ModuleLimits;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

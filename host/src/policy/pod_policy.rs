@@ -43,38 +43,10 @@
 //! shapes pass (`the_reference_statefulset_passes`, and every controller integration test runs the
 //! built-in modules under this policy).
 
-use crate::guard::Scope;
-use crate::platform::PlatformConfig;
+use super::scope::{COMPONENT_LABEL, NODE_LABEL, Placement, Scope};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 
 const ALLOWED_VOLUME_TYPES: &[&str] = &["persistentVolumeClaim", "emptyDir", "configMap", "downwardAPI"];
-/// The node-pool label of the platform's node affinity (the reference's Karpenter pools).
-pub const NODE_POOL_LABEL: &str = "karpenter.sh/nodepool";
-/// The bootstrap pod's component label (`sei-builtin-infra`).
-pub const COMPONENT_LABEL: (&str, &str) = ("sei.io/component", "bootstrap");
-
-/// Where a node's pods may be scheduled: what the platform configures, nothing else.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Placement {
-    /// Node label → the values `nodeSelector` and node affinity may require.
-    pub node_labels: BTreeMap<String, BTreeSet<String>>,
-    /// The taint keys pods may tolerate.
-    pub toleration_keys: BTreeSet<String>,
-}
-
-impl Placement {
-    /// The platform's node pools (`SEI_NODEPOOL_NAME`, `SEI_NODEPOOL_ARCHIVE`) and toleration key.
-    pub fn for_platform(platform: &PlatformConfig) -> Self {
-        let pools: BTreeSet<String> = platform.node_pool.iter().chain(platform.node_pool_archive.iter()).cloned().collect();
-        let mut node_labels = BTreeMap::new();
-        if !pools.is_empty() {
-            node_labels.insert(NODE_POOL_LABEL.to_string(), pools);
-        }
-        Self { node_labels, toleration_keys: platform.toleration_key.iter().cloned().collect() }
-    }
-}
-
 /// Check an object a module writes; `Err` names what is refused.
 pub fn check_object(kind: &str, object: &Value, scope: &Scope) -> Result<(), String> {
     if object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
@@ -112,8 +84,8 @@ fn check_service(object: &Value, scope: &Scope) -> Result<(), String> {
             return Err(format!("Service sets spec.{f}"));
         }
     }
-    if field("selector").and_then(|s| s.get(crate::NODE_LABEL)).and_then(Value::as_str) != Some(scope.node_name.as_str()) {
-        return Err(format!("Service must select the node's pods ({}={})", crate::NODE_LABEL, scope.node_name));
+    if field("selector").and_then(|s| s.get(NODE_LABEL)).and_then(Value::as_str) != Some(scope.node_name.as_str()) {
+        return Err(format!("Service must select the node's pods ({}={})", NODE_LABEL, scope.node_name));
     }
     Ok(())
 }
@@ -134,7 +106,7 @@ fn check_workload(kind: &str, object: &Value, scope: &Scope) -> Result<(), Strin
     if let Some(meta) = object.pointer("/spec/template/metadata") {
         check_template_metadata(kind, meta, scope)?;
     } else if object.pointer("/spec/template/spec").is_some() {
-        return Err(format!("{kind} pod template has no labels; it must carry {}={}", crate::NODE_LABEL, scope.node_name));
+        return Err(format!("{kind} pod template has no labels; it must carry {}={}", NODE_LABEL, scope.node_name));
     }
     let Some(pod) = object.pointer("/spec/template/spec") else { return Ok(()) };
     check_pod(kind, pod, scope)
@@ -146,10 +118,10 @@ fn check_statefulset(object: &Value, scope: &Scope) -> Result<(), String> {
     if is_set(selector.and_then(|s| s.get("matchExpressions"))) {
         return Err("StatefulSet spec.selector uses matchExpressions; it selects by matchLabels only".into());
     }
-    if selector.and_then(|s| s.pointer(&format!("/matchLabels/{}", crate::NODE_LABEL.replace('/', "~1")))).and_then(Value::as_str)
+    if selector.and_then(|s| s.pointer(&format!("/matchLabels/{}", NODE_LABEL.replace('/', "~1")))).and_then(Value::as_str)
         != Some(scope.node_name.as_str())
     {
-        return Err(format!("StatefulSet spec.selector must select {}={}", crate::NODE_LABEL, scope.node_name));
+        return Err(format!("StatefulSet spec.selector must select {}={}", NODE_LABEL, scope.node_name));
     }
     if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
         && r > 1
@@ -181,13 +153,13 @@ fn check_job(object: &Value) -> Result<(), String> {
 
 fn check_template_metadata(kind: &str, meta: &Value, scope: &Scope) -> Result<(), String> {
     let labels = meta.get("labels").and_then(Value::as_object);
-    let own = labels.and_then(|l| l.get(crate::NODE_LABEL)).and_then(Value::as_str);
+    let own = labels.and_then(|l| l.get(NODE_LABEL)).and_then(Value::as_str);
     if own != Some(scope.node_name.as_str()) {
-        return Err(format!("{kind} pod template must carry the label {}={}", crate::NODE_LABEL, scope.node_name));
+        return Err(format!("{kind} pod template must carry the label {}={}", NODE_LABEL, scope.node_name));
     }
     for (key, value) in labels.into_iter().flatten() {
         let value = value.as_str().unwrap_or_default();
-        let allowed = key == crate::NODE_LABEL
+        let allowed = key == NODE_LABEL
             || (key == COMPONENT_LABEL.0 && value == COMPONENT_LABEL.1)
             || scope.pod_labels.get(key).is_some_and(|v| v == value);
         if !allowed {
@@ -393,6 +365,7 @@ fn check_container(kind: &str, c: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::PlatformConfig;
     use serde_json::json;
 
     fn platform() -> PlatformConfig {

@@ -1,24 +1,26 @@
 //! The planner: pure functions from a SeiNode (and what was observed of its objects) to the plan
 //! it should run. No client, no clock, no randomness: the caller passes the new plan's id.
 //!
-//! Behaviour follows the reference (§2.2–2.11): the mode planners, the sidecar progression with
+//! Behaviour follows the reference controller: the mode planners, the sidecar progression with
 //! `insert_before`, the base / bootstrap / genesis / convergence task lists, one params factory
-//! with the reference's wire keys, UUID v5 task ids over `planID/type/index`, and config-apply
-//! overrides merged common → mode → user. Fixed quirk: a Running node gets a convergence plan
+//! (`params_for`, exhaustive over the closed `TaskType`, building the typed params of
+//! `tasks-wasm/params` that the built-in modules read), UUID v5 task ids over
+//! `planID/type/index`, and config-apply overrides merged common → mode → user. Fixed quirk: a Running node gets a convergence plan
 //! only when its StatefulSet or Service drifts from what the node asks for.
 //!
-//! Invariants (tests below): every row of the reference table §2.9 (`table_*` tests), the
+//! Invariants (tests below): every row of the reference's plan table (`table_*` tests), the
 //! bootstrap plan's 19 tasks, the genesis plan's 11, `insert_before` erroring on a missing
 //! target, ids distinct for a type appearing twice, and no convergence plan without drift.
 
-use crate::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
+use super::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
 use crate::platform::PlatformConfig;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
+use sei_task_params as params;
+use sei_task_params::{TaskParams, TaskType};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// The fixed namespace of task ids (reference §2.1).
+/// The fixed namespace of task ids (the reference's).
 pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0xb7e89c3a_4f12_4d8b_9a6e_1c2d3e4f5a6b);
 
 /// Retry budget of `configure-genesis` in a genesis ceremony (waits for the group's genesis).
@@ -88,7 +90,7 @@ pub fn snapshot_source(node: &SeiNode) -> Option<&SnapshotSource> {
     }
 }
 
-/// Reference §2.2 mode validation (beyond the CRD schema).
+/// The reference's mode validation (beyond the CRD schema).
 pub fn validate(node: &SeiNode) -> Result<Mode, PlanError> {
     let name = node_name(node);
     let mode = Mode::of(node).ok_or_else(|| PlanError::NoMode(name.clone()))?;
@@ -125,14 +127,14 @@ pub fn validate(node: &SeiNode) -> Result<Mode, PlanError> {
     Ok(mode)
 }
 
-/// Reference §2.3: bootstrap when the snapshot has s3 with a target height and a bootstrap image.
+/// Bootstrap when the snapshot has s3 with a target height and a bootstrap image.
 pub fn needs_bootstrap(node: &SeiNode) -> bool {
     snapshot_source(node).is_some_and(|s| {
         s.bootstrap_image.as_deref().is_some_and(|i| !i.is_empty()) && s.s3.as_ref().is_some_and(|s3| s3.target_height > 0)
     })
 }
 
-/// `snapshot`, `state-sync` or `genesis` (reference §2.4).
+/// `snapshot`, `state-sync` or `genesis`.
 fn bootstrap_mode(snap: Option<&SnapshotSource>) -> &'static str {
     match snap {
         Some(s) if s.s3.is_some() => "snapshot",
@@ -143,7 +145,7 @@ fn bootstrap_mode(snap: Option<&SnapshotSource>) -> &'static str {
 
 /// Insert `task` right before the first `target`; unchanged if `task` is already present; an
 /// error if `target` is absent.
-pub fn insert_before(progression: &mut Vec<&'static str>, target: &str, task: &'static str) -> Result<(), PlanError> {
+pub fn insert_before<T: Copy + PartialEq + std::fmt::Display>(progression: &mut Vec<T>, target: T, task: T) -> Result<(), PlanError> {
     if progression.contains(&task) {
         return Ok(());
     }
@@ -152,27 +154,32 @@ pub fn insert_before(progression: &mut Vec<&'static str>, target: &str, task: &'
             progression.insert(i, task);
             Ok(())
         }
-        None => Err(PlanError::InsertTargetMissing { target: target.into(), task: task.into(), progression: progression.join(", ") }),
+        None => Err(PlanError::InsertTargetMissing {
+            target: target.to_string(),
+            task: task.to_string(),
+            progression: progression.iter().map(T::to_string).collect::<Vec<_>>().join(", "),
+        }),
     }
 }
 
-/// Reference §2.4 `buildSidecarProgression`.
-pub fn sidecar_progression(snap: Option<&SnapshotSource>, has_peers: bool) -> Result<Vec<&'static str>, PlanError> {
-    let mut p: Vec<&'static str> = match bootstrap_mode(snap) {
-        "snapshot" => vec!["snapshot-restore", "config-apply", "config-validate", "mark-ready"],
-        _ => vec!["config-apply", "config-validate", "mark-ready"],
+/// The sidecar progression (the reference's `buildSidecarProgression`).
+pub fn sidecar_progression(snap: Option<&SnapshotSource>, has_peers: bool) -> Result<Vec<TaskType>, PlanError> {
+    use TaskType::*;
+    let mut p: Vec<TaskType> = match bootstrap_mode(snap) {
+        "snapshot" => vec![SnapshotRestore, ConfigApply, ConfigValidate, MarkReady],
+        _ => vec![ConfigApply, ConfigValidate, MarkReady],
     };
-    insert_before(&mut p, "config-apply", "configure-genesis")?;
+    insert_before(&mut p, ConfigApply, ConfigureGenesis)?;
     if has_peers {
-        insert_before(&mut p, "config-validate", "discover-peers")?;
+        insert_before(&mut p, ConfigValidate, DiscoverPeers)?;
     }
     if snap.is_some() {
-        insert_before(&mut p, "config-validate", "configure-state-sync")?;
+        insert_before(&mut p, ConfigValidate, ConfigureStateSync)?;
     }
     Ok(p)
 }
 
-/// Reference §2.11 composition: common, then the mode's controller overrides, then the user's.
+/// Config overrides, composed as the reference does: common, then the mode's controller overrides, then the user's.
 pub fn config_apply_overrides(node: &SeiNode, mode: Mode) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(addr) = node.status.as_ref().and_then(|s| s.external_address.as_deref()).filter(|a| !a.is_empty()) {
@@ -213,7 +220,7 @@ pub fn config_apply_overrides(node: &SeiNode, mode: Mode) -> BTreeMap<String, St
     out
 }
 
-fn peer_sources(node: &SeiNode) -> Vec<Value> {
+fn peer_sources(node: &SeiNode) -> Vec<params::PeerSource> {
     let resolved: Vec<String> = node.status.as_ref().map(|s| s.resolved_peers.clone()).unwrap_or_default();
     node.spec
         .peers
@@ -221,106 +228,116 @@ fn peer_sources(node: &SeiNode) -> Vec<Value> {
         .flatten()
         .filter_map(|p: &PeerSource| {
             if let Some(e) = &p.ec2_tags {
-                Some(json!({"type": "ec2Tags", "region": e.region, "tags": e.tags}))
+                Some(params::PeerSource::Ec2Tags { region: e.region.clone(), tags: e.tags.clone() })
             } else if let Some(s) = &p.static_peers {
-                Some(json!({"type": "static", "addresses": s.addresses}))
+                Some(params::PeerSource::Static { addresses: s.addresses.clone() })
             } else {
-                p.label.as_ref().map(|_| json!({"type": "dnsEndpoints", "endpoints": resolved}))
+                p.label.as_ref().map(|_| params::PeerSource::DnsEndpoints { endpoints: resolved.clone() })
             }
         })
         .collect()
 }
 
-/// Reference §2.10: the single params factory (`snap` is `None` for the post-bootstrap
-/// progression).
-pub fn params_for(node: &SeiNode, mode: Mode, task_type: &str, snap: Option<&SnapshotSource>, platform: &PlatformConfig) -> Value {
+/// The single params factory (`snap` is `None` for the post-bootstrap
+/// progression). `None`: the task has no params for this node (a genesis task outside a
+/// ceremony; the planner puts those only in genesis plans).
+pub fn params_for(
+    node: &SeiNode,
+    mode: Mode,
+    task: TaskType,
+    snap: Option<&SnapshotSource>,
+    platform: &PlatformConfig,
+) -> Option<TaskParams> {
     let name = node_name(node);
     let namespace = node_namespace(node);
     let gc = node.spec.validator.as_ref().and_then(|v| v.genesis_ceremony.as_ref());
-    match task_type {
-        "ensure-data-pvc" => {
-            let (class, size) = match mode {
+    let bootstrap_job = format!("{name}-bootstrap");
+    Some(match task {
+        TaskType::EnsureDataPvc => {
+            let (storage_class, storage_size) = match mode {
                 Mode::Archive => (platform.storage_class_archive.clone(), platform.storage_size_archive.clone()),
                 _ => {
                     (platform.storage_class_perf.clone().or(platform.storage_class_default.clone()), platform.storage_size_default.clone())
                 }
             };
-            let mut p = json!({"nodeName": name, "namespace": namespace, "storageSize": size});
-            if let Some(c) = class {
-                p["storageClass"] = c.into();
-            }
-            p
+            TaskParams::EnsureDataPvc(params::EnsureDataPvc { node_name: name, namespace, storage_class, storage_size })
         }
-        "apply-statefulset" => json!({"nodeName": name, "namespace": namespace, "platform": statefulset_platform(mode, platform)}),
-        "apply-service" => json!({"nodeName": name, "namespace": namespace}),
-        "snapshot-restore" => match snap.and_then(|s| s.s3.as_ref()).map(|s3| s3.target_height).filter(|h| *h > 0) {
-            Some(h) => json!({"targetHeight": h}),
-            None => json!({}),
-        },
-        "configure-genesis" | "config-validate" | "mark-ready" => json!({}),
-        "set-genesis-peers" => gc.map(|_| json!({})).unwrap_or(Value::Null),
-        "config-apply" => {
-            let overrides = config_apply_overrides(node, mode);
-            let mut p = json!({"mode": mode.config_mode()});
-            if !overrides.is_empty() {
-                p["overrides"] = json!(overrides);
-            }
-            p
+        TaskType::ApplyStatefulSet => TaskParams::ApplyStatefulSet(params::ApplyStatefulSet {
+            node_name: name,
+            namespace,
+            platform: statefulset_platform(mode, platform),
+        }),
+        TaskType::ApplyService => TaskParams::ApplyService(params::NodeObject { node_name: name, namespace }),
+        TaskType::DeployBootstrapService => {
+            TaskParams::DeployBootstrapService(params::DeployBootstrapService { service_name: name, namespace })
         }
-        "discover-peers" => json!({"sources": peer_sources(node)}),
-        "configure-state-sync" => {
-            let mut p = serde_json::Map::new();
-            if let Some(s) = snap {
-                if s.s3.is_some() {
-                    p.insert("useLocalSnapshot".into(), true.into());
-                }
-                if let Some(t) = s.trust_period.as_ref().filter(|t| !t.is_empty()) {
-                    p.insert("trustPeriod".into(), t.clone().into());
-                }
-                if let Some(b) = s.backfill_blocks.filter(|b| *b > 0) {
-                    p.insert("backfillBlocks".into(), b.into());
-                }
-            }
-            Value::Object(p)
+        TaskType::DeployBootstrapJob => TaskParams::DeployBootstrapJob(params::DeployBootstrapJob {
+            job_name: bootstrap_job,
+            namespace,
+            platform: statefulset_platform(mode, platform),
+        }),
+        TaskType::AwaitBootstrapComplete => {
+            TaskParams::AwaitBootstrapComplete(params::AwaitBootstrapComplete { job_name: bootstrap_job, namespace })
         }
-        "generate-identity" => gc.map(|g| json!({"chainId": g.chain_id, "moniker": name})).unwrap_or(Value::Null),
-        "generate-gentx" => gc
-            .map(|g| {
-                let mut p = json!({"chainId": g.chain_id, "stakingAmount": g.staking_amount, "accountBalance": g.account_balance});
-                if let Some(gp) = g.genesis_params.as_ref().filter(|s| !s.is_empty()) {
-                    p["genesisParams"] = gp.clone().into();
-                }
-                p
+        TaskType::TeardownBootstrap => {
+            TaskParams::TeardownBootstrap(params::TeardownBootstrap { job_name: bootstrap_job, service_name: name, namespace })
+        }
+        TaskType::SnapshotRestore => TaskParams::SnapshotRestore(params::SnapshotRestore {
+            target_height: snap.and_then(|s| s.s3.as_ref()).map(|s3| s3.target_height).filter(|h| *h > 0),
+        }),
+        TaskType::ConfigureGenesis => TaskParams::ConfigureGenesis(params::NoParams {}),
+        TaskType::ConfigValidate => TaskParams::ConfigValidate(params::NoParams {}),
+        TaskType::MarkReady => TaskParams::MarkReady(params::NoParams {}),
+        TaskType::SetGenesisPeers => {
+            gc?;
+            TaskParams::SetGenesisPeers(params::NoParams {})
+        }
+        TaskType::ConfigApply => TaskParams::ConfigApply(params::ConfigApply {
+            mode: mode.config_mode().to_string(),
+            overrides: config_apply_overrides(node, mode),
+        }),
+        TaskType::DiscoverPeers => TaskParams::DiscoverPeers(params::DiscoverPeers { sources: peer_sources(node) }),
+        TaskType::ConfigureStateSync => TaskParams::ConfigureStateSync(params::ConfigureStateSync {
+            use_local_snapshot: snap.and_then(|s| s.s3.as_ref()).map(|_| true),
+            trust_period: snap.and_then(|s| s.trust_period.clone()).filter(|t| !t.is_empty()),
+            backfill_blocks: snap.and_then(|s| s.backfill_blocks).filter(|b| *b > 0),
+        }),
+        TaskType::GenerateIdentity => {
+            TaskParams::GenerateIdentity(params::GenerateIdentity { chain_id: gc?.chain_id.clone(), moniker: name })
+        }
+        TaskType::GenerateGentx => {
+            let g = gc?;
+            TaskParams::GenerateGentx(params::GenerateGentx {
+                chain_id: g.chain_id.clone(),
+                staking_amount: g.staking_amount.clone(),
+                account_balance: g.account_balance.clone(),
+                genesis_params: g.genesis_params.clone().filter(|s| !s.is_empty()),
             })
-            .unwrap_or(Value::Null),
-        "upload-genesis-artifacts" => gc.map(|_| json!({"nodeName": name})).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
+        }
+        TaskType::UploadGenesisArtifacts => {
+            gc?;
+            TaskParams::UploadGenesisArtifacts(params::UploadGenesisArtifacts { node_name: name })
+        }
+    })
 }
 
-/// The platform part of `apply-statefulset`'s params (node pool and requests by mode).
-pub fn statefulset_platform(mode: Mode, platform: &PlatformConfig) -> Value {
+/// The platform part of `apply-statefulset`'s and `deploy-bootstrap-job`'s params (node pool and
+/// requests by mode).
+pub fn statefulset_platform(mode: Mode, platform: &PlatformConfig) -> params::Platform {
     let archive = mode == Mode::Archive;
     let pick = |a: &Option<String>, d: &Option<String>| if archive { a.clone().or(d.clone()) } else { d.clone() };
-    let mut p = json!({
-        "sidecarImage": platform.sidecar_image,
-        "genesisBucket": platform.genesis_bucket,
-        "genesisRegion": platform.genesis_region,
-        "snapshotBucket": platform.snapshot_bucket,
-        "snapshotRegion": platform.snapshot_region,
-    });
-    for (key, value) in [
-        ("serviceAccount", platform.service_account.clone()),
-        ("tolerationKey", platform.toleration_key.clone()),
-        ("nodePool", pick(&platform.node_pool_archive, &platform.node_pool)),
-        ("cpu", pick(&platform.cpu_archive, &platform.cpu_default)),
-        ("memory", pick(&platform.memory_archive, &platform.memory_default)),
-    ] {
-        if let Some(v) = value {
-            p[key] = v.into();
-        }
+    params::Platform {
+        sidecar_image: platform.sidecar_image.clone(),
+        genesis_bucket: platform.genesis_bucket.clone(),
+        genesis_region: platform.genesis_region.clone(),
+        snapshot_bucket: platform.snapshot_bucket.clone(),
+        snapshot_region: platform.snapshot_region.clone(),
+        service_account: platform.service_account.clone(),
+        toleration_key: platform.toleration_key.clone(),
+        node_pool: pick(&platform.node_pool_archive, &platform.node_pool),
+        cpu: pick(&platform.cpu_archive, &platform.cpu_default),
+        memory: pick(&platform.memory_archive, &platform.memory_default),
     }
-    p
 }
 
 /// UUID v5 of `planID/type/index` in [`TASK_ID_NAMESPACE`].
@@ -328,7 +345,7 @@ pub fn task_id(plan_id: &str, task_type: &str, index: usize) -> String {
     Uuid::new_v5(&TASK_ID_NAMESPACE, format!("{plan_id}/{task_type}/{index}").as_bytes()).to_string()
 }
 
-fn plan_of(plan_id: &str, tasks: Vec<(&str, Value)>, target: SeiNodePhase, failed: Option<SeiNodePhase>) -> TaskPlan {
+fn plan_of(plan_id: &str, tasks: Vec<(TaskType, Option<TaskParams>)>, target: SeiNodePhase, failed: Option<SeiNodePhase>) -> TaskPlan {
     TaskPlan {
         id: plan_id.to_string(),
         phase: TaskPlanPhase::Active,
@@ -336,10 +353,10 @@ fn plan_of(plan_id: &str, tasks: Vec<(&str, Value)>, target: SeiNodePhase, faile
             .into_iter()
             .enumerate()
             .map(|(i, (t, params))| PlannedTask {
-                task_type: t.to_string(),
-                id: task_id(plan_id, t, i),
+                task_type: t.as_str().to_string(),
+                id: task_id(plan_id, t.as_str(), i),
                 status: TaskStatus::Pending,
-                params: (!params.is_null()).then_some(params),
+                params: params.map(|p| p.to_json()),
                 max_retries: 0,
                 ..Default::default()
             })
@@ -389,7 +406,7 @@ pub enum PlanDecision {
     Idle,
 }
 
-/// Reference §2.2 `ResolvePlan`, pure: resume an Active plan, or build one for the node's mode
+/// The reference's `ResolvePlan`, pure: resume an Active plan, or build one for the node's mode
 /// and phase. `plan_id` is the id a new plan gets (UUID v4 from the caller).
 pub fn resolve_plan(
     node: &SeiNode,
@@ -411,7 +428,7 @@ pub fn resolve_plan(
         // A failed convergence plan is rebuilt only after its back-off (no hot loop).
         let backing_off = status.plan.as_ref().filter(|p| p.phase == TaskPlanPhase::Failed).and_then(|p| {
             let i = usize::try_from(p.failed_task_index?).ok()?;
-            crate::executor::wait_remaining(p.tasks.get(i)?, now)
+            super::stepper::wait_remaining(p.tasks.get(i)?, now)
         });
         if backing_off.is_some() {
             return Ok(PlanDecision::Idle);
@@ -435,76 +452,80 @@ fn has_peers(node: &SeiNode) -> bool {
     node.spec.peers.as_ref().is_some_and(|p| !p.is_empty())
 }
 
-/// Reference §2.5.
+/// The task list with the params of each task for this node.
+fn with_params(
+    node: &SeiNode,
+    mode: Mode,
+    types: &[TaskType],
+    snap: Option<&SnapshotSource>,
+    platform: &PlatformConfig,
+) -> Vec<(TaskType, Option<TaskParams>)> {
+    types.iter().map(|t| (*t, params_for(node, mode, *t, snap, platform))).collect()
+}
+
+/// The base plan.
 pub fn build_base_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> Result<TaskPlan, PlanError> {
     let snap = snapshot_source(node);
-    let mut types = vec!["ensure-data-pvc", "apply-statefulset", "apply-service"];
+    let mut types = vec![TaskType::EnsureDataPvc, TaskType::ApplyStatefulSet, TaskType::ApplyService];
     types.extend(sidecar_progression(snap, has_peers(node))?);
-    let tasks = types.into_iter().map(|t| (t, params_for(node, mode, t, snap, platform))).collect();
-    Ok(plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed)))
+    Ok(plan_of(plan_id, with_params(node, mode, &types, snap, platform), SeiNodePhase::Running, Some(SeiNodePhase::Failed)))
 }
 
-/// Reference §2.6 (19 tasks with peers).
+/// The bootstrap plan (19 tasks with peers).
 pub fn build_bootstrap_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> Result<TaskPlan, PlanError> {
-    let name = node_name(node);
-    let namespace = node_namespace(node);
-    let job = format!("{name}-bootstrap");
+    use TaskType::*;
     let snap = snapshot_source(node);
-    let mut tasks: Vec<(&str, Value)> = vec![
-        ("ensure-data-pvc", params_for(node, mode, "ensure-data-pvc", snap, platform)),
-        ("deploy-bootstrap-service", json!({"serviceName": name, "namespace": namespace})),
-        ("deploy-bootstrap-job", json!({"jobName": job, "namespace": namespace, "platform": statefulset_platform(mode, platform)})),
-    ];
-    for t in sidecar_progression(snap, has_peers(node))? {
-        tasks.push((t, params_for(node, mode, t, snap, platform)));
-    }
-    tasks.push(("await-bootstrap-complete", json!({"jobName": job, "namespace": namespace})));
-    tasks.push(("teardown-bootstrap", json!({"jobName": job, "serviceName": name, "namespace": namespace})));
-    for t in ["apply-statefulset", "apply-service", "configure-genesis", "config-apply"] {
-        tasks.push((t, params_for(node, mode, t, None, platform)));
-    }
+    let mut tasks = with_params(node, mode, &[EnsureDataPvc, DeployBootstrapService, DeployBootstrapJob], snap, platform);
+    tasks.extend(with_params(node, mode, &sidecar_progression(snap, has_peers(node))?, snap, platform));
+    let mut after = vec![AwaitBootstrapComplete, TeardownBootstrap, ApplyStatefulSet, ApplyService, ConfigureGenesis, ConfigApply];
     if has_peers(node) {
-        tasks.push(("discover-peers", params_for(node, mode, "discover-peers", None, platform)));
+        after.push(DiscoverPeers);
     }
-    for t in ["config-validate", "mark-ready"] {
-        tasks.push((t, params_for(node, mode, t, None, platform)));
-    }
+    after.extend([ConfigValidate, MarkReady]);
+    tasks.extend(with_params(node, mode, &after, None, platform));
     Ok(plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed)))
 }
 
-/// Reference §2.7 (11 tasks; `configure-genesis` may retry 180 times).
+/// The genesis-ceremony plan (11 tasks; `configure-genesis` may retry 180 times).
 pub fn build_genesis_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> TaskPlan {
+    use TaskType::*;
     let types = [
-        "ensure-data-pvc",
-        "apply-statefulset",
-        "apply-service",
-        "generate-identity",
-        "generate-gentx",
-        "upload-genesis-artifacts",
-        "configure-genesis",
-        "config-apply",
-        "set-genesis-peers",
-        "config-validate",
-        "mark-ready",
+        EnsureDataPvc,
+        ApplyStatefulSet,
+        ApplyService,
+        GenerateIdentity,
+        GenerateGentx,
+        UploadGenesisArtifacts,
+        ConfigureGenesis,
+        ConfigApply,
+        SetGenesisPeers,
+        ConfigValidate,
+        MarkReady,
     ];
-    let tasks = types.iter().map(|t| (*t, params_for(node, mode, t, None, platform))).collect();
-    let mut plan = plan_of(plan_id, tasks, SeiNodePhase::Running, Some(SeiNodePhase::Failed));
-    for t in plan.tasks.iter_mut().filter(|t| t.task_type == "configure-genesis") {
+    let mut plan = plan_of(plan_id, with_params(node, mode, &types, None, platform), SeiNodePhase::Running, Some(SeiNodePhase::Failed));
+    for t in plan.tasks.iter_mut().filter(|t| t.task_type == ConfigureGenesis.as_str()) {
         t.max_retries = GENESIS_CONFIGURE_MAX_RETRIES;
     }
     plan
 }
 
-/// Reference §2.8: `apply-statefulset`, `apply-service`; a failure leaves the node Running.
+/// The convergence plan: `apply-statefulset`, `apply-service`; a failure leaves the node Running.
 pub fn build_convergence_plan(node: &SeiNode, mode: Mode, platform: &PlatformConfig, plan_id: &str) -> TaskPlan {
-    let tasks = ["apply-statefulset", "apply-service"].map(|t| (t, params_for(node, mode, t, None, platform)));
-    plan_of(plan_id, tasks.to_vec(), SeiNodePhase::Running, None)
+    let tasks = with_params(node, mode, &[TaskType::ApplyStatefulSet, TaskType::ApplyService], None, platform);
+    plan_of(plan_id, tasks, SeiNodePhase::Running, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::*;
+    use crate::node::crd::*;
+    use serde_json::{Value, json};
+
+    /// `params_for` by task type name, as the JSON stored in the plan (`null`: none).
+    fn params_json(n: &SeiNode, mode: Mode, task: &str, snap: Option<&SnapshotSource>, platform: &PlatformConfig) -> Value {
+        let task = TaskType::parse(task).unwrap_or_else(|| panic!("unknown task type {task}"));
+        params_for(n, mode, task, snap, platform).map(|p| p.to_json()).unwrap_or(Value::Null)
+    }
 
     fn node(spec: serde_json::Value) -> SeiNode {
         let mut s = json!({"chainId": "pacific-1", "image": "seid:v1"});
@@ -783,16 +804,16 @@ mod tests {
         let mut drifted = in_sync(&n);
         drifted.statefulset_image = Some("seid:v0".into());
         let PlanDecision::New { mut plan, .. } = resolve_plan(&n, &drifted, &platform, "p", &t0()).unwrap() else { panic!() };
-        crate::executor::record_step(
+        crate::node::stepper::record_step(
             &mut plan,
             0,
-            crate::executor::TaskOutcome::Failed { reason: "webhook said no".into(), retryable: false },
+            crate::node::stepper::TaskOutcome::Failed { reason: "webhook said no".into(), retryable: false },
             "d",
             &t0(),
         );
         n.status.as_mut().unwrap().plan = Some(plan);
         assert_eq!(resolve_plan(&n, &drifted, &platform, "p2", &t0()).unwrap(), PlanDecision::Idle, "backing off");
-        let later = crate::executor::after(&t0(), crate::executor::CONVERGENCE_RETRY_AFTER + std::time::Duration::from_secs(1));
+        let later = crate::node::stepper::after(&t0(), crate::node::stepper::CONVERGENCE_RETRY_AFTER + std::time::Duration::from_secs(1));
         assert!(matches!(resolve_plan(&n, &drifted, &platform, "p2", &later).unwrap(), PlanDecision::New { .. }));
     }
 
@@ -842,24 +863,24 @@ mod tests {
         n.status = Some(SeiNodeStatus { resolved_peers: vec!["x-0.x.sei.svc.cluster.local".into()], ..Default::default() });
         let snap = snapshot_source(&n);
         let platform = PlatformConfig::for_local();
-        assert_eq!(params_for(&n, Mode::Full, "snapshot-restore", snap, &platform), json!({"targetHeight": 42}));
+        assert_eq!(params_json(&n, Mode::Full, "snapshot-restore", snap, &platform), json!({"targetHeight": 42}));
         assert_eq!(
-            params_for(&n, Mode::Full, "configure-state-sync", snap, &platform),
+            params_json(&n, Mode::Full, "configure-state-sync", snap, &platform),
             json!({"useLocalSnapshot": true, "trustPeriod": "9999h0m0s", "backfillBlocks": 10})
         );
         assert_eq!(
-            params_for(&n, Mode::Full, "discover-peers", snap, &platform),
+            params_json(&n, Mode::Full, "discover-peers", snap, &platform),
             json!({"sources": [
                 {"type": "ec2Tags", "region": "eu-west-1", "tags": {"role": "sei"}},
                 {"type": "static", "addresses": ["a@h:1"]},
                 {"type": "dnsEndpoints", "endpoints": ["x-0.x.sei.svc.cluster.local"]}
             ]})
         );
-        assert_eq!(params_for(&n, Mode::Full, "configure-genesis", snap, &platform), json!({}));
-        assert_eq!(params_for(&n, Mode::Full, "mark-ready", snap, &platform), json!({}));
-        assert_eq!(params_for(&n, Mode::Full, "generate-identity", snap, &platform), Value::Null, "no ceremony: null");
-        assert_eq!(params_for(&n, Mode::Full, "set-genesis-peers", snap, &platform), Value::Null);
-        assert_eq!(params_for(&n, Mode::Full, "snapshot-restore", None, &platform), json!({}));
+        assert_eq!(params_json(&n, Mode::Full, "configure-genesis", snap, &platform), json!({}));
+        assert_eq!(params_json(&n, Mode::Full, "mark-ready", snap, &platform), json!({}));
+        assert_eq!(params_json(&n, Mode::Full, "generate-identity", snap, &platform), Value::Null, "no ceremony: null");
+        assert_eq!(params_json(&n, Mode::Full, "set-genesis-peers", snap, &platform), Value::Null);
+        assert_eq!(params_json(&n, Mode::Full, "snapshot-restore", None, &platform), json!({}));
     }
 
     #[test]
@@ -888,15 +909,15 @@ mod tests {
         };
         let full = node(json!({"fullNode": {}}));
         assert_eq!(
-            params_for(&full, Mode::Full, "ensure-data-pvc", None, &platform),
+            params_json(&full, Mode::Full, "ensure-data-pvc", None, &platform),
             json!({"nodeName": "rpc", "namespace": "sei", "storageClass": "perf", "storageSize": "2000Gi"})
         );
         let archive = node(json!({"archive": {}}));
-        assert_eq!(params_for(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageClass"], "cold");
-        assert_eq!(params_for(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageSize"], "20Ti");
-        assert_eq!(params_for(&archive, Mode::Archive, "apply-statefulset", None, &platform)["platform"]["nodePool"], "archive-pool");
-        assert_eq!(params_for(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["nodePool"], "rpc-pool");
-        assert_eq!(params_for(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["snapshotBucket"], "local-snapshots");
+        assert_eq!(params_json(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageClass"], "cold");
+        assert_eq!(params_json(&archive, Mode::Archive, "ensure-data-pvc", None, &platform)["storageSize"], "20Ti");
+        assert_eq!(params_json(&archive, Mode::Archive, "apply-statefulset", None, &platform)["platform"]["nodePool"], "archive-pool");
+        assert_eq!(params_json(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["nodePool"], "rpc-pool");
+        assert_eq!(params_json(&full, Mode::Full, "apply-statefulset", None, &platform)["platform"]["snapshotBucket"], "local-snapshots");
     }
 
     #[test]

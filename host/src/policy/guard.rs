@@ -15,7 +15,8 @@
 //!   the pod policy (`pod_policy`; through the sandbox:
 //!   `pod_template_mounting_a_secret_is_refused_by_pod_policy`).
 
-use crate::bindings::Capability;
+use super::scope::Scope;
+use crate::wit::Capability;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -126,72 +127,6 @@ impl Grants {
     }
 }
 
-/// The node a run works for: its namespace and name (which fix the names its tasks may write),
-/// the service accounts, labels and placement its pod templates may use, and its uid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    pub namespace: String,
-    pub node_name: String,
-    pub pod_service_accounts: BTreeSet<String>,
-    /// The SeiNode's uid: when known, every object a module writes must be owned by it (so it is
-    /// garbage-collected with the node) and by nothing else.
-    pub owner_uid: Option<String>,
-    /// The node's `spec.podLabels`: the only labels (besides `sei.io/node`) its pods may carry.
-    pub pod_labels: std::collections::BTreeMap<String, String>,
-    /// Where its pods may be scheduled (the platform's node pools and toleration key).
-    pub placement: crate::pod_policy::Placement,
-}
-
-impl Scope {
-    /// The names a SeiNode owns: `<node>` (StatefulSet, Service, bootstrap Service),
-    /// `data-<node>` (PVC) and `<node>-bootstrap` (bootstrap Job); see `writable_name`.
-    pub fn for_node(namespace: &str, node_name: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            node_name: node_name.to_string(),
-            pod_service_accounts: ["default".to_string()].into_iter().collect(),
-            owner_uid: None,
-            pod_labels: Default::default(),
-            placement: Default::default(),
-        }
-    }
-
-    /// The node's `spec.podLabels`, which its pod templates may carry.
-    pub fn with_pod_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
-        self.pod_labels = labels;
-        self
-    }
-
-    /// Where the node's pods may be scheduled.
-    pub fn with_placement(mut self, placement: crate::pod_policy::Placement) -> Self {
-        self.placement = placement;
-        self
-    }
-
-    /// The one name the node's object of `kind` has: `data-<node>` for its PVC,
-    /// `<node>-bootstrap` for its Job, `<node>` for the others. Per kind, so that a node whose
-    /// name looks like another's derived name (`data-v`) cannot reach that node's PVC.
-    pub fn writable_name(&self, kind: &str) -> String {
-        match kind {
-            "PersistentVolumeClaim" => format!("data-{}", self.node_name),
-            "Job" => format!("{}-bootstrap", self.node_name),
-            _ => self.node_name.clone(),
-        }
-    }
-
-    /// Require written objects to be owned by the SeiNode with this uid.
-    pub fn with_owner_uid(mut self, uid: Option<String>) -> Self {
-        self.owner_uid = uid;
-        self
-    }
-
-    /// Also allow the platform's service account (`SEI_SERVICE_ACCOUNT`) in pod templates.
-    pub fn with_service_account(mut self, service_account: Option<String>) -> Self {
-        self.pod_service_accounts.extend(service_account);
-        self
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KubeVerb {
     Get,
@@ -286,7 +221,7 @@ impl CapabilityGuard {
                 }
             }
         }
-        crate::pod_policy::check_object(kind, object, &self.scope)
+        super::pod_policy::check_object(kind, object, &self.scope)
             .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
     }
 

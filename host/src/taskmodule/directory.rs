@@ -19,10 +19,10 @@
 //! A ConfigMap mounted as a volume updates by swapping a `..data` symlink, which this watcher does
 //! not follow: use `TaskModule` resources for in-cluster modules.
 
-use crate::modules::fetch::MAX_MODULE_BYTES;
+use super::fetch::MAX_MODULE_BYTES;
 use crate::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use crate::sandbox::{LoadedModule, ModuleGrant, Sandbox};
-use crate::telemetry::{ModuleLoadLabels, Telemetry};
+use crate::telemetry::Telemetry;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,7 +140,7 @@ impl TaskDirectory {
             }
             FileOutcome::Removed => tracing::info!(file = %path.display(), "module file removed; its task types fall back"),
             FileOutcome::Rejected { reason, message } => {
-                tracing::warn!(file = %path.display(), %reason, %message, "module file rejected; the previous module keeps serving")
+                tracing::warn!(file = %path.display(), %reason, message = %crate::text::safe(message, 2048), "module file rejected; the previous module keeps serving")
             }
             FileOutcome::Unchanged => {}
         }
@@ -151,7 +151,7 @@ impl TaskDirectory {
                 FileOutcome::Removed => "deleted",
                 FileOutcome::Rejected { reason, .. } => reason.as_str(),
             };
-            t.module_loads.get_or_create(&ModuleLoadLabels { source: "Directory".into(), result: result.into() }).inc();
+            t.count_module_load("Directory", result);
         }
         outcome
     }

@@ -32,7 +32,7 @@ impl SandboxMetrics {
     }
 
     /// Count a step of `module_digest` stopped by a per-step budget.
-    pub fn budget_exceeded(&self, module_digest: &str, budget: crate::sandbox::host::Budget) {
+    pub fn budget_exceeded(&self, module_digest: &str, budget: super::limits::Budget) {
         *self.budgets.lock().unwrap_or_else(|p| p.into_inner()).entry((module_digest.to_string(), budget.as_str())).or_default() += 1;
     }
 

@@ -6,11 +6,47 @@
 //!   `activeDigest` still names what keeps serving (`rejection_keeps_the_active_digest`);
 //! - a condition's `lastTransitionTime` moves only when its status flips
 //!   (`transition_time_moves_only_on_flips`);
-//! - messages are clipped to 4 KiB (`long_messages_are_clipped`).
+//! - messages are escaped and clipped to 4 KiB (`long_messages_are_clipped`);
+//! - condition types and reasons are the constants and the `Reason` enum here, nowhere a literal.
 
-use crate::executor::condition;
-use crate::modules::resource::ReplicaModuleStatus;
+use super::resource::ReplicaModuleStatus;
+use crate::conditions::condition;
+use crate::sandbox::LoadFailure;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// The condition types of a replica's entry.
+pub const READY: &str = "Ready";
+pub const REJECTED: &str = "Rejected";
+
+/// The reason of a replica's conditions: what happened to the spec on this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `Ready`: the spec's digest serves.
+    Active,
+    /// `Rejected` False: the last attempt loaded.
+    Loaded,
+    /// A step of the load pipeline refused the module.
+    Load(LoadFailure),
+    FetchFailed,
+    /// Another TaskModule serves one of the task types.
+    Conflict,
+    /// Withdrawn after too many of its first runs failed.
+    AutoRolledBack,
+}
+
+impl Reason {
+    /// CamelCase, for conditions, events and the `sei_module_loads_total` result label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Active => "Active",
+            Reason::Loaded => "Loaded",
+            Reason::Load(f) => f.as_str(),
+            Reason::FetchFailed => "FetchFailed",
+            Reason::Conflict => "Conflict",
+            Reason::AutoRolledBack => "AutoRolledBack",
+        }
+    }
+}
 
 /// The longest condition message written.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -29,8 +65,8 @@ pub struct Active {
 pub enum Attempt {
     /// The spec's digest is active.
     Activated,
-    /// The spec's module was refused (or withdrawn after it was active); `reason` is CamelCase.
-    Rejected { reason: String, message: String },
+    /// The spec's module was refused (or withdrawn after it was active).
+    Rejected { reason: Reason, message: String },
 }
 
 /// The replica's status entry after an attempt.
@@ -47,15 +83,15 @@ pub fn replica_status(
     let (ready, rejected) = match attempt {
         Attempt::Activated => (
             condition(
-                "Ready",
+                READY,
                 true,
-                "Active",
+                Reason::Active.as_str(),
                 format!("serving digest {}", active.map_or("?", |a| a.digest.as_str())),
                 generation,
                 now,
                 old_conditions,
             ),
-            condition("Rejected", false, "Loaded", String::new(), generation, now, old_conditions),
+            condition(REJECTED, false, Reason::Loaded.as_str(), String::new(), generation, now, old_conditions),
         ),
         Attempt::Rejected { reason, message } => {
             let message = crate::text::safe(message, MAX_MESSAGE_BYTES);
@@ -64,8 +100,8 @@ pub fn replica_status(
                 None => "its task types stay with the built-in or directory module".into(),
             };
             (
-                condition("Ready", false, reason, format!("not active ({serving})"), generation, now, old_conditions),
-                condition("Rejected", true, reason, message, generation, now, old_conditions),
+                condition(READY, false, reason.as_str(), format!("not active ({serving})"), generation, now, old_conditions),
+                condition(REJECTED, true, reason.as_str(), message, generation, now, old_conditions),
             )
         }
     };
@@ -102,8 +138,10 @@ mod tests {
         assert_eq!(cond(&ok, "Ready").status, "True");
         assert_eq!(cond(&ok, "Rejected").status, "False");
         assert_eq!(ok.active_digest.as_deref(), Some("aaa"));
-        let attempt =
-            Attempt::Rejected { reason: "DigestMismatch".into(), message: "module bytes have sha256 bbb, but ccc was pinned".into() };
+        let attempt = Attempt::Rejected {
+            reason: Reason::Load(LoadFailure::DigestMismatch),
+            message: "module bytes have sha256 bbb, but ccc was pinned".into(),
+        };
         let bad = replica_status(Some(&ok), "r0", Some(2), Some(&active("aaa")), None, &attempt, &t(5));
         assert_eq!(cond(&bad, "Ready").status, "False");
         assert_eq!(cond(&bad, "Ready").reason, "DigestMismatch");
@@ -120,7 +158,15 @@ mod tests {
         let b = replica_status(Some(&a), "r0", Some(2), Some(&active("bbb")), Some("aaa"), &Attempt::Activated, &t(10));
         assert_eq!(cond(&b, "Ready").last_transition_time, t(0));
         assert_eq!(b.previous_digest.as_deref(), Some("aaa"));
-        let c = replica_status(Some(&b), "r0", Some(3), None, None, &Attempt::Rejected { reason: "X".into(), message: "y".into() }, &t(20));
+        let c = replica_status(
+            Some(&b),
+            "r0",
+            Some(3),
+            None,
+            None,
+            &Attempt::Rejected { reason: Reason::FetchFailed, message: "y".into() },
+            &t(20),
+        );
         assert_eq!(cond(&c, "Ready").last_transition_time, t(20));
         assert_eq!(cond(&c, "Rejected").last_transition_time, t(20));
         assert!(cond(&c, "Ready").message.contains("built-in or directory module"));
@@ -128,7 +174,7 @@ mod tests {
 
     #[test]
     fn long_messages_are_clipped() {
-        let attempt = Attempt::Rejected { reason: "CompileFailed".into(), message: "x".repeat(10_000) };
+        let attempt = Attempt::Rejected { reason: Reason::Load(LoadFailure::CompileFailed), message: "x".repeat(10_000) };
         let s = replica_status(None, "r0", None, None, None, &attempt, &t(0));
         assert!(cond(&s, "Rejected").message.len() <= MAX_MESSAGE_BYTES + 64);
     }

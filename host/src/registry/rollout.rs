@@ -9,7 +9,20 @@
 //! - the tracker reports `RollBack` exactly once, even under concurrent runs
 //!   (`tracker_reports_rollback_once`).
 
+use super::{ModuleEntry, ModuleSource};
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+/// An automatic rollback the registry carried out (its entry is already withdrawn), for the
+/// TaskModule loader to report on the TaskModule.
+#[derive(Debug)]
+pub struct AutoRollbackNotice<M> {
+    pub source: ModuleSource,
+    /// The entry that was withdrawn: a notice about an entry the loader has since replaced is stale.
+    pub entry: std::sync::Weak<ModuleEntry<M>>,
+    pub runs: u32,
+    pub failures: u32,
+    pub policy: AutoRollbackPolicy,
+}
 
 /// `rollout.autoRollback` of a `TaskModule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

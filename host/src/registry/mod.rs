@@ -1,6 +1,6 @@
 //! `TaskRegistry`: task type → the module that runs it, swappable atomically.
 //!
-//! Sources, lowest to highest precedence (DESIGN.md §4): built-in modules embedded in the
+//! Sources, lowest to highest precedence: built-in modules embedded in the
 //! binary, a directory of `.wasm` files, `TaskModule` resources. Each task type resolves to the
 //! active entry of the highest-precedence source that serves it.
 //!
@@ -15,6 +15,9 @@
 //! - a task type is served by at most one source of each rank: a second directory file or
 //!   `TaskModule` claiming it is refused, naming the one that serves it, and nothing changes
 //!   (`exclusive_install_refuses_a_second_source_of_a_rank`);
+//! - a step outcome is counted against its entry's rollout (`record_outcome`); past the threshold
+//!   the entry is withdrawn at once and a notice is queued for the TaskModule loader
+//!   (`rollback_withdraws_and_notifies_once`; end to end `auto_rollback_withdraws_a_failing_module`);
 //! - re-installing a source for fewer task types hands the dropped ones back to the lower
 //!   sources (`replace_drops_task_types_no_longer_served`);
 //! - withdrawing a failing entry is by identity (a stale withdrawal changes nothing) and brings
@@ -22,12 +25,17 @@
 //!   (`withdraw_restores_the_previous_entry_or_the_lower_source`,
 //!   `withdraw_restores_only_what_may_come_back`).
 
+pub mod rollout;
+pub mod slots;
+
 use crate::embedded::BUILTIN_MODULES;
-use crate::guard::{CapabilityName, Grants};
+use crate::policy::guard::{CapabilityName, Grants};
 use crate::sandbox::{LoadError, LoadedModule, ModuleGrant, Sandbox};
 use arc_swap::ArcSwap;
+use rollout::{AutoRollbackNotice, RolloutTracker, Verdict};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 /// Where a module came from. The order is the precedence.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,7 +70,7 @@ pub struct ModuleEntry<M = LoadedModule> {
     pub source: ModuleSource,
     pub module: M,
     /// Watches the first runs of a new module when its rollout asks for automatic rollback.
-    pub rollout: Option<crate::modules::rollout::RolloutTracker>,
+    pub rollout: Option<RolloutTracker>,
 }
 
 impl<M> ModuleEntry<M> {
@@ -95,13 +103,19 @@ struct Layers<M> {
 pub struct TaskRegistry<M = LoadedModule> {
     active: ArcSwap<Table<M>>,
     layers: Mutex<Layers<M>>,
+    /// Automatic rollbacks decided by `record_outcome`, for the TaskModule loader to report.
+    rollbacks: mpsc::UnboundedSender<AutoRollbackNotice<M>>,
+    rollback_notices: Mutex<Option<mpsc::UnboundedReceiver<AutoRollbackNotice<M>>>>,
 }
 
 impl<M> Default for TaskRegistry<M> {
     fn default() -> Self {
+        let (rollbacks, notices) = mpsc::unbounded_channel();
         Self {
             active: ArcSwap::from_pointee(HashMap::new()),
             layers: Mutex::new(Layers { by_type: BTreeMap::new(), history: BTreeMap::new() }),
+            rollbacks,
+            rollback_notices: Mutex::new(Some(notices)),
         }
     }
 }
@@ -255,6 +269,47 @@ impl<M> TaskRegistry<M> {
     }
 }
 
+impl<M> TaskRegistry<M> {
+    /// Count one step outcome (`failed` or not) against `entry`'s rollout. When it crosses the
+    /// threshold, `entry` is withdrawn at once (the previous entry of its source comes back only
+    /// if `may_restore` allows it) and a notice is queued for whoever reports rollbacks; returns
+    /// whether this outcome rolled the entry back.
+    pub fn record_outcome_with(&self, entry: &Arc<ModuleEntry<M>>, failed: bool, may_restore: impl Fn(&M, &M) -> bool) -> bool {
+        let Some(tracker) = &entry.rollout else { return false };
+        let Some(Verdict::RollBack { runs, failures }) = tracker.record(failed) else { return false };
+        if !self.withdraw(entry, may_restore) {
+            return false;
+        }
+        tracing::warn!(source = %entry.source, runs, failures, "module rolled back automatically");
+        let _ = self.rollbacks.send(AutoRollbackNotice {
+            source: entry.source.clone(),
+            entry: Arc::downgrade(entry),
+            runs,
+            failures,
+            policy: tracker.policy,
+        });
+        true
+    }
+
+    /// The automatic-rollback notices (once: the TaskModule loader takes them).
+    pub fn take_rollback_notices(&self) -> Option<mpsc::UnboundedReceiver<AutoRollbackNotice<M>>> {
+        self.rollback_notices.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl TaskRegistry<LoadedModule> {
+    /// `record_outcome_with` the registry's own restore rule (`may_restore`).
+    pub fn record_outcome(&self, entry: &Arc<ModuleEntry>, failed: bool) -> bool {
+        self.record_outcome_with(entry, failed, may_restore)
+    }
+}
+
+/// Whether a previous entry may come back when a failing module is withdrawn: only if it was
+/// granted no more than the module it replaces (a rollback never restores a revoked capability).
+pub fn may_restore(previous: &LoadedModule, withdrawn: &LoadedModule) -> bool {
+    previous.digest != withdrawn.digest && previous.grants.within(&withdrawn.grants)
+}
+
 /// The grant of a built-in module: what its own `describe` needs, nothing more.
 pub fn builtin_grant(name: &str) -> ModuleGrant {
     let caps: &[CapabilityName] = match name {
@@ -356,6 +411,30 @@ mod tests {
         assert_eq!(r.resolve("a").unwrap().module, "builtin", "a previous entry with more rights does not come back");
         assert_eq!(r.check_exclusive(&types(&["a"]), &cr2()), Ok(()));
     }
+    #[test]
+    fn rollback_withdraws_and_notifies_once() {
+        let r = TaskRegistry::new();
+        let always = |_: &&str, _: &&str| true;
+        r.install(&types(&["a"]), entry(builtin(), "builtin"));
+        let mut watched = entry(cr(), "new");
+        watched.rollout = Some(RolloutTracker::new(rollout::AutoRollbackPolicy { window: 4, max_failure_percent: 25 }));
+        r.install_exclusive(&types(&["a"]), watched).unwrap();
+        let new = r.resolve("a").unwrap();
+        let mut notices = r.take_rollback_notices().unwrap();
+        assert!(r.take_rollback_notices().is_none(), "one reporter");
+        assert!(!r.record_outcome_with(&new, false, always));
+        assert!(!r.record_outcome_with(&new, true, always), "1 of 4 failed: within 25%");
+        assert!(r.record_outcome_with(&new, true, always), "the second failure crosses the threshold");
+        assert_eq!(r.resolve("a").unwrap().module, "builtin", "withdrawn at once");
+        assert!(!r.record_outcome_with(&new, true, always), "reported once");
+        let notice = notices.try_recv().unwrap();
+        assert_eq!((notice.source, notice.runs, notice.failures), (cr(), 3, 2));
+        assert!(notice.entry.upgrade().is_some_and(|e| Arc::ptr_eq(&e, &new)));
+        assert!(notices.try_recv().is_err());
+        let untracked = r.resolve("a").unwrap();
+        assert!(!r.record_outcome_with(&untracked, true, always), "an entry without a rollout policy is never withdrawn");
+    }
+
     fn builtin() -> ModuleSource {
         ModuleSource::BuiltIn { name: "infra".into() }
     }

@@ -6,7 +6,7 @@
 //! - bytes are remembered only under their own sha256, the last `REMEMBERED` digests
 //!   (`memo_keeps_the_latest_digests`).
 
-use crate::modules::resource::TaskModuleSource;
+use super::resource::TaskModuleSource;
 use crate::sandbox::cache::sha256_hex;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;

@@ -1,0 +1,41 @@
+//! The developer commands of the `sei-operator` binary (the controller itself is started by
+//! `main.rs`, the composition root):
+//!
+//! - `plan`: the plan a SeiNode manifest would get, without a cluster;
+//! - `task`: run, describe and export task modules, with an in-memory cluster and sidecar.
+//!
+//! Shared here: reading a node manifest and the compiler the commands use.
+
+pub mod plan;
+pub mod task;
+
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+
+/// Read a SeiNode manifest; give it a namespace and a uid if it has none (as the API server
+/// would), so that the controller's ownership rule applies to what its tasks write.
+pub fn read_node(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut node: serde_json::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {} as YAML", path.display()))?;
+    if node.get("kind").and_then(|k| k.as_str()) != Some("SeiNode") {
+        bail!("{} is not a SeiNode manifest (kind: SeiNode)", path.display());
+    }
+    let meta = node.get_mut("metadata").and_then(|m| m.as_object_mut()).with_context(|| format!("{} has no metadata", path.display()))?;
+    if !meta.contains_key("name") {
+        bail!("{} has no metadata.name", path.display());
+    }
+    meta.entry("namespace").or_insert_with(|| "default".into());
+    meta.entry("uid").or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+    Ok(node)
+}
+
+/// The manifest as a typed SeiNode.
+pub fn typed_node(node: &serde_json::Value, path: &Path) -> Result<sei_operator::node::crd::SeiNode> {
+    serde_json::from_value(node.clone()).with_context(|| format!("{} is not a valid SeiNode", path.display()))
+}
+
+/// The commands compile modules like the controller does: in a bounded child of this executable.
+pub fn compiler() -> Result<sei_operator::sandbox::Compiler> {
+    sei_operator::sandbox::Compiler::subprocess_of_current_exe(Default::default())
+        .context("locating this executable for the module compiler")
+}

@@ -1,0 +1,156 @@
+//! Everything a SeiNode reconcile needs, built once (kube-rs's `Context`): private fields, read
+//! through accessors, set through `ContextBuilder`. Counters live in `Telemetry`, not here.
+
+use super::sidecars::{SidecarResolver, Sidecars};
+use super::step_clock::StepClock;
+use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
+use crate::platform::PlatformConfig;
+use crate::registry::TaskRegistry;
+use crate::registry::slots::ModuleSlots;
+use crate::sandbox::Sandbox;
+use crate::telemetry::Telemetry;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a Running node without a plan is looked at for drift.
+pub const DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Steps one module that is not built in may run at once, by default.
+pub const DEFAULT_MODULE_STEP_CAP: usize = 4;
+
+pub struct Context {
+    client: Client,
+    kube: Arc<dyn KubeAdapter>,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<TaskRegistry>,
+    platform: PlatformConfig,
+    sidecars: Sidecars,
+    recorder: Recorder,
+    telemetry: Arc<Telemetry>,
+    drift_check_interval: Duration,
+    module_step_cap: usize,
+    step_clock: StepClock,
+    module_slots: ModuleSlots,
+}
+
+/// Builds a [`Context`]; what is not set keeps its default.
+pub struct ContextBuilder {
+    client: Client,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<TaskRegistry>,
+    platform: PlatformConfig,
+    sidecars: SidecarResolver,
+    instance: Option<String>,
+    telemetry: Option<Arc<Telemetry>>,
+    drift_check_interval: Duration,
+    module_step_cap: usize,
+}
+
+impl Context {
+    pub fn builder(
+        client: Client,
+        sandbox: Arc<Sandbox>,
+        registry: Arc<TaskRegistry>,
+        platform: PlatformConfig,
+        sidecars: SidecarResolver,
+    ) -> ContextBuilder {
+        ContextBuilder {
+            client,
+            sandbox,
+            registry,
+            platform,
+            sidecars,
+            instance: std::env::var("POD_NAME").ok(),
+            telemetry: None,
+            drift_check_interval: DRIFT_CHECK_INTERVAL,
+            module_step_cap: DEFAULT_MODULE_STEP_CAP,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+    pub fn kube(&self) -> &Arc<dyn KubeAdapter> {
+        &self.kube
+    }
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+    pub fn registry(&self) -> &Arc<TaskRegistry> {
+        &self.registry
+    }
+    pub fn platform(&self) -> &PlatformConfig {
+        &self.platform
+    }
+    pub fn sidecars(&self) -> &Sidecars {
+        &self.sidecars
+    }
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+    pub fn drift_check_interval(&self) -> Duration {
+        self.drift_check_interval
+    }
+    pub fn module_step_cap(&self) -> usize {
+        self.module_step_cap
+    }
+    pub fn step_clock(&self) -> &StepClock {
+        &self.step_clock
+    }
+    pub fn module_slots(&self) -> &ModuleSlots {
+        &self.module_slots
+    }
+}
+
+impl ContextBuilder {
+    /// How often a Running node without a plan is checked for drift (default 60 s).
+    pub fn drift_check_interval(mut self, interval: Duration) -> Self {
+        self.drift_check_interval = interval;
+        self
+    }
+
+    /// Steps one module that is not built in may run at once (default 4).
+    pub fn module_step_cap(mut self, cap: usize) -> Self {
+        self.module_step_cap = cap.max(1);
+        self
+    }
+
+    /// The instance named in the Events this controller publishes (default: `POD_NAME`).
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// Share these metrics (default: new ones over the sandbox's counters and the registry).
+    pub fn telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    pub fn build(self) -> Arc<Context> {
+        let telemetry = self.telemetry.unwrap_or_else(|| {
+            let t = Arc::new(Telemetry::new(Some(self.sandbox.metrics().clone())));
+            t.watch_registry(self.registry.clone());
+            t
+        });
+        let reporter = Reporter { controller: "sei-operator".into(), instance: self.instance };
+        Arc::new(Context {
+            kube: Arc::new(KubeClientAdapter::new(self.client.clone())),
+            recorder: Recorder::new(self.client.clone(), reporter),
+            client: self.client,
+            sandbox: self.sandbox,
+            registry: self.registry,
+            platform: self.platform,
+            sidecars: Sidecars::new(self.sidecars),
+            telemetry,
+            drift_check_interval: self.drift_check_interval,
+            module_step_cap: self.module_step_cap,
+            step_clock: StepClock::default(),
+            module_slots: ModuleSlots::default(),
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! The SeiNode controller.
+//!
+//! - `crd`: the `SeiNode` custom resource;
+//! - `planner`: pure, the plan a node should run (reference task lists, typed params);
+//! - `stepper`: pure, how a step's outcome changes the plan and the node's status;
+//! - `step_clock`: when each waiting node may step again;
+//! - `scope`: what a node's steps may touch;
+//! - `sidecars`: how a node's sidecar is reached;
+//! - `observe`: what a reconcile reads besides the node;
+//! - `events`: the node's Events;
+//! - `error`: typed reconcile errors with a metric label per cause;
+//! - `context`: everything a reconcile needs, built once;
+//! - `reconcile`: the reconcile loop and `run`.
+//!
+//! Imports point down in that order (`reconcile` at the top); nothing here imports another
+//! controller (`taskmodule`).
+
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod events;
+pub mod observe;
+pub mod planner;
+pub mod reconcile;
+pub mod scope;
+pub mod sidecars;
+pub mod step_clock;
+pub mod stepper;
+
+pub use context::{Context, ContextBuilder};
+pub use reconcile::{MIN_REQUEUE, run};
+pub use sidecars::SidecarResolver;

@@ -1,0 +1,44 @@
+//! What a reconcile reads besides the node itself: the addresses of label-selected peers, and the
+//! node's StatefulSet and Service for drift detection (`planner::drift` decides from it).
+
+use super::crd::SeiNode;
+use super::planner::Observed;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use std::collections::BTreeSet;
+
+/// `<name>-0.<name>.<ns>.svc.cluster.local` of every SeiNode matched by a label peer source.
+pub async fn resolve_label_peers(client: &Client, node: &SeiNode) -> Result<Vec<String>, kube::Error> {
+    let mut out = BTreeSet::new();
+    for source in node.spec.peers.iter().flatten().filter_map(|p| p.label.as_ref()) {
+        let ns = source.namespace.clone().or_else(|| node.namespace()).unwrap_or_default();
+        let selector = source.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let api: Api<SeiNode> = Api::namespaced(client.clone(), &ns);
+        for peer in api.list(&ListParams::default().labels(&selector)).await?.items {
+            let name = peer.name_any();
+            if name != node.name_any() || ns != node.namespace().unwrap_or_default() {
+                out.insert(format!("{name}-0.{name}.{ns}.svc.cluster.local"));
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The node's StatefulSet image and pod labels, and whether its Service exists.
+pub async fn observe(client: &Client, node: &SeiNode) -> Result<Observed, kube::Error> {
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt(&name).await?;
+    let svc = Api::<Service>::namespaced(client.clone(), &ns).get_opt(&name).await?;
+    let template = sts.as_ref().map(|s| &s.spec.template);
+    Ok(Observed {
+        statefulset_image: template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|p| p.containers.iter().find(|c| c.name == "seid"))
+            .and_then(|c| c.image.clone()),
+        statefulset_labels: template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default(),
+        service_exists: svc.is_some(),
+    })
+}

@@ -1,0 +1,382 @@
+//! The SeiNode reconcile (the imperative shell around the pure planner and plan stepper).
+//!
+//! One reconcile: finalizer → (deletion: phase `Terminating`, data PVC deleted, finalizer
+//! removed) → a node whose next step is not due yet returns at once (`step_clock`) → a `Failed`
+//! node is terminal → label peers resolved into `status.resolvedPeers` → `resolve_plan`: a new
+//! plan is persisted (optimistic lock) before anything runs; an invalid node gets a Warning
+//! event and waits for a change; an active plan advances through every task that completes
+//! synchronously (`advance`), each step run in the sandbox by the module registered for its type
+//! (scoped by `node_scope`), each outcome counted against a new module's rollout
+//! (`TaskRegistry::record_outcome`) → one status write (a PUT of the status subresource, carrying
+//! the resourceVersion it read) with everything that changed → events and the requeue the outcome
+//! asks for (at least `MIN_REQUEUE` for a pending step).
+//!
+//! A concurrent change makes the status write fail with a conflict; `error_policy` retries it at
+//! once on fresh data, other errors after a back-off, and counts each by cause.
+//! Tests: `tests/controller.rs`, `tests/hostile_controller.rs` and `tests/task_modules.rs` on the
+//! real control plane; the pure parts in `planner.rs` and `stepper.rs`.
+
+use super::context::Context;
+use super::crd::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
+use super::error::ReconcileError;
+use super::events::{publish, publish_phase_change};
+use super::observe::{observe, resolve_label_peers};
+use super::planner::{Observed, PlanDecision, resolve_plan};
+use super::scope::node_scope;
+use super::stepper::{Next, TaskOutcome, conclude, current_task, record_step, wait_remaining};
+use crate::registry::{ModuleEntry, ModuleSource};
+use crate::sandbox::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const FINALIZER: &str = "sei.io/seinode-finalizer";
+/// Steps one reconcile may run (synchronous tasks chain within a reconcile).
+pub const MAX_STEPS_PER_RECONCILE: usize = 32;
+/// The shortest wait a `pending` step gets, whatever its module asks for: at most four steps (and
+/// status writes) per node per second.
+pub const MIN_REQUEUE: Duration = Duration::from_millis(250);
+/// How long a step waits when its (non-built-in) module already runs its share of the steps.
+pub const MODULE_BUSY_RETRY: Duration = Duration::from_millis(500);
+/// Back-off after a reconcile error other than a conflict.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Write the whole `status` (PUT on the status subresource) with an optimistic lock: the
+/// object carries the resourceVersion it was read at, so a concurrent change is a 409 and the
+/// reconcile is retried on fresh data. A full replacement, unlike a merge patch, also clears
+/// fields that became empty (a removed convergence plan, the current task of a finished plan).
+async fn write_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
+    let mut object = node.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    api.replace_status(&node.name_any(), &kube::api::PostParams::default(), &object).await
+}
+
+/// What the plan stepper makes of a step's report.
+fn outcome_of(report: &RunReport) -> TaskOutcome {
+    match &report.outcome {
+        Ok(StepOutcome::Complete { .. }) => TaskOutcome::Complete,
+        Ok(StepOutcome::Pending { requeue_after_ms, checkpoint, message }) => TaskOutcome::Pending {
+            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms)).max(MIN_REQUEUE),
+            checkpoint: checkpoint.clone(),
+            message: message.clone(),
+        },
+        Err(RunError::Unavailable(m)) => TaskOutcome::Unavailable { reason: m.clone() },
+        Err(e) => TaskOutcome::Failed {
+            reason: format!("{e} (module {} {})", report.module, &report.module_digest[..12.min(report.module_digest.len())]),
+            retryable: e.is_retryable(),
+        },
+    }
+}
+
+fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
+    let active = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active);
+    ctx.telemetry().record_node(ns, name, status.phase.unwrap_or_default().as_str(), active);
+}
+
+/// The reconcile of one SeiNode.
+pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    ctx.telemetry().count_reconcile();
+    let ns = node.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
+    finalizer(&api, FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => apply(node, &ctx).await,
+            FinalizerEvent::Cleanup(node) => cleanup(node, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
+}
+
+async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    ctx.step_clock().forget(&node.uid().unwrap_or_default());
+    let ns = node.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
+    let mut status = node.status.clone().unwrap_or_default();
+    if status.phase != Some(SeiNodePhase::Terminating) {
+        status.phase = Some(SeiNodePhase::Terminating);
+        write_status(&api, &node, &status).await?;
+        publish(ctx, &node, EventType::Normal, "Terminating", "deleting the node's data volume".into()).await;
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client().clone(), &ns);
+    match pvcs.delete(&format!("data-{}", node.name_any()), &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = cached.uid().unwrap_or_default();
+    // Woken before the node's next step is due (by our own status write, an owned object's
+    // event, ...): nothing to do, not even a read.
+    if let Some(wait) = ctx.step_clock().wait(&uid, Instant::now()) {
+        return Ok(Action::requeue(wait));
+    }
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
+    // Work on the node as the API server has it now, not as the watch cache had it: right
+    // after our own status write the cache lags, and steps run on a stale copy would be
+    // repeated (harmlessly, they are idempotent) and then thrown away by the optimistic lock.
+    let Some(node) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let before = node.status.clone().unwrap_or_default();
+    if before.phase == Some(SeiNodePhase::Failed) {
+        return Ok(Action::await_change());
+    }
+    let mut status = before.clone();
+    status.resolved_peers = resolve_label_peers(ctx.client(), &node).await?;
+    status.observed_generation = node.metadata.generation;
+    let mut view = node.clone();
+    view.status = Some(status.clone());
+    let observed = if status.phase == Some(SeiNodePhase::Running) { observe(ctx.client(), &node).await? } else { Observed::default() };
+    let now = now();
+
+    let decision = match resolve_plan(&view, &observed, ctx.platform(), &uuid::Uuid::new_v4().to_string(), &now) {
+        Ok(d) => d,
+        Err(invalid) => {
+            // Nothing to retry until the spec changes.
+            ctx.telemetry().count_reconcile_error("invalid-spec");
+            tracing::warn!(node = %format!("{ns}/{name}"), error = %invalid, "the node cannot be planned; waiting for a change");
+            publish(ctx, &node, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    match decision {
+        PlanDecision::New { plan, phase, reason } => {
+            let (id, count) = (plan.id.clone(), plan.tasks.len());
+            status.plan = Some(plan);
+            status.phase = Some(phase);
+            conclude(&mut status, node.metadata.generation, &now);
+            write_status(&api, &node, &status).await?;
+            record_node(ctx, &ns, &name, &status);
+            tracing::info!(node = %format!("{ns}/{name}"), plan = %id, tasks = count, %reason, "new plan persisted");
+            publish(ctx, &node, EventType::Normal, "PlanCreated", format!("plan {id} with {count} tasks: {reason}")).await;
+            publish_phase_change(ctx, &node, before.phase, Some(phase)).await;
+            // Persisted first; the tasks run on the next reconcile.
+            return Ok(Action::requeue(Duration::from_millis(10)));
+        }
+        PlanDecision::Idle => {
+            if status != before {
+                write_status(&api, &node, &status).await?;
+            }
+            return Ok(Action::requeue(ctx.drift_check_interval()));
+        }
+        PlanDecision::Resume => {}
+    }
+
+    let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
+    let (next, steps) = advance(ctx, &node, &view, plan, &now).await?;
+    conclude(&mut status, node.metadata.generation, &now);
+    match &next {
+        Next::RequeueAfter(d) => ctx.step_clock().hold(&uid, Instant::now() + *d),
+        _ => ctx.step_clock().forget(&uid),
+    }
+    if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
+        // Woken early (before a task's not-before): nothing ran, nothing to write.
+        return Ok(match next {
+            Next::RequeueAfter(d) => Action::requeue(d),
+            _ => Action::requeue(Duration::from_secs(1)),
+        });
+    }
+    write_status(&api, &node, &status).await?;
+    record_node(ctx, &ns, &name, &status);
+    publish_phase_change(ctx, &node, before.phase, status.phase).await;
+    Ok(match next {
+        Next::RequeueAfter(d) => Action::requeue(d),
+        Next::RunNextTask => Action::requeue(Duration::from_millis(10)),
+        Next::PlanComplete => Action::requeue(Duration::from_secs(1)),
+        Next::PlanFailed => Action::await_change(),
+    })
+}
+
+/// Run the plan's due steps, one after the other while they complete, and record each outcome
+/// in `plan`. Returns what to do next and how many steps ran.
+async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskPlan, now: &Time) -> Result<(Next, usize), ReconcileError> {
+    let node_json = serde_json::to_string(view)?;
+    let env = RunEnv { scope: node_scope(node, ctx.platform()), kube: ctx.kube().clone(), sidecar: ctx.sidecars().client_for(node) };
+    let mut next = Next::RunNextTask;
+    let mut steps = 0;
+    while let Some(index) = current_task(plan) {
+        if steps == MAX_STEPS_PER_RECONCILE || plan.phase != TaskPlanPhase::Active {
+            break;
+        }
+        // A poll interval or retry back-off still running: a watch event woke us early.
+        if let Some(wait) = wait_remaining(&plan.tasks[index], now) {
+            next = Next::RequeueAfter(wait);
+            break;
+        }
+        let task_type = plan.tasks[index].task_type.clone();
+        let Some(entry) = ctx.registry().resolve(&task_type) else {
+            let reason = format!("no module implements task type {task_type} (known: {})", ctx.registry().task_types().join(", "));
+            steps += 1;
+            next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", now);
+            break;
+        };
+        // A module that is not built in runs at most its share of the steps at once.
+        let slot = match entry.source {
+            ModuleSource::BuiltIn { .. } => None,
+            _ => match ctx.module_slots().try_acquire(&entry.module.digest, ctx.module_step_cap()) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(node = %node.name_any(), module = %entry.module.short_digest(), "module busy; step deferred");
+                    ctx.telemetry().count_deferred_step();
+                    next = Next::RequeueAfter(MODULE_BUSY_RETRY);
+                    break;
+                }
+            },
+        };
+        steps += 1;
+        let outcome = run_step(ctx, node, &node_json, &env, plan, index, &entry).await;
+        drop(slot);
+        next = record_step(plan, index, outcome.0, &outcome.1, now);
+        if next != Next::RunNextTask {
+            break;
+        }
+    }
+    Ok((next, steps))
+}
+
+/// One step of task `index` by `entry`'s module: run, logged, measured, counted against the
+/// module's rollout, failures published. Returns the outcome and the digest that ran it.
+async fn run_step(
+    ctx: &Context,
+    node: &SeiNode,
+    node_json: &str,
+    env: &RunEnv,
+    plan: &TaskPlan,
+    index: usize,
+    entry: &Arc<ModuleEntry>,
+) -> (TaskOutcome, String) {
+    let task = &plan.tasks[index];
+    let input = RunInput {
+        task_type: task.task_type.clone(),
+        task_id: task.id.clone(),
+        plan_id: plan.id.clone(),
+        node: node_json.to_string(),
+        params: task.params.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "{}".into()),
+        checkpoint: task.checkpoint.clone(),
+        attempt: u32::try_from(task.retry_count).unwrap_or(0) + 1,
+    };
+    let report = ctx.sandbox().run(&entry.module, input, env).await;
+    let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
+    tracing::info!(node = %who, task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
+    let outcome = outcome_of(&report);
+    if let Some(failed) = outcome.verdict() {
+        ctx.registry().record_outcome(entry, failed);
+    }
+    ctx.telemetry().observe_step(&task.task_type, &report.module_digest, report.duration_micros);
+    if let TaskOutcome::Failed { reason, retryable } = &outcome {
+        let retry = *retryable && task.retry_count < task.max_retries;
+        let (kind, what) = if retry { ("TaskRetry", "will retry") } else { ("TaskFailed", "failed") };
+        ctx.telemetry().count_task_failure(&task.task_type, retry);
+        publish(ctx, node, EventType::Warning, kind, format!("task {} ({}) {what}: {reason}", task.task_type, task.id)).await;
+    }
+    (outcome, report.module_digest)
+}
+
+/// Retry a conflict at once (the next reconcile reads fresh data), anything else after a
+/// back-off; count each by cause.
+pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.telemetry().count_reconcile_error(error.metric_label());
+    let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
+    if error.is_conflict() {
+        tracing::debug!(node = %who, %error, "status write lost to a concurrent change; retrying on fresh data");
+        return Action::requeue(Duration::from_millis(100));
+    }
+    tracing::warn!(node = %who, %error, cause = error.metric_label(), "reconcile failed; retrying");
+    Action::requeue(ERROR_BACKOFF)
+}
+
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Reconcile SeiNodes (and watch their owned objects) until the stream ends (shutdown signal).
+/// `namespace`: only that namespace (a namespace-scoped operator); `None`: every namespace.
+pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
+    let client = ctx.client().clone();
+    let ns = namespace.as_deref();
+    Controller::new(api_in::<SeiNode>(&client, ns), watcher::Config::default())
+        .owns(api_in::<StatefulSet>(&client, ns), watcher::Config::default())
+        .owns(api_in::<Service>(&client, ns), watcher::Config::default())
+        .owns(api_in::<PersistentVolumeClaim>(&client, ns), watcher::Config::default())
+        .owns(api_in::<Job>(&client, ns), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ms: u32) -> RunReport {
+        RunReport {
+            task_type: "t".into(),
+            module: "m".into(),
+            module_digest: "d".into(),
+            outcome: Ok(StepOutcome::Pending { requeue_after_ms: ms, checkpoint: "c".into(), message: String::new() }),
+            host_calls: vec![],
+            unrecorded_host_calls: 0,
+            host_call_count: 0,
+            log_calls: 0,
+            logs: vec![],
+            dropped_log_bytes: 0,
+            dropped_log_lines: 0,
+            fuel_consumed: 0,
+            peak_memory_bytes: 0,
+            duration_micros: 0,
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn pending_waits_are_floored() {
+        let wait = |ms| match outcome_of(&report(ms)) {
+            TaskOutcome::Pending { requeue_after, .. } => requeue_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(0), MIN_REQUEUE);
+        assert_eq!(wait(1), MIN_REQUEUE);
+        assert_eq!(wait(500), Duration::from_millis(500), "a sub-second wait above the floor is honoured");
+    }
+
+    #[test]
+    fn failures_name_the_module_and_digest() {
+        let mut r = report(0);
+        r.module_digest = "0123456789abcdef".into();
+        r.outcome = Err(RunError::Permanent("bad".into()));
+        match outcome_of(&r) {
+            TaskOutcome::Failed { reason, retryable } => {
+                assert_eq!(reason, "permanent error: bad (module m 0123456789ab)");
+                assert!(!retryable);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! What a node's task steps may touch (`policy::scope::Scope`), derived from the SeiNode and the
+//! platform: its namespace, its own object names, its uid as the owner of every write, its
+//! `spec.podLabels`, and the platform's service account, node pools and toleration
+//! (`steps_are_scoped_to_the_node_and_its_uid`). The controller and `task run` use this one
+//! function, so a dry run applies exactly the controller's rules.
+
+use super::crd::SeiNode;
+use crate::platform::PlatformConfig;
+use crate::policy::scope::{Placement, Scope};
+use kube::ResourceExt;
+
+pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
+    Scope::for_node(&node.namespace().unwrap_or_default(), &node.name_any())
+        .with_service_account(platform.service_account.clone())
+        .with_owner_uid(node.uid())
+        .with_pod_labels(node.spec.pod_labels.clone().unwrap_or_default())
+        .with_placement(Placement::for_platform(platform))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_scoped_to_the_node_and_its_uid() {
+        let node: SeiNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei", "uid": "u-123"},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}, "podLabels": {"team": "rpc"}}
+        }))
+        .unwrap();
+        let mut platform = PlatformConfig::for_local();
+        platform.service_account = Some("sei-node".into());
+        platform.node_pool = Some("pool".into());
+        let scope = node_scope(&node, &platform);
+        assert_eq!((scope.namespace.as_str(), scope.node_name.as_str()), ("sei", "rpc"));
+        assert_eq!(scope.owner_uid.as_deref(), Some("u-123"), "writes must be owned by this node");
+        assert!(scope.pod_service_accounts.contains("sei-node") && scope.pod_service_accounts.contains("default"));
+        assert_eq!(scope.pod_labels.get("team").map(String::as_str), Some("rpc"));
+        assert_eq!(scope.placement, Placement::for_platform(&platform));
+    }
+}

@@ -1,0 +1,79 @@
+//! How the controller reaches a node's sidecar: the address (`SidecarResolver`: the reference's pod
+//! DNS name, or a URL template for tests and the demo) and one HTTP client per address, kept for
+//! the node's later steps (`sidecar_urls`).
+
+use super::crd::SeiNode;
+use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
+use kube::ResourceExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const DEFAULT_SIDECAR_PORT: i32 = 7777;
+
+/// How the controller finds a node's sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SidecarResolver {
+    /// `http://<node>-0.<node>.<ns>.svc.cluster.local:<spec.sidecar.port or 7777>` (reference).
+    PodDns,
+    /// A template with `{name}` and `{namespace}` (tests, the demo).
+    Template(String),
+}
+
+impl SidecarResolver {
+    pub fn url(&self, node: &SeiNode) -> String {
+        let name = node.name_any();
+        let ns = node.namespace().unwrap_or_default();
+        match self {
+            SidecarResolver::PodDns => {
+                let port = node.spec.sidecar.as_ref().and_then(|s| s.port).unwrap_or(DEFAULT_SIDECAR_PORT);
+                HttpSidecarClient::pod_dns_url(&name, &ns, port as u16)
+            }
+            SidecarResolver::Template(t) => t.replace("{name}", &name).replace("{namespace}", &ns),
+        }
+    }
+}
+
+/// The sidecar clients, one per address.
+#[derive(Debug)]
+pub struct Sidecars {
+    resolver: SidecarResolver,
+    clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
+}
+
+impl Sidecars {
+    pub fn new(resolver: SidecarResolver) -> Self {
+        Self { resolver, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The client of `node`'s sidecar (`None` when its address is not a URL).
+    pub fn client_for(&self, node: &SeiNode) -> Option<Arc<dyn SidecarClient>> {
+        let url = self.resolver.url(node);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&url) {
+            return Some(c.clone());
+        }
+        let client = Arc::new(HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT).ok()?);
+        clients.insert(url, client.clone());
+        Some(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_urls() {
+        let node: SeiNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei"},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}, "sidecar": {"port": 7000}}
+        }))
+        .unwrap();
+        assert_eq!(SidecarResolver::PodDns.url(&node), "http://rpc-0.rpc.sei.svc.cluster.local:7000");
+        assert_eq!(
+            SidecarResolver::Template("http://127.0.0.1:9/nodes/{namespace}/{name}".into()).url(&node),
+            "http://127.0.0.1:9/nodes/sei/rpc"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The scope of a task step: the one SeiNode it works for, and everything that follows from it
+//! (pure data). The capability guard (`guard.rs`) and the pod policy (`pod_policy.rs`) decide
+//! against a `Scope`; the SeiNode controller builds one per step (`node::scope::node_scope`).
+//!
+//! Invariants (unit tests below): each kind has exactly one name a node may write
+//! (`writable_names_are_per_kind`), so a node named like another node's derived name (`data-v`)
+//! cannot reach that node's objects; the placement is the platform's and nothing else
+//! (`placement_follows_the_platform`).
+
+use crate::platform::PlatformConfig;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The label that ties a node's objects and pods to it (`sei.io/node=<node>`).
+pub const NODE_LABEL: &str = "sei.io/node";
+/// The bootstrap pod's component label (`sei-builtin-infra`).
+pub const COMPONENT_LABEL: (&str, &str) = ("sei.io/component", "bootstrap");
+/// The node-pool label of the platform's node affinity (the reference's Karpenter pools).
+pub const NODE_POOL_LABEL: &str = "karpenter.sh/nodepool";
+
+/// Where a node's pods may be scheduled: what the platform configures, nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Node label → the values `nodeSelector` and node affinity may require.
+    pub node_labels: BTreeMap<String, BTreeSet<String>>,
+    /// The taint keys pods may tolerate.
+    pub toleration_keys: BTreeSet<String>,
+}
+
+impl Placement {
+    /// The platform's node pools (`SEI_NODEPOOL_NAME`, `SEI_NODEPOOL_ARCHIVE`) and toleration key.
+    pub fn for_platform(platform: &PlatformConfig) -> Self {
+        let pools: BTreeSet<String> = platform.node_pool.iter().chain(platform.node_pool_archive.iter()).cloned().collect();
+        let mut node_labels = BTreeMap::new();
+        if !pools.is_empty() {
+            node_labels.insert(NODE_POOL_LABEL.to_string(), pools);
+        }
+        Self { node_labels, toleration_keys: platform.toleration_key.iter().cloned().collect() }
+    }
+}
+
+/// The node a run works for: its namespace and name (which fix the names its tasks may write),
+/// the service accounts, labels and placement its pod templates may use, and its uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub namespace: String,
+    pub node_name: String,
+    pub pod_service_accounts: BTreeSet<String>,
+    /// The SeiNode's uid: when known, every object a module writes must be owned by it (so it is
+    /// garbage-collected with the node) and by nothing else.
+    pub owner_uid: Option<String>,
+    /// The node's `spec.podLabels`: the only labels (besides `sei.io/node`) its pods may carry.
+    pub pod_labels: BTreeMap<String, String>,
+    /// Where its pods may be scheduled (the platform's node pools and toleration key).
+    pub placement: Placement,
+}
+
+impl Scope {
+    /// The names a SeiNode owns: `<node>` (StatefulSet, Service, bootstrap Service),
+    /// `data-<node>` (PVC) and `<node>-bootstrap` (bootstrap Job); see `writable_name`.
+    pub fn for_node(namespace: &str, node_name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            node_name: node_name.to_string(),
+            pod_service_accounts: ["default".to_string()].into_iter().collect(),
+            owner_uid: None,
+            pod_labels: Default::default(),
+            placement: Default::default(),
+        }
+    }
+
+    /// The node's `spec.podLabels`, which its pod templates may carry.
+    pub fn with_pod_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.pod_labels = labels;
+        self
+    }
+
+    /// Where the node's pods may be scheduled.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// The one name the node's object of `kind` has: `data-<node>` for its PVC,
+    /// `<node>-bootstrap` for its Job, `<node>` for the others. Per kind, so that a node whose
+    /// name looks like another's derived name (`data-v`) cannot reach that node's PVC.
+    pub fn writable_name(&self, kind: &str) -> String {
+        match kind {
+            "PersistentVolumeClaim" => format!("data-{}", self.node_name),
+            "Job" => format!("{}-bootstrap", self.node_name),
+            _ => self.node_name.clone(),
+        }
+    }
+
+    /// Require written objects to be owned by the SeiNode with this uid.
+    pub fn with_owner_uid(mut self, uid: Option<String>) -> Self {
+        self.owner_uid = uid;
+        self
+    }
+
+    /// Also allow the platform's service account (`SEI_SERVICE_ACCOUNT`) in pod templates.
+    pub fn with_service_account(mut self, service_account: Option<String>) -> Self {
+        self.pod_service_accounts.extend(service_account);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_names_are_per_kind() {
+        let s = Scope::for_node("sei", "rpc");
+        assert_eq!(s.writable_name("PersistentVolumeClaim"), "data-rpc");
+        assert_eq!(s.writable_name("Job"), "rpc-bootstrap");
+        for kind in ["StatefulSet", "Service", "ConfigMap"] {
+            assert_eq!(s.writable_name(kind), "rpc");
+        }
+        assert_eq!(Scope::for_node("sei", "data-v").writable_name("PersistentVolumeClaim"), "data-data-v");
+        assert!(s.pod_service_accounts.contains("default") && s.owner_uid.is_none());
+    }
+
+    #[test]
+    fn placement_follows_the_platform() {
+        let mut p = PlatformConfig::for_local();
+        assert_eq!(Placement::for_platform(&p), Placement::default(), "no pool, no toleration: nothing may be required");
+        p.node_pool = Some("rpc".into());
+        p.node_pool_archive = Some("archive".into());
+        p.toleration_key = Some("sei.io/pool".into());
+        let placement = Placement::for_platform(&p);
+        assert_eq!(placement.node_labels[NODE_POOL_LABEL], ["archive".to_string(), "rpc".to_string()].into());
+        assert_eq!(placement.toleration_keys, ["sei.io/pool".to_string()].into());
+    }
+}
