@@ -100,6 +100,10 @@ struct ControllerArgs {
     /// Steps one module that is not built in may run at once (a share of `--concurrency`).
     #[arg(long)]
     module_step_cap: Option<usize>,
+    /// Kubernetes requests a second that one module that is not built in may make across all its
+    /// steps (bursts of twice as many); 0: no limit.
+    #[arg(long, default_value_t = sei_operator::sandbox::limits::DEFAULT_MODULE_REQUEST_RATE.per_second)]
+    module_requests_per_second: u32,
 }
 
 /// The controller's limits policy from its flags and `--task-limits`.
@@ -191,6 +195,10 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         cache_dir: args.module_cache.clone(),
         limits: limits_policy(&args)?,
         compiler,
+        module_request_rate: (args.module_requests_per_second > 0).then(|| sei_operator::sandbox::limits::RequestRate {
+            per_second: args.module_requests_per_second,
+            burst: args.module_requests_per_second.saturating_mul(2),
+        }),
         ..Default::default()
     })?);
     let registry = Arc::new(TaskRegistry::new());

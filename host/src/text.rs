@@ -5,7 +5,9 @@
 //! - [`escape`] leaves printable text alone and turns every control character (C0, DEL, C1),
 //!   the Unicode line and paragraph separators and the bidirectional overrides into a visible
 //!   escape (`\n`, `\u{1b}`), so a guest cannot forge a log line, clear a terminal or reorder
-//!   what a reader sees (`control_characters_are_escaped`, `printable_text_is_unchanged`);
+//!   what a reader sees (`control_characters_are_escaped`, `printable_text_is_unchanged`); the
+//!   same goes for invisible characters (zero-width, byte-order mark, tags); [`json_safe`] does it
+//!   for JSON text without changing the JSON (`json_stays_json_and_safe`);
 //! - [`clip`] cuts at a character boundary and says how long the text was
 //!   (`clip_cuts_at_a_char_boundary`); [`safe`] escapes, then clips, so the result is bounded
 //!   whatever the input (`safe_output_is_bounded`).
@@ -18,8 +20,32 @@ fn is_unsafe(c: char) -> bool {
     c.is_control()
         // Line and paragraph separators: some viewers break lines on them.
         || matches!(c, '\u{2028}' | '\u{2029}')
-        // Bidirectional embeddings, overrides and isolates ("Trojan Source").
+        // Bidirectional embeddings, overrides, isolates and marks ("Trojan Source").
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+        // Invisible characters: zero-width spaces and joiners, word joiners and invisible
+        // operators, the byte-order mark, soft hyphen, tag characters.
+        || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2065}' | '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{ad}')
+        || matches!(c, '\u{e0000}'..='\u{e007f}')
+}
+
+/// JSON text (from `serde_json`, which escapes only C0 controls in strings) with every other
+/// unsafe character written as a `\uXXXX` escape: still the same JSON, safe on a terminal.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(|c| is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t')) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t') {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{:04x}", u);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `text` with every control and bidi-control character escaped (`\n`, `\r`, `\t`, `\\u{…}`).
@@ -82,10 +108,23 @@ mod tests {
             ("sep\u{2028}x", "sep\\u{2028}x"),
             ("bidi\u{202e}txt.exe", "bidi\\u{202e}txt.exe"),
             ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
+            ("zero\u{200b}width", "zero\\u{200b}width"),
+            ("bom\u{feff}", "bom\\u{feff}"),
+            ("tag\u{e0041}", "tag\\u{e0041}"),
         ] {
             assert_eq!(escape(input), want, "{input:?}");
             assert!(!escape(input).chars().any(is_unsafe));
         }
+    }
+
+    #[test]
+    fn json_stays_json_and_safe() {
+        let value = serde_json::json!({"m": "del\u{7f} c1\u{9b} bidi\u{202e} ok\n"});
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let safe = json_safe(&text);
+        assert!(!safe.chars().any(|c| is_unsafe(c) && c != '\n'), "{safe}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value, "the same JSON");
+        assert!(matches!(json_safe("{\"a\": 1}"), Cow::Borrowed(_)));
     }
 
     #[test]

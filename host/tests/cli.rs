@@ -49,7 +49,8 @@ fn task_run_applies_the_controllers_ownership_rule() {
     let stdout = String::from_utf8_lossy(&written.stdout);
     assert_eq!(written.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("objects in the in-memory cluster: 1"), "{stdout}");
-    assert!(stdout.contains("host calls: 1 of 64 allowed"), "the limits in force are printed: {stdout}");
+    assert!(stdout.contains("host calls: 2 of 64 allowed"), "the limits in force are printed: {stdout}");
+    assert!(stdout.contains("get v1/ConfigMap sei/rpc (owner check)"), "the owner check is traced: {stdout}");
 }
 
 #[test]

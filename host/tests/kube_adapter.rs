@@ -99,7 +99,7 @@ async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
 
 #[tokio::test]
 async fn list_follows_continue_tokens_and_refuses_oversized_answers() {
-    use sei_operator::adapters::kube::{KubeAdapter, TypeRef};
+    use sei_operator::adapters::kube::{KubeAdapter, ListLimits, TypeRef};
     let cluster = TestCluster::shared();
     let ns = cluster.namespace("adapter-list").await;
     let client = cluster.client().await;
@@ -110,15 +110,23 @@ async fn list_follows_continue_tokens_and_refuses_oversized_answers() {
     }
     let adapter = KubeClientAdapter::new(client.clone()).with_page_size(2);
     let ty = TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() };
-    let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), 10).await.unwrap();
+    let limits = |max_requests| ListLimits { max_requests, max_bytes: 1 << 20 };
+    let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), limits(10)).await;
     assert_eq!(listed.requests, 3);
-    let mut names: Vec<String> = listed.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> = listed.result.unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
     names.sort();
     assert_eq!(names, (0..5).map(|i| format!("peer-{i}")).collect::<Vec<_>>(), "three pages of two, all five objects");
-    // The caller's request budget bounds the pages.
-    let err = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), 2).await.unwrap_err();
+    // The caller's request budget bounds the pages, and the requests made are reported also when
+    // the list fails.
+    let over = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), limits(2)).await;
+    assert_eq!(over.requests, 2);
+    let err = over.result.unwrap_err();
     assert!(err.to_string().contains("needs more than 2 requests"), "{err}");
     let capped = KubeClientAdapter::new(client.clone()).with_page_size(2).with_max_items(3);
-    let err = capped.list(&ty, ns.name(), Some("sei.io/test=paged"), 10).await.unwrap_err();
-    assert!(err.to_string().contains("more than 3 ConfigMap objects match; narrow the label selector"), "{err}");
+    let err = capped.list(&ty, ns.name(), Some("sei.io/test=paged"), limits(10)).await.result.unwrap_err();
+    assert!(err.to_string().contains("over 3 objects"), "{err}");
+    // The byte cap stops the list as soon as it is passed.
+    let tight = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), ListLimits { max_requests: 10, max_bytes: 300 }).await;
+    assert!(tight.result.unwrap_err().to_string().contains("300 bytes"));
+    assert!(tight.requests < 3, "stopped before the last page: {}", tight.requests);
 }

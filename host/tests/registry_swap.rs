@@ -3,7 +3,7 @@
 //! it started with while the next step runs the new one.
 
 use async_trait::async_trait;
-use sei_operator::adapters::kube::{KubeAdapter, KubeAdapterError, Listed, TypeRef};
+use sei_operator::adapters::kube::{KubeAdapter, KubeAdapterError, ListLimits, Listed, TypeRef};
 use sei_operator::embedded::test_guest_path;
 use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::policy::scope::Scope;
@@ -33,8 +33,8 @@ impl KubeAdapter for HeldKube {
         }
         Ok(None)
     }
-    async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, _: u32) -> Result<Listed, KubeAdapterError> {
-        Ok(Listed { items: vec![], requests: 1 })
+    async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, _: ListLimits) -> Listed {
+        Listed { result: Ok(vec![]), requests: 1 }
     }
     async fn create(&self, _: &TypeRef, _: &str, o: Value) -> Result<Value, KubeAdapterError> {
         Ok(o)
@@ -42,7 +42,7 @@ impl KubeAdapter for HeldKube {
     async fn apply(&self, _: &TypeRef, _: &str, _: &str, o: Value, _: &str) -> Result<Value, KubeAdapterError> {
         Ok(o)
     }
-    async fn delete(&self, _: &TypeRef, _: &str, _: &str) -> Result<bool, KubeAdapterError> {
+    async fn delete(&self, _: &TypeRef, _: &str, _: &str, _: Option<&str>) -> Result<bool, KubeAdapterError> {
         Ok(true)
     }
 }

@@ -199,6 +199,11 @@ async fn compile_bomb_is_stopped_in_the_child() {
     assert!(err.to_string().contains("compiling exceeded the CPU limit of 2 s (the compiler was stopped)"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "stopped at the limit: {:?}", started.elapsed());
     assert!(grew < 8 * MIB, "the controller grew by {grew} bytes while the child compiled");
+    // The same bytes are not compiled again.
+    let again = Instant::now();
+    let err = sandbox.load_module(&bomb, ModuleGrant::new(Grants::new([]))).await.unwrap_err();
+    assert!(err.to_string().contains("remembered from an earlier attempt"), "{err}");
+    assert!(again.elapsed() < Duration::from_secs(1), "{:?}", again.elapsed());
 
     let tight = Sandbox::new(SandboxConfig { compiler: child_compiler(96 << 20, 60), ..Default::default() }).unwrap();
     let err = tight.load_module(&bomb, ModuleGrant::new(Grants::new([]))).await.unwrap_err();

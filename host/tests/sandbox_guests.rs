@@ -5,12 +5,12 @@
 //! escaped guest text and the pod policy through a real module.
 
 use async_trait::async_trait;
-use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, KubeAdapterError, Listed, TypeRef};
+use sei_operator::adapters::kube::{InMemoryKube, KubeAdapter, KubeAdapterError, ListLimits, Listed, TypeRef};
 use sei_operator::adapters::sidecar::InMemorySidecar;
 use sei_operator::embedded::test_guest_path;
 use sei_operator::policy::guard::{CapabilityName, Grants};
 use sei_operator::policy::scope::Scope;
-use sei_operator::sandbox::limits::LimitsPolicy;
+use sei_operator::sandbox::limits::{LimitsPolicy, RequestRate};
 use sei_operator::sandbox::{
     LoadError, LoadedModule, ModuleGrant, RunEnv, RunError, RunInput, RunReport, Sandbox, SandboxConfig, StepOutcome,
 };
@@ -360,9 +360,9 @@ impl KubeAdapter for CountingKube {
         self.hit();
         self.inner.get(ty, ns, name).await
     }
-    async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, max: u32) -> Result<Listed, KubeAdapterError> {
+    async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, limits: ListLimits) -> Listed {
         self.hit();
-        self.inner.list(ty, ns, sel, max).await
+        self.inner.list(ty, ns, sel, limits).await
     }
     async fn create(&self, ty: &TypeRef, ns: &str, o: serde_json::Value) -> Result<serde_json::Value, KubeAdapterError> {
         self.hit();
@@ -379,9 +379,9 @@ impl KubeAdapter for CountingKube {
         self.hit();
         self.inner.apply(ty, ns, name, o, m).await
     }
-    async fn delete(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<bool, KubeAdapterError> {
+    async fn delete(&self, ty: &TypeRef, ns: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
         self.hit();
-        self.inner.delete(ty, ns, name).await
+        self.inner.delete(ty, ns, name, uid).await
     }
 }
 
@@ -422,9 +422,12 @@ async fn huge_log_line_is_refused_before_it_is_lifted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_call_flood_is_stopped_by_the_budget() {
     let f = fixture().await;
+    // Its own instance: its request bucket is full (other tests share the fixture's).
+    let flooder =
+        f.sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead]))).await.unwrap();
     let (env, kube) = counting_env();
     let good = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env);
-    let bad = f.sandbox.run(&f.misbehaving, input("call-flood", "{}"), &env);
+    let bad = f.sandbox.run(&flooder, input("call-flood", "{}"), &env);
     let (good, bad) = tokio::join!(good, bad);
     assert!(good.outcome.is_ok(), "{:?}", good.outcome);
     match &bad.outcome {
@@ -439,6 +442,30 @@ async fn host_call_flood_is_stopped_by_the_budget() {
     assert_eq!(kube.count(), 64 + 1, "the cluster saw exactly the budget (and the well-behaved step's one get)");
     let budgets = f.sandbox.metrics().budget_counts();
     assert!(budgets.get(&(bad.module_digest.clone(), "host-calls")).copied().unwrap_or(0) >= 1, "{budgets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rate_bounds_a_module_across_steps() {
+    let rate = RequestRate { per_second: 1, burst: 10 };
+    let sandbox = Sandbox::new(SandboxConfig { module_request_rate: Some(rate), ..Default::default() }).unwrap();
+    let module =
+        sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead]))).await.unwrap();
+    let (env, kube) = counting_env();
+    let first = sandbox.run(&module, input("call-flood", "{}"), &env).await;
+    assert!(matches!(first.outcome, Err(RunError::BudgetExceeded(_))), "the step still ends at its budget: {:?}", first.outcome);
+    assert_eq!(kube.count(), 10, "the burst reached the cluster, the rest was answered `unavailable`");
+    assert!(first.host_calls.iter().any(|c| c.outcome.contains("request rate of 1/s is used up")), "{:?}", first.host_calls.last());
+    let second = sandbox.run(&module, input("call-flood", "{}"), &env).await;
+    assert!(second.outcome.is_err());
+    assert!(kube.count() <= 12, "a second step right after gets about one request a second: {}", kube.count());
+    let trusted = sandbox
+        .load_module(
+            &read_guest("test-misbehaving"),
+            ModuleGrant { trusted_code: true, ..ModuleGrant::new(Grants::new([CapabilityName::KubeRead])) },
+        )
+        .await
+        .unwrap();
+    assert!(trusted.requests.is_none(), "built-in modules are not rate-limited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,12 @@
 //! stable field manager per task type); `InMemoryKube` is a small object store with the same
 //! create/apply/delete semantics for `task run`, tests and benchmarks.
 //!
-//! `list` pages through the API server (100 objects a page, following continue tokens), makes at
-//! most the requests the caller allows (a module's remaining host-call budget) and refuses answers
-//! over `MAX_LIST_ITEMS` (`list_follows_continue_tokens_and_refuses_oversized_answers` in
-//! `tests/kube_adapter.rs`); every call times out after 10 s as `unavailable`.
+//! `list` pages through the API server (16 objects a page, following continue tokens), makes at
+//! most the requests the caller allows (a module's remaining host-call budget), stops as soon as
+//! the answer passes the caller's byte cap or `MAX_LIST_ITEMS`, and reports the requests it made
+//! also when it failed (`list_follows_continue_tokens_and_refuses_oversized_answers` in
+//! `tests/kube_adapter.rs`); `delete` can be made conditional on the object's uid; every call
+//! times out after 10 s as `unavailable`.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -34,31 +36,54 @@ pub enum KubeAdapterError {
     Unavailable(String),
 }
 
-/// What a `list` found, and how many API requests it took.
+/// The bounds of one `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListLimits {
+    /// API requests (pages) it may make.
+    pub max_requests: u32,
+    /// JSON bytes of all the objects it may hold.
+    pub max_bytes: usize,
+}
+
+/// What a `list` found, and how many API requests it made (also when it failed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
-    pub items: Vec<Value>,
+    pub result: Result<Vec<Value>, KubeAdapterError>,
     pub requests: u32,
 }
 
 #[async_trait]
 pub trait KubeAdapter: Send + Sync {
     async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError>;
-    /// List with at most `max_requests` API requests (pages); an answer that needs more is
-    /// `Invalid`.
-    async fn list(
-        &self,
-        ty: &TypeRef,
-        namespace: &str,
-        label_selector: Option<&str>,
-        max_requests: u32,
-    ) -> Result<Listed, KubeAdapterError>;
+    /// List within `limits`; an answer that needs more requests or bytes is `Invalid`.
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed;
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError>;
     /// Server-side apply, forcing ownership, as `field_manager`.
     async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str)
     -> Result<Value, KubeAdapterError>;
-    /// `Ok(false)` when the object was already gone.
-    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError>;
+    /// `Ok(false)` when the object was already gone. With `uid`, only that very object is
+    /// deleted (a precondition): another object of the same name is a `Conflict`.
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError>;
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON size of a value, without building the JSON.
+pub fn json_size<T: serde::Serialize>(value: &T) -> usize {
+    let mut count = ByteCount(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A real API server through `kube::Client`, with dynamic objects.
@@ -72,8 +97,9 @@ pub struct KubeClientAdapter {
 /// Objects one `list` may return: a larger answer is refused (narrow the label selector), so a
 /// module cannot make the host hold a whole cluster's objects.
 pub const MAX_LIST_ITEMS: usize = 1000;
-/// Objects per page: one page is what the controller holds at once before the size checks.
-pub const LIST_PAGE_SIZE: u32 = 100;
+/// Objects per page: one page (at most 16 objects of at most ~1.5 MiB each) is what the
+/// controller holds beyond the caller's byte cap before it stops.
+pub const LIST_PAGE_SIZE: u32 = 16;
 
 impl KubeClientAdapter {
     pub fn new(client: ::kube::Client) -> Self {
@@ -100,6 +126,51 @@ impl KubeClientAdapter {
         let gvk = ::kube::api::GroupVersionKind::gvk(group, version, &ty.kind);
         let ar = ::kube::api::ApiResource::from_gvk(&gvk);
         Ok(::kube::Api::namespaced_with(self.client.clone(), namespace, &ar))
+    }
+}
+
+impl KubeClientAdapter {
+    /// The pages of a `list`, counting each request in `requests` as it is made.
+    async fn list_pages(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+        limits: ListLimits,
+        requests: &mut u32,
+    ) -> Result<Vec<Value>, KubeAdapterError> {
+        let api = self.api(ty, namespace)?;
+        let mut lp = ::kube::api::ListParams::default();
+        if let Some(sel) = label_selector {
+            lp = lp.labels(sel);
+        }
+        lp = lp.limit(self.page_size);
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            if *requests >= limits.max_requests {
+                return Err(KubeAdapterError::Invalid(format!(
+                    "listing {} needs more than {} requests (the step's remaining host-call budget); narrow the label selector",
+                    ty.kind, limits.max_requests
+                )));
+            }
+            *requests += 1;
+            let page = timed(api.list(&lp)).await?;
+            for item in page.items {
+                bytes += json_size(&item);
+                if bytes > limits.max_bytes || items.len() >= self.max_items {
+                    return Err(KubeAdapterError::Invalid(format!(
+                        "the {} objects matched are over {} objects or {} bytes; narrow the label selector",
+                        ty.kind, self.max_items, limits.max_bytes
+                    )));
+                }
+                items.push(to_value(item)?);
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => return Ok(items),
+            }
+        }
     }
 }
 
@@ -148,43 +219,10 @@ impl KubeAdapter for KubeClientAdapter {
         }
     }
 
-    async fn list(
-        &self,
-        ty: &TypeRef,
-        namespace: &str,
-        label_selector: Option<&str>,
-        max_requests: u32,
-    ) -> Result<Listed, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
-        let mut lp = ::kube::api::ListParams::default();
-        if let Some(sel) = label_selector {
-            lp = lp.labels(sel);
-        }
-        lp = lp.limit(self.page_size);
-        let mut items = Vec::new();
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed {
         let mut requests = 0u32;
-        loop {
-            if requests == max_requests {
-                return Err(KubeAdapterError::Invalid(format!(
-                    "listing {} needs more than {max_requests} requests (the step's remaining host-call budget); narrow the label selector",
-                    ty.kind
-                )));
-            }
-            requests += 1;
-            let page = timed(api.list(&lp)).await?;
-            items.extend(page.items);
-            if items.len() > self.max_items {
-                return Err(KubeAdapterError::Invalid(format!(
-                    "more than {} {} objects match; narrow the label selector",
-                    self.max_items, ty.kind
-                )));
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => lp = lp.continue_token(&token),
-                None => break,
-            }
-        }
-        Ok(Listed { items: items.into_iter().map(to_value).collect::<Result<_, _>>()?, requests })
+        let result = self.list_pages(ty, namespace, label_selector, limits, &mut requests).await;
+        Listed { result, requests }
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {
@@ -206,9 +244,13 @@ impl KubeAdapter for KubeClientAdapter {
         to_value(timed(api.patch(name, &pp, &::kube::api::Patch::Apply(&object))).await?)
     }
 
-    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError> {
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
         let api = self.api(ty, namespace)?;
-        let dp = ::kube::api::DeleteParams { propagation_policy: Some(::kube::api::PropagationPolicy::Background), ..Default::default() };
+        let dp = ::kube::api::DeleteParams {
+            propagation_policy: Some(::kube::api::PropagationPolicy::Background),
+            preconditions: uid.map(|u| ::kube::api::Preconditions { uid: Some(u.to_string()), resource_version: None }),
+            ..Default::default()
+        };
         match timed(api.delete(name, &dp)).await {
             Ok(_) => Ok(true),
             Err(KubeAdapterError::NotFound) => Ok(false),
@@ -292,20 +334,22 @@ impl KubeAdapter for InMemoryKube {
         Ok(self.lock().get(&(ty.clone(), namespace.to_string(), name.to_string())).cloned())
     }
 
-    async fn list(
-        &self,
-        ty: &TypeRef,
-        namespace: &str,
-        label_selector: Option<&str>,
-        _max_requests: u32,
-    ) -> Result<Listed, KubeAdapterError> {
-        let items = self
+    async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed {
+        let items: Vec<Value> = self
             .lock()
             .iter()
             .filter(|((t, ns, _), o)| t == ty && ns == namespace && matches_selector(o, label_selector))
             .map(|(_, o)| o.clone())
             .collect();
-        Ok(Listed { items, requests: 1 })
+        let result = if items.iter().map(json_size).sum::<usize>() > limits.max_bytes {
+            Err(KubeAdapterError::Invalid(format!(
+                "the {} objects matched are over {} bytes; narrow the label selector",
+                ty.kind, limits.max_bytes
+            )))
+        } else {
+            Ok(items)
+        };
+        Listed { result, requests: 1 }
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, mut object: Value) -> Result<Value, KubeAdapterError> {
@@ -339,8 +383,15 @@ impl KubeAdapter for InMemoryKube {
         Ok(stored)
     }
 
-    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<bool, KubeAdapterError> {
-        Ok(self.lock().remove(&(ty.clone(), namespace.to_string(), name.to_string())).is_some())
+    async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
+        let key = (ty.clone(), namespace.to_string(), name.to_string());
+        let mut objects = self.lock();
+        if let (Some(want), Some(object)) = (uid, objects.get(&key))
+            && object.pointer("/metadata/uid").and_then(Value::as_str) != Some(want)
+        {
+            return Err(KubeAdapterError::Conflict(format!("{} {namespace}/{name} is not the object with uid {want}", ty.kind)));
+        }
+        Ok(objects.remove(&key).is_some())
     }
 }
 
@@ -379,17 +430,26 @@ mod tests {
         for (name, ns, role) in [("a", "ns", "full"), ("b", "ns", "archive"), ("c", "other", "full")] {
             k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name,"namespace":ns,"labels":{"role":role}}})).unwrap();
         }
-        let got = k.list(&cm(), "ns", Some("role=full"), 1).await.unwrap().items;
+        let limits = ListLimits { max_requests: 1, max_bytes: 1 << 20 };
+        let got = k.list(&cm(), "ns", Some("role=full"), limits).await.result.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["metadata"]["name"], "a");
-        assert_eq!(k.list(&cm(), "ns", None, 1).await.unwrap().items.len(), 2);
+        assert_eq!(k.list(&cm(), "ns", None, limits).await.result.unwrap().len(), 2);
+        let tight = ListLimits { max_requests: 1, max_bytes: 10 };
+        assert!(matches!(k.list(&cm(), "ns", None, tight).await.result, Err(KubeAdapterError::Invalid(_))));
     }
 
     #[tokio::test]
     async fn in_memory_delete_reports_whether_it_existed() {
         let k = InMemoryKube::new();
         k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}})).unwrap();
-        assert!(k.delete(&cm(), "ns", "a").await.unwrap());
-        assert!(!k.delete(&cm(), "ns", "a").await.unwrap());
+        assert!(k.delete(&cm(), "ns", "a", None).await.unwrap());
+        assert!(!k.delete(&cm(), "ns", "a", None).await.unwrap());
+        k.insert(json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b","namespace":"ns","uid":"u-b"}})).unwrap();
+        assert!(
+            matches!(k.delete(&cm(), "ns", "b", Some("u-other")).await, Err(KubeAdapterError::Conflict(_))),
+            "a precondition on the uid"
+        );
+        assert!(k.delete(&cm(), "ns", "b", Some("u-b")).await.unwrap());
     }
 }

@@ -117,8 +117,10 @@ impl HttpSidecarClient {
             error: Option<String>,
         }
         let body = read_capped(resp).await.unwrap_or_default();
-        let text = crate::text::safe(&String::from_utf8_lossy(&body), 1024);
-        let msg = serde_json::from_str::<ErrBody>(&text).ok().and_then(|b| b.error).unwrap_or(text);
+        // Decode first, escape after: a JSON escape such as \u001b must not come back raw.
+        let raw = String::from_utf8_lossy(&body);
+        let msg =
+            crate::text::safe(&serde_json::from_str::<ErrBody>(&raw).ok().and_then(|b| b.error).unwrap_or_else(|| raw.to_string()), 1024);
         if code == reqwest::StatusCode::NOT_FOUND {
             SidecarAdapterError::NotFound
         } else if code.is_client_error() {

@@ -154,7 +154,8 @@ async fn run(args: RunArgs) -> Result<std::process::ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "steps": reports, "objects": kube.objects() }))?);
+        let json = serde_json::to_string_pretty(&serde_json::json!({ "steps": reports, "objects": kube.objects() }))?;
+        println!("{}", sei_operator::text::json_safe(&json));
     } else {
         let objects = kube.objects();
         println!("\nobjects in the in-memory cluster: {}", objects.len());

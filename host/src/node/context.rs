@@ -1,6 +1,7 @@
 //! Everything a SeiNode reconcile needs, built once (kube-rs's `Context`): private fields, read
 //! through accessors, set through `ContextBuilder`. Counters live in `Telemetry`, not here.
 
+use super::convergence::ConvergenceLog;
 use super::sidecars::{SidecarResolver, Sidecars};
 use super::step_clock::StepClock;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
@@ -32,6 +33,7 @@ pub struct Context {
     module_step_cap: usize,
     step_clock: StepClock,
     module_slots: ModuleSlots,
+    convergences: ConvergenceLog,
 }
 
 /// Builds a [`Context`]; what is not set keeps its default.
@@ -104,6 +106,9 @@ impl Context {
     pub fn module_slots(&self) -> &ModuleSlots {
         &self.module_slots
     }
+    pub fn convergences(&self) -> &ConvergenceLog {
+        &self.convergences
+    }
 }
 
 impl ContextBuilder {
@@ -151,6 +156,7 @@ impl ContextBuilder {
             module_step_cap: self.module_step_cap,
             step_clock: StepClock::default(),
             module_slots: ModuleSlots::default(),
+            convergences: ConvergenceLog::default(),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! - `planner`: pure, the plan a node should run (reference task lists, typed params);
 //! - `stepper`: pure, how a step's outcome changes the plan and the node's status;
 //! - `step_clock`: when each waiting node may step again;
+//! - `convergence`: how often a Running node may get a convergence plan;
 //! - `scope`: what a node's steps may touch;
 //! - `sidecars`: how a node's sidecar is reached;
 //! - `observe`: what a reconcile reads besides the node;
@@ -16,6 +17,7 @@
 //! controller (`taskmodule`).
 
 pub mod context;
+pub mod convergence;
 pub mod crd;
 pub mod error;
 pub mod events;

@@ -46,7 +46,10 @@ pub const MAX_STEPS_PER_RECONCILE: usize = 32;
 /// The shortest wait a `pending` step gets, whatever its module asks for: at most four steps (and
 /// status writes) per node per second.
 pub const MIN_REQUEUE: Duration = Duration::from_millis(250);
-/// How long a step waits when its (non-built-in) module already runs its share of the steps.
+/// The longest wait a `pending` step gets (a module asking for days waits an hour).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// How long a step waits when its (non-built-in) module already runs its share of the steps (plus
+/// up to as much again, at random, so that deferred nodes do not come back together).
 pub const MODULE_BUSY_RETRY: Duration = Duration::from_millis(500);
 /// Back-off after a reconcile error other than a conflict.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -71,7 +74,7 @@ fn outcome_of(report: &RunReport) -> TaskOutcome {
     match &report.outcome {
         Ok(StepOutcome::Complete { .. }) => TaskOutcome::Complete,
         Ok(StepOutcome::Pending { requeue_after_ms, checkpoint, message }) => TaskOutcome::Pending {
-            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms)).max(MIN_REQUEUE),
+            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms)).clamp(MIN_REQUEUE, MAX_REQUEUE),
             checkpoint: checkpoint.clone(),
             message: message.clone(),
         },
@@ -105,6 +108,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
     ctx.step_clock().forget(&node.uid().unwrap_or_default());
+    ctx.convergences().forget(&node.uid().unwrap_or_default());
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
     let mut status = node.status.clone().unwrap_or_default();
@@ -128,6 +132,11 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     // event, ...): nothing to do, not even a read.
     if let Some(wait) = ctx.step_clock().wait(&uid, Instant::now()) {
         return Ok(Action::requeue(wait));
+    }
+    // The next step's module already runs its share: wait, without reading anything.
+    if module_busy(ctx, &cached) {
+        ctx.telemetry().count_deferred_step();
+        return Ok(Action::requeue(busy_retry()));
     }
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
@@ -160,6 +169,19 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     };
     match decision {
         PlanDecision::New { plan, phase, reason } => {
+            if phase == SeiNodePhase::Running
+                && let Some(wait) = ctx.convergences().start(&uid, node.metadata.generation, Instant::now())
+            {
+                // Converged plans that did not remove the drift: do not rebuild one every second.
+                tracing::warn!(node = %format!("{ns}/{name}"), %reason, ?wait, "drift persists after repeated convergence plans; waiting");
+                let note = format!(
+                    "{reason}; {} convergence plans in 5 minutes did not remove it, the next one waits {}s",
+                    super::convergence::MAX_CONVERGENCES,
+                    wait.as_secs()
+                );
+                publish(ctx, &node, EventType::Warning, "ConvergenceStuck", note).await;
+                return Ok(Action::requeue(wait));
+            }
             let (id, count) = (plan.id.clone(), plan.tasks.len());
             status.plan = Some(plan);
             status.phase = Some(phase);
@@ -184,18 +206,22 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
     let (next, steps) = advance(ctx, &node, &view, plan, &now).await?;
     conclude(&mut status, node.metadata.generation, &now);
-    match &next {
+    // The node waits only once what it waits after is written: a lost write (a conflict) is
+    // retried at once, not after the wait.
+    let hold = || match &next {
         Next::RequeueAfter(d) => ctx.step_clock().hold(&uid, Instant::now() + *d),
         _ => ctx.step_clock().forget(&uid),
-    }
+    };
     if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
         // Woken early (before a task's not-before): nothing ran, nothing to write.
+        hold();
         return Ok(match next {
             Next::RequeueAfter(d) => Action::requeue(d),
             _ => Action::requeue(Duration::from_secs(1)),
         });
     }
     write_status(&api, &node, &status).await?;
+    hold();
     record_node(ctx, &ns, &name, &status);
     publish_phase_change(ctx, &node, before.phase, status.phase).await;
     Ok(match next {
@@ -204,6 +230,24 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         Next::PlanComplete => Action::requeue(Duration::from_secs(1)),
         Next::PlanFailed => Action::await_change(),
     })
+}
+
+/// Whether the current task of the node (as the watch cache has it) runs on a module that is not
+/// built in and already runs its share of the steps.
+fn module_busy(ctx: &Context, cached: &SeiNode) -> bool {
+    let Some(plan) = cached.status.as_ref().and_then(|s| s.plan.as_ref()).filter(|p| p.phase == TaskPlanPhase::Active) else {
+        return false;
+    };
+    let Some(task) = current_task(plan).map(|i| &plan.tasks[i]) else { return false };
+    ctx.registry().resolve(&task.task_type).is_some_and(|entry| {
+        !matches!(entry.source, ModuleSource::BuiltIn { .. }) && ctx.module_slots().is_full(&entry.module.digest, ctx.module_step_cap())
+    })
+}
+
+/// `MODULE_BUSY_RETRY` plus up to as much again.
+fn busy_retry() -> Duration {
+    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u64;
+    MODULE_BUSY_RETRY + MODULE_BUSY_RETRY.mul_f64(jitter as f64 / 1000.0)
 }
 
 /// Run the plan's due steps, one after the other while they complete, and record each outcome
@@ -237,7 +281,7 @@ async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskP
                 None => {
                     tracing::debug!(node = %node.name_any(), module = %entry.module.short_digest(), "module busy; step deferred");
                     ctx.telemetry().count_deferred_step();
-                    next = Next::RequeueAfter(MODULE_BUSY_RETRY);
+                    next = Next::RequeueAfter(busy_retry());
                     break;
                 }
             },
@@ -364,6 +408,7 @@ mod tests {
         assert_eq!(wait(0), MIN_REQUEUE);
         assert_eq!(wait(1), MIN_REQUEUE);
         assert_eq!(wait(500), Duration::from_millis(500), "a sub-second wait above the floor is honoured");
+        assert_eq!(wait(u32::MAX), MAX_REQUEUE, "and a module asking for weeks waits an hour");
     }
 
     #[test]

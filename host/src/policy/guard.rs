@@ -200,29 +200,39 @@ impl CapabilityGuard {
     /// The object a create or apply writes: it must be owned by the node (when its uid is known)
     /// and by nothing else, and a workload's pod template must pass the pod policy.
     pub fn check_object(&self, kind: &str, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
-        if let Some(uid) = &self.scope.owner_uid {
-            let owners = object.pointer("/metadata/ownerReferences").and_then(serde_json::Value::as_array);
-            let is_node = |o: &serde_json::Value| {
-                o.get("kind").and_then(serde_json::Value::as_str) == Some("SeiNode")
-                    && o.get("apiVersion").and_then(serde_json::Value::as_str) == Some("sei.io/v1alpha1")
-                    && o.get("name").and_then(serde_json::Value::as_str) == Some(self.scope.node_name.as_str())
-                    && o.get("uid").and_then(serde_json::Value::as_str) == Some(uid.as_str())
-            };
-            match owners {
-                Some(list) if !list.is_empty() && list.iter().all(is_node) => {}
-                _ => {
-                    return Err(Denial {
-                        reason: "owner",
-                        message: format!(
-                            "{what}: the object must be owned by SeiNode {} (uid {uid}) and by nothing else, through metadata.ownerReferences",
-                            self.scope.node_name
-                        ),
-                    });
-                }
-            }
-        }
+        self.check_owned(object, what, "the object must be owned")?;
         super::pod_policy::check_object(kind, object, &self.scope)
             .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
+    }
+
+    /// An object a module is about to apply over or delete, as it is stored now: it must be owned
+    /// by the node alone too, so a module never takes over (or removes) an object it did not make
+    /// (`existing_objects_must_be_the_nodes_own`).
+    pub fn check_existing(&self, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
+        self.check_owned(object, what, "the existing object is not the node's own: it must be owned")
+    }
+
+    /// When the node's uid is known: the object's owner references name the node (kind, name and
+    /// uid), and nothing else.
+    fn check_owned(&self, object: &serde_json::Value, what: &str, lead: &str) -> Result<(), Denial> {
+        let Some(uid) = &self.scope.owner_uid else { return Ok(()) };
+        let owners = object.pointer("/metadata/ownerReferences").and_then(serde_json::Value::as_array);
+        let is_node = |o: &serde_json::Value| {
+            o.get("kind").and_then(serde_json::Value::as_str) == Some("SeiNode")
+                && o.get("apiVersion").and_then(serde_json::Value::as_str) == Some("sei.io/v1alpha1")
+                && o.get("name").and_then(serde_json::Value::as_str) == Some(self.scope.node_name.as_str())
+                && o.get("uid").and_then(serde_json::Value::as_str) == Some(uid.as_str())
+        };
+        match owners {
+            Some(list) if !list.is_empty() && list.iter().all(is_node) => Ok(()),
+            _ => Err(Denial {
+                reason: "owner",
+                message: format!(
+                    "{what}: {lead} by SeiNode {} (uid {uid}) and by nothing else, through metadata.ownerReferences",
+                    self.scope.node_name
+                ),
+            }),
+        }
     }
 
     /// Check only the capability (before the host parses anything of the call).
@@ -324,6 +334,26 @@ mod tests {
         let no_owners = serde_json::json!({"metadata": {"name": "rpc"}});
         assert_eq!(g.check_object("ConfigMap", &no_owners, "apply").unwrap_err().reason, "owner");
         assert_eq!(guard(&[CapabilityName::KubeWrite]).check_object("ConfigMap", &no_owners, "apply"), Ok(()), "no uid known: not checked");
+    }
+
+    #[test]
+    fn existing_objects_must_be_the_nodes_own() {
+        let g = CapabilityGuard::new(
+            Arc::new(Grants::new([CapabilityName::KubeWrite])),
+            Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())),
+        );
+        let owned = serde_json::json!({"metadata": {"name": "rpc", "ownerReferences": [
+            {"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": "rpc", "uid": "u1"}
+        ]}});
+        assert_eq!(g.check_existing(&owned, "apply v1/ConfigMap sei/rpc"), Ok(()));
+        for foreign in [
+            serde_json::json!({"metadata": {"name": "rpc"}}),
+            serde_json::json!({"metadata": {"name": "rpc", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "app", "uid": "d1"}]}}),
+        ] {
+            let d = g.check_existing(&foreign, "apply v1/ConfigMap sei/rpc").unwrap_err();
+            assert_eq!(d.reason, "owner");
+            assert!(d.message.contains("the existing object is not the node's own"), "{}", d.message);
+        }
     }
 
     fn call<'a>(verb: KubeVerb, kind: &'a str, ns: Option<&'a str>, name: Option<&'a str>) -> KubeCall<'a> {

@@ -7,15 +7,20 @@
 //! swapped-in modules alike. The rules, each refused with the field named:
 //!
 //! Every object: no `metadata.finalizers` (a module could keep its objects, and the namespace,
-//! from ever being deleted).
+//! from ever being deleted); annotations only `sei.io/*`, `karpenter.sh/do-not-disrupt` and
+//! `kubectl.kubernetes.io/restartedAt` (an annotation can drive another controller: external-dns
+//! publishing a name, a mesh injecting a sidecar); integral floats are checked as the integers the
+//! API server stores (the host normalizes them first).
 //!
 //! Pod templates (StatefulSet, Job):
 //! - labels: `sei.io/node=<node>` is required; any other label must be one of the node's
 //!   `spec.podLabels` with its value, or `sei.io/component=bootstrap` (so a pod never matches
-//!   another node's Service selector); annotations: no AppArmor/seccomp profile annotations;
+//!   another node's Service selector); annotations as for objects (so no AppArmor/seccomp profile
+//!   annotations); no `finalizers`, `ownerReferences`, `name`, `generateName` or `namespace` in
+//!   the template's metadata (they are copied to every pod);
 //! - placement: tolerations only for the platform's toleration key; `nodeSelector` and node
 //!   affinity only on the platform's node-pool label and values (`Placement`); no pod
-//!   (anti-)affinity, `nodeName`, `schedulerName`, `priorityClassName`, `priority`,
+//!   (anti-)affinity, `nodeName`, `schedulerName` (but `default-scheduler`), `priorityClassName`, `priority`,
 //!   `runtimeClassName`, `resourceClaims`; `hostname` only `<node>-0`, `subdomain` only `<node>`;
 //! - identity: a service account only from the scope's list (`default` and the platform's); no
 //!   `imagePullSecrets`;
@@ -31,7 +36,8 @@
 //!   `configMap`, `downwardAPI`; no `volumeClaimTemplates`;
 //! - workload: a StatefulSet selects `sei.io/node=<node>` by `matchLabels` only, has at most one
 //!   replica and is governed by the Service `<node>`; a Job sets no selector of its own
-//!   (`manualSelector`), and runs at most one pod at a time.
+//!   (`manualSelector`), is managed by the Job controller (`managedBy`), and runs at most one pod
+//!   at a time.
 //!
 //! PersistentVolumeClaim: no `dataSource`/`dataSourceRef` (cloning another volume), no
 //! `volumeName`/`selector` (binding an existing volume). Service: `ClusterIP` (or headless) only,
@@ -47,10 +53,29 @@ use super::scope::{COMPONENT_LABEL, NODE_LABEL, Placement, Scope};
 use serde_json::Value;
 
 const ALLOWED_VOLUME_TYPES: &[&str] = &["persistentVolumeClaim", "emptyDir", "configMap", "downwardAPI"];
+/// Annotation keys a module may set (on an object or a pod template).
+fn allowed_annotation(key: &str) -> bool {
+    key.starts_with("sei.io/") || key == "karpenter.sh/do-not-disrupt" || key == "kubectl.kubernetes.io/restartedAt"
+}
+
+fn check_annotations(what: &str, meta: &Value) -> Result<(), String> {
+    for key in meta.get("annotations").and_then(Value::as_object).into_iter().flat_map(|a| a.keys()) {
+        if !allowed_annotation(key) {
+            return Err(format!(
+                "{what} sets the annotation {key}; modules may set sei.io/*, karpenter.sh/do-not-disrupt and kubectl.kubernetes.io/restartedAt"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Check an object a module writes; `Err` names what is refused.
 pub fn check_object(kind: &str, object: &Value, scope: &Scope) -> Result<(), String> {
     if object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
         return Err(format!("{kind} sets metadata.finalizers"));
+    }
+    if let Some(meta) = object.get("metadata") {
+        check_annotations(kind, meta)?;
     }
     match kind {
         "StatefulSet" | "Job" => check_workload(kind, object, scope),
@@ -141,6 +166,11 @@ fn check_job(object: &Value) -> Result<(), String> {
     if is_set(spec.and_then(|s| s.get("manualSelector"))) || is_set(spec.and_then(|s| s.get("selector"))) {
         return Err("Job sets its own spec.selector (manualSelector); the API server generates it".into());
     }
+    if let Some(m) = spec.and_then(|s| s.get("managedBy")).and_then(Value::as_str)
+        && m != "kubernetes.io/job-controller"
+    {
+        return Err(format!("Job sets spec.managedBy: {m}; only the Job controller runs a node's Job"));
+    }
     for field in ["parallelism", "completions"] {
         if let Some(n) = spec.and_then(|s| s.get(field)).and_then(Value::as_i64)
             && n > 1
@@ -168,12 +198,12 @@ fn check_template_metadata(kind: &str, meta: &Value, scope: &Scope) -> Result<()
             ));
         }
     }
-    for key in meta.get("annotations").and_then(Value::as_object).into_iter().flat_map(|a| a.keys()) {
-        if key.starts_with("container.apparmor.security.beta.kubernetes.io/") || key.starts_with("seccomp.security.alpha.kubernetes.io/") {
-            return Err(format!("{kind} pod template sets the annotation {key} (a security profile)"));
+    for field in ["finalizers", "ownerReferences", "name", "generateName", "namespace"] {
+        if is_set(meta.get(field)) {
+            return Err(format!("{kind} pod template sets metadata.{field}; its pods get theirs from the {kind}"));
         }
     }
-    Ok(())
+    check_annotations(&format!("{kind} pod template"), meta)
 }
 
 fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
@@ -182,9 +212,13 @@ fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
             return Err(format!("{kind} pod template sets {field}: true"));
         }
     }
+    if let Some(s) = pod.get("schedulerName").and_then(Value::as_str)
+        && s != "default-scheduler"
+    {
+        return Err(format!("{kind} pod template sets schedulerName {s}; placement is the default scheduler's"));
+    }
     for (field, why) in [
         ("nodeName", "placement is the scheduler's"),
-        ("schedulerName", "placement is the default scheduler's"),
         ("priorityClassName", "a priority class could preempt other workloads"),
         ("priority", "a priority could preempt other workloads"),
         ("runtimeClassName", "the runtime is the cluster's"),
@@ -530,6 +564,35 @@ mod tests {
         annotated["spec"]["template"]["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/seid"] =
             json!("unconfined");
         assert!(check_object("StatefulSet", &annotated, &scope()).unwrap_err().contains("annotation container.apparmor"));
+        for (pointer, value, want) in [
+            ("/spec/template/metadata/finalizers", json!(["x.io/never"]), "pod template sets metadata.finalizers"),
+            ("/spec/template/metadata/ownerReferences", json!([{"kind": "Node", "name": "n", "uid": "x"}]), "metadata.ownerReferences"),
+            ("/spec/template/metadata/namespace", json!("kube-system"), "metadata.namespace"),
+            (
+                "/metadata/annotations",
+                json!({"external-dns.alpha.kubernetes.io/hostname": "victim.example.com"}),
+                "annotation external-dns",
+            ),
+            ("/spec/template/metadata/annotations", json!({"sidecar.istio.io/inject": "true"}), "annotation sidecar.istio.io/inject"),
+            (
+                "/spec/template/metadata/annotations",
+                json!({"container.seccomp.security.alpha.kubernetes.io/seid": "unconfined"}),
+                "annotation container.seccomp",
+            ),
+        ] {
+            let err = check_object("StatefulSet", &with(&sts(reference_pod()), pointer, value), &scope()).expect_err(pointer);
+            assert!(err.contains(want), "{pointer}: {err}");
+        }
+        let restart = with(
+            &sts(reference_pod()),
+            "/spec/template/metadata/annotations",
+            json!({"kubectl.kubernetes.io/restartedAt": "2026-11-30T00:00:00Z", "sei.io/x": "y"}),
+        );
+        assert_eq!(check_object("StatefulSet", &restart, &scope()), Ok(()));
+        assert_eq!(
+            check_object("StatefulSet", &sts(with(&reference_pod(), "/schedulerName", json!("default-scheduler"))), &scope()),
+            Ok(())
+        );
         let finalized = with(&json!({"metadata": {"name": "rpc"}}), "/metadata/finalizers", json!(["example.com/never"]));
         assert!(check_object("ConfigMap", &finalized, &scope()).unwrap_err().contains("metadata.finalizers"));
     }
@@ -630,6 +693,7 @@ mod tests {
             ("/spec/selector", json!({"matchLabels": {"sei.io/node": "validator-0"}}), "its own spec.selector"),
             ("/spec/parallelism", json!(20), "spec.parallelism: 20"),
             ("/spec/completions", json!(20), "spec.completions: 20"),
+            ("/spec/managedBy", json!("kueue.x-k8s.io/multikueue"), "spec.managedBy"),
         ] {
             let err = check_object("Job", &with(&job(bootstrap.clone()), pointer, value), &scope()).expect_err(pointer);
             assert!(err.contains(want), "{pointer}: {err}");

@@ -18,6 +18,11 @@ pub struct ModuleSlot<'a> {
 }
 
 impl ModuleSlots {
+    /// Whether `digest` already runs `cap` steps (a look, nothing taken).
+    pub fn is_full(&self, digest: &str, cap: usize) -> bool {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(digest).is_some_and(|n| *n >= cap.max(1))
+    }
+
     /// A place for one more step of `digest`, unless it already runs `cap`.
     pub fn try_acquire(&self, digest: &Arc<str>, cap: usize) -> Option<ModuleSlot<'_>> {
         let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -53,6 +58,7 @@ mod tests {
         let first = slots.try_acquire(&a, 2).unwrap();
         let _second = slots.try_acquire(&a, 2).unwrap();
         assert!(slots.try_acquire(&a, 2).is_none(), "module a is at its cap");
+        assert!(slots.is_full("a", 2) && !slots.is_full("b", 2));
         assert!(slots.try_acquire(&b, 2).is_some(), "other modules are not affected");
         drop(first);
         assert!(slots.try_acquire(&a, 2).is_some(), "a finished step frees its place");

@@ -23,7 +23,8 @@ use wasmtime::component::{ComponentType, Lift};
 
 /// Hard ceilings: what the host lifts at most, whatever the configured limits say.
 pub const MAX_LOG_LINE_LIFT: usize = 64 << 10;
-pub const MAX_OBJECT_LIFT: usize = 3 << 20;
+/// etcd stores objects of at most 1.5 MiB: a larger one could never be written.
+pub const MAX_OBJECT_LIFT: usize = 1536 << 10;
 pub const MAX_SELECTOR_LIFT: usize = 4 << 10;
 pub const MAX_SIDECAR_ID_LIFT: usize = 128;
 pub const MAX_SIDECAR_PARAMS_LIFT: usize = 256 << 10;

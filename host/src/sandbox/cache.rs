@@ -45,6 +45,8 @@ pub enum Lookup {
     Miss,
     /// An entry that must not be trusted (the reason); it is recompiled and rewritten.
     Unusable(String),
+    /// An earlier compile of these bytes hit a compiler limit (the reason): not tried again.
+    Failed(String),
 }
 
 #[derive(Debug, Clone)]
@@ -100,12 +102,27 @@ impl ArtifactCache {
         Some((dir.join(format!("{key}.cwasm")), dir.join(format!("{key}.sha256"))))
     }
 
+    fn failure_path(&self, engine: &Engine, digest: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{digest}-{}.failed", Self::engine_key(engine))))
+    }
+
+    /// Remember that compiling `digest` hit a compiler limit, so that a restart does not spend
+    /// the limit again on the same bytes (a no-op without a cache directory).
+    pub fn remember_failure(&self, engine: &Engine, digest: &str, reason: &str) {
+        if let Some(path) = self.failure_path(engine, digest)
+            && let Err(e) = std::fs::write(&path, crate::text::safe(reason, 1024))
+        {
+            tracing::warn!(file = %path.display(), error = %e, "could not record the failed compile");
+        }
+    }
+
     /// Load the component for `wasm` (whose sha256 is `digest`) from the cache, or compile it
     /// in this process.
     pub fn load_or_compile(&self, engine: &Engine, digest: &str, wasm: &[u8]) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         let problem = match self.lookup(engine, digest) {
             Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
-            Lookup::Miss => None,
+            Lookup::Miss | Lookup::Failed(_) => None,
             Lookup::Unusable(reason) => Some(reason),
         };
         let component = Component::new(engine, wasm)?;
@@ -128,6 +145,9 @@ impl ArtifactCache {
 
     /// The verified entry for `digest`, if any.
     pub fn lookup(&self, engine: &Engine, digest: &str) -> Lookup {
+        if let Some(reason) = self.failure_path(engine, digest).and_then(|p| std::fs::read_to_string(p).ok()) {
+            return Lookup::Failed(reason);
+        }
         let Some((artifact, integrity)) = self.paths(engine, digest) else { return Lookup::Miss };
         match Self::try_load(engine, &artifact, &integrity) {
             Ok(Some(c)) => Lookup::Hit(c),

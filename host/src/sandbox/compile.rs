@@ -77,24 +77,50 @@ impl Compiler {
     }
 }
 
+/// Why a compile in the child failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileFailure {
+    /// The child hit its CPU or memory limit, or produced an artifact over its cap: the same
+    /// bytes will do the same again, so the failure is remembered (`ArtifactCache`).
+    Limit(String),
+    /// Anything else (an invalid component, a wall-clock timeout, a failure to start).
+    Other(String),
+}
+
+impl CompileFailure {
+    pub fn message(&self) -> &str {
+        match self {
+            CompileFailure::Limit(m) | CompileFailure::Other(m) => m,
+        }
+    }
+}
+
 /// Why the child failed, from its exit status and the end of its stderr.
-fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &CompileLimits) -> String {
+fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &CompileLimits) -> CompileFailure {
     use std::os::unix::process::ExitStatusExt;
     let tail = crate::text::safe(stderr.trim(), 1024);
     let out_of_memory =
         stderr.contains("memory allocation of") || stderr.contains("out of memory") || stderr.contains("Cannot allocate memory");
     match status.signal() {
         Some(24) | Some(9) if !out_of_memory => {
-            format!("compiling exceeded the CPU limit of {} s (the compiler was stopped)", limits.cpu_seconds)
+            CompileFailure::Limit(format!("compiling exceeded the CPU limit of {} s (the compiler was stopped)", limits.cpu_seconds))
         }
-        _ if out_of_memory => {
-            format!("compiling exceeded the memory limit of {} MiB (the compiler was stopped)", limits.memory_bytes >> 20)
-        }
-        Some(sig) => {
-            format!("the compiler was killed by signal {sig}{}", if tail.is_empty() { String::new() } else { format!(": {tail}") })
-        }
-        None => format!("the compiler failed ({status}): {tail}"),
+        _ if out_of_memory => CompileFailure::Limit(format!(
+            "compiling exceeded the memory limit of {} MiB (the compiler was stopped)",
+            limits.memory_bytes >> 20
+        )),
+        Some(sig) => CompileFailure::Other(format!(
+            "the compiler was killed by signal {sig}{}",
+            if tail.is_empty() { String::new() } else { format!(": {tail}") }
+        )),
+        None => CompileFailure::Other(format!("the compiler failed ({status}): {tail}")),
     }
+}
+
+/// The largest artifact accepted for a component of `wasm_len` bytes: a few times the input (the
+/// Python runtime's 18 MB component compiles to 35 MB), never more than `MAX_ARTIFACT_BYTES`.
+pub fn artifact_cap(wasm_len: usize) -> usize {
+    wasm_len.saturating_mul(8).saturating_add(16 << 20).min(MAX_ARTIFACT_BYTES)
 }
 
 /// Deserialize an artifact the child (this binary) produced.
@@ -107,8 +133,9 @@ pub(super) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> Result<Component
     unsafe { Component::deserialize(engine, bytes) }.map_err(|e| format!("loading the compiled module: {e:#}"))
 }
 
-/// Run `exe __compile` on `wasm` under `limits`; the serialized artifact on success.
-pub(super) async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimits, wasm: &[u8]) -> Result<Vec<u8>, String> {
+/// Run `exe __compile` on `wasm` under `limits`; the serialized artifact on success. An artifact
+/// over its cap stops the child at once.
+pub(super) async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimits, wasm: &[u8]) -> Result<Vec<u8>, CompileFailure> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut child = tokio::process::Command::new(exe)
         .arg(CHILD_SUBCOMMAND)
@@ -120,42 +147,47 @@ pub(super) async fn compile_in_child(exe: &std::path::Path, limits: &CompileLimi
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting the compiler {}: {e}", exe.display()))?;
-    let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
-        return Err("the compiler's pipes could not be opened".into());
+        .map_err(|e| CompileFailure::Other(format!("starting the compiler {}: {e}", exe.display())))?;
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+        return Err(CompileFailure::Other("the compiler's pipes could not be opened".into()));
     };
     let input = wasm.to_vec();
-    let feed = async move {
-        // The child may exit early (a limit); a broken pipe is then not the error to report.
+    // The child may exit early (a limit); a broken pipe is then not the error to report.
+    let feed = tokio::spawn(async move {
         let _ = stdin.write_all(&input).await;
-        drop(stdin);
-    };
-    let read_out = async move {
-        let mut out = Vec::new();
-        let n = stdout.take(MAX_ARTIFACT_BYTES as u64 + 1).read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-        if n > MAX_ARTIFACT_BYTES {
-            return Err(format!("the compiled module is over {MAX_ARTIFACT_BYTES} bytes"));
-        }
-        Ok(out)
-    };
-    let read_err = async move {
+    });
+    // Keep the start of stderr, drain the rest so the child never blocks on it.
+    let read_err = tokio::spawn(async move {
         let mut err = Vec::new();
-        let _ = stderr.take(64 << 10).read_to_end(&mut err).await;
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut err).await;
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         String::from_utf8_lossy(&err).into_owned()
-    };
+    });
+    let cap = artifact_cap(wasm.len());
     let run = async {
-        let ((), out, err) = tokio::join!(feed, read_out, read_err);
-        let status = child.wait().await.map_err(|e| format!("waiting for the compiler: {e}"))?;
-        Ok::<_, String>((status, out, err))
+        let mut out = Vec::new();
+        let read = stdout.take(cap as u64 + 1).read_to_end(&mut out).await;
+        if read.as_ref().is_ok_and(|n| *n > cap) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(CompileFailure::Limit(format!(
+                "the compiled module is over {cap} bytes, {} times its {} bytes (the compiler was stopped)",
+                cap / wasm.len().max(1),
+                wasm.len()
+            )));
+        }
+        let status = child.wait().await.map_err(|e| CompileFailure::Other(format!("waiting for the compiler: {e}")))?;
+        let _ = feed.await;
+        let err = read_err.await.unwrap_or_default();
+        if !status.success() {
+            return Err(child_failure(status, &err, limits));
+        }
+        read.map(|_| out).map_err(|e| CompileFailure::Other(format!("reading the compiled module: {e}")))
     };
-    let (status, out, err) = match tokio::time::timeout(limits.timeout, run).await {
-        Ok(r) => r?,
-        Err(_) => return Err(format!("compiling did not finish within {:?} (the compiler was stopped)", limits.timeout)),
-    };
-    if !status.success() {
-        return Err(child_failure(status, &err, limits));
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(CompileFailure::Other(format!("compiling did not finish within {:?} (the compiler was stopped)", limits.timeout))),
     }
-    out
 }
 
 /// Arguments of the child.
@@ -238,16 +270,24 @@ mod tests {
     fn failures_name_the_limit() {
         let limits = CompileLimits { memory_bytes: 256 << 20, cpu_seconds: 3, timeout: Duration::from_secs(9) };
         let xcpu = std::process::ExitStatus::from_raw(24);
-        assert_eq!(child_failure(xcpu, "", &limits), "compiling exceeded the CPU limit of 3 s (the compiler was stopped)");
+        assert_eq!(
+            child_failure(xcpu, "", &limits),
+            CompileFailure::Limit("compiling exceeded the CPU limit of 3 s (the compiler was stopped)".into())
+        );
         let abort = std::process::ExitStatus::from_raw(6);
         assert_eq!(
             child_failure(abort, "memory allocation of 1048576 bytes failed\n", &limits),
-            "compiling exceeded the memory limit of 256 MiB (the compiler was stopped)"
+            CompileFailure::Limit("compiling exceeded the memory limit of 256 MiB (the compiler was stopped)".into())
         );
         let exit2 = std::process::ExitStatus::from_raw(2 << 8);
-        assert!(
-            child_failure(exit2, "failed to parse WebAssembly module\x1b[2J", &limits)
-                .ends_with("failed to parse WebAssembly module\\u{1b}[2J")
-        );
+        let other = child_failure(exit2, "failed to parse WebAssembly module\x1b[2J", &limits);
+        assert!(matches!(&other, CompileFailure::Other(m) if m.ends_with("failed to parse WebAssembly module\\u{1b}[2J")), "{other:?}");
+    }
+
+    #[test]
+    fn artifacts_are_capped_by_their_input() {
+        assert_eq!(artifact_cap(1 << 20), (8 << 20) + (16 << 20));
+        assert_eq!(artifact_cap(4 << 20), (32 << 20) + (16 << 20));
+        assert_eq!(artifact_cap(usize::MAX), MAX_ARTIFACT_BYTES);
     }
 }

@@ -7,7 +7,7 @@ use super::cache::ArtifactCache;
 use super::compile::{Compiler, engine_config};
 use super::counters::SandboxMetrics;
 use super::host::{TaskCtx, add_to_linker};
-use super::limits::LimitsPolicy;
+use super::limits::{DEFAULT_MODULE_REQUEST_RATE, LimitsPolicy, RequestRate};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ pub struct SandboxConfig {
     pub pooling: bool,
     /// How modules that are not built in are compiled (the controller: a bounded child process).
     pub compiler: Compiler,
+    /// The sustained Kubernetes request rate of each module that is not built in (`None`: none).
+    pub module_request_rate: Option<RequestRate>,
 }
 
 impl Default for SandboxConfig {
@@ -40,6 +42,7 @@ impl Default for SandboxConfig {
             max_concurrent_instances: 64,
             pooling: true,
             compiler: Compiler::InProcess,
+            module_request_rate: Some(DEFAULT_MODULE_REQUEST_RATE),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Sandbox {
     ticker_stop: Arc<AtomicBool>,
     /// One child compile at a time.
     compile_slot: tokio::sync::Mutex<()>,
+    /// Digests whose compile hit a compiler limit in this process.
+    failed_compiles: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +154,7 @@ impl Sandbox {
             allocator,
             ticker_stop,
             compile_slot: tokio::sync::Mutex::new(()),
+            failed_compiles: Default::default(),
         })
     }
 
@@ -175,6 +181,15 @@ impl Sandbox {
     /// Held while a child process compiles (one at a time).
     pub(super) fn compile_slot(&self) -> &tokio::sync::Mutex<()> {
         &self.compile_slot
+    }
+
+    /// Why compiling `digest` failed earlier in this process, if it hit a compiler limit.
+    pub(super) fn remembered_failure(&self, digest: &str) -> Option<String> {
+        self.failed_compiles.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
+    }
+
+    pub(super) fn remember_failure(&self, digest: &str, reason: &str) {
+        self.failed_compiles.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.to_string(), reason.to_string());
     }
 
     /// A fresh store for one run, with memory, fuel and deadline armed.

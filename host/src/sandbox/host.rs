@@ -5,7 +5,8 @@
 //! - lifts its arguments through the bounded types of `sandbox::abi`, so an argument over its
 //!   cap is refused before it is copied out of the guest (`abi` module docs);
 //! - is charged against the step's budget before anything else: `kube` and `sidecar` calls
-//!   against `max_host_calls` (a `list` charges one unit per API request it makes), `log` calls
+//!   against `max_host_calls` (a `list` charges one unit per API request it makes; `apply` and
+//!   `delete` charge two, the read of the stored object for the owner check and the write), `log` calls
 //!   against `max_log_calls`; the call past a budget traps the step with [`BudgetExceeded`]
 //!   (`host_call_flood_is_stopped_by_the_budget`, `log_storm_is_stopped_by_the_budget` in
 //!   `tests/sandbox_guests.rs`);
@@ -23,8 +24,8 @@ use super::abi::{
     ObjectRefArg,
 };
 use super::counters::SandboxMetrics;
-use super::limits::{Budget, RunLimits};
-use crate::adapters::kube::{KubeAdapter, KubeAdapterError, TypeRef};
+use super::limits::{Budget, RequestBucket, RunLimits};
+use crate::adapters::kube::{KubeAdapter, KubeAdapterError, ListLimits, TypeRef};
 use crate::adapters::sidecar::{SidecarAdapterError, SidecarClient, TaskRequest};
 use crate::policy::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb, is_sidecar_task_id};
 use crate::text;
@@ -144,6 +145,8 @@ pub struct TaskCtx {
     /// The last `panic: …` line the guest logged, kept even when the line itself was dropped.
     pub panic_message: Option<String>,
     pub denials: u32,
+    /// The module's request bucket (`None`: not rate-limited).
+    pub requests: Option<Arc<RequestBucket>>,
 }
 
 impl TaskCtx {
@@ -176,6 +179,7 @@ impl TaskCtx {
             dropped_log_lines: 0,
             panic_message: None,
             denials: 0,
+            requests: None,
             limits,
         }
     }
@@ -193,6 +197,20 @@ impl TaskCtx {
             return Err(wasmtime::Error::new(e));
         }
         Ok(())
+    }
+
+    /// Admit one Kubernetes request under the module's sustained rate; when its bucket is empty
+    /// the call is answered `unavailable` without reaching the API server (and counted as a
+    /// `rate` refusal).
+    fn admit_request(&mut self, desc: &str, started: Instant) -> Result<(), kube::KubeError> {
+        let Some(bucket) = &self.requests else { return Ok(()) };
+        if bucket.try_take(Instant::now()) {
+            return Ok(());
+        }
+        let msg = format!("the module's Kubernetes request rate of {}/s is used up; try again later", bucket.rate().per_second);
+        self.metrics.denied(&self.module_digest, "rate");
+        self.record("kube", desc, &format!("error: {msg}"), started);
+        Err(kube::KubeError::Unavailable(msg))
     }
 
     /// Requests left in the host-call budget.
@@ -301,9 +319,58 @@ fn outcome_of<T, E: std::fmt::Display>(r: &Result<T, E>) -> String {
     }
 }
 
+/// JSON values (objects, arrays, scalars) an object to write may hold; a parsed value costs the
+/// host about 32 bytes each, so `[[],[],…]` must not turn 1.5 MiB into 20 MiB.
+pub const MAX_OBJECT_NODES: usize = 100_000;
+
+/// An upper bound of the values in a JSON text, counted without parsing it (strings skipped).
+fn json_values(json: &str) -> usize {
+    let (mut count, mut in_string, mut escaped) = (1usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' | b':' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+/// Integral floats become integers (`0.0` → `0`): the API server converts them so for integer
+/// fields, and the policy must check the value that will be stored.
+fn normalize_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_integers),
+        Value::Object(map) => map.values_mut().for_each(normalize_integers),
+        _ => {}
+    }
+}
+
 /// Parse an object the guest wants to write; returns it with its type and name.
 fn parse_object(json: &str) -> Result<(Value, TypeRef, String, Option<String>), kube::KubeError> {
-    let object: Value = serde_json::from_str(json).map_err(|e| kube::KubeError::Invalid(format!("object is not JSON: {e}")))?;
+    let values = json_values(json);
+    if values > MAX_OBJECT_NODES {
+        return Err(kube::KubeError::Invalid(format!("object has about {values} JSON values, over the limit of {MAX_OBJECT_NODES}")));
+    }
+    let mut object: Value = serde_json::from_str(json).map_err(|e| kube::KubeError::Invalid(format!("object is not JSON: {e}")))?;
+    normalize_integers(&mut object);
     let s = |p: &str| object.pointer(p).and_then(Value::as_str).map(str::to_string);
     let (Some(api_version), Some(kind), Some(name)) = (s("/apiVersion"), s("/kind"), s("/metadata/name")) else {
         return Err(kube::KubeError::Invalid("object needs apiVersion, kind and metadata.name".into()));
@@ -396,6 +463,9 @@ impl TaskCtx {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.admit_request(&desc.0, started) {
+            return Ok(Err(e));
+        }
         let res = self.kube.get(&ty, &ns, &desc.1).await;
         self.record("kube", &desc.0, &outcome_of(&res), started);
         Ok(res.map(|o| o.map(|v| v.to_string())).map_err(kube_error))
@@ -433,22 +503,18 @@ impl TaskCtx {
             }
         };
         let ty = TypeRef { api_version, kind };
-        // The first request is charged; further pages may use what is left of the budget.
-        let res = self.kube.list(&ty, &ns, label_selector.as_deref(), self.remaining_calls().saturating_add(1)).await;
-        if let Ok(listed) = &res {
-            self.charge(listed.requests.saturating_sub(1))?;
+        // The first request is charged; further pages may use what is left of the budget, and
+        // every request made is charged, also when the list failed.
+        if let Err(e) = self.admit_request(&desc, started) {
+            return Ok(Err(e));
         }
-        let res = res.and_then(|listed| {
-            let items: Vec<String> = listed.items.iter().map(Value::to_string).collect();
-            let bytes: usize = items.iter().map(String::len).sum();
-            if bytes > MAX_LIST_BYTES {
-                return Err(KubeAdapterError::Invalid(format!(
-                    "the {} objects matched are {bytes} bytes, over the limit of {MAX_LIST_BYTES} bytes; narrow the label selector",
-                    ty.kind
-                )));
-            }
-            Ok(items)
-        });
+        let limits = ListLimits { max_requests: self.remaining_calls().saturating_add(1), max_bytes: MAX_LIST_BYTES };
+        let listed = self.kube.list(&ty, &ns, label_selector.as_deref(), limits).await;
+        if let Some(bucket) = &self.requests {
+            bucket.charge(listed.requests.saturating_sub(1), Instant::now());
+        }
+        self.charge(listed.requests.saturating_sub(1))?;
+        let res = listed.result.map(|items| items.iter().map(Value::to_string).collect::<Vec<_>>());
         self.record("kube", &desc, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
     }
@@ -460,6 +526,9 @@ impl TaskCtx {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.admit_request(&format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), started) {
+            return Ok(Err(e));
+        }
         let res = self.kube.create(&ty, &ns, object).await;
         self.record("kube", &format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), &outcome_of(&res), started);
         Ok(res.map(|v| v.to_string()).map_err(kube_error))
@@ -472,9 +541,17 @@ impl TaskCtx {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
+        let desc = format!("apply {}/{} {ns}/{name}", ty.api_version, ty.kind);
+        if let Err(e) = self.admit_request(&desc, started) {
+            return Ok(Err(e));
+        }
+        // Server-side apply merges into what is stored: the stored object must be the node's own.
+        if let Err(e) = self.existing_is_own(&ty, &ns, &name, &desc, started).await? {
+            return Ok(Err(e));
+        }
         let manager = self.field_manager();
         let res = self.kube.apply(&ty, &ns, &name, object, &manager).await;
-        self.record("kube", &format!("apply {}/{} {ns}/{name} as {manager}", ty.api_version, ty.kind), &outcome_of(&res), started);
+        self.record("kube", &format!("{desc} as {manager}"), &outcome_of(&res), started);
         Ok(res.map(|v| v.to_string()).map_err(kube_error))
     }
 
@@ -485,9 +562,54 @@ impl TaskCtx {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let res = self.kube.delete(&ty, &ns, &desc.1).await;
+        if let Err(e) = self.admit_request(&desc.0, started) {
+            return Ok(Err(e));
+        }
+        // Only the node's own object, and only that very one (a precondition on its uid).
+        let uid = match self.existing_is_own(&ty, &ns, &desc.1, &desc.0, started).await? {
+            Ok(uid) => uid,
+            Err(e) => return Ok(Err(e)),
+        };
+        let res = self.kube.delete(&ty, &ns, &desc.1, uid.as_deref()).await;
         self.record("kube", &desc.0, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
+    }
+
+    /// When the node's uid is known, read the stored object (one more request, charged) and
+    /// refuse unless it is owned by the node alone. Returns its uid (`None`: absent, or no
+    /// owner rule).
+    async fn existing_is_own(
+        &mut self,
+        ty: &TypeRef,
+        ns: &str,
+        name: &str,
+        desc: &str,
+        started: Instant,
+    ) -> wasmtime::Result<Result<Option<String>, kube::KubeError>> {
+        if self.guard.scope().owner_uid.is_none() {
+            return Ok(Ok(None));
+        }
+        self.charge(1)?;
+        if let Some(bucket) = &self.requests {
+            bucket.charge(1, Instant::now());
+        }
+        let read = Instant::now();
+        let check = format!("get {}/{} {ns}/{name} (owner check)", ty.api_version, ty.kind);
+        let stored = self.kube.get(ty, ns, name).await;
+        self.record("kube", &check, &outcome_of(&stored), read);
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.record("kube", desc, &format!("error: {e}"), started);
+                return Ok(Err(kube_error(e)));
+            }
+        };
+        let Some(stored) = stored else { return Ok(Ok(None)) };
+        if let Err(d) = self.guard.check_existing(&stored, desc) {
+            self.deny("kube", desc, &d, started);
+            return Ok(Err(kube::KubeError::Denied(d.message)));
+        }
+        Ok(Ok(stored.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string)))
     }
 }
 
@@ -683,4 +805,30 @@ pub fn add_to_linker(linker: &mut Linker<TaskCtx>) -> wasmtime::Result<()> {
     s.func_wrap_async("healthz", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_healthz().await?,)) }))?;
     s.func_wrap_async("node-id", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_node_id().await?,)) }))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_are_checked_as_the_integers_stored() {
+        // `runAsUser: 0.0` is stored as 0 by the API server; the pod policy must see 0.
+        let (object, ..) =
+            parse_object(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"x":[0.0,1e0,-2.0,1.5,1e20]}"#).unwrap();
+        assert_eq!(object["x"], serde_json::json!([0, 1, -2, 1.5, 1e20]));
+        assert!(object["x"][0].is_i64());
+    }
+
+    #[test]
+    fn value_bombs_are_refused_before_parsing() {
+        let bomb = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"a"}},"x":[{}]}}"#,
+            vec!["[]"; MAX_OBJECT_NODES].join(",")
+        );
+        let err = parse_object(&bomb).unwrap_err();
+        assert!(matches!(&err, kube::KubeError::Invalid(m) if m.contains("JSON values")), "{err:?}");
+        // Strings are skipped: punctuation inside them is not counted.
+        assert_eq!(json_values(r#"{"a":"[,{:\"]"}"#), 3);
+    }
 }

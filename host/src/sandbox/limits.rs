@@ -9,7 +9,8 @@
 //! default, always capped by the hard ceilings below (`call_budgets_precedence_and_ceiling`).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The caps applied to one run of one step.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -81,6 +82,60 @@ pub struct ModuleLimits {
     pub host_calls: Option<u32>,
     /// `log` calls per step.
     pub log_calls: Option<u32>,
+}
+
+/// A module's sustained rate of Kubernetes requests, across all its steps on all nodes: a token
+/// bucket, `burst` at once and `per_second` after that. Applied to modules that are not built in,
+/// so that one module cannot keep the API server busy however its steps are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+pub const DEFAULT_MODULE_REQUEST_RATE: RequestRate = RequestRate { per_second: 50, burst: 100 };
+
+/// The token bucket of one module (`RequestRate`); tokens may go into debt when a request made
+/// more API calls than it was admitted for (a `list` of several pages).
+#[derive(Debug)]
+pub struct RequestBucket {
+    rate: RequestRate,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RequestBucket {
+    pub fn new(rate: RequestRate, now: Instant) -> Self {
+        Self { rate, state: Mutex::new((f64::from(rate.burst), now)) }
+    }
+
+    pub fn rate(&self) -> RequestRate {
+        self.rate
+    }
+
+    fn refill(&self, now: Instant) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * f64::from(self.rate.per_second)).min(f64::from(self.rate.burst));
+        s.1 = now;
+        s
+    }
+
+    /// Take one token for a request; `false` (nothing taken) when none is left.
+    pub fn try_take(&self, now: Instant) -> bool {
+        let mut s = self.refill(now);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Charge `n` more requests that were made anyway (the debt delays later ones).
+    pub fn charge(&self, n: u32, now: Instant) {
+        let mut s = self.refill(now);
+        s.0 -= f64::from(n);
+    }
 }
 
 /// Which per-step budget a module exhausted.
@@ -178,6 +233,20 @@ mod tests {
         assert_eq!(p.max_memory_bytes(), 128 << 20);
         let registered = ModuleLimits { memory_bytes: Some(16 << 20), ..none() };
         assert_eq!(p.limits_for("big", 0, &registered).memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn request_bucket_limits_the_sustained_rate() {
+        let t0 = Instant::now();
+        let b = RequestBucket::new(RequestRate { per_second: 10, burst: 3 }, t0);
+        assert!((0..3).all(|_| b.try_take(t0)), "the burst");
+        assert!(!b.try_take(t0), "then nothing");
+        assert!(b.try_take(t0 + Duration::from_millis(100)), "one token every 100 ms");
+        assert!(!b.try_take(t0 + Duration::from_millis(150)));
+        b.charge(5, t0 + Duration::from_millis(200));
+        assert!(!b.try_take(t0 + Duration::from_millis(500)), "a debt of extra pages delays later requests");
+        assert!(b.try_take(t0 + Duration::from_millis(800)));
+        assert!(b.try_take(t0 + Duration::from_secs(60)) && b.try_take(t0 + Duration::from_secs(60)), "refills up to the burst");
     }
 
     #[test]

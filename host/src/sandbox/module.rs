@@ -15,10 +15,10 @@
 
 use super::abi::{BoundedList, BoundedStr, GuestStep, GuestTaskError, GuestTaskInfo};
 use super::cache::{ArtifactCache, CacheOutcome, Lookup, sha256_hex};
-use super::compile::{Compiler, compile_in_child, deserialize_own};
+use super::compile::{CompileFailure, Compiler, compile_in_child, deserialize_own};
 use super::engine::Sandbox;
 use super::host::TaskCtx;
-use super::limits::{ModuleLimits, RunLimits};
+use super::limits::{ModuleLimits, RequestBucket, RunLimits};
 use crate::adapters::kube::InMemoryKube;
 use crate::policy::guard::{CapabilityGuard, CapabilityName, Grants};
 use crate::policy::scope::Scope;
@@ -70,6 +70,8 @@ pub struct LoadedModule {
     pub grants: Arc<Grants>,
     pub limits: ModuleLimits,
     pub(crate) pre: InstancePre<TaskCtx>,
+    /// The module's request bucket, shared by all its steps (`None`: a built-in module).
+    pub requests: Option<Arc<RequestBucket>>,
     /// How the compiled code was obtained, and how long loading took.
     pub cache_outcome: CacheOutcome,
     pub load_time: Duration,
@@ -232,6 +234,10 @@ impl Sandbox {
             grants: Arc::new(grant.grants),
             limits: grant.limits,
             pre,
+            requests: (!grant.trusted_code)
+                .then_some(self.config().module_request_rate)
+                .flatten()
+                .map(|rate| Arc::new(RequestBucket::new(rate, Instant::now()))),
             cache_outcome,
             load_time: started.elapsed(),
         })
@@ -243,15 +249,29 @@ impl Sandbox {
         let (cache, engine, key) = (self.cache().clone(), self.engine().clone(), digest.to_string());
         let lookup =
             tokio::task::spawn_blocking(move || cache.lookup(&engine, &key)).await.map_err(|e| format!("the cache task failed: {e}"))?;
+        let remembered = |reason: &str| format!("{} (remembered from an earlier attempt: the same bytes fail the same way)", reason.trim());
         let problem = match lookup {
             Lookup::Hit(c) => return Ok((c, CacheOutcome::Loaded)),
             Lookup::Miss => None,
             Lookup::Unusable(reason) => Some(reason),
+            Lookup::Failed(reason) => return Err(remembered(&reason)),
         };
         let (component, artifact) = match (&self.config().compiler, trusted) {
             (Compiler::Subprocess { exe, limits }, false) => {
+                if let Some(reason) = self.remembered_failure(digest) {
+                    return Err(remembered(&reason));
+                }
                 let _one_at_a_time = self.compile_slot().lock().await;
-                let bytes = compile_in_child(exe, limits, wasm).await?;
+                let bytes = match compile_in_child(exe, limits, wasm).await {
+                    Ok(bytes) => bytes,
+                    Err(CompileFailure::Limit(reason)) => {
+                        self.remember_failure(digest, &reason);
+                        let (cache, engine, key, why) = (self.cache().clone(), self.engine().clone(), digest.to_string(), reason.clone());
+                        let _ = tokio::task::spawn_blocking(move || cache.remember_failure(&engine, &key, &why)).await;
+                        return Err(reason);
+                    }
+                    Err(CompileFailure::Other(reason)) => return Err(reason),
+                };
                 let component = deserialize_own(self.engine(), &bytes)?;
                 (component, Some(bytes))
             }
@@ -346,11 +366,13 @@ fn is_dns_label(s: &str) -> bool {
 fn check_claims(info: &ModuleInfo, digest: &str, grant: &ModuleGrant) -> Result<(), LoadError> {
     let d = short(digest);
     let bad = |what: String| Err(LoadError::BadDescription { digest: d.clone(), what });
-    if info.name.is_empty() || info.name.len() > MAX_NAME_BYTES || info.name.chars().any(char::is_control) {
-        return bad(format!("a name that is empty, over {MAX_NAME_BYTES} bytes or has control characters"));
+    // Printed everywhere (logs, statuses, events, the CLI): visible ASCII only.
+    let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if info.name.is_empty() || info.name.len() > MAX_NAME_BYTES || !visible(&info.name) {
+        return bad(format!("a name that is empty, over {MAX_NAME_BYTES} bytes or not visible ASCII"));
     }
-    if info.version.len() > MAX_VERSION_BYTES || info.version.chars().any(char::is_control) {
-        return bad(format!("a version over {MAX_VERSION_BYTES} bytes or with control characters"));
+    if info.version.len() > MAX_VERSION_BYTES || !visible(&info.version) {
+        return bad(format!("a version over {MAX_VERSION_BYTES} bytes or not visible ASCII"));
     }
     if info.task_types.len() > MAX_TASK_TYPES {
         return bad(format!("{} task types, over the limit of {MAX_TASK_TYPES}", info.task_types.len()));
@@ -430,6 +452,11 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(matches!(check_claims(&info(&many, &[]), "abc", &grant), Err(LoadError::BadDescription { .. })));
         assert!(check_claims(&info(&["ok-type"], &[]), "abc", &grant).is_ok());
+        for name in ["sei\u{202e}infra", "two words", "sei\u{2028}x", "é"] {
+            let mut i = info(&["t"], &[]);
+            i.name = name.into();
+            assert_eq!(check_claims(&i, "abc", &grant).unwrap_err().reason(), "DescribeFailed", "{name:?}");
+        }
     }
 
     #[test]

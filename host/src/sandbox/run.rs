@@ -235,6 +235,7 @@ impl Sandbox {
             input.task_type.clone(),
             (module.digest.clone(), Arc::from(module.info.name.as_str())),
         );
+        let ctx = TaskCtx { requests: module.requests.clone(), ..ctx };
         let mut store = self.new_store(ctx);
 
         let outcome = if !module.info.task_types.contains(&input.task_type) {
