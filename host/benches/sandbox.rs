@@ -28,10 +28,14 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
+/// The well-behaved guest with the per-step host-call budget at its ceiling (1000) and no request
+/// rate, so that 1000 calls fit one step: what is measured is the cost of a call, not the limits.
 fn setup(rt: &tokio::runtime::Runtime) -> (Sandbox, LoadedModule, RunEnv) {
-    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+    let sandbox = Sandbox::new(SandboxConfig { module_request_rate: None, ..Default::default() }).expect("sandbox");
     let bytes = std::fs::read(test_guest_path("test-well-behaved")).expect("test guest (built by host/build.rs)");
-    let module = rt.block_on(sandbox.load_module(&bytes, ModuleGrant::new(Grants::new([CapabilityName::KubeRead])))).expect("load");
+    let mut grant = ModuleGrant::new(Grants::new([CapabilityName::KubeRead]));
+    grant.limits.host_calls = Some(1000);
+    let module = rt.block_on(sandbox.load_module(&bytes, grant)).expect("load");
     let kube = Arc::new(InMemoryKube::new());
     kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).expect("fixture");
     let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube, sidecar: None };
