@@ -6,7 +6,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | front ends | `operator` (starts the controllers), `crds`; in the binary: `main.rs` (the composition root) and `cli/` (developer commands) |
-//! | controllers | `node` (SeiNode), `taskmodule` (TaskModule loader, `--task-dir`) |
+//! | controllers | `node` (SeiNode), `taskmodule` (TaskModule loader, `--task-dir`), `leader` (leader election on a Lease) |
 //! | telemetry | `telemetry` (Prometheus metrics, health endpoints) |
 //! | modules | `registry` (task type → module, rollout) |
 //! | sandbox | `sandbox` (wasmtime: load, limits, host functions, runs) |
@@ -22,6 +22,7 @@ pub mod adapters;
 pub mod conditions;
 pub mod crds;
 pub mod embedded;
+pub mod leader;
 pub mod node;
 pub mod operator;
 pub mod platform;

@@ -13,7 +13,7 @@ mod cli;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sei_operator::node::{Context as NodeContext, SidecarResolver};
-use sei_operator::operator::Operator;
+use sei_operator::operator::{Operator, Shutdown, Stopped};
 use sei_operator::registry::TaskRegistry;
 use sei_operator::sandbox::{ModuleGrant, Sandbox, SandboxConfig};
 use sei_operator::taskmodule::directory::TaskDirectory;
@@ -36,7 +36,7 @@ enum Command {
         command: cli::task::TaskCommand,
     },
     /// Run the SeiNode controller against the cluster of the current kubeconfig.
-    Run(ControllerArgs),
+    Run(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `deploy/crds/` holds).
     Crds,
     /// Print the plan a SeiNode manifest would get, without a cluster.
@@ -104,6 +104,51 @@ struct ControllerArgs {
     /// steps (bursts of twice as many); 0: no limit.
     #[arg(long, default_value_t = sei_operator::sandbox::limits::DEFAULT_MODULE_REQUEST_RATE.per_second)]
     module_requests_per_second: u32,
+    /// TaskModules may take module bytes only from ConfigMaps in this namespace (the controller
+    /// needs ConfigMap reads only there); unset: any namespace.
+    #[arg(long, env = "SEI_MODULE_CONFIGMAP_NAMESPACE")]
+    module_configmap_namespace: Option<String>,
+    /// Reconcile SeiNodes only while holding a coordination.k8s.io Lease, so that several
+    /// replicas can run (the others stand by, their TaskModules loaded).
+    #[arg(long, env = "SEI_LEADER_ELECTION")]
+    leader_election: bool,
+    /// The Lease's namespace (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    #[arg(long, default_value = "sei-operator-leader")]
+    leader_election_lease_name: String,
+    /// How long a Lease not renewed stays with its holder.
+    #[arg(long, default_value_t = 15)]
+    leader_election_lease_duration_seconds: u64,
+    /// How long the leader keeps trying to renew before it stops reconciling and exits (shorter
+    /// than the lease duration).
+    #[arg(long, default_value_t = 10)]
+    leader_election_renew_deadline_seconds: u64,
+    /// How often the leader renews, and a standby looks at the Lease when it does not change.
+    #[arg(long, default_value_t = 2)]
+    leader_election_retry_period_seconds: u64,
+    /// On SIGTERM, how long reconciles in flight may take to finish before they are abandoned
+    /// (then the Lease is released).
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_seconds: u64,
+}
+
+/// The Lease settings of `--leader-election`, checked.
+fn lease_settings(args: &ControllerArgs, identity: &str) -> Result<Option<sei_operator::leader::LeaseSettings>> {
+    if !args.leader_election {
+        return Ok(None);
+    }
+    let secs = std::time::Duration::from_secs;
+    let settings = sei_operator::leader::LeaseSettings {
+        namespace: args.leader_election_namespace.clone().unwrap_or_default(),
+        name: args.leader_election_lease_name.clone(),
+        identity: identity.to_string(),
+        lease_duration: secs(args.leader_election_lease_duration_seconds),
+        renew_deadline: secs(args.leader_election_renew_deadline_seconds),
+        retry_period: secs(args.leader_election_retry_period_seconds),
+    };
+    settings.validate()?;
+    Ok(Some(settings))
 }
 
 /// The controller's limits policy from its flags and `--task-limits`.
@@ -155,20 +200,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", sei_operator::text::escape(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // Whatever is still running (an abandoned step, a watch) ends with the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::Task { command } => cli::task::dispatch(command).await,
-        Command::Run(args) => run_controller(args).await.map(|()| ok),
+        Command::Run(args) => run_controller(*args).await.map(|()| ok),
         Command::Crds => {
             print!("{}", sei_operator::crds::crds_yaml()?);
             Ok(ok)
@@ -178,6 +226,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
+    let election = lease_settings(&args, &args.replica_id.clone().unwrap_or_else(default_replica_id))?;
     let platform = sei_operator::platform::PlatformConfig::from_env()?;
     let mut config = kube::Config::infer().await.context("reading the kubeconfig (or the in-cluster service account)")?;
     // Every request names the controller in the API server's audit log.
@@ -233,10 +282,20 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         }
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    let mut operator = Operator::new(ctx);
+    let mut operator =
+        Operator::new(ctx).with_shutdown(Shutdown::on_signals(), std::time::Duration::from_secs(args.shutdown_grace_seconds));
     if args.task_modules {
-        operator = operator.with_task_modules(TaskModuleWatch { label_selector: args.task_module_selector }, replica);
+        let watch = TaskModuleWatch { label_selector: args.task_module_selector, configmap_namespace: args.module_configmap_namespace };
+        operator = operator.with_task_modules(watch, replica);
     }
-    operator.run(args.concurrency, args.namespace).await;
-    Ok(())
+    if let Some(settings) = election {
+        operator = operator.with_leader_election(settings);
+    }
+    match operator.run(args.concurrency, args.namespace).await {
+        Stopped::LostLeadership => anyhow::bail!("lost the leader Lease; exiting so that a fresh replica stands by"),
+        stopped => {
+            tracing::info!(?stopped, "sei-operator controller stopped");
+            Ok(())
+        }
+    }
 }

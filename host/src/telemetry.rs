@@ -13,7 +13,8 @@
 //! the registry at scrape time), `sandbox_host_calls_total` and `sandbox_log_calls_total` (by
 //! module digest), `sandbox_budget_exceeded_total` (steps stopped by a per-step budget, by module
 //! digest and budget), `sandbox_dropped_log_lines_total`, `module_steps_deferred_total` (steps put
-//! off because their module ran its share already). Test:
+//! off because their module ran its share already), `leader` (1 while this replica holds the
+//! leader Lease; every replica serves metrics, standbys included). Test:
 //! `telemetry::tests::exposition_names_every_metric`.
 
 use crate::sandbox::counters::SandboxMetrics;
@@ -102,6 +103,7 @@ pub struct Telemetry {
     log_calls: Family<ModuleDigestLabel, Counter>,
     budget_exceeded: Family<BudgetLabels, Counter>,
     dropped_log_lines: Counter,
+    leader: Gauge,
     /// One scrape at a time: counters are caught up with the sandbox's totals while encoding.
     encoding: std::sync::Mutex<()>,
     sandbox: Option<Arc<SandboxMetrics>>,
@@ -130,6 +132,8 @@ impl Telemetry {
         let log_calls = Family::<ModuleDigestLabel, Counter>::default();
         let budget_exceeded = Family::<BudgetLabels, Counter>::default();
         let dropped_log_lines = Counter::default();
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the leader Lease and reconciles SeiNodes", leader.clone());
         registry.register(
             "module_steps_deferred",
             "Steps put off because their module already ran its share of steps",
@@ -165,6 +169,7 @@ impl Telemetry {
             log_calls,
             budget_exceeded,
             dropped_log_lines,
+            leader,
             encoding: std::sync::Mutex::new(()),
             sandbox,
             modules: std::sync::OnceLock::new(),
@@ -182,8 +187,13 @@ impl Telemetry {
         self.plans_active.get_or_create(&NodeLabels { namespace: namespace.into(), name: name.into() }).set(i64::from(plan_active));
     }
 
-    pub fn count_reconcile(&self) {
-        self.reconciles.inc();
+    /// Count a reconcile; `true` for the first one of this replica.
+    pub fn count_reconcile(&self) -> bool {
+        self.reconciles.inc() == 0
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Reconciles started so far.
@@ -312,7 +322,9 @@ mod tests {
         t.observe_step("mark-ready", "abc", 2_000);
         t.count_task_failure("configure-genesis", true);
         t.count_task_failure("config-apply", false);
-        t.count_reconcile();
+        assert!(t.count_reconcile(), "the first reconcile is told apart");
+        assert!(!t.count_reconcile());
+        t.set_leader(true);
         t.count_reconcile_error("conflict");
         t.count_module_load("TaskModule", "DigestMismatch");
         let text = t.encode();
@@ -323,7 +335,7 @@ mod tests {
             r#"sei_task_failures_total{task_type="config-apply"} 1"#,
             r#"sei_node_phase{namespace="sei",name="rpc",phase="Running"} 1"#,
             r#"sei_node_phase{namespace="sei",name="rpc",phase="Failed"} 0"#,
-            "sei_reconciles_total 1",
+            "sei_reconciles_total 2",
             r#"sei_reconcile_errors_total{cause="conflict"} 1"#,
             r#"sei_sandbox_denied_calls{module_digest="abc",reason="namespace"} 1"#,
             r#"sei_module_loads_total{source="TaskModule",result="DigestMismatch"} 1"#,
@@ -332,6 +344,7 @@ mod tests {
             r#"sei_sandbox_budget_exceeded_total{module_digest="abc",budget="host-calls"} 1"#,
             r#"sei_sandbox_dropped_log_lines_total 7"#,
             "sei_module_steps_deferred_total 0",
+            "sei_leader 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -4,7 +4,6 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Service};
-use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
@@ -177,14 +176,15 @@ async fn harness_with(
     tune: impl FnOnce(ContextBuilder) -> ContextBuilder,
 ) -> (Harness, tokio::task::JoinHandle<()>, Arc<Context>) {
     let cluster = TestCluster::shared();
-    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
+    cluster.install_crds(&[sei_operator::crds::seinode()]).await.unwrap();
     let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
     for (t, s) in scripts {
         sidecar.script(t, s.clone());
     }
-    let ctx = controller_context(&client, &sidecar, tune).await;
+    // The controller runs as the Helm chart's ServiceAccount, under the chart's RBAC.
+    let ctx = controller_context(&cluster.controller_client().await, &sidecar, tune).await;
     let handle = tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
     (Harness { nodes: Api::namespaced(client.clone(), ns.name()), ns, sidecar, client }, handle, ctx)
 }

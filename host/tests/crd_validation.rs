@@ -1,7 +1,6 @@
 //! The SeiNode CRD on the real API server: valid manifests are accepted, invalid ones are
 //! rejected with a message naming the rule, and the status subresource holds a plan.
 
-use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sei_operator::node::crd::SeiNode;
 use sei_testkit::TestCluster;
@@ -17,7 +16,7 @@ fn manifest(name: &str, spec: Value) -> SeiNode {
 
 async fn api() -> (Api<SeiNode>, sei_testkit::TestNamespace) {
     let cluster = TestCluster::shared();
-    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
+    cluster.install_crds(&[sei_operator::crds::seinode()]).await.unwrap();
     let ns = cluster.namespace("crd").await;
     (Api::namespaced(cluster.client().await, ns.name()), ns)
 }

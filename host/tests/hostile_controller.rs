@@ -6,7 +6,6 @@
 //! reached the API server (from its audit log).
 
 use k8s_openapi::jiff::Timestamp;
-use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
 use sei_operator::embedded::test_guest_path;
 use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskStatus};
@@ -31,7 +30,7 @@ struct Harness {
 /// A namespace, a test sidecar and a controller whose `config-apply` is the misbehaving guest.
 async fn harness(prefix: &str) -> Harness {
     let cluster = TestCluster::shared();
-    cluster.install_crds(&[SeiNode::crd()]).await.unwrap();
+    cluster.install_crds(&[sei_operator::crds::seinode()]).await.unwrap();
     let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
@@ -43,9 +42,14 @@ async fn harness(prefix: &str) -> Harness {
     grant.task_types = Some(vec!["config-apply".into()]);
     let hostile = sandbox.load_module(&wasm, grant).await.unwrap();
     registry.install(&["config-apply".into()], ModuleEntry::new(ModuleSource::Directory { path: "hostile.wasm".into() }, hostile));
-    let ctx =
-        Context::builder(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()))
-            .build();
+    let ctx = Context::builder(
+        cluster.controller_client().await,
+        sandbox,
+        registry,
+        PlatformConfig::for_local(),
+        SidecarResolver::Template(sidecar.url_template()),
+    )
+    .build();
     tokio::spawn(run(ctx.clone(), 4, Some(ns.name().to_string())));
     Harness { nodes: Api::namespaced(client, ns.name()), ns, ctx, _sidecar: sidecar }
 }

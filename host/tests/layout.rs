@@ -2,8 +2,8 @@
 //! top-level modules points down the layers of `lib.rs`:
 //!
 //! shared (`wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters` <
-//! `policy` < `sandbox` < `registry` < `telemetry` < controllers (`node`, `taskmodule`, which do
-//! not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
+//! `policy` < `sandbox` < `registry` < `telemetry` < controllers (`node`, `taskmodule`, `leader`,
+//! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
 //!
 //! How: every `crate::…` and `super::…` path in a file (comments stripped; `use` groups in braces
 //! expanded) is resolved to the deepest module file it names; `mod` declarations are containment,
@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("telemetry", 5),
     ("node", 6),
     ("taskmodule", 6),
+    ("leader", 6),
     ("operator", 7),
     ("crds", 7),
 ];

@@ -5,7 +5,6 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::embedded::{BUILTIN_MODULES, test_guest_path};
@@ -20,6 +19,7 @@ use sei_operator::sandbox::{Sandbox, SandboxConfig};
 use sei_operator::taskmodule::loader::{TaskModuleLoader, TaskModuleWatch};
 use sei_operator::taskmodule::resource::{ReplicaModuleStatus, TaskModule};
 use sei_test_sidecar::TestSidecar;
+use sei_testkit::identity::MODULE_NAMESPACE;
 use sei_testkit::{TestCluster, TestNamespace, eventually};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ struct Env {
     modules: Api<TaskModule>,
     sidecar: TestSidecar,
     ctx: Arc<Context>,
-    _controller: tokio::task::JoinHandle<()>,
+    _controller: tokio::task::JoinHandle<sei_operator::operator::Stopped>,
 }
 
 fn sidecar_module() -> &'static [u8] {
@@ -53,7 +53,7 @@ fn guest(name: &str) -> Vec<u8> {
 
 async fn env(prefix: &str, scripts: &[(&str, Script)]) -> Env {
     let cluster = TestCluster::shared();
-    cluster.install_crds(&[SeiNode::crd(), TaskModule::crd()]).await.unwrap();
+    cluster.install_crds(&[sei_operator::crds::seinode(), sei_operator::crds::taskmodule()]).await.unwrap();
     let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
@@ -63,11 +63,17 @@ async fn env(prefix: &str, scripts: &[(&str, Script)]) -> Env {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await.unwrap();
-    let ctx =
-        Context::builder(client.clone(), sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()))
-            .instance(REPLICA)
-            .build();
-    let watch = TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", ns.name())) };
+    let ctx = Context::builder(
+        cluster.controller_client().await,
+        sandbox,
+        registry,
+        PlatformConfig::for_local(),
+        SidecarResolver::Template(sidecar.url_template()),
+    )
+    .instance(REPLICA)
+    .build();
+    let watch =
+        TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", ns.name())), configmap_namespace: Some(MODULE_NAMESPACE.into()) };
     let controller = tokio::spawn(Operator::new(ctx.clone()).with_task_modules(watch, REPLICA).run(4, Some(ns.name().to_string())));
     Env {
         nodes: Api::namespaced(client.clone(), ns.name()),
@@ -95,9 +101,9 @@ impl Env {
         let full = self.module_name(name);
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": full}})).unwrap();
         let cm = ConfigMap { binary_data: Some(BTreeMap::from([("module.wasm".to_string(), ByteString(bytes.to_vec()))])), ..cm };
-        Api::<ConfigMap>::namespaced(self.client.clone(), self.ns.name()).create(&PostParams::default(), &cm).await.unwrap();
+        Api::<ConfigMap>::namespaced(self.client.clone(), MODULE_NAMESPACE).create(&PostParams::default(), &cm).await.unwrap();
         let mut spec = spec;
-        spec["source"] = json!({"configMap": {"namespace": self.ns.name(), "name": full, "key": "module.wasm"}});
+        spec["source"] = json!({"configMap": {"namespace": MODULE_NAMESPACE, "name": full, "key": "module.wasm"}});
         if spec.get("sha256").is_none() {
             spec["sha256"] = json!(sha256_hex(bytes));
         }
@@ -182,12 +188,15 @@ impl Env {
         let registry = Arc::new(TaskRegistry::new());
         registry.load_builtins(self.ctx.sandbox()).await.unwrap();
         let loader = TaskModuleLoader::new(
-            self.client.clone(),
+            TestCluster::shared().controller_client().await,
             self.ctx.sandbox().clone(),
             registry.clone(),
             replica.into(),
             self.ctx.telemetry().clone(),
-            TaskModuleWatch { label_selector: Some(format!("sei.io/test={}", self.ns.name())) },
+            TaskModuleWatch {
+                label_selector: Some(format!("sei.io/test={}", self.ns.name())),
+                configmap_namespace: Some(MODULE_NAMESPACE.into()),
+            },
         );
         let (synced_tx, synced) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(loader.run(synced_tx));

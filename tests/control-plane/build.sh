@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in go.mod
-# into a cache directory keyed by the Kubernetes version. A no-op when all four are already there.
+# into a cache directory keyed by the Kubernetes version, and Helm from helm/go.mod into one keyed by
+# its version (linked into the same bin directory as `helm`). A no-op when all are already there.
 #
 #   tests/control-plane/build.sh            # prints the bin directory on its last line
 #   SEI_K8S_BIN_DIR=/path tests/control-plane/build.sh
@@ -28,8 +29,29 @@ for t in "${targets[@]}"; do
   name=${t%% *}
   [ -x "$bin/$name" ] || missing+=("$t")
 done
+
+# Helm, from its own Go module (its Kubernetes libraries are not the control plane's).
+helm_version=$(awk '($1=="helm.sh/helm/v4" && $2 ~ /^v/) {print $2} ($1=="require" && $2=="helm.sh/helm/v4") {print $3}' "$here/helm/go.mod")
+[ -n "$helm_version" ] || { echo "build.sh: cannot read the helm.sh/helm/v4 version from $here/helm/go.mod" >&2; exit 1; }
+helm_bin=${XDG_CACHE_HOME:-$HOME/.cache}/sei-operator/helm-$helm_version/bin
+build_helm() {
+  mkdir -p "$helm_bin"
+  echo "building helm $helm_version (helm.sh/helm/v4/cmd/helm) ..." >&2
+  local t0; t0=$(date +%s)
+  ( cd "$here/helm" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
+      -o "$helm_bin/helm.partial" helm.sh/helm/v4/cmd/helm ) || { echo "build.sh: go build of helm failed" >&2; exit 1; }
+  mv "$helm_bin/helm.partial" "$helm_bin/helm"
+  echo "built helm in $(( $(date +%s) - t0 ))s" >&2
+}
+link_helm() {
+  [ -x "$helm_bin/helm" ] || build_helm
+  [ "$(readlink "$bin/helm" 2>/dev/null)" = "$helm_bin/helm" ] || ln -sfn "$helm_bin/helm" "$bin/helm"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "control plane $version (etcd $etcd_version): cached" >&2
+  link_helm
+  echo "control plane $version (etcd $etcd_version), helm $helm_version: cached" >&2
   echo "$bin"
   exit 0
 fi
@@ -55,4 +77,5 @@ for t in "${missing[@]}"; do
   echo "[$i/${#missing[@]}] built $name in $(( $(date +%s) - t0 ))s" >&2
 done
 echo "control plane $version built in $(( $(date +%s) - start ))s; $(du -sh "$bin" | cut -f1) in $bin" >&2
+link_helm
 echo "$bin"

@@ -30,5 +30,5 @@ pub mod step_clock;
 pub mod stepper;
 
 pub use context::{Context, ContextBuilder};
-pub use reconcile::{MIN_REQUEUE, run};
+pub use reconcile::{MIN_REQUEUE, run, run_until};
 pub use sidecars::SidecarResolver;

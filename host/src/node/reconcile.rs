@@ -93,8 +93,11 @@ fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
 
 /// The reconcile of one SeiNode.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    ctx.telemetry().count_reconcile();
     let ns = node.namespace().unwrap_or_default();
+    if ctx.telemetry().count_reconcile() {
+        // With leader election, the moment a new leader starts work (measured by failover.sh).
+        tracing::info!(node = %format!("{ns}/{}", node.name_any()), "first reconcile of this replica");
+    }
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
     finalizer(&api, FINALIZER, node, |event| async {
         match event {
@@ -358,21 +361,42 @@ where
     }
 }
 
-/// Reconcile SeiNodes (and watch their owned objects) until the stream ends (shutdown signal).
-/// `namespace`: only that namespace (a namespace-scoped operator); `None`: every namespace.
+/// Reconcile SeiNodes (and watch their owned objects) until SIGTERM or SIGINT, waiting for the
+/// reconciles in flight. `namespace`: only that namespace (a namespace-scoped operator); `None`:
+/// every namespace.
 pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
     let client = ctx.client().clone();
-    let ns = namespace.as_deref();
-    Controller::new(api_in::<SeiNode>(&client, ns), watcher::Config::default())
-        .owns(api_in::<StatefulSet>(&client, ns), watcher::Config::default())
-        .owns(api_in::<Service>(&client, ns), watcher::Config::default())
-        .owns(api_in::<PersistentVolumeClaim>(&client, ns), watcher::Config::default())
-        .owns(api_in::<Job>(&client, ns), watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    controller(&client, namespace.as_deref(), concurrency)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Reconcile SeiNodes until `shutdown` resolves, then stop starting reconciles and return once
+/// those in flight have finished (drop the future to abandon them: each reconcile runs in a task
+/// that is aborted with it).
+pub async fn run_until(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client().clone();
+    controller(&client, namespace.as_deref(), concurrency)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn controller(client: &Client, ns: Option<&str>, concurrency: u16) -> Controller<SeiNode> {
+    Controller::new(api_in::<SeiNode>(client, ns), watcher::Config::default())
+        .owns(api_in::<StatefulSet>(client, ns), watcher::Config::default())
+        .owns(api_in::<Service>(client, ns), watcher::Config::default())
+        .owns(api_in::<PersistentVolumeClaim>(client, ns), watcher::Config::default())
+        .owns(api_in::<Job>(client, ns), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
 }
 
 #[cfg(test)]

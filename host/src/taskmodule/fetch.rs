@@ -35,6 +35,10 @@ pub enum FetchError {
     Status { what: String, status: u16 },
     #[error("{what} is over the {MAX_MODULE_BYTES}-byte module limit")]
     TooLarge { what: String },
+    #[error(
+        "ConfigMap {namespace}/{name} is outside the module namespace {allowed}: this controller reads module ConfigMaps only there (--module-configmap-namespace)"
+    )]
+    OutsideModuleNamespace { namespace: String, name: String, allowed: String },
 }
 
 impl FetchError {
@@ -43,7 +47,7 @@ impl FetchError {
         match self {
             FetchError::ConfigMapNotFound { .. } | FetchError::KeyNotFound { .. } | FetchError::Transport { .. } => true,
             FetchError::Status { status, .. } => matches!(status, 404 | 408 | 425 | 429) || *status >= 500,
-            FetchError::TooLarge { .. } => false,
+            FetchError::TooLarge { .. } | FetchError::OutsideModuleNamespace { .. } => false,
         }
     }
 }
@@ -59,10 +63,14 @@ pub trait ModuleFetcher: Send + Sync {
 pub struct KubeModuleFetcher {
     client: kube::Client,
     http: reqwest::Client,
+    /// The only namespace whose ConfigMaps may hold modules (`None`: any).
+    configmap_namespace: Option<String>,
 }
 
 impl KubeModuleFetcher {
-    pub fn new(client: kube::Client) -> Self {
+    /// `configmap_namespace`: the only namespace whose ConfigMaps may hold modules (`None`: any;
+    /// the controller's RBAC then needs ConfigMap reads in every namespace).
+    pub fn new(client: kube::Client, configmap_namespace: Option<String>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -72,7 +80,7 @@ impl KubeModuleFetcher {
                 tracing::error!(error = %e, "could not configure the module HTTP client; URL sources use reqwest's defaults");
                 reqwest::Client::new()
             });
-        Self { client, http }
+        Self { client, http, configmap_namespace }
     }
 
     async fn fetch_url(&self, url: &str) -> Result<Vec<u8>, FetchError> {
@@ -106,6 +114,13 @@ impl ModuleFetcher for KubeModuleFetcher {
         let Some(cm) = &source.config_map else {
             return Err(FetchError::Transport { what: "source".into(), message: "neither configMap nor url is set".into() });
         };
+        if let Some(allowed) = self.configmap_namespace.as_ref().filter(|a| **a != cm.namespace) {
+            return Err(FetchError::OutsideModuleNamespace {
+                namespace: cm.namespace.clone(),
+                name: cm.name.clone(),
+                allowed: allowed.clone(),
+            });
+        }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &cm.namespace);
         let what = format!("ConfigMap {}/{}", cm.namespace, cm.name);
         let object = api.get_opt(&cm.name).await.map_err(|e| FetchError::Transport { what: what.clone(), message: format!("{e}") })?;

@@ -50,6 +50,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct TaskModuleWatch {
     /// Only TaskModules matching this label selector (shards, canary controllers, tests).
     pub label_selector: Option<String>,
+    /// The only namespace whose ConfigMaps may hold module bytes (`None`: any).
+    pub configmap_namespace: Option<String>,
 }
 
 /// A retry timer fired: (TaskModule name, its token).
@@ -86,7 +88,7 @@ impl TaskModuleLoader {
     ) -> Self {
         let reporter = Reporter { controller: "sei-operator".into(), instance: Some(replica.clone()) };
         Self {
-            fetcher: Arc::new(KubeModuleFetcher::new(client.clone())),
+            fetcher: Arc::new(KubeModuleFetcher::new(client.clone(), watch.configmap_namespace.clone())),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             sandbox,

@@ -11,12 +11,15 @@
 //! - [`TestCluster::namespace`] gives each test its own namespace, deleted when dropped;
 //! - [`TestCluster::install_crds`] applies CRDs and waits until they are Established;
 //! - [`TestCluster::statefulsets`] is the StatefulSet status faker (pause/resume per namespace);
+//! - [`TestCluster::controller_client`] is a client authenticated as the Helm chart's
+//!   ServiceAccount, under the chart's RBAC (`identity`): what controllers under test use;
 //! - [`TestCluster::audit_events`] reads the API server's audit log (every request at level
 //!   `Metadata`: verb, resource, namespace, name, user, user agent, response code), for tests
 //!   that count what reached the API server and for the next mystery (who deleted what).
 //!
 //! Processes never outlive the test process (see [`process`]). Self-tests: `tests/harness.rs`.
 
+pub mod identity;
 pub mod pki;
 pub mod process;
 pub mod statefulsets;
@@ -54,6 +57,10 @@ pub enum TestClusterError {
     Kube(#[from] kube::Error),
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout { what: String, timeout: Duration },
+    #[error("helm {args} failed:\n{stderr}")]
+    Helm { args: String, stderr: String },
+    #[error("manifest: {0}")]
+    Manifest(String),
 }
 
 /// Locate (building if needed) the control-plane binaries: `SEI_K8S_BIN_DIR` if set, else the
@@ -84,6 +91,8 @@ const AUDIT_POLICY: &str =
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditEvent {
     pub verb: String,
+    /// The API group (`""` for the core group).
+    pub api_group: String,
     pub resource: String,
     pub subresource: String,
     pub namespace: String,
@@ -100,6 +109,7 @@ impl AuditEvent {
         let s = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
         AuditEvent {
             verb: s("/verb"),
+            api_group: s("/objectRef/apiGroup"),
             resource: s("/objectRef/resource"),
             subresource: s("/objectRef/subresource"),
             namespace: s("/objectRef/namespace"),
@@ -122,6 +132,8 @@ pub struct TestCluster {
     processes: Mutex<Vec<ChildProcess>>,
     faker: StatefulSetFaker,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The chart's ServiceAccount and RBAC, installed on first use (`identity`).
+    controller_identity: tokio::sync::OnceCell<()>,
     /// Keeps the temp dir of a non-shared cluster until drop.
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -312,6 +324,7 @@ impl TestCluster {
             processes: Mutex::new(processes),
             faker: StatefulSetFaker::default(),
             runtime: None,
+            controller_identity: tokio::sync::OnceCell::new(),
             _tempdir: None,
         };
         runtime.block_on(cluster.wait_ready(started + START_TIMEOUT))?;

@@ -1,0 +1,471 @@
+//! The Helm chart's RBAC, proven on the real API server's RBAC authorizer.
+//!
+//! A *tour* drives every feature that needs a permission, with two controller replicas running
+//! as one ServiceAccount under leader election: a TaskModule loaded from a ConfigMap in the
+//! module namespace (both replicas report in its status), a full node and a bootstrap node to
+//! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), a genesis validator
+//! whose `configure-genesis` is retried (its repeated Warning event is patched as a series), the
+//! deletion of a node (its PVC), and a
+//! graceful stop (the Lease released, the standby watching it).
+//!
+//! - `the_chart_grants_exactly_what_the_controller_uses`: the tour as the chart's ServiceAccount
+//!   completes, the API server refused none of its requests, and every verb of every rule the
+//!   chart grants was used (read from the audit log);
+//! - `removing_any_rule_breaks_the_feature_that_needs_it`: for each verb of each rule, the chart
+//!   rendered under a name of its own with that verb removed; the tour as that ServiceAccount
+//!   meets a 403 for exactly that verb and resource;
+//! - `the_service_account_reaches_nothing_else`: Secrets, Pods, ConfigMaps outside the module
+//!   namespace, Deployments, RBAC objects and Namespaces are refused.
+
+use futures::future::join_all;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use sei_operator::adapters::sidecar::Script;
+use sei_operator::embedded::BUILTIN_MODULES;
+use sei_operator::leader::LeaseSettings;
+use sei_operator::node::crd::{SeiNode, SeiNodePhase};
+use sei_operator::node::{Context, SidecarResolver};
+use sei_operator::operator::{Operator, Shutdown, Stopped};
+use sei_operator::platform::PlatformConfig;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::release_tag::with_custom_section;
+use sei_operator::sandbox::cache::sha256_hex;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_operator::taskmodule::loader::TaskModuleWatch;
+use sei_operator::taskmodule::resource::TaskModule;
+use sei_test_sidecar::TestSidecar;
+use sei_testkit::identity::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE, MODULE_NAMESPACE};
+use sei_testkit::{AuditEvent, TestCluster, eventually};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const STEP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One permission: (apiGroup, resource with subresource, verb).
+type Permission = (String, String, String);
+
+/// One rule of the rendered chart, with the name its `# rule:` comment gives it.
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    group: String,
+    resource: String,
+    verbs: Vec<String>,
+}
+
+/// The rules of the chart's ClusterRole and Roles, in rendering order.
+fn chart_rules(rendered: &str) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for doc in rendered.split("\n---") {
+        let Ok(v) = serde_yaml::from_str::<serde_json::Value>(doc) else { continue };
+        if !matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        // The `# rule: NAME` comments, in order, name the rules.
+        let names: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("# rule: "))
+            .map(|n| n.split_whitespace().next().unwrap_or("").to_string())
+            .collect();
+        for (i, r) in v["rules"].as_array().into_iter().flatten().enumerate() {
+            let strings =
+                |k: &str| r[k].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect::<Vec<_>>();
+            let (groups, resources) = (strings("apiGroups"), strings("resources"));
+            assert_eq!((groups.len(), resources.len()), (1, 1), "one group and one resource per rule, so each can be removed alone: {r}");
+            rules.push(Rule {
+                name: names.get(i).cloned().unwrap_or_else(|| format!("rule-{i}")),
+                group: groups[0].clone(),
+                resource: resources[0].clone(),
+                verbs: strings("verbs"),
+            });
+        }
+    }
+    rules
+}
+
+fn permission_of(e: &AuditEvent) -> Permission {
+    let resource = if e.subresource.is_empty() { e.resource.clone() } else { format!("{}/{}", e.resource, e.subresource) };
+    (e.api_group.clone(), resource, e.verb.clone())
+}
+
+fn user(account: &str) -> String {
+    format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{account}")
+}
+
+/// One Sandbox (with a precompiled cache) for every replica of every tour.
+fn sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<(tempfile::TempDir, Arc<Sandbox>)> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let sandbox =
+                Arc::new(Sandbox::new(SandboxConfig { cache_dir: Some(dir.path().to_path_buf()), ..Default::default() }).unwrap());
+            (dir, sandbox)
+        })
+        .1
+        .clone()
+}
+
+/// The tour's replicas; stopped gracefully by `stop`, aborted when dropped.
+struct Replicas {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runs: Vec<tokio::task::JoinHandle<Stopped>>,
+}
+
+impl Replicas {
+    async fn stop(mut self) -> Vec<Stopped> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut out = Vec::new();
+        for run in std::mem::take(&mut self.runs) {
+            out.push(tokio::time::timeout(Duration::from_secs(30), run).await.expect("replicas stop within 30 s").unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        self.runs.iter().for_each(|r| r.abort());
+    }
+}
+
+/// Two replicas in `ns`, as `client`, electing a leader on `lease`.
+async fn start_replicas(client: &kube::Client, ns: &str, lease: &str, sidecar: &TestSidecar) -> Replicas {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = Shutdown::when(async move {
+        let _ = stopped.await;
+    });
+    let mut runs = Vec::new();
+    for id in ["replica-a", "replica-b"] {
+        let registry = Arc::new(TaskRegistry::new());
+        registry.load_builtins(&sandbox()).await.unwrap();
+        let ctx = Context::builder(
+            client.clone(),
+            sandbox(),
+            registry,
+            PlatformConfig::for_local(),
+            SidecarResolver::Template(sidecar.url_template()),
+        )
+        .instance(id)
+        .build();
+        let watch =
+            TaskModuleWatch { label_selector: Some(format!("sei.io/test={ns}")), configmap_namespace: Some(MODULE_NAMESPACE.into()) };
+        let settings = LeaseSettings {
+            namespace: CONTROLLER_NAMESPACE.into(),
+            name: lease.into(),
+            identity: format!("{ns}-{id}"),
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_secs(1),
+        };
+        let operator = Operator::new(ctx)
+            .with_task_modules(watch, id)
+            .with_leader_election(settings)
+            .with_shutdown(shutdown.clone(), Duration::from_secs(5));
+        runs.push(tokio::spawn(operator.run(2, Some(ns.to_string()))));
+    }
+    Replicas { stop: Some(stop), runs }
+}
+
+fn node(name: &str, spec: serde_json::Value) -> SeiNode {
+    let mut s = json!({"chainId": "pacific-1", "image": "seid:v1"});
+    for (k, v) in spec.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": s})).unwrap()
+}
+
+async fn wait<T, F, Fut>(what: &str, check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually(what, STEP_DEADLINE, check).await.map_err(|e| e.to_string())
+}
+
+async fn wait_phase(nodes: &Api<SeiNode>, name: &str, phase: SeiNodePhase) -> Result<(), String> {
+    wait(&format!("SeiNode {name} {phase:?}"), || async { (nodes.get(name).await.ok()?.status?.phase == Some(phase)).then_some(()) }).await
+}
+
+/// The task types the built-in sidecar module serves (what a TaskModule of it must declare).
+async fn sidecar_task_types() -> Vec<String> {
+    let registry = TaskRegistry::new();
+    registry.load_builtins(&sandbox()).await.unwrap();
+    let digest = registry.resolve("mark-ready").unwrap().module.digest.clone();
+    registry.active().into_iter().filter(|(_, e)| e.module.digest == digest).map(|(t, _)| t).collect()
+}
+
+/// Every feature that needs a permission, as `client` (module docs). Returns at the first step
+/// that does not complete in time.
+async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lease: &str) -> Result<(), String> {
+    let admin = cluster.client().await;
+    let sidecar = TestSidecar::start(0).await.map_err(|e| e.to_string())?;
+    let replicas = start_replicas(&client, ns, lease, &sidecar).await;
+
+    // A TaskModule from a ConfigMap in the module namespace: both replicas load it and say so.
+    let bytes = with_custom_section(
+        BUILTIN_MODULES.iter().find(|m| m.name == "sei-builtin-sidecar").unwrap().bytes,
+        "sei-test-release",
+        ns.as_bytes(),
+    );
+    let module = format!("{ns}-sidecar");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": module}})).unwrap();
+    let cm = ConfigMap { binary_data: Some(BTreeMap::from([("module.wasm".to_string(), ByteString(bytes.clone()))])), ..cm };
+    Api::<ConfigMap>::namespaced(admin.clone(), MODULE_NAMESPACE).create(&PostParams::default(), &cm).await.map_err(|e| e.to_string())?;
+    let tm: TaskModule = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "TaskModule",
+        "metadata": {"name": module, "labels": {"sei.io/test": ns}},
+        "spec": {
+            "taskTypes": sidecar_task_types().await,
+            "source": {"configMap": {"namespace": MODULE_NAMESPACE, "name": module, "key": "module.wasm"}},
+            "sha256": sha256_hex(&bytes),
+            "capabilities": ["sidecar"],
+        },
+    }))
+    .unwrap();
+    let modules: Api<TaskModule> = Api::all(admin.clone());
+    modules.create(&PostParams::default(), &tm).await.map_err(|e| e.to_string())?;
+    wait(&format!("TaskModule {module} Ready on both replicas"), || async {
+        let status = modules.get(&module).await.ok()?.status?;
+        let ready = |r: &str| {
+            status.replicas.iter().any(|e| e.replica == r && e.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        (ready("replica-a") && ready("replica-b")).then_some(())
+    })
+    .await?;
+
+    // A full node and a bootstrap node to Running.
+    let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns);
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    nodes.create(&PostParams::default(), &node("full", json!({"fullNode": {}, "peers": peers}))).await.map_err(|e| e.to_string())?;
+    let boot = json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers});
+    nodes.create(&PostParams::default(), &node("boot", boot)).await.map_err(|e| e.to_string())?;
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    wait("the bootstrap Job", || async { jobs.get_opt("boot-bootstrap").await.ok()? }).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let done = json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
+    jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.map_err(|e| e.to_string())?;
+    wait_phase(&nodes, "full", SeiNodePhase::Running).await?;
+    wait_phase(&nodes, "boot", SeiNodePhase::Running).await?;
+
+    // A genesis validator whose genesis is not published yet: `configure-genesis` is retried,
+    // and the repeated TaskRetry Warning is a patch of the first Event (a series).
+    sidecar.script("configure-genesis", Script::FailAfter(0, "genesis not published yet".into()));
+    let ceremony = json!({"validator": {"genesisCeremony": {"chainId": "c", "stakingAmount": "1", "accountBalance": "2", "index": 0}}});
+    nodes.create(&PostParams::default(), &node("genesis", ceremony)).await.map_err(|e| e.to_string())?;
+    let events: Api<Event> = Api::namespaced(admin.clone(), ns);
+    wait("the TaskRetry event as a series of 2", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("TaskRetry") && e.series.as_ref().is_some_and(|s| s.count >= 2))
+            .map(|_| ())
+    })
+    .await?;
+
+    // Deleting a node deletes its data volume.
+    nodes.delete("full", &DeleteParams::default()).await.map_err(|e| e.to_string())?;
+    wait("SeiNode full gone", || async { nodes.get_opt("full").await.ok()?.is_none().then_some(()) }).await?;
+
+    // A graceful stop: the leader releases the Lease.
+    let stopped = replicas.stop().await;
+    if !stopped.contains(&Stopped::Graceful) {
+        return Err(format!("no replica stopped gracefully as the leader: {stopped:?}"));
+    }
+    Ok(())
+}
+
+async fn prepare(cluster: &'static TestCluster) {
+    cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
+    cluster.install_controller_identity().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_grants_exactly_what_the_controller_uses() {
+    let cluster = TestCluster::shared();
+    prepare(cluster).await;
+    let ns = cluster.namespace("rbac-tour").await;
+    let lease = format!("{}-lease", ns.name());
+    // The chart's Role names one Lease: render this tour's own (same rules, another name).
+    let rendered = cluster.render_chart(&[&format!("leaderElection.leaseName={lease}")]).unwrap();
+    cluster.apply_manifests(&rendered, |k| k == "Role").await.unwrap();
+    tour(cluster, cluster.controller_client().await, ns.name(), &lease).await.unwrap();
+
+    let me = user(CONTROLLER_ACCOUNT);
+    let requests = cluster.audit_events(|e| e.user == me && e.user_agent != "rbac-deny-probe");
+    let refused: Vec<String> =
+        requests.iter().filter(|e| e.code == 403).map(|e| format!("{:?} {}/{}", permission_of(e), e.namespace, e.name)).collect();
+    assert!(refused.is_empty(), "the chart's RBAC refused requests the controller needs:\n{}", refused.join("\n"));
+    // A server-side apply that creates its object (201) is authorized as a patch and a create.
+    let used: BTreeSet<Permission> = requests
+        .iter()
+        .flat_map(|e| {
+            let p = permission_of(e);
+            let created = (e.verb == "patch" && e.code == 201).then(|| (p.0.clone(), p.1.clone(), "create".to_string()));
+            std::iter::once(p).chain(created)
+        })
+        .collect();
+    let granted: BTreeSet<Permission> = chart_rules(&rendered)
+        .into_iter()
+        .flat_map(|r| r.verbs.iter().map(move |v| (r.group.clone(), r.resource.clone(), v.clone())).collect::<Vec<_>>())
+        .collect();
+    let unused: Vec<&Permission> = granted.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used by the tour (least privilege: drop them, or tour the feature): {unused:?}\nused: {used:?}"
+    );
+    let ungranted: Vec<&Permission> = used.difference(&granted).collect();
+    assert!(ungranted.is_empty(), "used without a rule (allowed by something else?): {ungranted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_any_rule_breaks_the_feature_that_needs_it() {
+    let cluster = TestCluster::shared();
+    prepare(cluster).await;
+    let base = cluster.render_chart(&[]).unwrap();
+    let rules = chart_rules(&base);
+    assert!(rules.len() >= 12, "the chart's rules were found: {rules:?}");
+    let cases: Vec<(Rule, String)> = rules.iter().flat_map(|r| r.verbs.iter().map(move |v| (r.clone(), v.clone()))).collect();
+    // A few tours at a time: each runs two replicas.
+    let slots = Arc::new(tokio::sync::Semaphore::new(6));
+    let results = join_all(cases.iter().enumerate().map(|(i, (rule, verb))| {
+        let slots = slots.clone();
+        async move {
+            let _slot = slots.acquire().await.unwrap();
+            let name = format!("rm-{i}-{}-{verb}", rule.name);
+            let ns = cluster.namespace(&name).await;
+            let lease = format!("{name}-lease");
+            // The chart under a name of its own, with exactly this verb of this rule removed.
+            let rendered =
+                cluster.render_chart(&[&format!("fullnameOverride={name}"), &format!("leaderElection.leaseName={lease}")]).unwrap();
+            let reduced = without_verb(&rendered, &rule.name, verb);
+            cluster
+                .apply_manifests(&reduced, |k| {
+                    matches!(k, "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                })
+                .await
+                .unwrap();
+            let client = cluster.service_account_client(CONTROLLER_NAMESPACE, &name).await.unwrap();
+            let wanted = (rule.group.clone(), rule.resource.clone(), verb.clone());
+            let me = user(&name);
+            let touring = tokio::spawn(tour(cluster, client, ns.name().to_string().leak(), lease.leak()));
+            let refused = eventually(&format!("a 403 for {wanted:?} without rule {} {verb}", rule.name), STEP_DEADLINE * 2, || async {
+                // A server-side apply that would create its object needs `create` too, and is
+                // audited as the patch it is.
+                let matches = |p: Permission| p == wanted || (wanted.2 == "create" && p.2 == "patch" && p.0 == wanted.0 && p.1 == wanted.1);
+                cluster.audit_events(|e| e.user == me && e.code == 403).iter().any(|e| matches(permission_of(e))).then_some(())
+            })
+            .await;
+            touring.abort();
+            refused.map_err(|e| format!("rule {} without {verb}: {e}", rule.name))
+        }
+    }))
+    .await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "rules whose removal broke nothing (unused permissions):\n{}", failures.join("\n"));
+}
+
+/// `rendered` with `verb` removed from the rule named `rule`.
+fn without_verb(rendered: &str, rule: &str, verb: &str) -> String {
+    let mut out = Vec::new();
+    for doc in rendered.split("\n---") {
+        let Ok(mut v) = serde_yaml::from_str::<serde_json::Value>(doc) else {
+            out.push(doc.to_string());
+            continue;
+        };
+        if matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            let names: Vec<&str> =
+                doc.lines().filter_map(|l| l.trim().strip_prefix("# rule: ")).map(|n| n.split_whitespace().next().unwrap_or("")).collect();
+            if let Some(rules) = v["rules"].as_array_mut() {
+                for (i, r) in rules.iter_mut().enumerate() {
+                    if names.get(i) == Some(&rule)
+                        && let Some(verbs) = r["verbs"].as_array_mut()
+                    {
+                        verbs.retain(|x| x.as_str() != Some(verb));
+                    }
+                }
+                rules.retain(|r| r["verbs"].as_array().is_some_and(|v| !v.is_empty()));
+            }
+            out.push(serde_yaml::to_string(&v).unwrap());
+        } else {
+            out.push(doc.to_string());
+        }
+    }
+    out.join("\n---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_reaches_nothing_else() {
+    let cluster = TestCluster::shared();
+    prepare(cluster).await;
+    let ns = cluster.namespace("rbac-deny").await;
+    cluster.install_controller_identity().await.unwrap();
+    // Named apart in the audit log: these refusals are not the controller's.
+    let client = cluster.service_account_client_as(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT, "rbac-deny-probe").await.unwrap();
+    let forbidden = |r: &Result<(), kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let cases: Vec<(&str, Result<(), kube::Error>)> = vec![
+        ("get a Secret", Api::<Secret>::namespaced(client.clone(), ns.name()).get_opt("any").await.map(|_| ())),
+        ("list Secrets everywhere", Api::<Secret>::all(client.clone()).list(&ListParams::default()).await.map(|_| ())),
+        (
+            "list Secrets of its own namespace",
+            Api::<Secret>::namespaced(client.clone(), CONTROLLER_NAMESPACE).list(&ListParams::default()).await.map(|_| ()),
+        ),
+        (
+            "create a Pod",
+            Api::<Pod>::namespaced(client.clone(), ns.name())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+                        .unwrap(),
+                )
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "read a ConfigMap outside the module namespace",
+            Api::<ConfigMap>::namespaced(client.clone(), ns.name()).get_opt("any").await.map(|_| ()),
+        ),
+        (
+            "create a ConfigMap in the module namespace",
+            Api::<ConfigMap>::namespaced(client.clone(), MODULE_NAMESPACE)
+                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap())
+                .await
+                .map(|_| ()),
+        ),
+        ("list Deployments", Api::<Deployment>::namespaced(client.clone(), ns.name()).list(&ListParams::default()).await.map(|_| ())),
+        ("list ClusterRoleBindings", Api::<ClusterRoleBinding>::all(client.clone()).list(&ListParams::default()).await.map(|_| ())),
+        ("delete a Namespace", Api::<Namespace>::all(client.clone()).delete(ns.name(), &DeleteParams::default()).await.map(|_| ())),
+        (
+            "delete a SeiNode",
+            Api::<SeiNode>::namespaced(client.clone(), ns.name()).delete("any", &DeleteParams::default()).await.map(|_| ()),
+        ),
+        ("create a TaskModule", {
+            let tm: TaskModule =
+                serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "TaskModule", "metadata": {"name": "x"},
+                "spec": {"taskTypes": ["t"], "source": {"url": "https://a/b.wasm"}, "sha256": "0".repeat(64), "capabilities": []}}))
+                .unwrap();
+            Api::<TaskModule>::all(client.clone()).create(&PostParams::default(), &tm).await.map(|_| ())
+        }),
+        (
+            "use another Lease",
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), CONTROLLER_NAMESPACE)
+                .get_opt("kube-scheduler")
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    let allowed: Vec<String> = cases.iter().filter(|(_, r)| !forbidden(r)).map(|(w, r)| format!("{w}: {r:?}")).collect();
+    assert!(allowed.is_empty(), "not refused for the chart's ServiceAccount:\n{}", allowed.join("\n"));
+}
