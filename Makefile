@@ -3,24 +3,38 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 SAMPLE ?= deploy/samples/full-node.yaml
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
 demo: setup control-plane
 	bash tests/demo.sh
 
-## Everything CI runs: set-up, the control plane (cached), lint, unit, sandbox and integration tests.
+## Everything CI runs: set-up, the control plane and Helm (cached), lint, unit, sandbox and
+## integration tests, and the container image's test.
 test: setup control-plane lint tasks-wasm-test
 	$(CARGO) test --workspace --locked
+	$(MAKE) image-test
+
+## The controller's OCI image archive (deploy/image/build.sh: no daemon, no base image).
+image:
+	$(CARGO) build --release --locked -p sei-operator --bin sei-operator
+	bash deploy/image/build.sh $(TARGET_DIR)/release/sei-operator $(IMAGE)
+
+## Check the image: config, contents, and its binary run from its own root filesystem.
+image-test: image
+	SEI_IMAGE_ARCHIVE=$(IMAGE) $(CARGO) test --locked -p sei-operator --test image -- --ignored
 
 setup:
 	rustup target add wasm32-unknown-unknown
 	rustup component add clippy rustfmt
 
 ## Build etcd, kube-apiserver, kube-controller-manager and kubectl from Go modules into
-## ~/.cache/sei-operator/k8s-<version>-etcd-<version>-<recipe>/bin (a no-op when cached).
+## ~/.cache/sei-operator/k8s-<version>-etcd-<version>-<recipe>/bin, and Helm into
+## ~/.cache/sei-operator/helm-<version>/bin (a no-op when cached).
 control-plane:
 	bash tests/control-plane/build.sh
 
@@ -42,7 +56,7 @@ fmt:
 	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all
 
 ## Benchmarks (results and commands in BENCHMARKS.md).
-bench: bench-sandbox bench-swap
+bench: bench-sandbox bench-swap bench-failover
 	bash tests/control-plane/bench-start.sh
 
 bench-sandbox:
@@ -51,3 +65,8 @@ bench-sandbox:
 # Hot-swap latency through --task-dir: median of 10 swaps, fresh wasm and precompiled cache.
 bench-swap:
 	$(CARGO) run --release -p sei-operator --example swap_latency
+
+# Leader fail-over (SIGKILL) and hand-over (SIGTERM) of two controller processes.
+bench-failover: control-plane
+	$(CARGO) build --release --locked -p sei-operator --bin sei-operator --example failover
+	$(TARGET_DIR)/release/examples/failover

@@ -19,6 +19,7 @@
 //!
 //! Processes never outlive the test process (see [`process`]). Self-tests: `tests/harness.rs`.
 
+pub mod controllers;
 pub mod identity;
 pub mod pki;
 pub mod process;

@@ -46,10 +46,15 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawn `program args` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> std::io::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Spawn `program args` with `env` added to the environment.
+    pub fn spawn_with_env(name: &str, program: &Path, args: &[String], env: &[(String, String)], log: &Path) -> std::io::Result<Self> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
@@ -79,6 +84,14 @@ impl ChildProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Send `signal` to the process (not its group).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain syscall on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
     }
 
     /// `Some(status)` if the process has exited.
