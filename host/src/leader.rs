@@ -8,7 +8,9 @@
 //!   clocks) — `attempt_follows_the_lease_table`;
 //! - the holder renews every `retry_period`; a holder that has not renewed successfully for
 //!   `renew_deadline` (shorter than the lease duration) has lost leadership and must stop at once,
-//!   before any other replica may take the Lease (`lost`; `a_holder_stops_before_others_may_take_over`);
+//!   before any other replica may take the Lease (`lost`; `a_holder_stops_before_others_may_take_over`).
+//!   A renewal counts from when its attempt *started* (the write happened later), and the
+//!   deadline is a timer of its own, not checked after a request that may hang;
 //! - taking keeps the acquire time and transition count when the holder does not change, and
 //!   counts a transition when it does (`claim`); releasing clears the holder and shortens the
 //!   duration to one second (`release`) — `claim_and_release_keep_the_history`;
@@ -303,10 +305,16 @@ impl Elector {
     pub async fn run(mut self, state: watch::Sender<Leadership>) -> Self {
         let fields = format!("metadata.name={}", self.settings.name);
         let mut changes = watcher::watcher(self.api.clone(), watcher::Config::default().fields(&fields)).default_backoff().boxed();
-        // Following.
+        // Following. A write's effect is dated from when the attempt started: the Lease was
+        // written after that, so the holder's deadline never ends later than a follower thinks.
+        let mut last_renewed;
         loop {
+            let started = Instant::now();
             match self.try_acquire_or_renew().await {
-                Ok(true) => break,
+                Ok(true) => {
+                    last_renewed = started;
+                    break;
+                }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election: could not read or take the Lease; retrying"),
             }
@@ -317,27 +325,33 @@ impl Elector {
             }
         }
         drop(changes);
-        let mut last_renewed = Instant::now();
         tracing::info!(lease = %format!("{}/{}", self.settings.namespace, self.settings.name), identity = %self.settings.identity, "became the leader");
         if state.send(Leadership::Leading).is_err() {
             return self;
         }
-        // Leading.
+        // Leading: renew every retry period; the renew deadline is a timer of its own, so a
+        // renewal stuck in flight cannot keep this replica leading past it.
         loop {
+            let deadline = last_renewed + self.settings.renew_deadline;
             tokio::select! {
                 () = state.closed() => return self,
                 () = tokio::time::sleep(self.settings.retry_period) => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
-            let renewed = tokio::time::timeout(self.settings.retry_period, self.try_acquire_or_renew()).await;
+            let started = Instant::now();
+            let renewed = tokio::select! {
+                r = self.try_acquire_or_renew(), if started < deadline => Some(r),
+                () = tokio::time::sleep_until(deadline) => None,
+            };
             match renewed {
-                Ok(Ok(true)) => last_renewed = Instant::now(),
-                Ok(Ok(false)) => {
+                Some(Ok(true)) => last_renewed = started,
+                Some(Ok(false)) => {
                     tracing::error!(holder = ?self.seen.as_ref().and_then(|(r, _)| r.holder.clone()), "leader election: another replica holds the Lease; stopping");
                     let _ = state.send(Leadership::Lost);
                     return self;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "leader election: renewing the Lease failed; retrying"),
-                Err(_) => tracing::warn!(timeout = ?self.settings.retry_period, "leader election: renewing the Lease timed out; retrying"),
+                Some(Err(e)) => tracing::warn!(error = %e, "leader election: renewing the Lease failed; retrying"),
+                None => {}
             }
             if lost(last_renewed, Instant::now(), self.settings.renew_deadline) {
                 tracing::error!(deadline = ?self.settings.renew_deadline, "leader election: the Lease was not renewed within the renew deadline; stopping");
