@@ -236,7 +236,7 @@ config_args=(
   --config.entrypoint /sei-operator
   --config.cmd run
   --config.workingdir /
-  --config.env "SEI_MODULE_CACHE=$cache_dir"
+  --config.env "SEI_MODULE_CACHE=$cache_dir/modules"
   --config.exposedports 8080/tcp
 )
 for a in "${annotations[@]}"; do

@@ -226,11 +226,15 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
-    let election = lease_settings(&args, &args.replica_id.clone().unwrap_or_else(default_replica_id))?;
+    let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
+    // Unique per process: a restarted replica, or a second process under the same name, never
+    // takes the other's Lease for its own.
+    let identity = format!("{replica}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let election = lease_settings(&args, &identity)?;
     let platform = sei_operator::platform::PlatformConfig::from_env()?;
     let mut config = kube::Config::infer().await.context("reading the kubeconfig (or the in-cluster service account)")?;
     // Every request names the controller in the API server's audit log.
-    let agent = format!("sei-operator/{}", env!("CARGO_PKG_VERSION"));
+    let agent = format!("sei-operator/{} ({identity})", env!("CARGO_PKG_VERSION"));
     config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent).context("the user agent is a valid header")?));
     let client = kube::Client::try_from(config).context("connecting to the cluster of the current kubeconfig")?;
     let compile = sei_operator::sandbox::CompileLimits {
@@ -257,7 +261,6 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         None => SidecarResolver::PodDns,
     };
     tracing::info!(task_types = ?registry.task_types(), allocator = ?sandbox.allocator(), "sei-operator controller starting");
-    let replica = args.replica_id.clone().unwrap_or_else(default_replica_id);
     let ctx = NodeContext::builder(client, sandbox.clone(), registry.clone(), platform, sidecars)
         .instance(replica.clone())
         .module_step_cap(args.module_step_cap.unwrap_or((usize::from(args.concurrency) / 2).max(1)))

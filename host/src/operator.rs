@@ -6,10 +6,12 @@
 //! 2. with leader election, the wait for the Lease (`leader`); without, at once;
 //! 3. the SeiNode controller, until a shutdown signal or the loss of the Lease.
 //!
-//! Stopping: on a shutdown signal no new reconcile starts; those in flight get `shutdown_grace`
-//! to finish (writing their status), the rest are abandoned (their tasks are aborted; a step is
-//! idempotent, so the next leader runs it again); then the Lease is released so that a standby
-//! takes over at once. On the loss of the Lease the controller stops at once and `run` returns
+//! Stopping: on a shutdown signal `/readyz` turns unready and no new reconcile starts; those in
+//! flight get `shutdown_grace` to finish (writing their status). If all finished, the Lease is
+//! released so that a standby takes over at once; if some had to be abandoned (their tasks are
+//! aborted; a step is idempotent, so the next leader runs it again), the Lease is left to expire,
+//! so that requests they already sent land before anyone else leads. A standby that stops gives
+//! back a Lease it may have just taken. On the loss of the Lease the controller stops at once and `run` returns
 //! [`Stopped::LostLeadership`]: the binary exits non-zero, before another replica may act
 //! (`leader` module docs).
 
@@ -71,6 +73,11 @@ impl Shutdown {
     pub async fn requested(&self) {
         self.0.clone().await
     }
+
+    /// Whether the request has been made already.
+    pub fn is_requested(&self) -> bool {
+        self.0.peek().is_some()
+    }
 }
 
 /// How a replica's run ended.
@@ -78,7 +85,8 @@ impl Shutdown {
 pub enum Stopped {
     /// A shutdown signal; every reconcile in flight finished.
     Graceful,
-    /// A shutdown signal; reconciles still running after the grace period were abandoned.
+    /// A shutdown signal; reconciles still running after the grace period were abandoned (the
+    /// Lease is left to expire).
     Abandoned,
     /// A shutdown signal while this replica was a standby.
     Standby,
@@ -172,20 +180,27 @@ impl Operator {
         // Leadership: a channel that says Leading, then maybe Lost.
         // Without an election, this replica leads for as long as it runs (the sender is kept).
         let (tx, mut leadership) = watch::channel(if election.is_some() { Leadership::Following } else { Leadership::Leading });
-        let (elector, _always_leading) = match election {
+        let (elector, _always_leading) = match &election {
             None => (None, Some(tx)),
             Some(settings) => {
                 tracing::info!(lease = %format!("{}/{}", settings.namespace, settings.name), identity = %settings.identity, "standing by for the leader Lease");
-                (Some(tokio::spawn(Elector::new(ctx.client().clone(), settings).run(tx))), None)
+                (Some(AbortOnDrop(tokio::spawn(Elector::new(ctx.client().clone(), settings.clone()).run(tx)))), None)
             }
         };
-        tokio::select! {
-            led = leadership.wait_for(|l| *l != Leadership::Following) => {
-                if led.map(|l| *l == Leadership::Lost).unwrap_or(true) {
-                    return Stopped::LostLeadership;
-                }
+        let led = tokio::select! {
+            led = leadership.wait_for(|l| *l != Leadership::Following) => led.map(|l| *l == Leadership::Leading).unwrap_or(false),
+            () = shutdown.requested() => false,
+        };
+        if !led {
+            // A standby stopping (or an elector that failed): it may have just taken the Lease in
+            // a request still in flight; give it back if so, so that nobody waits for it.
+            ctx.telemetry().set_ready(false);
+            drop(elector);
+            if let Some(settings) = election {
+                let mut elector = Elector::new(ctx.client().clone(), settings);
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await;
             }
-            () = shutdown.requested() => return Stopped::Standby,
+            return if shutdown.is_requested() { Stopped::Standby } else { Stopped::LostLeadership };
         }
         ctx.telemetry().set_leader(true);
 
@@ -200,6 +215,7 @@ impl Operator {
                 () = &mut controller => Stopped::Graceful,
                 () = &mut lost => Stopped::LostLeadership,
                 () = shutdown.requested() => {
+                    ctx.telemetry().set_ready(false);
                     tracing::info!(grace = ?shutdown_grace, "shutting down: no new reconciles; waiting for those in flight");
                     tokio::select! {
                         done = tokio::time::timeout(shutdown_grace, &mut controller) => match done {
@@ -219,13 +235,17 @@ impl Operator {
             return stopped;
         }
         if stopped == Stopped::Abandoned {
-            tracing::warn!(grace = ?shutdown_grace, "reconciles still in flight after the grace period were abandoned; the next leader repeats their steps");
+            // Their aborts take effect at their next await, and a request already sent may still
+            // arrive: the Lease is not released but left to expire, so that the next leader
+            // starts only after the margin the election keeps.
+            tracing::warn!(grace = ?shutdown_grace, "reconciles still in flight after the grace period were abandoned; the Lease is left to expire; the next leader repeats their steps");
+            return stopped;
         }
-        // Every reconcile has ended or been aborted.
-        if let Some(task) = elector {
+        // Every reconcile has ended.
+        if let Some(mut task) = elector {
             // Closing the channel ends the elector's loop; it hands itself back to release.
             drop(leadership);
-            match task.await {
+            match (&mut task.0).await {
                 Ok(mut elector) => match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
                     Ok(Ok(())) => tracing::info!("released the leader Lease"),
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader Lease; it expires on its own"),
@@ -238,10 +258,10 @@ impl Operator {
     }
 }
 
-/// Aborts the task when dropped (the TaskModule loader ends with the controller).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts the task when dropped (the TaskModule loader and the elector end with the controller).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -167,7 +167,7 @@ async fn leader_killed_mid_plan_the_standby_finishes_every_node_then_hands_over_
     })
     .await;
     assert!(ready.is_ok(), "{ready:?}\n{}", b.log_tail(20));
-    assert_eq!(holder(&client).await.as_deref(), Some("replica-a"));
+    assert!(holder(&client).await.is_some_and(|h| h.starts_with("replica-a_")));
 
     let nodes: Api<SeiNode> = Api::namespaced(client.clone(), ns.name());
     let names: Vec<String> = (0..20).map(|i| format!("node-{i:02}")).collect();
@@ -220,7 +220,9 @@ async fn leader_killed_mid_plan_the_standby_finishes_every_node_then_hands_over_
         assert!(by_type.contains_key("config-apply"), "{name}: the sidecar saw the plan's tasks: {by_type:?}");
     }
 
-    // SIGTERM: the leader stops, releases the Lease, exits 0; a fresh standby takes over.
+    // SIGTERM: the leader stops, releases the Lease, exits 0; a fresh standby, watching the
+    // Lease, takes it on that change (not on its timer), and writes nothing before the old
+    // leader's last write.
     let mut c = ControllerProcess::start(cluster, &replica("replica-c")).unwrap();
     c.wait_for_log("standing by for the leader Lease", Duration::from_secs(60)).await.unwrap();
     b.signal(libc::SIGTERM);
@@ -228,15 +230,62 @@ async fn leader_killed_mid_plan_the_standby_finishes_every_node_then_hands_over_
     assert!(status.success(), "the old leader exits 0 on SIGTERM: {status}\n{}", b.log_tail(20));
     assert!(b.logged("released the leader Lease"), "{}", b.log_tail(20));
     c.wait_for_log("became the leader", Duration::from_secs(30)).await.unwrap();
+    assert!(c.logged("after=\"a change of the Lease\""), "taken through the watch: {}", c.log_tail(10));
     c.wait_for_log("first reconcile of this replica", Duration::from_secs(30)).await.unwrap();
-    assert_eq!(holder(&client).await.as_deref(), Some("replica-c"));
+    assert!(holder(&client).await.is_some_and(|h| h.starts_with("replica-c_")));
+    drive_one_more(&nodes, "after-c").await;
+    writes_in_order(cluster, "replica-b", "replica-c");
+
+    // The Lease deleted under the leader: it stops at once and exits non-zero; a standby waits a
+    // whole lease duration before it creates the Lease anew.
+    let mut d = ControllerProcess::start(cluster, &replica("replica-d")).unwrap();
+    d.wait_for_log("standing by for the leader Lease", Duration::from_secs(60)).await.unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    leases.delete(LEASE_NAME, &Default::default()).await.unwrap();
+    let status = c.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(!status.success(), "a replica whose Lease was deleted exits non-zero: {status}");
+    assert!(c.logged("the Lease was deleted") && c.logged("lost the leader Lease"), "{}", c.log_tail(20));
+    d.wait_for_log("became the leader", Duration::from_secs(30)).await.unwrap();
+    assert!(d.logged("after=\"the holder's time ran out\""), "a missing Lease is created only after a lease duration: {}", d.log_tail(10));
+    d.wait_for_log("first reconcile of this replica", Duration::from_secs(30)).await.unwrap();
+    drive_one_more(&nodes, "after-d").await;
+    writes_in_order(cluster, "replica-c", "replica-d");
 
     // A leader that finds the Lease taken stops reconciling at once and exits non-zero.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
     let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())).unwrap();
     let usurp = json!({"spec": {"holderIdentity": "usurper", "renewTime": now, "acquireTime": now, "leaseDurationSeconds": 60}});
     leases.patch(LEASE_NAME, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&usurp)).await.unwrap();
-    let status = c.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let status = d.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(!status.success(), "a replica that lost the Lease exits non-zero: {status}");
-    assert!(c.logged("another replica holds the Lease; stopping") && c.logged("lost the leader Lease"), "{}", c.log_tail(20));
+    assert!(d.logged("the Lease was taken or cleared") && d.logged("lost the leader Lease"), "{}", d.log_tail(20));
+}
+
+/// A new node, driven to Running by the current leader (so that it writes).
+async fn drive_one_more(nodes: &Api<SeiNode>, name: &str) {
+    nodes.create(&PostParams::default(), &node(name)).await.unwrap();
+    eventually(&format!("{name} Running"), Duration::from_secs(120), || async {
+        (nodes.get(name).await.ok()?.status?.phase == Some(SeiNodePhase::Running)).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Every write (but the Lease's) `before` made reached the API server before the first write
+/// `after` made: the two never acted at once. Replicas name themselves in their user agent.
+fn writes_in_order(cluster: &TestCluster, before: &str, after: &str) {
+    let writes = |replica: &str| {
+        let tag = format!("({replica}_");
+        let mut at: Vec<String> = cluster
+            .audit_events(|e| {
+                e.user_agent.contains(&tag) && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete") && e.resource != "leases"
+            })
+            .into_iter()
+            .map(|e| e.received)
+            .collect();
+        at.sort();
+        at
+    };
+    let (b, a) = (writes(before), writes(after));
+    assert!(!b.is_empty() && !a.is_empty(), "both replicas wrote: {before} {}, {after} {}", b.len(), a.len());
+    assert!(b.last() < a.first(), "{before} wrote at {:?}, after {after} began writing at {:?}", b.last(), a.first());
 }

@@ -72,7 +72,7 @@ fn image_runs_the_controller_as_non_root_with_nothing_else() {
     assert_eq!(c["Entrypoint"], serde_json::json!(["/sei-operator"]));
     assert_eq!(c["Cmd"], serde_json::json!(["run"]));
     assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
-    assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "SEI_MODULE_CACHE=/var/cache/sei-operator"), "{c}");
+    assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "SEI_MODULE_CACHE=/var/cache/sei-operator/modules"), "{c}");
     assert_eq!(c["Labels"]["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
 
     let rootfs = dir.path().join("rootfs");

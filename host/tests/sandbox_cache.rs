@@ -99,3 +99,19 @@ async fn cache_dir_of_another_user_is_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("owned by uid 65534"), "{err}");
 }
+
+/// What the Helm chart does: kubelet makes an emptyDir owned by root with a group the pod may
+/// write; the controller (another uid) keeps its cache in a subdirectory it creates itself.
+#[tokio::test]
+async fn cache_in_a_subdirectory_of_a_shared_volume_is_our_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(65534), Some(65534)).expect("chown needs root: run the suite as root");
+    std::fs::set_permissions(&volume, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    assert!(sei_operator::sandbox::cache::ArtifactCache::at(&volume).is_err(), "the mount point itself is someone else's");
+    let cache = sei_operator::sandbox::cache::ArtifactCache::at(volume.join("modules")).unwrap();
+    let wasm = std::fs::read(test_guest_path("test-well-behaved")).unwrap();
+    let s = sandbox(cache.dir().unwrap());
+    assert_eq!(s.load_module(&wasm, grant()).await.unwrap().cache_outcome, CacheOutcome::CompiledAndStored);
+}

@@ -102,9 +102,14 @@ fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &Compil
     let out_of_memory =
         stderr.contains("memory allocation of") || stderr.contains("out of memory") || stderr.contains("Cannot allocate memory");
     match status.signal() {
-        Some(24) | Some(9) if !out_of_memory => {
+        Some(libc::SIGXCPU) if !out_of_memory => {
             CompileFailure::Limit(format!("compiling exceeded the CPU limit of {} s (the compiler was stopped)", limits.cpu_seconds))
         }
+        // Not our limit: most likely the out-of-memory killer of the container, which says
+        // nothing about these bytes; not remembered, so a later attempt may succeed.
+        Some(libc::SIGKILL) if !out_of_memory => CompileFailure::Other(
+            "the compiler was killed (SIGKILL) from outside, most likely by the out-of-memory killer: is the container's memory limit above --compile-memory-mib?".into(),
+        ),
         _ if out_of_memory => CompileFailure::Limit(format!(
             "compiling exceeded the memory limit of {} MiB (the compiler was stopped)",
             limits.memory_bytes >> 20
@@ -207,16 +212,20 @@ fn parse_child_args(args: &[String]) -> Result<(u64, u64), String> {
 }
 
 fn limit_self(memory_bytes: u64, cpu_seconds: u64) -> Result<(), String> {
-    let set = |resource, value: u64, what: &str| {
-        let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+    let set = |resource, value: u64, hard: u64, what: &str| {
+        let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: hard as libc::rlim_t };
         // SAFETY: setrlimit reads the struct passed by reference and has no other preconditions.
         if unsafe { libc::setrlimit(resource, &lim) } != 0 {
             return Err(format!("setting the {what} limit: {}", std::io::Error::last_os_error()));
         }
         Ok(())
     };
-    set(libc::RLIMIT_AS, memory_bytes, "address-space")?;
-    set(libc::RLIMIT_CPU, cpu_seconds.max(1), "CPU-time")?;
+    set(libc::RLIMIT_AS, memory_bytes, memory_bytes, "address-space")?;
+    // The soft limit stops the child with SIGXCPU, which tells the CPU limit apart from a SIGKILL
+    // from outside (the out-of-memory killer); the hard limit a second later is a backstop.
+    set(libc::RLIMIT_CPU, cpu_seconds.max(1), cpu_seconds.max(1) + 1, "CPU-time")?;
+    // SIGXCPU dumps core by default: no core files of a compiler that hit its limit.
+    set(libc::RLIMIT_CORE, 0, 0, "core-file")?;
     // Best effort: the lowest priority, and the first to go when the container runs out of memory.
     // SAFETY: setpriority on this process has no preconditions.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
@@ -279,6 +288,9 @@ mod tests {
             child_failure(abort, "memory allocation of 1048576 bytes failed\n", &limits),
             CompileFailure::Limit("compiling exceeded the memory limit of 256 MiB (the compiler was stopped)".into())
         );
+        // A SIGKILL is not the CPU limit (that is SIGXCPU): not remembered against the bytes.
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert!(matches!(child_failure(killed, "", &limits), CompileFailure::Other(m) if m.contains("out-of-memory killer")));
         let exit2 = std::process::ExitStatus::from_raw(2 << 8);
         let other = child_failure(exit2, "failed to parse WebAssembly module\x1b[2J", &limits);
         assert!(matches!(&other, CompileFailure::Other(m) if m.ends_with("failed to parse WebAssembly module\\u{1b}[2J")), "{other:?}");

@@ -147,10 +147,51 @@ impl TestCluster {
                 if applied < 7 {
                     return Err(TestClusterError::Manifest(format!("the chart rendered only {applied} RBAC documents")));
                 }
+                let user = format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{CONTROLLER_ACCOUNT}");
+                self.wait_authorized(&user, "list", "sei.io", "seinodes", None, None).await?;
+                self.wait_authorized(&user, "update", "coordination.k8s.io", "leases", Some(CONTROLLER_NAMESPACE), Some(LEASE_NAME))
+                    .await?;
+                self.wait_authorized(&user, "get", "", "configmaps", Some(MODULE_NAMESPACE), None).await?;
                 Ok(())
             })
             .await
             .map(|_| ())
+    }
+
+    /// Wait until the API server's authorizer lets `user` do `verb` on `group/resource`
+    /// (`namespace`, `name` when given): RBAC objects just applied take a moment to reach it.
+    pub async fn wait_authorized(
+        &self,
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(), TestClusterError> {
+        use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+        let api: Api<SubjectAccessReview> = Api::all(self.client().await);
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.to_string()),
+                groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    namespace: namespace.map(str::to_string),
+                    name: name.map(str::to_string),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        crate::eventually(&format!("{user} may {verb} {group}/{resource}"), Duration::from_secs(30), || async {
+            let answer = api.create(&PostParams::default(), &review).await.ok()?;
+            answer.status.is_some_and(|s| s.allowed).then_some(())
+        })
+        .await
     }
 
     /// A token for `namespace/account` from the TokenRequest API (valid for a day).

@@ -49,11 +49,15 @@ impl ChildProcess {
         Self::spawn_with_env(name, program, args, &[], log)
     }
 
-    /// Spawn `program args` with `env` added to the environment.
+    /// Spawn `program args` with exactly `env` as its environment (nothing inherited from the
+    /// test process) when `env` is not empty.
     pub fn spawn_with_env(name: &str, program: &Path, args: &[String], env: &[(String, String)], log: &Path) -> std::io::Result<Self> {
         let out = File::create(log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
+        if !env.is_empty() {
+            cmd.env_clear();
+        }
         cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe libc calls between fork and exec.

@@ -56,7 +56,7 @@ The controller's ServiceAccount.
 {{- if .Values.serviceAccount.create }}
 {{- default (include "sei-operator.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false (the chart's RBAC would otherwise bind the namespace's default account)" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
