@@ -409,13 +409,30 @@ impl Elector {
                 () = state.closed() => return self,
                 () = tokio::time::sleep_until(next_renewal) => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                event = changes.next() => match event {
-                    Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) if !still_ours(Some(&LeaseRecord::of(&l)), &me) => {
-                        stop = Some("the Lease was taken or cleared");
+                event = changes.next() => {
+                    // The watch may still deliver changes from before this replica took the Lease
+                    // (the release it woke on, the old holder's renewals): a change that says
+                    // the Lease is not ours is checked against the Lease as it is now.
+                    let suspect = match event {
+                        Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => !still_ours(Some(&LeaseRecord::of(&l)), &me),
+                        Some(Ok(watcher::Event::Delete(_))) => true,
+                        _ => false,
+                    };
+                    if !suspect {
+                        continue;
                     }
-                    Some(Ok(watcher::Event::Delete(_))) => stop = Some("the Lease was deleted"),
-                    _ => continue,
-                },
+                    let now = tokio::select! {
+                        r = self.read() => r.ok(),
+                        () = tokio::time::sleep_until(deadline) => None,
+                    };
+                    match now {
+                        Some(Some(r)) if still_ours(Some(&r), &me) => continue,
+                        Some(None) => stop = Some("the Lease was deleted"),
+                        Some(Some(_)) => stop = Some("the Lease was taken or cleared"),
+                        // Unreadable: the renewal and its deadline decide.
+                        None => {}
+                    }
+                }
             }
             if stop.is_none() {
                 let started = Instant::now();

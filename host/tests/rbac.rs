@@ -300,23 +300,33 @@ async fn the_chart_grants_exactly_what_the_controller_uses() {
     let me = user(CONTROLLER_ACCOUNT);
     tour(cluster, cluster.controller_client().await, ns.name(), LEASE_NAME).await.unwrap();
 
-    let requests = cluster.audit_events(|e| e.user == me && e.user_agent != "rbac-deny-probe");
-    let refused: Vec<String> =
-        requests.iter().filter(|e| e.code == 403).map(|e| format!("{:?} {}/{}", permission_of(e), e.namespace, e.name)).collect();
-    assert!(refused.is_empty(), "the chart's RBAC refused requests the controller needs:\n{}", refused.join("\n"));
-    // A server-side apply that creates its object (201) is authorized as a patch and a create.
-    let used: BTreeSet<Permission> = requests
-        .iter()
-        .flat_map(|e| {
-            let p = permission_of(e);
-            let created = (e.verb == "patch" && e.code == 201).then(|| (p.0.clone(), p.1.clone(), "create".to_string()));
-            std::iter::once(p).chain(created)
-        })
-        .collect();
     let granted: BTreeSet<Permission> = chart_rules(&rendered)
         .into_iter()
         .flat_map(|r| r.verbs.iter().map(move |v| (r.group.clone(), r.resource.clone(), v.clone())).collect::<Vec<_>>())
         .collect();
+    // A watch is audited when it ends (the replicas' watches end as they stop): wait, with a
+    // deadline, until the log holds every granted verb, then judge what it holds.
+    let read = || {
+        let requests = cluster.audit_events(|e| e.user == me && e.user_agent != "rbac-deny-probe");
+        // A server-side apply that creates its object (201) is authorized as a patch and a create.
+        let used: BTreeSet<Permission> = requests
+            .iter()
+            .flat_map(|e| {
+                let p = permission_of(e);
+                let created = (e.verb == "patch" && e.code == 201).then(|| (p.0.clone(), p.1.clone(), "create".to_string()));
+                std::iter::once(p).chain(created)
+            })
+            .collect();
+        (requests, used)
+    };
+    let _ = eventually("every granted verb in the audit log", std::time::Duration::from_secs(30), || async {
+        read().1.is_superset(&granted).then_some(())
+    })
+    .await;
+    let (requests, used) = read();
+    let refused: Vec<String> =
+        requests.iter().filter(|e| e.code == 403).map(|e| format!("{:?} {}/{}", permission_of(e), e.namespace, e.name)).collect();
+    assert!(refused.is_empty(), "the chart's RBAC refused requests the controller needs:\n{}", refused.join("\n"));
     let unused: Vec<&Permission> = granted.difference(&used).collect();
     assert!(
         unused.is_empty(),
