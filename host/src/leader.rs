@@ -476,6 +476,18 @@ impl Elector {
 mod tests {
     use super::*;
 
+    /// The chart's settings (15 s / 10 s / 2 s) for replica `a`.
+    fn chart_defaults() -> LeaseSettings {
+        LeaseSettings {
+            namespace: "ns".into(),
+            name: "l".into(),
+            identity: "a".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
     fn record(holder: Option<&str>, secs: u64) -> LeaseRecord {
         LeaseRecord { holder: holder.map(str::to_string), duration: Duration::from_secs(secs), ..Default::default() }
     }
@@ -568,14 +580,7 @@ mod tests {
 
     #[test]
     fn a_holder_stops_before_others_may_take_over() {
-        let settings = LeaseSettings {
-            namespace: "ns".into(),
-            name: "l".into(),
-            identity: "a".into(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-        };
+        let settings = chart_defaults();
         settings.validate().unwrap();
         let t0 = Instant::now();
         // The holder renewed at t0 (and a follower saw that write at t0 at the earliest).
@@ -595,14 +600,7 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused() {
-        let ok = LeaseSettings {
-            namespace: "ns".into(),
-            name: "l".into(),
-            identity: "a".into(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-        };
+        let ok = chart_defaults();
         assert_eq!(ok.validate(), Ok(()));
         let with = |f: &dyn Fn(&mut LeaseSettings)| {
             let mut s = ok.clone();

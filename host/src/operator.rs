@@ -1,7 +1,7 @@
 //! Starts the controllers of one replica in the order the product needs, and stops them:
 //!
 //! 1. the TaskModule loader, on every replica (a standby is warm: its modules are fetched,
-//!    compiled and ready), waited for up to `sync_timeout` so that no SeiNode step runs on a
+//!    compiled and ready), waited for up to `TASK_MODULE_SYNC_TIMEOUT` so that no SeiNode step runs on a
 //!    built-in module a TaskModule overrides; `/readyz` turns ready then, leader or not;
 //! 2. with leader election, the wait for the Lease (`leader`); without, at once;
 //! 3. the SeiNode controller, until a shutdown signal or the loss of the Lease.
@@ -65,11 +65,6 @@ impl Shutdown {
         Shutdown(signal.boxed().shared())
     }
 
-    /// Never requested (the controller runs until its task is dropped).
-    pub fn never() -> Self {
-        Self::when(futures::future::pending())
-    }
-
     pub async fn requested(&self) {
         self.0.clone().await
     }
@@ -99,7 +94,6 @@ pub struct Operator {
     ctx: Arc<Context>,
     replica: String,
     task_modules: Option<TaskModuleWatch>,
-    sync_timeout: Duration,
     election: Option<LeaseSettings>,
     shutdown: Shutdown,
     shutdown_grace: Duration,
@@ -113,7 +107,6 @@ impl Operator {
             ctx,
             replica: crate::taskmodule::loader::default_replica_id(),
             task_modules: None,
-            sync_timeout: TASK_MODULE_SYNC_TIMEOUT,
             election: None,
             shutdown: Shutdown::on_signals(),
             shutdown_grace: SHUTDOWN_GRACE,
@@ -124,12 +117,6 @@ impl Operator {
     pub fn with_task_modules(mut self, watch: TaskModuleWatch, replica: impl Into<String>) -> Self {
         self.task_modules = Some(watch);
         self.replica = replica.into();
-        self
-    }
-
-    /// How long the existing TaskModules may take to load before nodes are reconciled.
-    pub fn with_sync_timeout(mut self, timeout: Duration) -> Self {
-        self.sync_timeout = timeout;
         self
     }
 
@@ -150,7 +137,7 @@ impl Operator {
     /// Run until a shutdown request or the loss of the Lease. `namespace`: only that namespace's
     /// SeiNodes.
     pub async fn run(self, concurrency: u16, namespace: Option<String>) -> Stopped {
-        let Operator { ctx, replica, task_modules, sync_timeout, election, shutdown, shutdown_grace } = self;
+        let Operator { ctx, replica, task_modules, election, shutdown, shutdown_grace } = self;
         let _loader = match task_modules {
             Some(watch) => {
                 let loader = TaskModuleLoader::new(
@@ -166,8 +153,8 @@ impl Operator {
                 // Nodes are reconciled with the modules the cluster asks for, not the built-ins
                 // they would briefly fall back to.
                 tokio::select! {
-                    waited = tokio::time::timeout(sync_timeout, synced) => if waited.is_err() {
-                        tracing::warn!(timeout = ?sync_timeout, "TaskModules not listed in time (is the TaskModule CRD installed?); reconciling with the modules loaded so far");
+                    waited = tokio::time::timeout(TASK_MODULE_SYNC_TIMEOUT, synced) => if waited.is_err() {
+                        tracing::warn!(timeout = ?TASK_MODULE_SYNC_TIMEOUT, "TaskModules not listed in time (is the TaskModule CRD installed?); reconciling with the modules loaded so far");
                     },
                     () = shutdown.requested() => return Stopped::Standby,
                 }

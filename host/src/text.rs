@@ -31,12 +31,14 @@ fn is_unsafe(c: char) -> bool {
 /// JSON text (from `serde_json`, which escapes only C0 controls in strings) with every other
 /// unsafe character written as a `\uXXXX` escape: still the same JSON, safe on a terminal.
 pub fn json_safe(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(|c| is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t')) {
+    // Newlines and tabs between JSON tokens are layout; inside strings serde_json escaped them.
+    let needs_escape = |c: char| is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(needs_escape) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t') {
+        if needs_escape(c) {
             let mut units = [0u16; 2];
             for u in c.encode_utf16(&mut units) {
                 let _ = write!(out, "\\u{:04x}", u);

@@ -58,6 +58,11 @@ struct Rule {
     verbs: Vec<String>,
 }
 
+/// The names the `# rule: NAME` comments of a rendered Role or ClusterRole give its rules, in order.
+fn rule_names(doc: &str) -> Vec<String> {
+    doc.lines().filter_map(|l| l.trim().strip_prefix("# rule: ")).map(|n| n.split_whitespace().next().unwrap_or("").to_string()).collect()
+}
+
 /// The rules of the chart's ClusterRole and Roles, in rendering order.
 fn chart_rules(rendered: &str) -> Vec<Rule> {
     let mut rules = Vec::new();
@@ -66,12 +71,7 @@ fn chart_rules(rendered: &str) -> Vec<Rule> {
         if !matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
             continue;
         }
-        // The `# rule: NAME` comments, in order, name the rules.
-        let names: Vec<String> = doc
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("# rule: "))
-            .map(|n| n.split_whitespace().next().unwrap_or("").to_string())
-            .collect();
+        let names = rule_names(doc);
         for (i, r) in v["rules"].as_array().into_iter().flatten().enumerate() {
             let strings =
                 |k: &str| r[k].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect::<Vec<_>>();
@@ -402,11 +402,10 @@ fn without_verb(rendered: &str, rule: &str, verb: &str) -> String {
             continue;
         };
         if matches!(v["kind"].as_str(), Some("ClusterRole" | "Role")) {
-            let names: Vec<&str> =
-                doc.lines().filter_map(|l| l.trim().strip_prefix("# rule: ")).map(|n| n.split_whitespace().next().unwrap_or("")).collect();
+            let names = rule_names(doc);
             if let Some(rules) = v["rules"].as_array_mut() {
                 for (i, r) in rules.iter_mut().enumerate() {
-                    if names.get(i) == Some(&rule)
+                    if names.get(i).is_some_and(|n| n == rule)
                         && let Some(verbs) = r["verbs"].as_array_mut()
                     {
                         verbs.retain(|x| x.as_str() != Some(verb));

@@ -199,6 +199,15 @@ impl TaskCtx {
         Ok(())
     }
 
+    /// Charge `requests` made beyond the one `admit_request` admitted (further pages of a
+    /// `list`, the owner-check read): to the step's budget, and as debt to the module's rate.
+    fn charge_extra(&mut self, requests: u32) -> wasmtime::Result<()> {
+        if let Some(bucket) = &self.requests {
+            bucket.charge(requests, Instant::now());
+        }
+        self.charge(requests)
+    }
+
     /// Admit one Kubernetes request under the module's sustained rate; when its bucket is empty
     /// the call is answered `unavailable` without reaching the API server (and counted as a
     /// `rate` refusal).
@@ -510,10 +519,7 @@ impl TaskCtx {
         }
         let limits = ListLimits { max_requests: self.remaining_calls().saturating_add(1), max_bytes: MAX_LIST_BYTES };
         let listed = self.kube.list(&ty, &ns, label_selector.as_deref(), limits).await;
-        if let Some(bucket) = &self.requests {
-            bucket.charge(listed.requests.saturating_sub(1), Instant::now());
-        }
-        self.charge(listed.requests.saturating_sub(1))?;
+        self.charge_extra(listed.requests.saturating_sub(1))?;
         let res = listed.result.map(|items| items.iter().map(Value::to_string).collect::<Vec<_>>());
         self.record("kube", &desc, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
@@ -589,10 +595,7 @@ impl TaskCtx {
         if self.guard.scope().owner_uid.is_none() {
             return Ok(Ok(None));
         }
-        self.charge(1)?;
-        if let Some(bucket) = &self.requests {
-            bucket.charge(1, Instant::now());
-        }
+        self.charge_extra(1)?;
         let read = Instant::now();
         let check = format!("get {}/{} {ns}/{name} (owner check)", ty.api_version, ty.kind);
         let stored = self.kube.get(ty, ns, name).await;
