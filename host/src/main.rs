@@ -248,6 +248,8 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         cache_dir: args.module_cache.clone(),
         limits: limits_policy(&args)?,
         compiler,
+        // Every reconcile in flight runs at most one step; room for as many `describe` calls.
+        max_concurrent_instances: (u32::from(args.concurrency) * 2).max(64),
         module_request_rate: (args.module_requests_per_second > 0).then(|| sei_operator::sandbox::limits::RequestRate {
             per_second: args.module_requests_per_second,
             burst: args.module_requests_per_second.saturating_mul(2),

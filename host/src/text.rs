@@ -26,6 +26,14 @@ fn is_unsafe(c: char) -> bool {
         // operators, the byte-order mark, soft hyphen, tag characters.
         || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2065}' | '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{ad}')
         || matches!(c, '\u{e0000}'..='\u{e007f}')
+        // The rest of Unicode's default-ignorable and format characters, and blanks that render
+        // as nothing: Mongolian vowel separator, interlinear annotations, Hangul fillers,
+        // combining grapheme joiner, variation selectors, musical formatting, Braille blank, and
+        // the Arabic, Syriac, Kaithi and Egyptian format characters.
+        || matches!(c, '\u{180b}'..='\u{180f}' | '\u{fff9}'..='\u{fffb}' | '\u{3164}' | '\u{ffa0}' | '\u{115f}' | '\u{1160}')
+        || matches!(c, '\u{034f}' | '\u{17b4}' | '\u{17b5}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}')
+        || matches!(c, '\u{1d173}'..='\u{1d17a}' | '\u{2800}' | '\u{0600}'..='\u{0605}' | '\u{06dd}' | '\u{070f}' | '\u{08e2}')
+        || matches!(c, '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}')
 }
 
 /// JSON text (from `serde_json`, which escapes only C0 controls in strings) with every other
@@ -50,14 +58,17 @@ pub fn json_safe(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `text` with every control and bidi-control character escaped (`\n`, `\r`, `\t`, `\\u{…}`).
+/// `text` with every control, bidi-control and invisible character escaped (`\n`, `\r`, `\t`,
+/// `\\u{…}`), and a backslash doubled, so that an escape cannot be forged (a literal `\n` shows
+/// as `\\n`, not as an escaped newline).
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    if !text.chars().any(|c| c == '\\' || is_unsafe(c)) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
+            '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -113,6 +124,13 @@ mod tests {
             ("zero\u{200b}width", "zero\\u{200b}width"),
             ("bom\u{feff}", "bom\\u{feff}"),
             ("tag\u{e0041}", "tag\\u{e0041}"),
+            ("mvs\u{180e}x", "mvs\\u{180e}x"),
+            ("hangul\u{3164}", "hangul\\u{3164}"),
+            ("vs\u{fe0f}", "vs\\u{fe0f}"),
+            ("braille\u{2800}", "braille\\u{2800}"),
+            ("note\u{fff9}", "note\\u{fff9}"),
+            // A literal backslash cannot pose as an escape.
+            ("forged\\n2026 INFO", "forged\\\\n2026 INFO"),
         ] {
             assert_eq!(escape(input), want, "{input:?}");
             assert!(!escape(input).chars().any(is_unsafe));
@@ -131,7 +149,7 @@ mod tests {
 
     #[test]
     fn printable_text_is_unchanged() {
-        for s in ["", "plain", "ünïcödé ✓ 日本語", "quotes \" and \\ backslashes"] {
+        for s in ["", "plain", "ünïcödé ✓ 日本語", "quotes \" and / slashes"] {
             assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
         }
     }

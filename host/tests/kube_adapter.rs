@@ -113,7 +113,12 @@ async fn list_follows_continue_tokens_and_refuses_oversized_answers() {
     let limits = |max_requests| ListLimits { max_requests, max_bytes: 1 << 20 };
     let listed = adapter.list(&ty, ns.name(), Some("sei.io/test=paged"), limits(10)).await;
     assert_eq!(listed.requests, 3);
-    let mut names: Vec<String> = listed.result.unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> = listed
+        .result
+        .unwrap()
+        .iter()
+        .map(|o| serde_json::from_str::<serde_json::Value>(o).unwrap()["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
     names.sort();
     assert_eq!(names, (0..5).map(|i| format!("peer-{i}")).collect::<Vec<_>>(), "three pages of two, all five objects");
     // The caller's request budget bounds the pages, and the requests made are reported also when

@@ -26,7 +26,7 @@ struct HeldKube {
 
 #[async_trait]
 impl KubeAdapter for HeldKube {
-    async fn get(&self, _: &TypeRef, _: &str, _: &str) -> Result<Option<Value>, KubeAdapterError> {
+    async fn get(&self, _: &TypeRef, _: &str, _: &str) -> Result<Option<String>, KubeAdapterError> {
         if !self.held.swap(true, std::sync::atomic::Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
@@ -36,11 +36,11 @@ impl KubeAdapter for HeldKube {
     async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, _: ListLimits) -> Listed {
         Listed { result: Ok(vec![]), requests: 1 }
     }
-    async fn create(&self, _: &TypeRef, _: &str, o: Value) -> Result<Value, KubeAdapterError> {
-        Ok(o)
+    async fn create(&self, _: &TypeRef, _: &str, o: Value, _: &str) -> Result<String, KubeAdapterError> {
+        Ok(o.to_string())
     }
-    async fn apply(&self, _: &TypeRef, _: &str, _: &str, o: Value, _: &str) -> Result<Value, KubeAdapterError> {
-        Ok(o)
+    async fn apply(&self, _: &TypeRef, _: &str, _: &str, o: Value, _: &str) -> Result<String, KubeAdapterError> {
+        Ok(o.to_string())
     }
     async fn delete(&self, _: &TypeRef, _: &str, _: &str, _: Option<&str>) -> Result<bool, KubeAdapterError> {
         Ok(true)

@@ -11,7 +11,10 @@
 //!   without lifting one;
 //! - `compile_bomb_is_stopped_in_the_child`: a component that takes Cranelift 14 s and growing to
 //!   compile is stopped at the child's CPU limit (and at a memory limit), and the host does not
-//!   grow; `child_compiled_module_runs`: a module compiled by the child runs.
+//!   grow; `child_compiled_module_runs`: a module compiled by the child runs;
+//! - `a_list_costs_the_host_its_bytes_not_a_parsed_tree`: a `list` of fat objects on the real API
+//!   server is refused at its 8 MiB cap having grown the host by a few times that, not by the
+//!   hundreds of MiB parsed trees cost.
 
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::InMemorySidecar;
@@ -226,4 +229,48 @@ async fn child_compiled_module_runs() {
     assert!(matches!(r.outcome, Ok(StepOutcome::Complete { .. })), "{:?}", r.outcome);
     let again = sandbox.load_module(&read_guest("test-well-behaved"), read_only()).await.unwrap();
     assert_eq!(again.cache_outcome, sei_operator::sandbox::cache::CacheOutcome::Loaded, "the child's artifact is cached");
+}
+
+/// A ConfigMap with `keys` tiny entries: many small values in one map, costly for a parser that
+/// builds trees. (ConfigMaps, not StatefulSets: the testkit's StatefulSet faker would parse those
+/// in this very process while the test measures.)
+fn fat_configmap(name: &str, keys: usize) -> serde_json::Value {
+    let data: serde_json::Map<String, serde_json::Value> =
+        (0..keys).map(|i| (format!("k{i:05}"), serde_json::Value::String(String::new()))).collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+}
+
+/// The hostile review measured one `list` of such objects (each written by a module through the
+/// guard) growing the host by 460–700 MiB: every page was parsed into trees before the 8 MiB
+/// cap was checked. Answers are now read as bytes, up to what is left of the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_costs_the_host_its_bytes_not_a_parsed_tree() {
+    use sei_operator::adapters::kube::{KubeAdapter, KubeClientAdapter, TypeRef};
+    // Held from the start: creating the objects allocates too, and must not land in another
+    // test's measurement.
+    let _one = MEASURE.lock().await;
+    let cluster = sei_testkit::TestCluster::shared();
+    let ns = cluster.namespace("bounds-list").await;
+    let adapter = KubeClientAdapter::new(cluster.client().await);
+    let ty = TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() };
+    let mut json_bytes = 0;
+    for i in 0..24 {
+        let object = fat_configmap(&format!("n{i:02}"), 45_000);
+        json_bytes += object.to_string().len();
+        adapter.create(&ty, ns.name(), object, "bounds").await.unwrap();
+    }
+    assert!(json_bytes > 12 * MIB, "the objects are over the 8 MiB cap together: {json_bytes} bytes");
+
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let module = sandbox.load_module(&read_guest("test-misbehaving"), read_only()).await.unwrap();
+    let env = RunEnv { scope: Scope::for_node(ns.name(), "rpc"), kube: Arc::new(adapter.clone()), sidecar: None };
+    let mut list = input("list-kind");
+    list.params = r#"{"api_version": "v1", "kind": "ConfigMap"}"#.into();
+    let (report, grew) = peak_growth(sandbox.run(&module, list, &env)).await;
+    assert!(report.host_calls.iter().any(|c| c.outcome.contains("or 8388608 bytes")), "refused at the cap: {:?}", report.host_calls);
+    assert!(grew < 40 * MIB, "one list grew the host by {} MiB (the cap is 8 MiB of JSON)", grew / MIB);
+
+    let (one, grew) = peak_growth(adapter.get(&ty, ns.name(), "n00")).await;
+    let one = one.unwrap().unwrap();
+    assert!(grew < 3 * one.len(), "one object of {} KiB grew the host by {} KiB", one.len() >> 10, grew >> 10);
 }

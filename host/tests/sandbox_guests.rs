@@ -356,7 +356,7 @@ impl CountingKube {
 
 #[async_trait]
 impl KubeAdapter for CountingKube {
-    async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<serde_json::Value>, KubeAdapterError> {
+    async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
         self.hit();
         self.inner.get(ty, ns, name).await
     }
@@ -364,18 +364,11 @@ impl KubeAdapter for CountingKube {
         self.hit();
         self.inner.list(ty, ns, sel, limits).await
     }
-    async fn create(&self, ty: &TypeRef, ns: &str, o: serde_json::Value) -> Result<serde_json::Value, KubeAdapterError> {
+    async fn create(&self, ty: &TypeRef, ns: &str, o: serde_json::Value, m: &str) -> Result<String, KubeAdapterError> {
         self.hit();
-        self.inner.create(ty, ns, o).await
+        self.inner.create(ty, ns, o, m).await
     }
-    async fn apply(
-        &self,
-        ty: &TypeRef,
-        ns: &str,
-        name: &str,
-        o: serde_json::Value,
-        m: &str,
-    ) -> Result<serde_json::Value, KubeAdapterError> {
+    async fn apply(&self, ty: &TypeRef, ns: &str, name: &str, o: serde_json::Value, m: &str) -> Result<String, KubeAdapterError> {
         self.hit();
         self.inner.apply(ty, ns, name, o, m).await
     }
@@ -512,9 +505,10 @@ async fn sidecar_task_ids_must_be_uuids() {
     let r = f.sandbox.run(&caller, input("sidecar-traversal", "{}"), &env).await;
     match &r.outcome {
         Err(RunError::Permanent(m)) => {
-            assert!(m.contains(r#"get-task: Err(SidecarError::Rejected("task id \"../../../sei/other-rpc/v0/tasks/"#), "{m}");
+            // The guest's message quotes the id with `\"`; the host doubles every backslash it passes on.
+            assert!(m.contains(r#"get-task: Err(SidecarError::Rejected("task id \\"../../../sei/other-rpc/v0/tasks/"#), "{m}");
             assert!(m.contains("is not a UUID (8-4-4-4-12 hex digits)"), "{m}");
-            assert!(m.contains(r#"submit-task: Err(SidecarError::Rejected("task id \"x?admin=true\" is not a UUID"#), "{m}");
+            assert!(m.contains(r#"submit-task: Err(SidecarError::Rejected("task id \\"x?admin=true\\" is not a UUID"#), "{m}");
         }
         other => panic!("{other:?}"),
     }
@@ -620,6 +614,22 @@ async fn pod_policy_closes_the_gaps_hostile_modules_found() {
             "spec.volumeName (binding an existing volume)",
         ),
         (
+            "labels a ConfigMap for another controller",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rpc", "labels": {"grafana_dashboard": "1"}}}),
+            "label grafana_dashboard=1 is not allowed",
+        ),
+        (
+            "hides a Service from the proxy",
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "rpc", "labels": {"service.kubernetes.io/service-proxy-name": "none"}},
+                "spec": {"clusterIP": "None", "selector": {"sei.io/node": "rpc"}}}),
+            "label service.kubernetes.io/service-proxy-name=none is not allowed",
+        ),
+        (
+            "poses as another node's object",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rpc", "labels": {"sei.io/node": "validator-0"}}}),
+            "label sei.io/node=validator-0 is not allowed",
+        ),
+        (
             "selects an existing volume",
             serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-rpc"}, "spec": {"selector": {"matchLabels": {"node": "validator-0"}}}}),
             "spec.selector (binding an existing volume)",
@@ -641,4 +651,161 @@ async fn pod_policy_closes_the_gaps_hostile_modules_found() {
     let r = f.sandbox.run(&writer, input("apply-object", &params), &env).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     assert_eq!(kube.count(), 1);
+}
+
+/// The findings of the hostile-guest review of this containment, each refused now.
+mod hostile_review {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    fn writer_grant() -> ModuleGrant {
+        ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete]))
+    }
+
+    fn owner() -> serde_json::Value {
+        serde_json::json!([{"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": "rpc", "uid": "u1"}])
+    }
+
+    /// Lists answer with as many pages as they are allowed (a big paged list).
+    #[derive(Default)]
+    struct PagedKube {
+        requests: AtomicU32,
+    }
+
+    #[async_trait]
+    impl KubeAdapter for PagedKube {
+        async fn get(&self, _: &TypeRef, _: &str, _: &str) -> Result<Option<String>, KubeAdapterError> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
+        }
+        async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, limits: ListLimits) -> Listed {
+            self.requests.fetch_add(limits.max_requests, Ordering::SeqCst);
+            Listed { result: Ok(vec![]), requests: limits.max_requests }
+        }
+        async fn create(&self, _: &TypeRef, _: &str, o: serde_json::Value, _: &str) -> Result<String, KubeAdapterError> {
+            Ok(o.to_string())
+        }
+        async fn apply(&self, _: &TypeRef, _: &str, _: &str, o: serde_json::Value, _: &str) -> Result<String, KubeAdapterError> {
+            Ok(o.to_string())
+        }
+        async fn delete(&self, _: &TypeRef, _: &str, _: &str, _: Option<&str>) -> Result<bool, KubeAdapterError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_page_of_a_list_takes_a_token_of_the_modules_rate() {
+        let rate = RequestRate { per_second: 1, burst: 100 };
+        let sandbox = Sandbox::new(SandboxConfig { module_request_rate: Some(rate), ..Default::default() }).unwrap();
+        let module =
+            sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead]))).await.unwrap();
+        let kube = Arc::new(PagedKube::default());
+        let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: None };
+        let steps = (0..4).map(|_| sandbox.run(&module, input("list-selector", r#"{"bytes": 1}"#), &env));
+        futures::future::join_all(steps).await;
+        let made = kube.requests.load(Ordering::SeqCst);
+        assert!(made <= 100 + 2, "four paged lists at once stay within the burst of 100: {made} requests");
+    }
+
+    /// A cluster in which someone else creates the node's ConfigMap right after the owner check.
+    struct RacingKube {
+        inner: InMemoryKube,
+        raced: AtomicBool,
+        deletes: AtomicU32,
+    }
+
+    #[async_trait]
+    impl KubeAdapter for RacingKube {
+        async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
+            let read = self.inner.get(ty, ns, name).await;
+            if !self.raced.swap(true, Ordering::SeqCst) {
+                let foreign = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rpc", "namespace": "sei",
+                    "uid": "someone-elses", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "app", "uid": "d1"}]}});
+                self.inner.insert(foreign).unwrap();
+            }
+            read
+        }
+        async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, limits: ListLimits) -> Listed {
+            self.inner.list(ty, ns, sel, limits).await
+        }
+        async fn create(&self, ty: &TypeRef, ns: &str, o: serde_json::Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.inner.create(ty, ns, o, m).await
+        }
+        async fn apply(&self, ty: &TypeRef, ns: &str, name: &str, o: serde_json::Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.inner.apply(ty, ns, name, o, m).await
+        }
+        async fn delete(&self, ty: &TypeRef, ns: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
+            self.deletes.fetch_add(1, Ordering::SeqCst);
+            self.inner.delete(ty, ns, name, uid).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_absent_at_the_owner_check_is_not_deleted() {
+        let f = fixture().await;
+        let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
+        let kube = Arc::new(RacingKube { inner: InMemoryKube::new(), raced: AtomicBool::new(false), deletes: AtomicU32::new(0) });
+        let env = RunEnv { scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())), kube: kube.clone(), sidecar: None };
+        let r = f.sandbox.run(&module, input("delete-ref", r#"{"api_version": "v1", "kind": "ConfigMap", "name": "rpc"}"#), &env).await;
+        assert!(matches!(&r.outcome, Ok(StepOutcome::Complete { output }) if *output == serde_json::json!(false)), "{:?}", r.outcome);
+        assert_eq!(kube.deletes.load(Ordering::SeqCst), 0, "no delete was sent");
+        assert!(kube.inner.objects().iter().any(|o| o["metadata"]["uid"] == "someone-elses"), "the other object stays");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn null_annotations_still_carry_the_module_digest() {
+        let f = fixture().await;
+        let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
+        let kube = Arc::new(InMemoryKube::new());
+        let env = RunEnv { scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())), kube: kube.clone(), sidecar: None };
+        let object = |annotations: serde_json::Value| {
+            serde_json::json!({"object": {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "rpc", "ownerReferences": owner(), "annotations": annotations}}})
+            .to_string()
+        };
+        let r = f.sandbox.run(&module, input("apply-object", &object(serde_json::Value::Null)), &env).await;
+        assert!(r.outcome.is_ok(), "{}", r.summary());
+        let stored = kube.objects().into_iter().find(|o| o["metadata"]["name"] == "rpc").unwrap();
+        assert_eq!(stored["metadata"]["annotations"]["sei.io/module-digest"], serde_json::json!(module.digest.to_string()));
+        let r = f.sandbox.run(&module, input("apply-object", &object(serde_json::json!("not a map"))), &env).await;
+        assert!(matches!(&r.outcome, Err(RunError::Denied(m)) if m.contains("annotations that are not a map")), "{:?}", r.outcome);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_must_be_placed_on_the_platforms_pool() {
+        let f = fixture().await;
+        let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
+        let mut platform = sei_operator::platform::PlatformConfig::for_local();
+        platform.node_pool = Some("sei-nodes".into());
+        let placement = sei_operator::policy::scope::Placement::for_platform(&platform);
+        let env =
+            RunEnv { scope: Scope::for_node("sei", "rpc").with_placement(placement), kube: Arc::new(InMemoryKube::new()), sidecar: None };
+        let seid = serde_json::json!([{"name": "seid", "image": "seid:v1"}]);
+        let own = serde_json::json!({"sei.io/node": "rpc"});
+        let unplaced = statefulset(own.clone(), serde_json::json!({"containers": seid}));
+        let r = f.sandbox.run(&module, input("apply-object", &serde_json::json!({"object": unplaced}).to_string()), &env).await;
+        assert!(matches!(&r.outcome, Err(RunError::Denied(m)) if m.contains("not placed on the platform's node pool")), "{:?}", r.outcome);
+        let affinity = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": ["sei-nodes"]}]}]}}});
+        let placed = statefulset(own, serde_json::json!({"containers": seid, "affinity": affinity}));
+        let r = f.sandbox.run(&module, input("apply-object", &serde_json::json!({"object": placed}).to_string()), &env).await;
+        assert!(r.outcome.is_ok(), "{}", r.summary());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invisible_characters_and_forged_escapes_are_shown_as_escapes() {
+        let f = fixture().await;
+        let (env, _) = env();
+        let invisible = ["\u{180e}", "\u{fff9}", "\u{3164}", "\u{115f}", "\u{034f}", "\u{fe0f}", "\u{1d173}", "\u{2800}", "\u{e0100}"];
+        let text = format!("ok{} done\\n2026-11-30T00:00:00Z INFO forged", invisible.concat());
+        let params = serde_json::json!({ "text": text }).to_string();
+        let r = f.sandbox.run(&f.misbehaving, input("log-text", &params), &env).await;
+        let kept = &r.logs[0].message;
+        for c in invisible {
+            assert!(!kept.contains(c), "{c:?} reached the log line: {kept:?}");
+        }
+        assert!(kept.contains("done\\\\n2026"), "a literal backslash-n shows doubled, not as an escaped newline: {kept:?}");
+        let error = r.outcome.unwrap_err().to_string();
+        assert!(invisible.iter().all(|c| !error.contains(c)), "{error:?}");
+    }
 }

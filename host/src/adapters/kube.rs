@@ -3,12 +3,16 @@
 //! stable field manager per task type); `InMemoryKube` is a small object store with the same
 //! create/apply/delete semantics for `task run`, tests and benchmarks.
 //!
-//! `list` pages through the API server (16 objects a page, following continue tokens), makes at
-//! most the requests the caller allows (a module's remaining host-call budget), stops as soon as
-//! the answer passes the caller's byte cap or `MAX_LIST_ITEMS`, and reports the requests it made
-//! also when it failed (`list_follows_continue_tokens_and_refuses_oversized_answers` in
-//! `tests/kube_adapter.rs`); `delete` can be made conditional on the object's uid; every call
-//! times out after 10 s as `unavailable`.
+//! Answers are handed back as the API server's JSON text, read with a byte limit and never parsed
+//! into trees (a parsed object costs many times its JSON: a module could make the host allocate
+//! hundreds of MiB with objects it wrote itself): an object answer (`get`, `create`, `apply`) is
+//! at most `MAX_OBJECT_ANSWER` bytes; `list` pages through the API server (16 objects a page,
+//! following continue tokens), reads each page only up to what is left of the caller's byte cap,
+//! makes at most the requests the caller allows (a module's remaining host-call budget and
+//! request rate), refuses more than `MAX_LIST_ITEMS` objects, and reports the requests it made
+//! also when it failed (`list_follows_continue_tokens_and_refuses_oversized_answers` and
+//! `answers_are_read_within_their_byte_limit` in `tests/kube_adapter.rs`); `delete` can be made
+//! conditional on the object's uid; every call times out after 10 s as `unavailable`.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -45,22 +49,37 @@ pub struct ListLimits {
     pub max_bytes: usize,
 }
 
-/// What a `list` found, and how many API requests it made (also when it failed).
+/// What a `list` found (each object as JSON text), and how many API requests it made (also when
+/// it failed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
-    pub result: Result<Vec<Value>, KubeAdapterError>,
+    pub result: Result<Vec<String>, KubeAdapterError>,
     pub requests: u32,
 }
 
+/// The largest answer read for one object (`get`, `create`, `apply`): the API server keeps
+/// objects under ~1.5 MiB (etcd's request limit); their JSON, managed fields included, fits.
+pub const MAX_OBJECT_ANSWER: usize = 4 << 20;
+/// Room for a list page's envelope (`apiVersion`, `kind`, `metadata`, the `items` array) beyond
+/// the objects' bytes.
+const PAGE_ENVELOPE: usize = 64 << 10;
+
+/// Every answer is the API server's JSON text of the object (or objects).
 #[async_trait]
 pub trait KubeAdapter: Send + Sync {
-    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError>;
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<String>, KubeAdapterError>;
     /// List within `limits`; an answer that needs more requests or bytes is `Invalid`.
     async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed;
-    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError>;
+    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value, field_manager: &str) -> Result<String, KubeAdapterError>;
     /// Server-side apply, forcing ownership, as `field_manager`.
-    async fn apply(&self, ty: &TypeRef, namespace: &str, name: &str, object: Value, field_manager: &str)
-    -> Result<Value, KubeAdapterError>;
+    async fn apply(
+        &self,
+        ty: &TypeRef,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        field_manager: &str,
+    ) -> Result<String, KubeAdapterError>;
     /// `Ok(false)` when the object was already gone. With `uid`, only that very object is
     /// deleted (a precondition): another object of the same name is a `Conflict`.
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError>;
@@ -118,15 +137,75 @@ impl KubeClientAdapter {
         self
     }
 
-    fn api(&self, ty: &TypeRef, namespace: &str) -> Result<::kube::Api<::kube::api::DynamicObject>, KubeAdapterError> {
+    /// Requests for objects of `ty` in `namespace`.
+    fn request(&self, ty: &TypeRef, namespace: &str) -> ::kube::core::Request {
         let (group, version) = match ty.api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", ty.api_version.as_str()),
         };
         let gvk = ::kube::api::GroupVersionKind::gvk(group, version, &ty.kind);
         let ar = ::kube::api::ApiResource::from_gvk(&gvk);
-        Ok(::kube::Api::namespaced_with(self.client.clone(), namespace, &ar))
+        ::kube::core::Request::new(<::kube::api::DynamicObject as ::kube::Resource>::url_path(&ar, Some(namespace)))
     }
+
+    /// Send `request` and read at most `max` bytes of its answer: the JSON text of a success; an
+    /// error from the status of anything else. Past `max` the answer is not read further.
+    async fn send(
+        &self,
+        request: Result<http::Request<Vec<u8>>, ::kube::core::request::Error>,
+        max: usize,
+    ) -> Result<Vec<u8>, KubeAdapterError> {
+        use http_body_util::BodyExt;
+        let request = request.map_err(|e| KubeAdapterError::Invalid(format!("building the request: {e}")))?;
+        let exchange = async {
+            let response = self.client.send(request.map(::kube::client::Body::from)).await.map_err(map_kube_error)?;
+            let status = response.status();
+            let length = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+            let mut body = response.into_body();
+            // One allocation when the length is announced (a growing buffer would hold up to
+            // three times the answer while it doubles).
+            let mut read = Vec::with_capacity(length.unwrap_or(0).min(max));
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| KubeAdapterError::Unavailable(format!("reading the answer: {e}")))?;
+                if let Ok(data) = frame.into_data() {
+                    if read.len() + data.len() > max {
+                        return Err(KubeAdapterError::Invalid(format!("the API server's answer is over {max} bytes")));
+                    }
+                    read.extend_from_slice(&data);
+                }
+            }
+            if status.is_success() {
+                return Ok(read);
+            }
+            let message = serde_json::from_slice::<::kube::core::Status>(&read)
+                .map(|s| s.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&read[..read.len().min(1024)]).into_owned());
+            Err(error_of(status.as_u16(), message))
+        };
+        match tokio::time::timeout(KUBE_CALL_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(KubeAdapterError::Unavailable(format!("the API server did not answer within {KUBE_CALL_TIMEOUT:?}"))),
+        }
+    }
+}
+
+/// One page of a list: the objects' JSON text as it came, and the continue token.
+#[derive(serde::Deserialize)]
+struct Page {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Vec<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PageMeta {
+    #[serde(rename = "continue", default)]
+    continue_: Option<String>,
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, KubeAdapterError> {
+    String::from_utf8(bytes).map_err(|_| KubeAdapterError::Invalid("the API server's answer is not UTF-8".into()))
 }
 
 impl KubeClientAdapter {
@@ -138,8 +217,7 @@ impl KubeClientAdapter {
         label_selector: Option<&str>,
         limits: ListLimits,
         requests: &mut u32,
-    ) -> Result<Vec<Value>, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
+    ) -> Result<Vec<String>, KubeAdapterError> {
         let mut lp = ::kube::api::ListParams::default();
         if let Some(sel) = label_selector {
             lp = lp.labels(sel);
@@ -147,6 +225,12 @@ impl KubeClientAdapter {
         lp = lp.limit(self.page_size);
         let mut items = Vec::new();
         let mut bytes = 0usize;
+        let over = |ty: &TypeRef, max_items: usize| {
+            KubeAdapterError::Invalid(format!(
+                "the {} objects matched are over {max_items} objects or {} bytes; narrow the label selector",
+                ty.kind, limits.max_bytes
+            ))
+        };
         loop {
             if *requests >= limits.max_requests {
                 return Err(KubeAdapterError::Invalid(format!(
@@ -155,16 +239,19 @@ impl KubeClientAdapter {
                 )));
             }
             *requests += 1;
-            let page = timed(api.list(&lp)).await?;
+            // Read the page only as far as what is left of the byte cap allows.
+            let left = limits.max_bytes.saturating_sub(bytes).saturating_add(PAGE_ENVELOPE);
+            let body = match self.send(self.request(ty, namespace).list(&lp), left).await {
+                Err(KubeAdapterError::Invalid(m)) if m.contains("answer is over") => return Err(over(ty, self.max_items)),
+                other => other?,
+            };
+            let page: Page = serde_json::from_slice(&body).map_err(|e| KubeAdapterError::Invalid(format!("not a list: {e}")))?;
             for item in page.items {
-                bytes += json_size(&item);
+                bytes += item.get().len();
                 if bytes > limits.max_bytes || items.len() >= self.max_items {
-                    return Err(KubeAdapterError::Invalid(format!(
-                        "the {} objects matched are over {} objects or {} bytes; narrow the label selector",
-                        ty.kind, self.max_items, limits.max_bytes
-                    )));
+                    return Err(over(ty, self.max_items));
                 }
-                items.push(to_value(item)?);
+                items.push(item.get().to_string());
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => lp = lp.continue_token(&token),
@@ -174,18 +261,20 @@ impl KubeClientAdapter {
     }
 }
 
+/// The error of an answer with HTTP status `code`.
+fn error_of(code: u16, message: String) -> KubeAdapterError {
+    match code {
+        404 => KubeAdapterError::NotFound,
+        409 => KubeAdapterError::Conflict(message),
+        401 | 403 => KubeAdapterError::Forbidden(message),
+        400 | 422 => KubeAdapterError::Invalid(message),
+        _ => KubeAdapterError::Unavailable(format!("{code} {message}")),
+    }
+}
+
 fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
     match e {
-        ::kube::Error::Api(status) => {
-            let msg = status.message.clone();
-            match status.code {
-                404 => KubeAdapterError::NotFound,
-                409 => KubeAdapterError::Conflict(msg),
-                401 | 403 => KubeAdapterError::Forbidden(msg),
-                400 | 422 => KubeAdapterError::Invalid(msg),
-                _ => KubeAdapterError::Unavailable(format!("{} {}", status.code, msg)),
-            }
-        }
+        ::kube::Error::Api(status) => error_of(status.code, status.message.clone()),
         other => KubeAdapterError::Unavailable(other.to_string()),
     }
 }
@@ -194,28 +283,13 @@ fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
 /// task reports as a dependency to wait for rather than a failure.
 pub const KUBE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn timed<T>(fut: impl std::future::Future<Output = Result<T, ::kube::Error>>) -> Result<T, KubeAdapterError> {
-    match tokio::time::timeout(KUBE_CALL_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(map_kube_error),
-        Err(_) => Err(KubeAdapterError::Unavailable(format!("the API server did not answer within {KUBE_CALL_TIMEOUT:?}"))),
-    }
-}
-
-fn to_value(obj: ::kube::api::DynamicObject) -> Result<Value, KubeAdapterError> {
-    serde_json::to_value(obj).map_err(|e| KubeAdapterError::Invalid(e.to_string()))
-}
-
-fn from_value(obj: Value) -> Result<::kube::api::DynamicObject, KubeAdapterError> {
-    serde_json::from_value(obj).map_err(|e| KubeAdapterError::Invalid(format!("not a Kubernetes object: {e}")))
-}
-
 #[async_trait]
 impl KubeAdapter for KubeClientAdapter {
-    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
-        match timed(api.get_opt(name)).await? {
-            Some(o) => Ok(Some(to_value(o)?)),
-            None => Ok(None),
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
+        match self.send(self.request(ty, namespace).get(name, &Default::default()), MAX_OBJECT_ANSWER).await {
+            Ok(body) => text(body).map(Some),
+            Err(KubeAdapterError::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -225,10 +299,10 @@ impl KubeAdapter for KubeClientAdapter {
         Listed { result, requests }
     }
 
-    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value) -> Result<Value, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
-        let obj = from_value(object)?;
-        to_value(timed(api.create(&::kube::api::PostParams::default(), &obj)).await?)
+    async fn create(&self, ty: &TypeRef, namespace: &str, object: Value, field_manager: &str) -> Result<String, KubeAdapterError> {
+        let pp = ::kube::api::PostParams { field_manager: Some(field_manager.to_string()), ..Default::default() };
+        let body = serde_json::to_vec(&object).map_err(|e| KubeAdapterError::Invalid(e.to_string()))?;
+        text(self.send(self.request(ty, namespace).create(&pp, body), MAX_OBJECT_ANSWER).await?)
     }
 
     async fn apply(
@@ -238,20 +312,18 @@ impl KubeAdapter for KubeClientAdapter {
         name: &str,
         object: Value,
         field_manager: &str,
-    ) -> Result<Value, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
+    ) -> Result<String, KubeAdapterError> {
         let pp = ::kube::api::PatchParams::apply(field_manager).force();
-        to_value(timed(api.patch(name, &pp, &::kube::api::Patch::Apply(&object))).await?)
+        text(self.send(self.request(ty, namespace).patch(name, &pp, &::kube::api::Patch::Apply(&object)), MAX_OBJECT_ANSWER).await?)
     }
 
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
-        let api = self.api(ty, namespace)?;
         let dp = ::kube::api::DeleteParams {
             propagation_policy: Some(::kube::api::PropagationPolicy::Background),
             preconditions: uid.map(|u| ::kube::api::Preconditions { uid: Some(u.to_string()), resource_version: None }),
             ..Default::default()
         };
-        match timed(api.delete(name, &dp)).await {
+        match self.send(self.request(ty, namespace).delete(name, &dp), MAX_OBJECT_ANSWER).await {
             Ok(_) => Ok(true),
             Err(KubeAdapterError::NotFound) => Ok(false),
             Err(other) => Err(other),
@@ -330,8 +402,8 @@ fn matches_selector(object: &Value, selector: Option<&str>) -> bool {
 
 #[async_trait]
 impl KubeAdapter for InMemoryKube {
-    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<Value>, KubeAdapterError> {
-        Ok(self.lock().get(&(ty.clone(), namespace.to_string(), name.to_string())).cloned())
+    async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
+        Ok(self.lock().get(&(ty.clone(), namespace.to_string(), name.to_string())).map(Value::to_string))
     }
 
     async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed {
@@ -347,12 +419,12 @@ impl KubeAdapter for InMemoryKube {
                 ty.kind, limits.max_bytes
             )))
         } else {
-            Ok(items)
+            Ok(items.iter().map(Value::to_string).collect())
         };
         Listed { result, requests: 1 }
     }
 
-    async fn create(&self, ty: &TypeRef, namespace: &str, mut object: Value) -> Result<Value, KubeAdapterError> {
+    async fn create(&self, ty: &TypeRef, namespace: &str, mut object: Value, _field_manager: &str) -> Result<String, KubeAdapterError> {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -363,8 +435,9 @@ impl KubeAdapter for InMemoryKube {
             return Err(KubeAdapterError::Conflict(format!("{} {namespace}/{name} already exists", ty.kind)));
         }
         self.stamp(&mut object);
-        self.lock().insert(key, object.clone());
-        Ok(object)
+        let written = object.to_string();
+        self.lock().insert(key, object);
+        Ok(written)
     }
 
     async fn apply(
@@ -374,13 +447,14 @@ impl KubeAdapter for InMemoryKube {
         name: &str,
         object: Value,
         _field_manager: &str,
-    ) -> Result<Value, KubeAdapterError> {
+    ) -> Result<String, KubeAdapterError> {
         let key = (ty.clone(), namespace.to_string(), name.to_string());
         let mut stored = self.lock().get(&key).cloned().unwrap_or_else(|| Value::Object(Default::default()));
         merge(&mut stored, &object);
         self.stamp(&mut stored);
-        self.lock().insert(key, stored.clone());
-        Ok(stored)
+        let written = stored.to_string();
+        self.lock().insert(key, stored);
+        Ok(written)
     }
 
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
@@ -408,17 +482,17 @@ mod tests {
     async fn in_memory_create_conflicts_on_existing_name() {
         let k = InMemoryKube::new();
         let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"}});
-        k.create(&cm(), "ns", obj.clone()).await.unwrap();
-        assert!(matches!(k.create(&cm(), "ns", obj).await, Err(KubeAdapterError::Conflict(_))));
+        k.create(&cm(), "ns", obj.clone(), "m").await.unwrap();
+        assert!(matches!(k.create(&cm(), "ns", obj, "m").await, Err(KubeAdapterError::Conflict(_))));
     }
 
     #[tokio::test]
     async fn in_memory_apply_merges_and_bumps_generation() {
         let k = InMemoryKube::new();
         let a = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"x":"1"}});
-        let first = k.apply(&cm(), "ns", "a", a, "m").await.unwrap();
+        let first: Value = serde_json::from_str(&k.apply(&cm(), "ns", "a", a, "m").await.unwrap()).unwrap();
         let b = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"y":"2"}});
-        let second = k.apply(&cm(), "ns", "a", b, "m").await.unwrap();
+        let second: Value = serde_json::from_str(&k.apply(&cm(), "ns", "a", b, "m").await.unwrap()).unwrap();
         assert_eq!(second["data"], json!({"x":"1","y":"2"}));
         assert_eq!(first["metadata"]["generation"], json!(1));
         assert_eq!(second["metadata"]["generation"], json!(2));
@@ -433,7 +507,7 @@ mod tests {
         let limits = ListLimits { max_requests: 1, max_bytes: 1 << 20 };
         let got = k.list(&cm(), "ns", Some("role=full"), limits).await.result.unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0]["metadata"]["name"], "a");
+        assert_eq!(serde_json::from_str::<Value>(&got[0]).unwrap()["metadata"]["name"], "a");
         assert_eq!(k.list(&cm(), "ns", None, limits).await.result.unwrap().len(), 2);
         let tight = ListLimits { max_requests: 1, max_bytes: 10 };
         assert!(matches!(k.list(&cm(), "ns", None, tight).await.result, Err(KubeAdapterError::Invalid(_))));

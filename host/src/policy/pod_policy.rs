@@ -49,7 +49,7 @@
 //! shapes pass (`the_reference_statefulset_passes`, and every controller integration test runs the
 //! built-in modules under this policy).
 
-use super::scope::{COMPONENT_LABEL, NODE_LABEL, Placement, Scope};
+use super::scope::{COMPONENT_LABEL, NODE_LABEL, NODE_POOL_LABEL, Placement, Scope};
 use serde_json::Value;
 
 const ALLOWED_VOLUME_TYPES: &[&str] = &["persistentVolumeClaim", "emptyDir", "configMap", "downwardAPI"];
@@ -59,10 +59,35 @@ fn allowed_annotation(key: &str) -> bool {
 }
 
 fn check_annotations(what: &str, meta: &Value) -> Result<(), String> {
+    if meta.get("annotations").is_some_and(|a| !a.is_object() && !a.is_null()) {
+        return Err(format!("{what} has metadata.annotations that are not a map"));
+    }
     for key in meta.get("annotations").and_then(Value::as_object).into_iter().flat_map(|a| a.keys()) {
         if !allowed_annotation(key) {
             return Err(format!(
                 "{what} sets the annotation {key}; modules may set sei.io/*, karpenter.sh/do-not-disrupt and kubectl.kubernetes.io/restartedAt"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Labels on the object itself: `sei.io/*` (with `sei.io/node` only the node's own name) and the
+/// node's `spec.podLabels`. A label drives other controllers and selectors (a Grafana sidecar
+/// loading a ConfigMap as a dashboard, a ServiceMonitor picking a Service, a proxy skipping one).
+fn check_object_labels(kind: &str, meta: &Value, scope: &Scope) -> Result<(), String> {
+    let Some(labels) = meta.get("labels").filter(|l| !l.is_null()) else { return Ok(()) };
+    let Some(labels) = labels.as_object() else { return Err(format!("{kind} has metadata.labels that are not a map")) };
+    for (key, value) in labels {
+        let value = value.as_str().unwrap_or_default();
+        let allowed = if key == NODE_LABEL {
+            value == scope.node_name
+        } else {
+            key.starts_with("sei.io/") || scope.pod_labels.get(key).is_some_and(|v| v == value)
+        };
+        if !allowed {
+            return Err(format!(
+                "{kind} label {key}={value} is not allowed; modules may set sei.io/* labels and the node's spec.podLabels"
             ));
         }
     }
@@ -76,6 +101,7 @@ pub fn check_object(kind: &str, object: &Value, scope: &Scope) -> Result<(), Str
     }
     if let Some(meta) = object.get("metadata") {
         check_annotations(kind, meta)?;
+        check_object_labels(kind, meta, scope)?;
     }
     match kind {
         "StatefulSet" | "Job" => check_workload(kind, object, scope),
@@ -279,7 +305,37 @@ fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
 }
 
 /// Tolerations, `nodeSelector` and affinity must stay within the platform's placement.
+/// Whether the pod names a node pool it must run on (the values are checked separately).
+fn placed_on_a_pool(pod: &Value) -> bool {
+    if pod.pointer("/nodeSelector").and_then(|s| s.get(NODE_POOL_LABEL)).is_some() {
+        return true;
+    }
+    let terms =
+        pod.pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms").and_then(Value::as_array);
+    terms.is_some_and(|terms| {
+        !terms.is_empty()
+            && terms.iter().all(|t| {
+                t.get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.get("key").and_then(Value::as_str) == Some(NODE_POOL_LABEL))
+            })
+    })
+}
+
 fn check_placement(kind: &str, pod: &Value, placement: &Placement) -> Result<(), String> {
+    check_placement_values(kind, pod, placement)?;
+    if placement.require_pool && !placed_on_a_pool(pod) {
+        return Err(format!(
+            "{kind} pod template is not placed on the platform's node pool (nodeSelector or required node affinity on {NODE_POOL_LABEL})"
+        ));
+    }
+    Ok(())
+}
+
+/// Tolerations, node selectors and node affinity name only the platform's pools and taint.
+fn check_placement_values(kind: &str, pod: &Value, placement: &Placement) -> Result<(), String> {
     for t in pod.get("tolerations").and_then(Value::as_array).into_iter().flatten() {
         let key = t.get("key").and_then(Value::as_str).unwrap_or("");
         if !placement.toleration_keys.contains(key) {

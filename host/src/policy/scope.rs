@@ -24,6 +24,10 @@ pub struct Placement {
     pub node_labels: BTreeMap<String, BTreeSet<String>>,
     /// The taint keys pods may tolerate.
     pub toleration_keys: BTreeSet<String>,
+    /// Pods must be placed on a node pool (required node affinity or `nodeSelector` on
+    /// `NODE_POOL_LABEL`): the platform names its default pool (`SEI_NODEPOOL_NAME`), so a pod
+    /// without placement would land on any untainted node outside the pools.
+    pub require_pool: bool,
 }
 
 impl Placement {
@@ -34,7 +38,7 @@ impl Placement {
         if !pools.is_empty() {
             node_labels.insert(NODE_POOL_LABEL.to_string(), pools);
         }
-        Self { node_labels, toleration_keys: platform.toleration_key.iter().cloned().collect() }
+        Self { node_labels, toleration_keys: platform.toleration_key.iter().cloned().collect(), require_pool: platform.node_pool.is_some() }
     }
 }
 

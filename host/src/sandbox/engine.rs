@@ -23,8 +23,10 @@ pub struct SandboxConfig {
     pub limits: LimitsPolicy,
     /// Where precompiled components are cached; `None` compiles every load.
     pub cache_dir: Option<std::path::PathBuf>,
-    /// Pooling allocator slots: how many steps may run at once before falling back to waiting
-    /// for a slot (wasmtime returns an error past it; the executor bounds concurrency below it).
+    /// Pooling allocator slots: component instances alive at once (steps in flight and `describe`
+    /// calls of modules being loaded). Each slot holds the most a component may use (8 core
+    /// instances, 4 tables), so a hostile component's shape cannot exhaust the pool for others;
+    /// past the slots, instantiation fails. The controller sizes it from `--concurrency`.
     pub max_concurrent_instances: u32,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
@@ -86,9 +88,9 @@ pub enum SandboxError {
 fn pooling_config(slots: u32, memory_bytes: usize) -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(slots)
-        .total_core_instances(slots * 4)
+        .total_core_instances(slots * 8)
         .total_memories(slots)
-        .total_tables(slots * 2)
+        .total_tables(slots * 4)
         .total_stacks(slots)
         .max_core_instances_per_component(8)
         .max_memories_per_component(1)

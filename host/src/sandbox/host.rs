@@ -199,15 +199,6 @@ impl TaskCtx {
         Ok(())
     }
 
-    /// Charge `requests` made beyond the one `admit_request` admitted (further pages of a
-    /// `list`, the owner-check read): to the step's budget, and as debt to the module's rate.
-    fn charge_extra(&mut self, requests: u32) -> wasmtime::Result<()> {
-        if let Some(bucket) = &self.requests {
-            bucket.charge(requests, Instant::now());
-        }
-        self.charge(requests)
-    }
-
     /// Admit one Kubernetes request under the module's sustained rate; when its bucket is empty
     /// the call is answered `unavailable` without reaching the API server (and counted as a
     /// `rate` refusal).
@@ -260,6 +251,11 @@ impl TaskCtx {
     fn stamp(&self, object: &mut Value) {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+            // `null` (the policy refuses any other non-map) would drop the stamp, and with
+            // server-side apply the one an earlier write left.
+            if !annotations.is_object() {
+                *annotations = Value::Object(Default::default());
+            }
             if let Some(a) = annotations.as_object_mut() {
                 a.insert(MODULE_DIGEST_ANNOTATION.into(), Value::String(self.module_digest.to_string()));
             }
@@ -300,11 +296,14 @@ impl TaskCtx {
         }
         self.log_bytes += message.len();
         let level = level_name(level);
+        // Attributed by the host, not by the text: the node, the task type and the module digest.
+        let node = format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name);
+        let (task_type, digest) = (&self.task_type, &self.module_digest);
         match level {
-            "error" => tracing::error!(task_type = %self.task_type, module_digest = %self.module_digest, "module: {message}"),
-            "warn" => tracing::warn!(task_type = %self.task_type, module_digest = %self.module_digest, "module: {message}"),
-            "info" => tracing::info!(task_type = %self.task_type, module_digest = %self.module_digest, "module: {message}"),
-            _ => tracing::debug!(task_type = %self.task_type, module_digest = %self.module_digest, "module: {message}"),
+            "error" => tracing::error!(%node, %task_type, module_digest = %digest, "module: {message}"),
+            "warn" => tracing::warn!(%node, %task_type, module_digest = %digest, "module: {message}"),
+            "info" => tracing::info!(%node, %task_type, module_digest = %digest, "module: {message}"),
+            _ => tracing::debug!(%node, %task_type, module_digest = %digest, "module: {message}"),
         }
         self.logs.push(LogLine { level, message });
         Ok(())
@@ -477,7 +476,7 @@ impl TaskCtx {
         }
         let res = self.kube.get(&ty, &ns, &desc.1).await;
         self.record("kube", &desc.0, &outcome_of(&res), started);
-        Ok(res.map(|o| o.map(|v| v.to_string())).map_err(kube_error))
+        Ok(res.map_err(kube_error))
     }
 
     pub async fn kube_list(
@@ -512,15 +511,33 @@ impl TaskCtx {
             }
         };
         let ty = TypeRef { api_version, kind };
-        // The first request is charged; further pages may use what is left of the budget, and
-        // every request made is charged, also when the list failed.
+        // The first page is admitted like any request; further pages may use what is left of
+        // the step's budget and take tokens of the module's rate up front (unused ones are given
+        // back); every request made is charged, also when the list failed.
         if let Err(e) = self.admit_request(&desc, started) {
             return Ok(Err(e));
         }
-        let limits = ListLimits { max_requests: self.remaining_calls().saturating_add(1), max_bytes: MAX_LIST_BYTES };
+        let budget = self.remaining_calls();
+        let extra = match &self.requests {
+            Some(bucket) => bucket.take_up_to(budget, Instant::now()),
+            None => budget,
+        };
+        let limits = ListLimits { max_requests: extra.saturating_add(1), max_bytes: MAX_LIST_BYTES };
         let listed = self.kube.list(&ty, &ns, label_selector.as_deref(), limits).await;
-        self.charge_extra(listed.requests.saturating_sub(1))?;
-        let res = listed.result.map(|items| items.iter().map(Value::to_string).collect::<Vec<_>>());
+        let pages_after_first = listed.requests.saturating_sub(1);
+        if let Some(bucket) = &self.requests {
+            bucket.refund(extra.saturating_sub(pages_after_first));
+        }
+        self.charge(pages_after_first)?;
+        let mut res = listed.result;
+        if res.is_err() && extra < budget && listed.requests >= limits.max_requests {
+            // Stopped by the module's rate, not by the step's budget.
+            let rate = self.requests.as_ref().map_or(0, |b| b.rate().per_second);
+            self.metrics.denied(&self.module_digest, "rate");
+            res = Err(KubeAdapterError::Unavailable(format!(
+                "the list needs more pages than the module's Kubernetes request rate of {rate}/s has left; try again later"
+            )));
+        }
         self.record("kube", &desc, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
     }
@@ -535,9 +552,9 @@ impl TaskCtx {
         if let Err(e) = self.admit_request(&format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), started) {
             return Ok(Err(e));
         }
-        let res = self.kube.create(&ty, &ns, object).await;
+        let res = self.kube.create(&ty, &ns, object, &self.field_manager()).await;
         self.record("kube", &format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), &outcome_of(&res), started);
-        Ok(res.map(|v| v.to_string()).map_err(kube_error))
+        Ok(res.map_err(kube_error))
     }
 
     pub async fn kube_apply(&mut self, object: BoundedStr<MAX_OBJECT_LIFT>) -> KubeResult<String> {
@@ -558,7 +575,7 @@ impl TaskCtx {
         let manager = self.field_manager();
         let res = self.kube.apply(&ty, &ns, &name, object, &manager).await;
         self.record("kube", &format!("{desc} as {manager}"), &outcome_of(&res), started);
-        Ok(res.map(|v| v.to_string()).map_err(kube_error))
+        Ok(res.map_err(kube_error))
     }
 
     pub async fn kube_delete(&mut self, r: GuestObjectRef) -> KubeResult<bool> {
@@ -571,9 +588,15 @@ impl TaskCtx {
         if let Err(e) = self.admit_request(&desc.0, started) {
             return Ok(Err(e));
         }
-        // Only the node's own object, and only that very one (a precondition on its uid).
+        // Only the node's own object, and only that very one (a precondition on its uid); one
+        // that is absent at the check is not deleted (another could be created in between).
         let uid = match self.existing_is_own(&ty, &ns, &desc.1, &desc.0, started).await? {
-            Ok(uid) => uid,
+            Ok(Existing::Absent) => {
+                self.record("kube", &desc.0, "ok: absent", started);
+                return Ok(Ok(false));
+            }
+            Ok(Existing::Own { uid }) => uid,
+            Ok(Existing::NotChecked) => None,
             Err(e) => return Ok(Err(e)),
         };
         let res = self.kube.delete(&ty, &ns, &desc.1, uid.as_deref()).await;
@@ -581,9 +604,9 @@ impl TaskCtx {
         Ok(res.map_err(kube_error))
     }
 
-    /// When the node's uid is known, read the stored object (one more request, charged) and
-    /// refuse unless it is owned by the node alone. Returns its uid (`None`: absent, or no
-    /// owner rule).
+    /// When the node's uid is known, read the stored object (one more request: charged to the
+    /// step's budget, admitted by the module's rate) and refuse unless it is owned by the node
+    /// alone. Only its `metadata.uid` and `ownerReferences` are parsed.
     async fn existing_is_own(
         &mut self,
         ty: &TypeRef,
@@ -591,13 +614,16 @@ impl TaskCtx {
         name: &str,
         desc: &str,
         started: Instant,
-    ) -> wasmtime::Result<Result<Option<String>, kube::KubeError>> {
+    ) -> wasmtime::Result<Result<Existing, kube::KubeError>> {
         if self.guard.scope().owner_uid.is_none() {
-            return Ok(Ok(None));
+            return Ok(Ok(Existing::NotChecked));
         }
-        self.charge_extra(1)?;
-        let read = Instant::now();
+        self.charge(1)?;
         let check = format!("get {}/{} {ns}/{name} (owner check)", ty.api_version, ty.kind);
+        if let Err(e) = self.admit_request(&check, started) {
+            return Ok(Err(e));
+        }
+        let read = Instant::now();
         let stored = self.kube.get(ty, ns, name).await;
         self.record("kube", &check, &outcome_of(&stored), read);
         let stored = match stored {
@@ -607,13 +633,42 @@ impl TaskCtx {
                 return Ok(Err(kube_error(e)));
             }
         };
-        let Some(stored) = stored else { return Ok(Ok(None)) };
-        if let Err(d) = self.guard.check_existing(&stored, desc) {
+        let Some(stored) = stored else { return Ok(Ok(Existing::Absent)) };
+        let ownership: Ownership = match serde_json::from_str(&stored) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(kube::KubeError::Invalid(format!("the stored object is not an object: {e}")))),
+        };
+        let view = serde_json::json!({"metadata": {"ownerReferences": ownership.metadata.owner_references}});
+        if let Err(d) = self.guard.check_existing(&view, desc) {
             self.deny("kube", desc, &d, started);
             return Ok(Err(kube::KubeError::Denied(d.message)));
         }
-        Ok(Ok(stored.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string)))
+        Ok(Ok(Existing::Own { uid: ownership.metadata.uid }))
     }
+}
+
+/// What the owner check found.
+enum Existing {
+    /// No owner rule in this scope (no node uid): nothing was read.
+    NotChecked,
+    Absent,
+    /// The node's own object, with its uid.
+    Own {
+        uid: Option<String>,
+    },
+}
+
+/// The part of a stored object the owner check reads (everything else is skipped, not built).
+#[derive(serde::Deserialize)]
+struct Ownership {
+    metadata: OwnershipMeta,
+}
+
+#[derive(serde::Deserialize)]
+struct OwnershipMeta {
+    uid: Option<String>,
+    #[serde(rename = "ownerReferences", default)]
+    owner_references: Vec<Value>,
 }
 
 fn sidecar_error(e: SidecarAdapterError) -> sidecar::SidecarError {

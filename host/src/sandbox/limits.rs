@@ -95,8 +95,8 @@ pub struct RequestRate {
 
 pub const DEFAULT_MODULE_REQUEST_RATE: RequestRate = RequestRate { per_second: 50, burst: 100 };
 
-/// The token bucket of one module (`RequestRate`); tokens may go into debt when a request made
-/// more API calls than it was admitted for (a `list` of several pages).
+/// The token bucket of one module (`RequestRate`): every API request takes a token first (each
+/// page of a `list` too), and a request without one is not made.
 #[derive(Debug)]
 pub struct RequestBucket {
     rate: RequestRate,
@@ -122,19 +122,21 @@ impl RequestBucket {
 
     /// Take one token for a request; `false` (nothing taken) when none is left.
     pub fn try_take(&self, now: Instant) -> bool {
-        let mut s = self.refill(now);
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.take_up_to(1, now) == 1
     }
 
-    /// Charge `n` more requests that were made anyway (the debt delays later ones).
-    pub fn charge(&self, n: u32, now: Instant) {
+    /// Take as many tokens as are left, at most `n`; how many were taken.
+    pub fn take_up_to(&self, n: u32, now: Instant) -> u32 {
         let mut s = self.refill(now);
-        s.0 -= f64::from(n);
+        let taken = (s.0.max(0.0).floor() as u32).min(n);
+        s.0 -= f64::from(taken);
+        taken
+    }
+
+    /// Give back `n` tokens taken and not used.
+    pub fn refund(&self, n: u32) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = (s.0 + f64::from(n)).min(f64::from(self.rate.burst));
     }
 }
 
@@ -243,10 +245,14 @@ mod tests {
         assert!(!b.try_take(t0), "then nothing");
         assert!(b.try_take(t0 + Duration::from_millis(100)), "one token every 100 ms");
         assert!(!b.try_take(t0 + Duration::from_millis(150)));
-        b.charge(5, t0 + Duration::from_millis(200));
-        assert!(!b.try_take(t0 + Duration::from_millis(500)), "a debt of extra pages delays later requests");
-        assert!(b.try_take(t0 + Duration::from_millis(800)));
-        assert!(b.try_take(t0 + Duration::from_secs(60)) && b.try_take(t0 + Duration::from_secs(60)), "refills up to the burst");
+        // The pages of a list take what is left, at most what they may use, and give back the rest.
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(b.take_up_to(10, t1), 3, "refilled up to the burst, no more");
+        assert_eq!(b.take_up_to(10, t1), 0, "nothing left: no page is made without a token");
+        b.refund(2);
+        assert_eq!(b.take_up_to(1, t1), 1);
+        b.refund(100);
+        assert_eq!(b.take_up_to(10, t1), 3, "a refund never passes the burst");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, NamedAuthInfo};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The namespace the chart is rendered for (the controller's own: its Lease lives here).
@@ -32,7 +32,7 @@ pub const LEASE_NAME: &str = "sei-operator-leader";
 
 /// The chart in this repository.
 pub fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/sei-operator")
+    crate::repo_root().join("deploy/helm/sei-operator")
 }
 
 /// The `--set` values every test rendering uses.

@@ -64,13 +64,24 @@ pub enum TestClusterError {
     Manifest(String),
 }
 
+/// The repository this test runs from. Found at run time from the package under test (cargo sets
+/// `CARGO_MANIFEST_DIR` for every test process), not from where this crate was compiled: a build
+/// reused from a clone at another path would point at that clone.
+pub fn repo_root() -> PathBuf {
+    let marker = |d: &Path| d.join("tests/control-plane/build.sh").is_file();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| dir.ancestors().find(|d| marker(d)).map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
 /// Locate (building if needed) the control-plane binaries: `SEI_K8S_BIN_DIR` if set, else the
 /// directory `tests/control-plane/build.sh` prints (a no-op when cached).
 pub fn control_plane_bin_dir() -> Result<PathBuf, TestClusterError> {
     if let Some(dir) = std::env::var_os("SEI_K8S_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/build.sh");
+    let script = repo_root().join("tests/control-plane/build.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())

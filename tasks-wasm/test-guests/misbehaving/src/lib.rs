@@ -58,6 +58,9 @@ impl TaskModule for Misbehaving {
             "forge",
             "apply-object",
             "list-selector",
+            "delete-ref",
+            "log-text",
+            "list-kind",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -174,6 +177,39 @@ impl TaskModule for Misbehaving {
                 let p: P = input.params()?;
                 kube::list_raw("v1", "ConfigMap", Some(&"a".repeat(p.bytes)))?;
                 Ok(Step::done())
+            }
+            // Delete any object by reference (the guard decides).
+            "delete-ref" => {
+                #[derive(Deserialize)]
+                struct P {
+                    api_version: String,
+                    kind: String,
+                    name: String,
+                }
+                let p: P = input.params()?;
+                let gone = kube::delete_raw(&p.api_version, &p.kind, &p.name)?;
+                Ok(Step::complete(&gone))
+            }
+            // List every object of a kind in the namespace.
+            "list-kind" => {
+                #[derive(Deserialize)]
+                struct P {
+                    api_version: String,
+                    kind: String,
+                }
+                let p: P = input.params()?;
+                let items = kube::list_raw(&p.api_version, &p.kind, None)?;
+                Ok(Step::complete(&items.len()))
+            }
+            // Log the text given, and fail with it.
+            "log-text" => {
+                #[derive(Deserialize)]
+                struct P {
+                    text: String,
+                }
+                let p: P = input.params()?;
+                log::info(&p.text);
+                Err(TaskError::Permanent(p.text))
             }
             other => Err(TaskError::Permanent(format!("unknown task type {other}"))),
         }
