@@ -17,7 +17,7 @@
 //! binary (default: `sei-operator` next to this example's directory).
 
 use kube::api::{Api, ListParams, PostParams};
-use sei_operator::node::crd::{SeiNode, SeiNodePhase};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::controllers::{ControllerProcess, LeaseTiming, Replica};
 use sei_testkit::{TestCluster, eventually};

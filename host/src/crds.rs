@@ -1,5 +1,5 @@
 //! The CustomResourceDefinitions this controller serves, generated from the Rust types:
-//! `SeiNode` (`node/crd.rs`) and `TaskModule` (`taskmodule/resource.rs`), one YAML stream
+//! `SeiNode` (`api/seinode.rs`), `SeiNodeDeployment` (`api/seinodedeployment.rs`) and `TaskModule` (`taskmodule/resource.rs`), one YAML stream
 //! (`sei-operator crds`). `deploy/crds/crds.yaml` and the Helm chart's
 //! `deploy/helm/sei-operator/files/crds.yaml` must equal it (`checked_in_crds_match_the_types`).
 //!
@@ -10,7 +10,8 @@
 //! - the annotation `helm.sh/resource-policy: keep`, so that uninstalling the Helm chart keeps
 //!   the CRDs, and with them every SeiNode (`crds_are_kept_on_uninstall`).
 
-use crate::node::crd::SeiNode;
+use crate::api::seinode::SeiNode;
+use crate::api::seinodedeployment::SeiNodeDeployment;
 use crate::taskmodule::resource::TaskModule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -56,6 +57,11 @@ pub fn seinode() -> CustomResourceDefinition {
     finish(SeiNode::crd())
 }
 
+/// The SeiNodeDeployment CRD as served.
+pub fn seinodedeployment() -> CustomResourceDefinition {
+    finish(SeiNodeDeployment::crd())
+}
+
 /// The TaskModule CRD as served.
 pub fn taskmodule() -> CustomResourceDefinition {
     finish(TaskModule::crd())
@@ -63,7 +69,7 @@ pub fn taskmodule() -> CustomResourceDefinition {
 
 /// Every CRD, as served.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![seinode(), taskmodule()]
+    vec![seinode(), seinodedeployment(), taskmodule()]
 }
 
 /// Every CRD, as one YAML stream.

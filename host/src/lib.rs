@@ -6,22 +6,24 @@
 //! | layer | modules |
 //! |---|---|
 //! | front ends | `operator` (starts the controllers), `crds`; in the binary: `main.rs` (the composition root) and `cli/` (developer commands) |
-//! | controllers | `node` (SeiNode), `taskmodule` (TaskModule loader, `--task-dir`), `leader` (leader election on a Lease) |
+//! | controllers | `node` (SeiNode), `group` (SeiNodeDeployment), `taskmodule` (TaskModule loader, `--task-dir`), `leader` (leader election on a Lease) |
 //! | telemetry | `telemetry` (Prometheus metrics, health endpoints) |
 //! | modules | `registry` (task type → module, rollout) |
 //! | sandbox | `sandbox` (wasmtime: load, limits, host functions, runs) |
 //! | policy | `policy` (scope, capability guard, pod policy) |
 //! | edges | `adapters` (Kubernetes and sidecar clients) |
-//! | shared | `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag` |
+//! | shared | `api` (the custom resources' types), `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag` |
 //!
 //! The pure core (planner, plan stepper, policy, decisions of the TaskModule loader) is tested
 //! without wasm or a cluster; the edges (wasmtime, the Kubernetes client, the sidecar client) sit
 //! behind small traits.
 
 pub mod adapters;
+pub mod api;
 pub mod conditions;
 pub mod crds;
 pub mod embedded;
+pub mod group;
 pub mod leader;
 pub mod node;
 pub mod operator;

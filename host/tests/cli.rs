@@ -1,6 +1,6 @@
 //! The `sei-operator` binary as a user runs it: `task run` applies exactly the controller's
 //! rules (the node's uid as the owner of every write, its pod labels, the platform's placement)
-//! and prints guest text escaped.
+//! and prints guest text escaped; `plan` previews a group.
 
 use std::process::Command;
 
@@ -71,4 +71,22 @@ fn task_run_escapes_guest_text() {
         assert!(!text.lines().any(|l| l.starts_with("2026-11-30T00:00:00")), "a forged line reached the terminal: {text}");
     }
     assert!(stdout.contains("forged line\\u{1b}[2J"), "{stdout}");
+}
+
+#[test]
+fn plan_previews_a_group_as_json_with_its_genesis_and_rollout_plans() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/samples/genesis-group.yaml");
+    let out = sei_operator().args(["plan", "--json", "-f", sample]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plans: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let types =
+        |p: &serde_json::Value| p["tasks"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(types(&plans[0]), ["assemble-and-upload-genesis", "await-nodes-running", "collect-and-set-peers"]);
+    assert_eq!(plans[0]["tasks"][0]["params"]["nodes"].as_array().unwrap().len(), 4, "one validator per replica");
+    let rollout = types(&plans[1]);
+    assert_eq!(rollout.iter().filter(|t| *t == "update-node-specs").count(), 4, "maxUnavailable 1: one node a batch: {rollout:?}");
+    let text = sei_operator().args(["plan", "-f", sample]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("SeiNodeDeployment sei-demo: children sei-demo-0, sei-demo-1, sei-demo-2, sei-demo-3"), "{stdout}");
+    assert!(stdout.contains("genesis plan of SeiNodeDeployment sei-demo"), "{stdout}");
 }

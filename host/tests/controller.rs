@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
-use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
 use sei_operator::node::{Context, ContextBuilder, SidecarResolver, run};
 use sei_operator::platform::PlatformConfig;
 use sei_operator::registry::TaskRegistry;

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
-use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskStatus};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::controllers::{ControllerProcess, LeaseTiming, Replica};
 use sei_testkit::identity::{CONTROLLER_NAMESPACE, LEASE_NAME, chart_dir, test_values};
@@ -64,7 +64,7 @@ async fn chart_lints_installs_upgrades_and_keeps_its_crds() {
 
     let client = cluster.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["seinodes.sei.io", "taskmodules.sei.io"] {
+    for name in ["seinodes.sei.io", "seinodedeployments.sei.io", "taskmodules.sei.io"] {
         let crd = eventually(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
             let c = crds.get(name).await.ok()?;
             c.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(c)
@@ -106,7 +106,7 @@ async fn chart_lints_installs_upgrades_and_keeps_its_crds() {
     })
     .await
     .unwrap();
-    for name in ["seinodes.sei.io", "taskmodules.sei.io"] {
+    for name in ["seinodes.sei.io", "seinodedeployments.sei.io", "taskmodules.sei.io"] {
         let kept = crds.get_opt(name).await.unwrap();
         assert!(kept.is_some_and(|c| c.metadata.deletion_timestamp.is_none()), "CRD {name} is kept on uninstall");
     }

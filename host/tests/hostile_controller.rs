@@ -7,8 +7,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::embedded::test_guest_path;
-use sei_operator::node::crd::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::node::{Context, MIN_REQUEUE, SidecarResolver, run};
 use sei_operator::platform::PlatformConfig;
 use sei_operator::policy::guard::{CapabilityName, Grants};

@@ -1,8 +1,8 @@
 //! The import graph of `host/src`, checked: no cycle between files, and every import between
 //! top-level modules points down the layers of `lib.rs`:
 //!
-//! shared (`wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters` <
-//! `policy` < `sandbox` < `registry` < `telemetry` < controllers (`node`, `taskmodule`, `leader`,
+//! shared (`api`, `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters` <
+//! `policy` < `sandbox` < `registry` < `telemetry` < controllers (`node`, `group`, `taskmodule`, `leader`,
 //! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
 //!
 //! How: every `crate::…` and `super::…` path in a file (comments stripped; `use` groups in braces
@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[(&str, u32)] = &[
+    ("api", 0),
     ("wit", 0),
     ("text", 0),
     ("conditions", 0),
@@ -26,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("registry", 4),
     ("telemetry", 5),
     ("node", 6),
+    ("group", 6),
     ("taskmodule", 6),
     ("leader", 6),
     ("operator", 7),

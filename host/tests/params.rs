@@ -5,7 +5,7 @@
 
 use sei_operator::adapters::kube::InMemoryKube;
 use sei_operator::adapters::sidecar::InMemorySidecar;
-use sei_operator::node::crd::SeiNode;
+use sei_operator::api::seinode::SeiNode;
 use sei_operator::node::planner::{PlanDecision, resolve_plan};
 use sei_operator::node::scope::node_scope;
 use sei_operator::platform::PlatformConfig;

@@ -29,8 +29,27 @@ pub fn read_node(path: &Path) -> Result<serde_json::Value> {
     Ok(node)
 }
 
+/// The `kind` of a manifest (YAML or JSON), if it names one.
+pub fn manifest_kind(path: &Path) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {} as YAML", path.display()))?;
+    Ok(value.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+}
+
+/// A SeiNodeDeployment manifest, typed (namespace `default` when it names none).
+pub fn read_group(path: &Path) -> Result<sei_operator::api::seinodedeployment::SeiNodeDeployment> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut group: sei_operator::api::seinodedeployment::SeiNodeDeployment =
+        serde_yaml::from_str(&text).with_context(|| format!("{} is not a valid SeiNodeDeployment", path.display()))?;
+    if group.metadata.name.is_none() {
+        bail!("{} has no metadata.name", path.display());
+    }
+    group.metadata.namespace.get_or_insert_with(|| "default".into());
+    Ok(group)
+}
+
 /// The manifest as a typed SeiNode.
-pub fn typed_node(node: &serde_json::Value, path: &Path) -> Result<sei_operator::node::crd::SeiNode> {
+pub fn typed_node(node: &serde_json::Value, path: &Path) -> Result<sei_operator::api::seinode::SeiNode> {
     serde_json::from_value(node.clone()).with_context(|| format!("{} is not a valid SeiNode", path.display()))
 }
 

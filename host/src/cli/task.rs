@@ -72,7 +72,7 @@ pub struct RunArgs {
 
 /// The params the planner would give this task for this node (local platform settings); `{}`
 /// for a task type the planner does not know (a custom module's).
-fn default_params(typed: &sei_operator::node::crd::SeiNode, task_type: &str) -> Result<String> {
+fn default_params(typed: &sei_operator::api::seinode::SeiNode, task_type: &str) -> Result<String> {
     use sei_operator::node::planner::{Mode, params_for, snapshot_source};
     let Some(task) = sei_task_params::TaskType::parse(task_type) else { return Ok("{}".into()) };
     let mode = Mode::of(typed).context("the SeiNode sets no mode (fullNode, archive, replayer or validator)")?;

@@ -3,7 +3,7 @@
 //! fixed reason would hide every transition after the first).
 
 use super::context::Context;
-use super::crd::{SeiNode, SeiNodePhase};
+use crate::api::seinode::{SeiNode, SeiNodePhase};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 

@@ -1,6 +1,5 @@
 //! The SeiNode controller.
 //!
-//! - `crd`: the `SeiNode` custom resource;
 //! - `planner`: pure, the plan a node should run (reference task lists, typed params);
 //! - `stepper`: pure, how a step's outcome changes the plan and the node's status;
 //! - `step_clock`: when each waiting node may step again;
@@ -13,12 +12,12 @@
 //! - `context`: everything a reconcile needs, built once;
 //! - `reconcile`: the reconcile loop and `run`.
 //!
+//! The `SeiNode` resource itself is in `api/seinode.rs` (shared with the group controller).
 //! Imports point down in that order (`reconcile` at the top); nothing here imports another
-//! controller (`taskmodule`).
+//! controller (`taskmodule`, `group`).
 
 pub mod context;
 pub mod convergence;
-pub mod crd;
 pub mod error;
 pub mod events;
 pub mod observe;

@@ -1,8 +1,8 @@
 //! What a reconcile reads besides the node itself: the addresses of label-selected peers, and the
 //! node's StatefulSet and Service for drift detection (`planner::drift` decides from it).
 
-use super::crd::SeiNode;
 use super::planner::Observed;
+use crate::api::seinode::SeiNode;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};

@@ -12,16 +12,14 @@
 //! bootstrap plan's 19 tasks, the genesis plan's 11, `insert_before` erroring on a missing
 //! target, ids distinct for a type appearing twice, and no convergence plan without drift.
 
-use super::crd::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
+use crate::api::seinode::{PeerSource, PlannedTask, SeiNode, SeiNodePhase, SnapshotSource, TaskPlan, TaskPlanPhase, TaskStatus};
 use crate::platform::PlatformConfig;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sei_task_params as params;
 use sei_task_params::{TaskParams, TaskType};
 use std::collections::BTreeMap;
-use uuid::Uuid;
 
-/// The fixed namespace of task ids (the reference's).
-pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0xb7e89c3a_4f12_4d8b_9a6e_1c2d3e4f5a6b);
+pub use crate::api::seinode::{TASK_ID_NAMESPACE, task_id};
 
 /// Retry budget of `configure-genesis` in a genesis ceremony (waits for the group's genesis).
 pub const GENESIS_CONFIGURE_MAX_RETRIES: i32 = 180;
@@ -340,11 +338,6 @@ pub fn statefulset_platform(mode: Mode, platform: &PlatformConfig) -> params::Pl
     }
 }
 
-/// UUID v5 of `planID/type/index` in [`TASK_ID_NAMESPACE`].
-pub fn task_id(plan_id: &str, task_type: &str, index: usize) -> String {
-    Uuid::new_v5(&TASK_ID_NAMESPACE, format!("{plan_id}/{task_type}/{index}").as_bytes()).to_string()
-}
-
 fn plan_of(plan_id: &str, tasks: Vec<(TaskType, Option<TaskParams>)>, target: SeiNodePhase, failed: Option<SeiNodePhase>) -> TaskPlan {
     TaskPlan {
         id: plan_id.to_string(),
@@ -518,8 +511,9 @@ pub fn build_convergence_plan(node: &SeiNode, mode: Mode, platform: &PlatformCon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::crd::*;
+    use crate::api::seinode::*;
     use serde_json::{Value, json};
+    use uuid::Uuid;
 
     /// `params_for` by task type name, as the JSON stored in the plan (`null`: none).
     fn params_json(n: &SeiNode, mode: Mode, task: &str, snap: Option<&SnapshotSource>, platform: &PlatformConfig) -> Value {

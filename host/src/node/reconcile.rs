@@ -17,13 +17,13 @@
 //! real control plane; the pure parts in `planner.rs` and `stepper.rs`.
 
 use super::context::Context;
-use super::crd::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
 use super::error::ReconcileError;
 use super::events::{publish, publish_phase_change};
 use super::observe::{observe, resolve_label_peers};
 use super::planner::{Observed, PlanDecision, resolve_plan};
 use super::scope::node_scope;
 use super::stepper::{Next, TaskOutcome, conclude, current_task, record_step, wait_remaining};
+use crate::api::seinode::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
 use crate::registry::{ModuleEntry, ModuleSource};
 use crate::sandbox::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
 use futures::StreamExt;

@@ -4,7 +4,7 @@
 //! (`steps_are_scoped_to_the_node_and_its_uid`). The controller and `task run` use this one
 //! function, so a dry run applies exactly the controller's rules.
 
-use super::crd::SeiNode;
+use crate::api::seinode::SeiNode;
 use crate::platform::PlatformConfig;
 use crate::policy::scope::{Placement, Scope};
 use kube::ResourceExt;

@@ -2,8 +2,8 @@
 //! DNS name, or a URL template for tests and the demo) and one HTTP client per address, kept for
 //! the node's later steps (`sidecar_urls`).
 
-use super::crd::SeiNode;
 use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
+use crate::api::seinode::SeiNode;
 use kube::ResourceExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -17,7 +17,7 @@
 //!
 //! Tests: `stepper::tests` (one per rule above).
 
-use super::crd::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
+use crate::api::seinode::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
 use crate::conditions::condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub fn not_before(now: &Time, d: Duration) -> MicroTime {
 }
 
 /// How long until the task may run its next step; `None`: now.
-pub fn wait_remaining(task: &super::crd::PlannedTask, now: &Time) -> Option<Duration> {
+pub fn wait_remaining(task: &crate::api::seinode::PlannedTask, now: &Time) -> Option<Duration> {
     let nb = task.not_before.as_ref()?;
     let ms = nb.0.as_millisecond() - now.0.as_millisecond();
     (ms > 0).then(|| Duration::from_millis(ms as u64))
@@ -236,7 +236,7 @@ pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::crd::PlannedTask;
+    use crate::api::seinode::PlannedTask;
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())

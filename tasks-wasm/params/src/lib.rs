@@ -8,6 +8,8 @@
 //! (`every_task_type_round_trips`), and the JSON of each is the reference's wire shape
 //! (`wire_keys_match_the_reference`).
 
+pub mod group;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

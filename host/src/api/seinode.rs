@@ -2,7 +2,7 @@
 //! the reference controller, validation in the schema and in CEL, and the status with its persisted
 //! plan.
 //!
-//! Invariants (tests: `crd::tests` below; server-side in `tests/crd_validation.rs`):
+//! Invariants (tests: `tests` below; server-side in `tests/crd_validation.rs`):
 //! - exactly one of `fullNode`, `archive`, `replayer`, `validator` (CEL, message names the rule);
 //! - a replayer needs at least one peer source (CEL);
 //! - a snapshot source is exactly one of `s3` / `stateSync`; `bootstrapImage` needs `s3` (CEL);
@@ -356,6 +356,15 @@ pub struct FailedTaskInfo {
 
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// The fixed namespace of task ids (the reference's).
+pub const TASK_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0xb7e89c3a_4f12_4d8b_9a6e_1c2d3e4f5a6b);
+
+/// A planned task's id: UUID v5 of `planID/type/index` in [`TASK_ID_NAMESPACE`] (node and group
+/// plans alike).
+pub fn task_id(plan_id: &str, task_type: &str, index: usize) -> String {
+    uuid::Uuid::new_v5(&TASK_ID_NAMESPACE, format!("{plan_id}/{task_type}/{index}").as_bytes()).to_string()
 }
 
 /// One task of a plan.
