@@ -14,6 +14,7 @@ use std::process::Command;
 const GUESTS: &[(&str, &str, bool)] = &[
     ("sei_builtin_infra", "sei-builtin-infra", true),
     ("sei_builtin_sidecar", "sei-builtin-sidecar", true),
+    ("sei_builtin_group", "sei-builtin-group", true),
     ("test_guest_well_behaved", "test-well-behaved", false),
     ("test_guest_misbehaving", "test-misbehaving", false),
     ("test_guest_wasi_importer", "test-wasi-importer", false),

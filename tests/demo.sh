@@ -2,10 +2,12 @@
 # The README's first command (`make demo`): a local control plane, the CRDs, the test sidecar,
 # the controller, and a sample SeiNode driven to Running through its plan; then a hot swap: a
 # TaskModule re-routes the sidecar tasks to a new release of their module in the running
-# controller, and a second node's plan runs on it.
+# controller, and a second node's plan runs on it; then a SeiNodeDeployment forms a 4-validator
+# network through its genesis ceremony (GROUP_SAMPLE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=${SAMPLE:-deploy/samples/full-node.yaml}
+GROUP_SAMPLE=${GROUP_SAMPLE:-deploy/samples/genesis-group.yaml}
 target_dir=${CARGO_TARGET_DIR:-target}
 bin=$(bash tests/control-plane/build.sh)
 work=$(mktemp -d)
@@ -32,9 +34,9 @@ grep '^ready' "$work/control-plane.log" || { cat "$work/control-plane.log"; exit
 export KUBECONFIG="$work/kubeconfig"
 kubectl() { "$bin/kubectl" "$@"; }
 
-echo "== installing the SeiNode and TaskModule CRDs"
+echo "== installing the SeiNode, SeiNodeDeployment and TaskModule CRDs"
 kubectl apply -f deploy/crds/crds.yaml
-kubectl wait --for=condition=Established crd/seinodes.sei.io crd/taskmodules.sei.io --timeout=60s
+kubectl wait --for=condition=Established crd/seinodes.sei.io crd/seinodedeployments.sei.io crd/taskmodules.sei.io --timeout=60s
 
 echo "== starting the test sidecar and the controller"
 "$target_dir/debug/sei-test-sidecar" --script snapshot-restore=complete:2 > "$work/sidecar.url" &
@@ -100,3 +102,20 @@ got=$(kubectl get snode "$name-2" -o jsonpath='{.status.plan.tasks[?(@.type=="ma
 [ "$got" = "$sha" ] || { echo "mark-ready ran ${got:-nothing}, expected the TaskModule's $sha"; exit 1; }
 curl -fsS http://127.0.0.1:18080/metrics | grep -E '^sei_active_module\{task_type="mark-ready"'
 echo "demo: SeiNode $name is Running; $name-2 ran its sidecar tasks on TaskModule sidecar-2 (${sha:0:12})"
+
+echo "== a 4-validator network: $GROUP_SAMPLE"
+group_ns=$(awk '/^  namespace:/ {print $2; exit}' "$GROUP_SAMPLE")
+group=$(awk '/^  name:/ {print $2; exit}' "$GROUP_SAMPLE")
+kubectl create namespace "$group_ns" --dry-run=client -o yaml | kubectl apply -f -
+kubectl apply -f "$GROUP_SAMPLE"
+if ! kubectl -n "$group_ns" wait --for=condition=GenesisCeremonyComplete "snd/$group" --timeout=180s \
+   || ! kubectl -n "$group_ns" wait --for=jsonpath='{.status.phase}'=Ready "snd/$group" --timeout=120s; then
+  echo "the group did not form its network; controller log:"; tail -15 "$work/controller.log"
+  kubectl -n "$group_ns" get snd "$group" -o yaml; exit 1
+fi
+kubectl -n "$group_ns" get snd,snode
+echo "== the group's plan ran in the sandbox; its status"
+kubectl -n "$group_ns" get snd "$group" -o jsonpath='{"genesisHash: "}{.status.genesisHash}{"\ngenesisS3URI: "}{.status.genesisS3URI}{"\n"}'
+echo "== peers of $group-0 (set by collect-and-set-peers after every validator ran)"
+kubectl -n "$group_ns" get snode "$group-0" -o jsonpath='{range .spec.peers[0].static.addresses[*]}{"  "}{@}{"\n"}{end}'
+echo "demo: SeiNodeDeployment $group formed a network of $(kubectl -n "$group_ns" get snd "$group" -o jsonpath='{.status.readyReplicas}') validators"

@@ -38,7 +38,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (Sandbox, LoadedModule, RunEnv) {
     let module = rt.block_on(sandbox.load_module(&bytes, grant)).expect("load");
     let kube = Arc::new(InMemoryKube::new());
     kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).expect("fixture");
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube, sidecar: None };
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube, sidecar: None, members: None };
     (sandbox, module, env)
 }
 

@@ -7,11 +7,12 @@
 //! |---|---|
 //! | front ends | `operator` (starts the controllers), `crds`; in the binary: `main.rs` (the composition root) and `cli/` (developer commands) |
 //! | controllers | `node` (SeiNode), `group` (SeiNodeDeployment), `taskmodule` (TaskModule loader, `--task-dir`), `leader` (leader election on a Lease) |
+//! | executor | `executor` (runs a persisted plan's steps in the sandbox; both controllers) |
 //! | telemetry | `telemetry` (Prometheus metrics, health endpoints) |
 //! | modules | `registry` (task type → module, rollout) |
 //! | sandbox | `sandbox` (wasmtime: load, limits, host functions, runs) |
 //! | policy | `policy` (scope, capability guard, pod policy) |
-//! | edges | `adapters` (Kubernetes and sidecar clients) |
+//! | edges | `adapters` (Kubernetes and sidecar clients), `plan_step` (pure plan stepping over `api`) |
 //! | shared | `api` (the custom resources' types), `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag` |
 //!
 //! The pure core (planner, plan stepper, policy, decisions of the TaskModule loader) is tested
@@ -23,10 +24,12 @@ pub mod api;
 pub mod conditions;
 pub mod crds;
 pub mod embedded;
+pub mod executor;
 pub mod group;
 pub mod leader;
 pub mod node;
 pub mod operator;
+pub mod plan_step;
 pub mod platform;
 pub mod policy;
 pub mod registry;

@@ -12,6 +12,7 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sei_operator::group::GroupContext;
 use sei_operator::node::{Context as NodeContext, SidecarResolver};
 use sei_operator::operator::{Operator, Shutdown, Stopped};
 use sei_operator::registry::TaskRegistry;
@@ -73,6 +74,9 @@ struct ControllerArgs {
     /// Load `TaskModule` resources (`--task-modules=false`: built-in and directory modules only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     task_modules: bool,
+    /// Reconcile `SeiNodeDeployment` groups too (`--groups=false`: SeiNodes only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    groups: bool,
     /// Load only the TaskModules matching this label selector.
     #[arg(long, env = "SEI_TASK_MODULE_SELECTOR")]
     task_module_selector: Option<String>,
@@ -263,10 +267,14 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         None => SidecarResolver::PodDns,
     };
     tracing::info!(task_types = ?registry.task_types(), allocator = ?sandbox.allocator(), "sei-operator controller starting");
+    let groups = args.groups.then(|| (client.clone(), platform.clone(), sidecars.clone()));
     let ctx = NodeContext::builder(client, sandbox.clone(), registry.clone(), platform, sidecars)
         .instance(replica.clone())
         .module_step_cap(args.module_step_cap.unwrap_or((usize::from(args.concurrency) / 2).max(1)))
         .build();
+    let groups = groups.map(|(client, platform, sidecars)| {
+        GroupContext::new(client, sandbox.clone(), registry.clone(), platform, sidecars, ctx.telemetry().clone())
+    });
     let _task_dir = match args.task_dir {
         None => None,
         Some(dir) => {
@@ -295,6 +303,9 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     }
     if let Some(settings) = election {
         operator = operator.with_leader_election(settings);
+    }
+    if let Some(groups) = groups {
+        operator = operator.with_groups(groups);
     }
     match operator.run(args.concurrency, args.namespace).await {
         Stopped::LostLeadership => anyhow::bail!("lost the leader Lease; exiting so that a fresh replica stands by"),

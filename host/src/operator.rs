@@ -15,6 +15,7 @@
 //! [`Stopped::LostLeadership`]: the binary exits non-zero, before another replica may act
 //! (`leader` module docs).
 
+use crate::group::{self, GroupContext};
 use crate::leader::{Elector, Leadership, LeaseSettings};
 use crate::node::{self, Context};
 use crate::taskmodule::loader::{TaskModuleLoader, TaskModuleWatch};
@@ -92,6 +93,7 @@ pub enum Stopped {
 /// The controllers of one replica.
 pub struct Operator {
     ctx: Arc<Context>,
+    groups: Option<Arc<GroupContext>>,
     replica: String,
     task_modules: Option<TaskModuleWatch>,
     election: Option<LeaseSettings>,
@@ -105,6 +107,7 @@ impl Operator {
     pub fn new(ctx: Arc<Context>) -> Self {
         Self {
             ctx,
+            groups: None,
             replica: crate::taskmodule::loader::default_replica_id(),
             task_modules: None,
             election: None,
@@ -121,6 +124,12 @@ impl Operator {
     }
 
     /// Reconcile SeiNodes only while holding the Lease `settings` names.
+    /// Also reconcile SeiNodeDeployments (under the same leadership and shutdown).
+    pub fn with_groups(mut self, groups: Arc<GroupContext>) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
     pub fn with_leader_election(mut self, settings: LeaseSettings) -> Self {
         self.election = Some(settings);
         self
@@ -137,7 +146,7 @@ impl Operator {
     /// Run until a shutdown request or the loss of the Lease. `namespace`: only that namespace's
     /// SeiNodes.
     pub async fn run(self, concurrency: u16, namespace: Option<String>) -> Stopped {
-        let Operator { ctx, replica, task_modules, election, shutdown, shutdown_grace } = self;
+        let Operator { ctx, groups, replica, task_modules, election, shutdown, shutdown_grace } = self;
         let _loader = match task_modules {
             Some(watch) => {
                 let loader = TaskModuleLoader::new(
@@ -193,7 +202,16 @@ impl Operator {
 
         let stopped = {
             let signal = shutdown.clone();
-            let controller = node::run_until(ctx.clone(), concurrency, namespace, async move { signal.requested().await });
+            let group_signal = shutdown.clone();
+            let nodes = node::run_until(ctx.clone(), concurrency, namespace.clone(), async move { signal.requested().await });
+            let groups = async move {
+                if let Some(groups) = groups {
+                    group::run_until(groups, concurrency, namespace, async move { group_signal.requested().await }).await;
+                }
+            };
+            let controller = async move {
+                futures::join!(nodes, groups);
+            };
             let mut controller = std::pin::pin!(controller);
             // Lost, or the elector ended without saying so (it failed): stop either way.
             let lost = leadership.wait_for(|l| *l == Leadership::Lost).map(|_| ());

@@ -38,7 +38,8 @@ async fn lost_task_is_resubmitted_with_the_same_id() {
     let module = &registry.resolve("snapshot-restore").unwrap().module;
     let sidecar = Arc::new(InMemorySidecar::new());
     sidecar.script("snapshot-restore", Script::Stall);
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()) };
+    let env =
+        RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()), members: None };
 
     let first = sandbox.run(module, input("snapshot-restore", None), &env).await;
     let mut cp = checkpoint(&first);
@@ -72,7 +73,8 @@ async fn mark_ready_waits_for_healthz() {
     let module = &registry.resolve("mark-ready").unwrap().module;
     let sidecar = Arc::new(InMemorySidecar::new());
     sidecar.script("mark-ready", Script::CompleteAfter(1));
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()) };
+    let env =
+        RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()), members: None };
     let first = sandbox.run(module, input("mark-ready", None), &env).await;
     let cp = checkpoint(&first);
     let second = sandbox.run(module, input("mark-ready", Some(cp)), &env).await;

@@ -45,7 +45,7 @@ async fn infra_tasks_write_reference_shapes_through_the_real_api_server() {
     registry.load_builtins(&sandbox).await.unwrap();
     // The node's scope, as the controller derives it (`node_scope`): its pod labels may be on its pods.
     let scope = Scope::for_node(ns.name(), "rpc").with_pod_labels([("team".to_string(), "rpc".to_string())].into());
-    let env = RunEnv { scope, kube: Arc::new(KubeClientAdapter::new(client.clone())), sidecar: None };
+    let env = RunEnv { scope, kube: Arc::new(KubeClientAdapter::new(client.clone())), sidecar: None, members: None };
     let params = serde_json::json!({"nodeName": "rpc", "namespace": ns.name(), "storageClass": "fast", "storageSize": "10Gi"});
 
     let pvc_module = registry.resolve("ensure-data-pvc").unwrap();

@@ -1,8 +1,8 @@
 //! The import graph of `host/src`, checked: no cycle between files, and every import between
 //! top-level modules points down the layers of `lib.rs`:
 //!
-//! shared (`api`, `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters` <
-//! `policy` < `sandbox` < `registry` < `telemetry` < controllers (`node`, `group`, `taskmodule`, `leader`,
+//! shared (`api`, `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters`, `plan_step` <
+//! `policy` < `sandbox` < `registry` < `telemetry` < `executor` < controllers (`node`, `group`, `taskmodule`, `leader`,
 //! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
 //!
 //! How: every `crate::…` and `super::…` path in a file (comments stripped; `use` groups in braces
@@ -22,16 +22,18 @@ const LAYERS: &[(&str, u32)] = &[
     ("embedded", 0),
     ("release_tag", 0),
     ("adapters", 1),
+    ("plan_step", 1),
     ("policy", 2),
     ("sandbox", 3),
     ("registry", 4),
     ("telemetry", 5),
-    ("node", 6),
-    ("group", 6),
-    ("taskmodule", 6),
-    ("leader", 6),
-    ("operator", 7),
-    ("crds", 7),
+    ("executor", 6),
+    ("node", 7),
+    ("group", 7),
+    ("taskmodule", 7),
+    ("leader", 7),
+    ("operator", 8),
+    ("crds", 8),
 ];
 
 /// Module path (`["node", "reconcile"]`) → file, for every library file but `lib.rs`.

@@ -83,7 +83,8 @@ async fn every_task_of_every_plan_reaches_its_builtin_with_params_it_accepts() {
             panic!("no plan")
         };
         let sidecar = Arc::new(InMemorySidecar::new());
-        let env = RunEnv { scope: node_scope(&n, &platform), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()) };
+        let env =
+            RunEnv { scope: node_scope(&n, &platform), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()), members: None };
         for t in &plan.tasks {
             let task = TaskType::parse(&t.task_type).unwrap();
             let params = t.params.clone().unwrap_or(json!({}));

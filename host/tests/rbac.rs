@@ -3,7 +3,8 @@
 //! A *tour* drives every feature that needs a permission, with two controller replicas running
 //! as one ServiceAccount under leader election: a TaskModule loaded from a ConfigMap in the
 //! module namespace (both replicas report in its status), a full node and a bootstrap node to
-//! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), a genesis validator
+//! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), a group of two full
+//! nodes (children created, one deleted by a scale-down, the group's finalizer), a genesis validator
 //! whose `configure-genesis` is retried (its repeated Warning event is patched as a series), the
 //! deletion of a node (its PVC), and a
 //! graceful stop (the Lease released, the standby watching it).
@@ -15,7 +16,7 @@
 //!   rendered under a name of its own with that verb removed; the tour as that ServiceAccount
 //!   meets a 403 for exactly that verb and resource;
 //! - `the_service_account_reaches_nothing_else`: Secrets, Pods, ConfigMaps outside the module
-//!   namespace, Deployments, RBAC objects and Namespaces are refused.
+//!   namespace, Deployments, RBAC objects, Namespaces and deleting a SeiNodeDeployment are refused.
 
 use futures::future::join_all;
 use k8s_openapi::ByteString;
@@ -25,7 +26,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase};
+use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
 use sei_operator::embedded::BUILTIN_MODULES;
+use sei_operator::group::GroupContext;
 use sei_operator::leader::LeaseSettings;
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::operator::{Operator, Shutdown, Stopped};
@@ -165,7 +168,16 @@ async fn start_replicas(client: &kube::Client, ns: &str, lease: &str, sidecar: &
             renew_deadline: Duration::from_secs(3),
             retry_period: Duration::from_secs(1),
         };
+        let groups = GroupContext::new(
+            client.clone(),
+            sandbox(),
+            ctx.registry().clone(),
+            PlatformConfig::for_local(),
+            SidecarResolver::Template(sidecar.url_template()),
+            ctx.telemetry().clone(),
+        );
         let operator = Operator::new(ctx)
+            .with_groups(groups)
             .with_task_modules(watch, id)
             .with_leader_election(settings)
             .with_shutdown(shutdown.clone(), Duration::from_secs(5));
@@ -256,6 +268,30 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
     jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.map_err(|e| e.to_string())?;
     wait_phase(&nodes, "full", SeiNodePhase::Running).await?;
     wait_phase(&nodes, "boot", SeiNodePhase::Running).await?;
+
+    // A group of two full nodes: its children are created and reach Running, a scale-down
+    // deletes one, and deleting the group removes its finalizer.
+    let groups: Api<SeiNodeDeployment> = Api::namespaced(admin.clone(), ns);
+    let group: SeiNodeDeployment = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "metadata": {"name": "rpc"},
+        "spec": {"replicas": 2, "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}, "peers": peers}},
+                 "updateStrategy": {"type": "InPlace"}}
+    }))
+    .unwrap();
+    groups.create(&PostParams::default(), &group).await.map_err(|e| e.to_string())?;
+    let ready = wait("group rpc Ready with 2 children", || async {
+        let s = groups.get("rpc").await.ok()?.status?;
+        (s.ready_replicas == 2 && s.phase == Some(GroupPhase::Ready)).then_some(())
+    })
+    .await;
+    if let Err(e) = ready {
+        let status = groups.get("rpc").await.ok().and_then(|g| g.status);
+        return Err(format!("{e}; group status: {}", serde_json::to_string(&status).unwrap_or_default()));
+    }
+    groups.patch("rpc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 1}}))).await.map_err(|e| e.to_string())?;
+    wait("child rpc-1 deleted by the scale-down", || async { nodes.get_opt("rpc-1").await.ok()?.is_none().then_some(()) }).await?;
+    groups.delete("rpc", &DeleteParams::default()).await.map_err(|e| e.to_string())?;
+    wait("group rpc gone", || async { groups.get_opt("rpc").await.ok()?.is_none().then_some(()) }).await?;
 
     // A genesis validator whose genesis is not published yet: `configure-genesis` is retried,
     // and the repeated TaskRetry Warning is a patch of the first Event (a series).
@@ -466,8 +502,8 @@ async fn the_service_account_reaches_nothing_else() {
         ("list ClusterRoleBindings", Api::<ClusterRoleBinding>::all(client.clone()).list(&ListParams::default()).await.map(|_| ())),
         ("delete a Namespace", Api::<Namespace>::all(client.clone()).delete(ns.name(), &DeleteParams::default()).await.map(|_| ())),
         (
-            "delete a SeiNode",
-            Api::<SeiNode>::namespaced(client.clone(), ns.name()).delete("any", &DeleteParams::default()).await.map(|_| ()),
+            "delete a SeiNodeDeployment",
+            Api::<SeiNodeDeployment>::namespaced(client.clone(), ns.name()).delete("any", &DeleteParams::default()).await.map(|_| ()),
         ),
         ("create a TaskModule", {
             let tm: TaskModule =

@@ -72,7 +72,7 @@ async fn a_step_in_flight_finishes_on_its_module_and_the_next_runs_the_new_one()
     registry.install_exclusive(&types, ModuleEntry::new(source.clone(), sandbox.load_module(&v1, grant()).await.unwrap())).unwrap();
 
     let kube = Arc::new(HeldKube::default());
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: None };
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: None, members: None };
     let entry = registry.resolve("kube-get-loop").unwrap();
     let in_flight = {
         let (sandbox, env) = (sandbox.clone(), env.clone());

@@ -97,7 +97,12 @@ fn input(task_type: &str) -> RunInput {
 }
 
 fn env() -> RunEnv {
-    RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(Arc::new(InMemorySidecar::new())) }
+    RunEnv {
+        scope: Scope::for_node("sei", "rpc"),
+        kube: Arc::new(InMemoryKube::new()),
+        sidecar: Some(Arc::new(InMemorySidecar::new())),
+        members: None,
+    }
 }
 
 fn read_only() -> ModuleGrant {
@@ -263,7 +268,7 @@ async fn a_list_costs_the_host_its_bytes_not_a_parsed_tree() {
 
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let module = sandbox.load_module(&read_guest("test-misbehaving"), read_only()).await.unwrap();
-    let env = RunEnv { scope: Scope::for_node(ns.name(), "rpc"), kube: Arc::new(adapter.clone()), sidecar: None };
+    let env = RunEnv { scope: Scope::for_node(ns.name(), "rpc"), kube: Arc::new(adapter.clone()), sidecar: None, members: None };
     let mut list = input("list-kind");
     list.params = r#"{"api_version": "v1", "kind": "ConfigMap"}"#.into();
     let (report, grew) = peak_growth(sandbox.run(&module, list, &env)).await;

@@ -70,7 +70,8 @@ fn env() -> (RunEnv, Arc<InMemoryKube>) {
     kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).unwrap();
     kube.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cluster-secrets","namespace":"kube-system"}}))
         .unwrap();
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())) };
+    let env =
+        RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())), members: None };
     (env, kube)
 }
 
@@ -298,7 +299,7 @@ async fn other_wit_version_fails_at_load_naming_both_versions() {
         other => panic!("{other:?}"),
     }
     assert_eq!(err.reason(), "WitVersionMismatch");
-    assert!(err.to_string().contains("this controller implements sei:task@0.1.0"), "{err}");
+    assert!(err.to_string().contains("this controller links sei:task@0.1.0 to @0.1.1"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,7 +382,8 @@ impl KubeAdapter for CountingKube {
 fn counting_env() -> (RunEnv, Arc<CountingKube>) {
     let kube = Arc::new(CountingKube::default());
     kube.inner.insert(serde_json::json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"peers","namespace":"sei"}})).unwrap();
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())) };
+    let env =
+        RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: Some(Arc::new(InMemorySidecar::new())), members: None };
     (env, kube)
 }
 
@@ -501,7 +503,8 @@ async fn sidecar_task_ids_must_be_uuids() {
         .await
         .unwrap();
     let sidecar = Arc::new(InMemorySidecar::new());
-    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()) };
+    let env =
+        RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar.clone()), members: None };
     let r = f.sandbox.run(&caller, input("sidecar-traversal", "{}"), &env).await;
     match &r.outcome {
         Err(RunError::Permanent(m)) => {
@@ -700,7 +703,7 @@ mod hostile_review {
         let module =
             sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new([CapabilityName::KubeRead]))).await.unwrap();
         let kube = Arc::new(PagedKube::default());
-        let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: None };
+        let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: kube.clone(), sidecar: None, members: None };
         let steps = (0..4).map(|_| sandbox.run(&module, input("list-selector", r#"{"bytes": 1}"#), &env));
         futures::future::join_all(steps).await;
         let made = kube.requests.load(Ordering::SeqCst);
@@ -745,7 +748,12 @@ mod hostile_review {
         let f = fixture().await;
         let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
         let kube = Arc::new(RacingKube { inner: InMemoryKube::new(), raced: AtomicBool::new(false), deletes: AtomicU32::new(0) });
-        let env = RunEnv { scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())), kube: kube.clone(), sidecar: None };
+        let env = RunEnv {
+            scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())),
+            kube: kube.clone(),
+            sidecar: None,
+            members: None,
+        };
         let r = f.sandbox.run(&module, input("delete-ref", r#"{"api_version": "v1", "kind": "ConfigMap", "name": "rpc"}"#), &env).await;
         assert!(matches!(&r.outcome, Ok(StepOutcome::Complete { output }) if *output == serde_json::json!(false)), "{:?}", r.outcome);
         assert_eq!(kube.deletes.load(Ordering::SeqCst), 0, "no delete was sent");
@@ -757,7 +765,12 @@ mod hostile_review {
         let f = fixture().await;
         let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
         let kube = Arc::new(InMemoryKube::new());
-        let env = RunEnv { scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())), kube: kube.clone(), sidecar: None };
+        let env = RunEnv {
+            scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())),
+            kube: kube.clone(),
+            sidecar: None,
+            members: None,
+        };
         let object = |annotations: serde_json::Value| {
             serde_json::json!({"object": {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "rpc", "ownerReferences": owner(), "annotations": annotations}}})
@@ -778,8 +791,12 @@ mod hostile_review {
         let mut platform = sei_operator::platform::PlatformConfig::for_local();
         platform.node_pool = Some("sei-nodes".into());
         let placement = sei_operator::policy::scope::Placement::for_platform(&platform);
-        let env =
-            RunEnv { scope: Scope::for_node("sei", "rpc").with_placement(placement), kube: Arc::new(InMemoryKube::new()), sidecar: None };
+        let env = RunEnv {
+            scope: Scope::for_node("sei", "rpc").with_placement(placement),
+            kube: Arc::new(InMemoryKube::new()),
+            sidecar: None,
+            members: None,
+        };
         let seid = serde_json::json!([{"name": "seid", "image": "seid:v1"}]);
         let own = serde_json::json!({"sei.io/node": "rpc"});
         let unplaced = statefulset(own.clone(), serde_json::json!({"containers": seid}));
@@ -807,5 +824,106 @@ mod hostile_review {
         assert!(kept.contains("done\\\\n2026"), "a literal backslash-n shows doubled, not as an escaped newline: {kept:?}");
         let error = r.outcome.unwrap_err().to_string();
         assert!(invisible.iter().all(|c| !error.contains(c)), "{error:?}");
+    }
+}
+
+/// A group task's scope (`Scope::for_group`): only the group's own SeiNodes, only their sidecars.
+mod group_scope {
+    use super::*;
+    use sei_operator::adapters::sidecar::{MemberSidecars, SidecarClient};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn seinode(name: &str, owner_kind: &str, owner_uid: &str) -> serde_json::Value {
+        json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+               "metadata": {"name": name, "namespace": "sei", "uid": format!("{name}-uid"),
+                            "labels": {"sei.io/nodedeployment": "net"},
+                            "ownerReferences": [{"apiVersion": "sei.io/v1alpha1", "kind": owner_kind, "name": "net", "uid": owner_uid}]},
+               "spec": {"chainId": "c", "image": "i", "validator": {}}})
+    }
+
+    async fn setup() -> (&'static Fixture, sei_operator::sandbox::LoadedModule, RunEnv) {
+        let f = fixture().await;
+        let caps = [CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar];
+        let module = f.sandbox.load_module(&read_guest("test-misbehaving"), ModuleGrant::new(Grants::new(caps))).await.unwrap();
+        let kube = Arc::new(InMemoryKube::new());
+        kube.insert(seinode("net-0", "SeiNodeDeployment", "g-uid")).unwrap();
+        // A member's name, but another group's object: never this group's to read or write.
+        kube.insert(seinode("net-1", "SeiNodeDeployment", "other-uid")).unwrap();
+        kube.insert(seinode("victim-0", "SeiNodeDeployment", "other-uid")).unwrap();
+        kube.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "net-0-key", "namespace": "sei"}})).unwrap();
+        let members: BTreeMap<String, Arc<dyn SidecarClient>> =
+            [("net-0".to_string(), Arc::new(InMemorySidecar::new()) as Arc<dyn SidecarClient>)].into();
+        let scope = Scope::for_group("sei", "net", "g-uid", ["net-0".to_string(), "net-1".to_string()].into(), BTreeMap::new());
+        let env = RunEnv { scope, kube, sidecar: None, members: Some(Arc::new(members) as Arc<dyn MemberSidecars>) };
+        (f, module, env)
+    }
+
+    fn denied(r: &sei_operator::sandbox::RunReport) -> String {
+        match &r.outcome {
+            Err(RunError::Denied(m)) => m.clone(),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_task_reads_and_writes_only_its_own_seinodes() {
+        let (f, module, env) = setup().await;
+        let run = |mode: &'static str, params: serde_json::Value| {
+            let env = &env;
+            let module = &module;
+            async move { f.sandbox.run(module, input(mode, &params.to_string()), env).await }
+        };
+        let own = run("get-ref", json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode", "name": "net-0"})).await;
+        assert!(matches!(&own.outcome, Ok(StepOutcome::Complete { output }) if *output == json!(true)), "{:?}", own.outcome);
+
+        let m = denied(&run("get-ref", json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode", "name": "net-1"})).await);
+        assert!(m.contains("owned by SeiNodeDeployment net (uid g-uid) and by nothing else"), "a member name owned by another: {m}");
+        let m = denied(&run("get-ref", json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode", "name": "victim-0"})).await);
+        assert!(m.contains("SeiNode victim-0 is not a member of SeiNodeDeployment net"), "{m}");
+        let m = denied(&run("get-ref", json!({"api_version": "v1", "kind": "Secret", "name": "net-0-key"})).await);
+        assert!(m.contains("kind v1/Secret is not in the module's allowed kinds"), "{m}");
+        let m = denied(&run("get-ref", json!({"api_version": "v1", "kind": "ConfigMap", "name": "net-0"})).await);
+        assert!(m.contains("may touch only its own SeiNodes"), "{m}");
+
+        let foreign = seinode("victim-0", "SeiNodeDeployment", "g-uid");
+        let m = denied(&run("apply-object", json!({"object": foreign})).await);
+        assert!(m.contains("SeiNode victim-0 is not a member of SeiNodeDeployment net"), "{m}");
+        let m = denied(&run("delete-ref", json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode", "name": "net-1"})).await);
+        assert!(m.contains("is not the node's own") || m.contains("owned by SeiNodeDeployment net"), "{m}");
+
+        // A list sees only what the group owns.
+        let listed = run("list-kind", json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode"})).await;
+        assert!(matches!(&listed.outcome, Ok(StepOutcome::Complete { output }) if *output == json!(1)), "{:?}", listed.outcome);
+
+        // Sidecars: the members' only.
+        let id = run("member-node-id", json!({"node": "net-0"})).await;
+        assert!(id.outcome.is_ok(), "{:?}", id.outcome);
+        let m = denied(&run("member-node-id", json!({"node": "victim-0"})).await);
+        assert!(m.contains("SeiNode victim-0 is not a member of SeiNodeDeployment net"), "{m}");
+        // The node's own sidecar interface: a group has none (the guest reports both refusals).
+        let r = run("sidecar-traversal", json!({})).await;
+        assert!(
+            matches!(&r.outcome, Err(RunError::Permanent(m)) if m.contains("SidecarError::Denied") && m.contains("has no sidecar of its own")),
+            "{:?}",
+            r.outcome
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_task_cannot_call_member_sidecars() {
+        let f = fixture().await;
+        let module = f
+            .sandbox
+            .load_module(
+                &read_guest("test-misbehaving"),
+                ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::Sidecar])),
+            )
+            .await
+            .unwrap();
+        let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: None, members: None };
+        let r = f.sandbox.run(&module, input("member-node-id", r#"{"node": "rpc"}"#), &env).await;
+        let m = denied(&r);
+        assert!(m.contains("only a SeiNodeDeployment's tasks may call member sidecars"), "{m}");
     }
 }

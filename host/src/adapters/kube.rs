@@ -469,6 +469,17 @@ impl KubeAdapter for InMemoryKube {
     }
 }
 
+/// The metric label of a Kubernetes client error (both controllers' reconcile errors).
+pub fn kube_error_label(e: &::kube::Error) -> &'static str {
+    match e {
+        ::kube::Error::Api(s) if s.code == 409 => "conflict",
+        ::kube::Error::Api(s) if s.code == 404 => "not-found",
+        ::kube::Error::Api(s) if s.code == 401 || s.code == 403 => "forbidden",
+        ::kube::Error::Api(_) => "api",
+        _ => "transport",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub struct TaskResult {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the sidecar reports the task produced (e.g. `{"genesisHash": …}`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +54,19 @@ pub trait SidecarClient: Send + Sync {
     async fn status(&self) -> Result<String, SidecarAdapterError>;
     async fn healthz(&self) -> Result<bool, SidecarAdapterError>;
     async fn node_id(&self) -> Result<String, SidecarAdapterError>;
+}
+
+/// The sidecars of a group's member SeiNodes, by node name (a group task's `member-sidecars`).
+pub trait MemberSidecars: Send + Sync {
+    /// The client of `node`'s sidecar; `None` when the node is not known (not a member, or not
+    /// created yet).
+    fn client_for(&self, node: &str) -> Option<Arc<dyn SidecarClient>>;
+}
+
+impl MemberSidecars for std::collections::BTreeMap<String, Arc<dyn SidecarClient>> {
+    fn client_for(&self, node: &str) -> Option<Arc<dyn SidecarClient>> {
+        self.get(node).cloned()
+    }
 }
 
 /// HTTP client for one node's sidecar.
@@ -228,6 +245,17 @@ struct Entry {
     request: TaskRequest,
     polls: u32,
     runs: u32,
+    result: Option<serde_json::Value>,
+}
+
+/// What the in-memory sidecar reports a completed task produced: a genesis assembly reports the
+/// sha256 of the params it was given as its genesis hash (the real sidecar hashes the genesis).
+fn result_of(request: &TaskRequest) -> Option<serde_json::Value> {
+    use sha2::Digest;
+    request.task_type.starts_with("assemble-").then(|| {
+        let params = request.params.as_ref().map(|p| p.to_string()).unwrap_or_default();
+        serde_json::json!({"genesisHash": hex::encode(sha2::Sha256::digest(params.as_bytes()))})
+    })
 }
 
 /// An in-memory sidecar with scripted outcomes per task type (default: complete at once).
@@ -285,7 +313,7 @@ impl SidecarClient for InMemorySidecar {
         };
         if rerun {
             let runs = tasks.get(&request.id).map_or(0, |e| e.runs) + 1;
-            tasks.insert(request.id.clone(), Entry { request: request.clone(), polls: 0, runs });
+            tasks.insert(request.id.clone(), Entry { request: request.clone(), polls: 0, runs, result: result_of(request) });
         }
         Ok(request.id.clone())
     }
@@ -298,7 +326,8 @@ impl SidecarClient for InMemorySidecar {
         if status == "completed" && entry.request.task_type == "mark-ready" {
             *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = true;
         }
-        Ok(TaskResult { id: id.into(), task_type: entry.request.task_type.clone(), status, error })
+        let result = (status == "completed").then(|| entry.result.clone()).flatten();
+        Ok(TaskResult { id: id.into(), task_type: entry.request.task_type.clone(), status, error, result })
     }
 
     async fn status(&self) -> Result<String, SidecarAdapterError> {

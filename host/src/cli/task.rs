@@ -126,7 +126,7 @@ async fn run(args: RunArgs) -> Result<std::process::ExitCode> {
     };
     let kube = Arc::new(InMemoryKube::new());
     let sidecar = Arc::new(InMemorySidecar::new());
-    let env = RunEnv { scope, kube: kube.clone(), sidecar: Some(sidecar) };
+    let env = RunEnv { scope, kube: kube.clone(), sidecar: Some(sidecar), members: None };
     let mut checkpoint = args.checkpoint;
     let mut reports = Vec::new();
     for attempt_step in 1..=args.steps.max(1) {

@@ -2,9 +2,9 @@
 //! through accessors, set through `ContextBuilder`. Counters live in `Telemetry`, not here.
 
 use super::convergence::ConvergenceLog;
-use super::sidecars::{SidecarResolver, Sidecars};
 use super::step_clock::StepClock;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
+use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
 use crate::platform::PlatformConfig;
 use crate::registry::TaskRegistry;
 use crate::registry::slots::ModuleSlots;

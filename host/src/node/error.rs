@@ -37,15 +37,7 @@ impl ReconcileError {
     }
 }
 
-fn kube_label(e: &kube::Error) -> &'static str {
-    match e {
-        kube::Error::Api(s) if s.code == 409 => "conflict",
-        kube::Error::Api(s) if s.code == 404 => "not-found",
-        kube::Error::Api(s) if s.code == 401 || s.code == 403 => "forbidden",
-        kube::Error::Api(_) => "api",
-        _ => "transport",
-    }
-}
+use crate::adapters::kube::kube_error_label as kube_label;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,6 @@
 //! - `step_clock`: when each waiting node may step again;
 //! - `convergence`: how often a Running node may get a convergence plan;
 //! - `scope`: what a node's steps may touch;
-//! - `sidecars`: how a node's sidecar is reached;
 //! - `observe`: what a reconcile reads besides the node;
 //! - `events`: the node's Events;
 //! - `error`: typed reconcile errors with a metric label per cause;
@@ -24,10 +23,10 @@ pub mod observe;
 pub mod planner;
 pub mod reconcile;
 pub mod scope;
-pub mod sidecars;
+
 pub mod step_clock;
 pub mod stepper;
 
+pub use crate::adapters::node_sidecars::SidecarResolver;
 pub use context::{Context, ContextBuilder};
 pub use reconcile::{MIN_REQUEUE, run, run_until};
-pub use sidecars::SidecarResolver;

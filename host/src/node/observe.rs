@@ -1,5 +1,6 @@
 //! What a reconcile reads besides the node itself: the addresses of label-selected peers, and the
-//! node's StatefulSet and Service for drift detection (`planner::drift` decides from it).
+//! node's StatefulSet and Service for drift detection (`planner::drift` decides from it) and for
+//! `status.currentImage` (`planner::current_image`).
 
 use super::planner::Observed;
 use crate::api::seinode::SeiNode;
@@ -40,5 +41,16 @@ pub async fn observe(client: &Client, node: &SeiNode) -> Result<Observed, kube::
             .and_then(|c| c.image.clone()),
         statefulset_labels: template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default(),
         service_exists: svc.is_some(),
+        statefulset_rolled_out: sts.as_ref().is_some_and(rolled_out),
     })
+}
+
+/// The StatefulSet's status observed its generation and every replica is updated and ready.
+fn rolled_out(sts: &StatefulSet) -> bool {
+    let Some(status) = &sts.status else { return false };
+    let replicas = sts.spec.replicas.unwrap_or(1);
+    status.observed_generation >= sts.metadata.generation
+        && status.updated_replicas.unwrap_or(0) >= replicas
+        && status.ready_replicas.unwrap_or(0) >= replicas
+        && (status.update_revision.is_none() || status.current_revision == status.update_revision)
 }

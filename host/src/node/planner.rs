@@ -369,6 +369,19 @@ pub struct Observed {
     /// The StatefulSet's pod template labels.
     pub statefulset_labels: BTreeMap<String, String>,
     pub service_exists: bool,
+    /// The StatefulSet has rolled its current template out: its status observed its generation
+    /// and every replica is updated and ready.
+    pub statefulset_rolled_out: bool,
+}
+
+/// The image a Running node runs, for `status.currentImage`: the StatefulSet's seid image once it
+/// is rolled out and is the one the node asks for; otherwise what status said before.
+pub fn current_image(node: &SeiNode, observed: &Observed) -> Option<String> {
+    let previous = node.status.as_ref().and_then(|s| s.current_image.clone());
+    match &observed.statefulset_image {
+        Some(image) if observed.statefulset_rolled_out && *image == node.spec.image => Some(image.clone()),
+        _ => previous,
+    }
 }
 
 /// Why a Running node needs a convergence plan; `None`: no drift.
@@ -767,6 +780,7 @@ mod tests {
             statefulset_image: Some(n.spec.image.clone()),
             statefulset_labels: BTreeMap::from([("sei.io/node".into(), "rpc".into())]),
             service_exists: true,
+            statefulset_rolled_out: true,
         }
     }
 
@@ -832,6 +846,21 @@ mod tests {
         insert_before(&mut p, "mark-ready", "config-validate").unwrap();
         insert_before(&mut p, "mark-ready", "config-validate").unwrap();
         assert_eq!(p, ["config-apply", "config-validate", "mark-ready"], "present already: unchanged");
+    }
+
+    #[test]
+    fn current_image_is_the_rolled_out_image_the_node_asks_for() {
+        let mut n = node(json!({"fullNode": {}}));
+        n.status = Some(SeiNodeStatus { current_image: Some("seid:old".into()), ..Default::default() });
+        let observed = |image: &str, rolled_out: bool| Observed {
+            statefulset_image: Some(image.into()),
+            statefulset_rolled_out: rolled_out,
+            service_exists: true,
+            ..Default::default()
+        };
+        assert_eq!(current_image(&n, &observed(&n.spec.image.clone(), true)), Some(n.spec.image.clone()));
+        assert_eq!(current_image(&n, &observed(&n.spec.image.clone(), false)).as_deref(), Some("seid:old"), "still rolling out");
+        assert_eq!(current_image(&n, &observed("seid:other", true)).as_deref(), Some("seid:old"), "not the image asked for");
     }
 
     #[test]

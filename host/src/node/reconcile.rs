@@ -20,12 +20,13 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::events::{publish, publish_phase_change};
 use super::observe::{observe, resolve_label_peers};
-use super::planner::{Observed, PlanDecision, resolve_plan};
+use super::planner::{Observed, PlanDecision, current_image, resolve_plan};
 use super::scope::node_scope;
-use super::stepper::{Next, TaskOutcome, conclude, current_task, record_step, wait_remaining};
+use super::stepper::{Next, conclude, current_task};
 use crate::api::seinode::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
-use crate::registry::{ModuleEntry, ModuleSource};
-use crate::sandbox::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
+use crate::executor::{Executor, busy_retry};
+use crate::registry::ModuleSource;
+use crate::sandbox::RunEnv;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -43,14 +44,7 @@ use std::time::{Duration, Instant};
 pub const FINALIZER: &str = "sei.io/seinode-finalizer";
 /// Steps one reconcile may run (synchronous tasks chain within a reconcile).
 pub const MAX_STEPS_PER_RECONCILE: usize = 32;
-/// The shortest wait a `pending` step gets, whatever its module asks for: at most four steps (and
-/// status writes) per node per second.
-pub const MIN_REQUEUE: Duration = Duration::from_millis(250);
-/// The longest wait a `pending` step gets (a module asking for days waits an hour).
-pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
-/// How long a step waits when its (non-built-in) module already runs its share of the steps (plus
-/// up to as much again, at random, so that deferred nodes do not come back together).
-pub const MODULE_BUSY_RETRY: Duration = Duration::from_millis(500);
+pub use crate::executor::{MAX_REQUEUE, MIN_REQUEUE, MODULE_BUSY_RETRY};
 /// Back-off after a reconcile error other than a conflict.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -67,23 +61,6 @@ async fn write_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus
     object.metadata.managed_fields = None;
     object.status = Some(status.clone());
     api.replace_status(&node.name_any(), &kube::api::PostParams::default(), &object).await
-}
-
-/// What the plan stepper makes of a step's report.
-fn outcome_of(report: &RunReport) -> TaskOutcome {
-    match &report.outcome {
-        Ok(StepOutcome::Complete { .. }) => TaskOutcome::Complete,
-        Ok(StepOutcome::Pending { requeue_after_ms, checkpoint, message }) => TaskOutcome::Pending {
-            requeue_after: Duration::from_millis(u64::from(*requeue_after_ms)).clamp(MIN_REQUEUE, MAX_REQUEUE),
-            checkpoint: checkpoint.clone(),
-            message: message.clone(),
-        },
-        Err(RunError::Unavailable(m)) => TaskOutcome::Unavailable { reason: m.clone() },
-        Err(e) => TaskOutcome::Failed {
-            reason: format!("{e} (module {} {})", report.module, &report.module_digest[..12.min(report.module_digest.len())]),
-            retryable: e.is_retryable(),
-        },
-    }
 }
 
 fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
@@ -158,6 +135,9 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     let mut view = node.clone();
     view.status = Some(status.clone());
     let observed = if status.phase == Some(SeiNodePhase::Running) { observe(ctx.client(), &node).await? } else { Observed::default() };
+    if status.phase == Some(SeiNodePhase::Running) {
+        status.current_image = current_image(&node, &observed);
+    }
     let now = now();
 
     let decision = match resolve_plan(&view, &observed, ctx.platform(), &uuid::Uuid::new_v4().to_string(), &now) {
@@ -247,95 +227,28 @@ fn module_busy(ctx: &Context, cached: &SeiNode) -> bool {
     })
 }
 
-/// `MODULE_BUSY_RETRY` plus up to as much again.
-fn busy_retry() -> Duration {
-    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u64;
-    MODULE_BUSY_RETRY + MODULE_BUSY_RETRY.mul_f64(jitter as f64 / 1000.0)
-}
-
-/// Run the plan's due steps, one after the other while they complete, and record each outcome
-/// in `plan`. Returns what to do next and how many steps ran.
+/// Run the plan's due steps (the shared executor, in the node's scope) and publish what failed.
 async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskPlan, now: &Time) -> Result<(Next, usize), ReconcileError> {
     let node_json = serde_json::to_string(view)?;
-    let env = RunEnv { scope: node_scope(node, ctx.platform()), kube: ctx.kube().clone(), sidecar: ctx.sidecars().client_for(node) };
-    let mut next = Next::RunNextTask;
-    let mut steps = 0;
-    while let Some(index) = current_task(plan) {
-        if steps == MAX_STEPS_PER_RECONCILE || plan.phase != TaskPlanPhase::Active {
-            break;
-        }
-        // A poll interval or retry back-off still running: a watch event woke us early.
-        if let Some(wait) = wait_remaining(&plan.tasks[index], now) {
-            next = Next::RequeueAfter(wait);
-            break;
-        }
-        let task_type = plan.tasks[index].task_type.clone();
-        let Some(entry) = ctx.registry().resolve(&task_type) else {
-            let reason = format!("no module implements task type {task_type} (known: {})", ctx.registry().task_types().join(", "));
-            steps += 1;
-            next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", now);
-            break;
-        };
-        // A module that is not built in runs at most its share of the steps at once.
-        let slot = match entry.source {
-            ModuleSource::BuiltIn { .. } => None,
-            _ => match ctx.module_slots().try_acquire(&entry.module.digest, ctx.module_step_cap()) {
-                Some(slot) => Some(slot),
-                None => {
-                    tracing::debug!(node = %node.name_any(), module = %entry.module.short_digest(), "module busy; step deferred");
-                    ctx.telemetry().count_deferred_step();
-                    next = Next::RequeueAfter(busy_retry());
-                    break;
-                }
-            },
-        };
-        steps += 1;
-        let outcome = run_step(ctx, node, &node_json, &env, plan, index, &entry).await;
-        drop(slot);
-        next = record_step(plan, index, outcome.0, &outcome.1, now);
-        if next != Next::RunNextTask {
-            break;
-        }
-    }
-    Ok((next, steps))
-}
-
-/// One step of task `index` by `entry`'s module: run, logged, measured, counted against the
-/// module's rollout, failures published. Returns the outcome and the digest that ran it.
-async fn run_step(
-    ctx: &Context,
-    node: &SeiNode,
-    node_json: &str,
-    env: &RunEnv,
-    plan: &TaskPlan,
-    index: usize,
-    entry: &Arc<ModuleEntry>,
-) -> (TaskOutcome, String) {
-    let task = &plan.tasks[index];
-    let input = RunInput {
-        task_type: task.task_type.clone(),
-        task_id: task.id.clone(),
-        plan_id: plan.id.clone(),
-        node: node_json.to_string(),
-        params: task.params.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "{}".into()),
-        checkpoint: task.checkpoint.clone(),
-        attempt: u32::try_from(task.retry_count).unwrap_or(0) + 1,
+    let env = RunEnv {
+        scope: node_scope(node, ctx.platform()),
+        kube: ctx.kube().clone(),
+        sidecar: ctx.sidecars().client_for(node),
+        members: None,
     };
-    let report = ctx.sandbox().run(&entry.module, input, env).await;
+    let exec = Executor {
+        registry: ctx.registry(),
+        sandbox: ctx.sandbox(),
+        slots: ctx.module_slots(),
+        step_cap: ctx.module_step_cap(),
+        telemetry: ctx.telemetry(),
+    };
     let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
-    tracing::info!(node = %who, task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
-    let outcome = outcome_of(&report);
-    if let Some(failed) = outcome.verdict() {
-        ctx.registry().record_outcome(entry, failed);
+    let done = exec.advance(&who, &node_json, &env, plan, now, MAX_STEPS_PER_RECONCILE).await;
+    for n in done.notices {
+        publish(ctx, node, EventType::Warning, n.reason, n.message).await;
     }
-    ctx.telemetry().observe_step(&task.task_type, &report.module_digest, report.duration_micros);
-    if let TaskOutcome::Failed { reason, retryable } = &outcome {
-        let retry = *retryable && task.retry_count < task.max_retries;
-        let (kind, what) = if retry { ("TaskRetry", "will retry") } else { ("TaskFailed", "failed") };
-        ctx.telemetry().count_task_failure(&task.task_type, retry);
-        publish(ctx, node, EventType::Warning, kind, format!("task {} ({}) {what}: {reason}", task.task_type, task.id)).await;
-    }
-    (outcome, report.module_digest)
+    Ok((done.next, done.steps))
 }
 
 /// Retry a conflict at once (the next reconcile reads fresh data), anything else after a
@@ -397,55 +310,4 @@ fn controller(client: &Client, ns: Option<&str>, concurrency: u16) -> Controller
         .owns(api_in::<PersistentVolumeClaim>(client, ns), watcher::Config::default())
         .owns(api_in::<Job>(client, ns), watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(ms: u32) -> RunReport {
-        RunReport {
-            task_type: "t".into(),
-            module: "m".into(),
-            module_digest: "d".into(),
-            outcome: Ok(StepOutcome::Pending { requeue_after_ms: ms, checkpoint: "c".into(), message: String::new() }),
-            host_calls: vec![],
-            unrecorded_host_calls: 0,
-            host_call_count: 0,
-            log_calls: 0,
-            logs: vec![],
-            dropped_log_bytes: 0,
-            dropped_log_lines: 0,
-            fuel_consumed: 0,
-            peak_memory_bytes: 0,
-            duration_micros: 0,
-            limits: Default::default(),
-        }
-    }
-
-    #[test]
-    fn pending_waits_are_floored() {
-        let wait = |ms| match outcome_of(&report(ms)) {
-            TaskOutcome::Pending { requeue_after, .. } => requeue_after,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(wait(0), MIN_REQUEUE);
-        assert_eq!(wait(1), MIN_REQUEUE);
-        assert_eq!(wait(500), Duration::from_millis(500), "a sub-second wait above the floor is honoured");
-        assert_eq!(wait(u32::MAX), MAX_REQUEUE, "and a module asking for weeks waits an hour");
-    }
-
-    #[test]
-    fn failures_name_the_module_and_digest() {
-        let mut r = report(0);
-        r.module_digest = "0123456789abcdef".into();
-        r.outcome = Err(RunError::Permanent("bad".into()));
-        match outcome_of(&r) {
-            TaskOutcome::Failed { reason, retryable } => {
-                assert_eq!(reason, "permanent error: bad (module m 0123456789ab)");
-                assert!(!retryable);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 }

@@ -1,170 +1,20 @@
-//! Plan stepping, pure: how one task step's outcome changes the plan, and how a finished plan
-//! changes the node's status. The reconcile loop runs the modules and writes the result in one
-//! status patch; everything here is data in, data out.
+//! How a finished plan changes the node's status, pure: stamp target/failed phases, drop a
+//! completed convergence plan, and derive `planProgress`, `currentTask` and the conditions
+//! `Progressing`, `Ready` and `PlanFailed` (here and nowhere else). How a step changes the plan is
+//! `crate::plan_step`, shared with the group controller.
 //!
-//! Semantics (the reference controller's executor, with its later fixes):
-//! - the current task is the first one not `Complete`;
-//! - `complete` marks the task `Complete` and lets the next task run in the same reconcile;
-//! - `pending` marks it `Running` with its checkpoint: the next step polls, it never re-submits;
-//! - a retryable failure within the budget goes back to `Pending` with `retryCount + 1`, its
-//!   checkpoint cleared (the retry starts over, re-submitting the same task id) and the reference
-//!   backoff `5 s × 2^min(n, 5)` capped at 30 s; past the budget, or a non-retryable failure, fails
-//!   the task and the plan with `failedTaskIndex` and `failedTaskDetail`;
 //! - a completed plan stamps `targetPhase`; a completed convergence plan (target = the phase the
-//!   node already has) is removed from status; a failed plan stamps `failedPhase` if it has one;
-//! - conditions `Progressing`, `Ready` and `PlanFailed` are derived from the plan and phase here
-//!   and nowhere else.
+//!   node already has) is removed from status; a failed plan stamps `failedPhase` if it has one.
 //!
 //! Tests: `stepper::tests` (one per rule above).
 
-use crate::api::seinode::{FailedTaskInfo, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase, TaskStatus};
+use crate::api::seinode::{SeiNodePhase, SeiNodeStatus, TaskPlanPhase, TaskStatus};
 use crate::conditions::condition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
-use std::time::Duration;
-
-/// How often a waiting task is polled when its module does not say.
-pub const TASK_POLL_INTERVAL: Duration = Duration::from_secs(5);
-
-/// After a convergence plan failed, a new one is not built before this long (no hot loop when
-/// the cluster keeps refusing the change).
-pub const CONVERGENCE_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// `now + d` (saturating at the far future).
-pub fn after(now: &Time, d: Duration) -> Time {
-    let d = k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Time(now.0.checked_add(d).unwrap_or(k8s_openapi::jiff::Timestamp::MAX))
-}
-
-/// `now + d` as a step's `notBefore` (microsecond precision).
-pub fn not_before(now: &Time, d: Duration) -> MicroTime {
-    MicroTime(after(now, d).0)
-}
-
-/// How long until the task may run its next step; `None`: now.
-pub fn wait_remaining(task: &crate::api::seinode::PlannedTask, now: &Time) -> Option<Duration> {
-    let nb = task.not_before.as_ref()?;
-    let ms = nb.0.as_millisecond() - now.0.as_millisecond();
-    (ms > 0).then(|| Duration::from_millis(ms as u64))
-}
-
-/// The reference's back-off: 10 s, 20 s, 30 s, 30 s, … for retry 1, 2, 3, …
-pub fn retry_backoff(retry_count: i32) -> Duration {
-    let exp = retry_count.clamp(0, 5) as u32;
-    (Duration::from_secs(5) * 2u32.pow(exp)).min(Duration::from_secs(30))
-}
-
-/// The outcome of one step, as the executor sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskOutcome {
-    Complete,
-    Pending {
-        requeue_after: Duration,
-        checkpoint: String,
-        message: String,
-    },
-    Failed {
-        reason: String,
-        retryable: bool,
-    },
-    /// A dependency could not be reached: try the same step again later, without consuming the
-    /// retry budget.
-    Unavailable {
-        reason: String,
-    },
-}
-
-impl TaskOutcome {
-    /// What the outcome says about the module that produced it: `Some(true)` a failure,
-    /// `Some(false)` a success, `None` nothing yet (a pending poll, an unreachable dependency).
-    pub fn verdict(&self) -> Option<bool> {
-        match self {
-            TaskOutcome::Complete => Some(false),
-            TaskOutcome::Failed { .. } => Some(true),
-            TaskOutcome::Pending { .. } | TaskOutcome::Unavailable { .. } => None,
-        }
-    }
-}
-
-/// What the reconcile does next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    /// The task completed and another follows: run it now.
-    RunNextTask,
-    /// Come back after this long (a pending task, or a retry's backoff).
-    RequeueAfter(Duration),
-    /// The last task completed.
-    PlanComplete,
-    /// The plan failed.
-    PlanFailed,
-}
-
-/// The first task that is not `Complete`.
-pub fn current_task(plan: &TaskPlan) -> Option<usize> {
-    plan.tasks.iter().position(|t| t.status != TaskStatus::Complete)
-}
-
-/// Record the outcome of a step of task `index`, run by the module `digest`, at `now`.
-pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, digest: &str, now: &Time) -> Next {
-    let total = plan.tasks.len();
-    let Some(task) = plan.tasks.get_mut(index) else { return Next::PlanFailed };
-    if task.submitted_at.is_none() {
-        task.submitted_at = Some(now.clone());
-    }
-    task.module_digest = Some(digest.to_string());
-    match outcome {
-        TaskOutcome::Complete => {
-            task.status = TaskStatus::Complete;
-            task.checkpoint = None;
-            task.message = None;
-            task.error = None;
-            task.not_before = None;
-            if index + 1 < total {
-                Next::RunNextTask
-            } else {
-                plan.phase = TaskPlanPhase::Complete;
-                Next::PlanComplete
-            }
-        }
-        TaskOutcome::Pending { requeue_after, checkpoint, message } => {
-            task.status = TaskStatus::Running;
-            task.checkpoint = Some(checkpoint);
-            task.message = Some(message);
-            task.not_before = Some(not_before(now, requeue_after));
-            Next::RequeueAfter(requeue_after)
-        }
-        TaskOutcome::Unavailable { reason } => {
-            task.message = Some(format!("waiting: {reason}"));
-            task.not_before = Some(not_before(now, TASK_POLL_INTERVAL));
-            Next::RequeueAfter(TASK_POLL_INTERVAL)
-        }
-        TaskOutcome::Failed { reason, retryable } if retryable && task.retry_count < task.max_retries => {
-            task.retry_count += 1;
-            task.status = TaskStatus::Pending;
-            task.checkpoint = None;
-            task.submitted_at = None;
-            task.message = Some(format!("retry {}/{} after: {reason}", task.retry_count, task.max_retries));
-            task.error = Some(reason);
-            task.not_before = Some(not_before(now, retry_backoff(task.retry_count)));
-            Next::RequeueAfter(retry_backoff(task.retry_count))
-        }
-        TaskOutcome::Failed { reason, .. } => {
-            task.status = TaskStatus::Failed;
-            task.error = Some(reason.clone());
-            task.message = None;
-            task.not_before = Some(not_before(now, CONVERGENCE_RETRY_AFTER));
-            plan.phase = TaskPlanPhase::Failed;
-            plan.failed_task_index = Some(index as i32);
-            plan.failed_task_detail = Some(FailedTaskInfo {
-                task_type: task.task_type.clone(),
-                id: task.id.clone(),
-                error: reason,
-                retry_count: task.retry_count,
-                max_retries: task.max_retries,
-            });
-            Next::PlanFailed
-        }
-    }
-}
+pub use crate::plan_step::{
+    CONVERGENCE_RETRY_AFTER, Next, TASK_POLL_INTERVAL, TaskOutcome, after, current_task, not_before, record_step, retry_backoff,
+    wait_remaining,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Bring the node status in line with its plan: stamp target/failed phases when the plan ended,
 /// drop a completed convergence plan, and derive the progress fields and conditions.
@@ -236,7 +86,7 @@ pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::seinode::PlannedTask;
+    use crate::api::seinode::{PlannedTask, TaskPlan};
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
@@ -255,114 +105,6 @@ mod tests {
             failed_phase: Some(SeiNodePhase::Failed),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn backoff_matches_the_reference() {
-        let secs: Vec<u64> = (1..=6).map(|n| retry_backoff(n).as_secs()).collect();
-        assert_eq!(secs, [10, 20, 30, 30, 30, 30]);
-    }
-
-    #[test]
-    fn complete_runs_the_next_task_and_completes_the_plan() {
-        let mut p = plan(&["a", "b"]);
-        assert_eq!(current_task(&p), Some(0));
-        assert_eq!(record_step(&mut p, 0, TaskOutcome::Complete, "d1", &now()), Next::RunNextTask);
-        assert_eq!(current_task(&p), Some(1));
-        assert_eq!(p.tasks[0].module_digest.as_deref(), Some("d1"));
-        assert!(p.tasks[0].submitted_at.is_some());
-        assert_eq!(record_step(&mut p, 1, TaskOutcome::Complete, "d2", &now()), Next::PlanComplete);
-        assert_eq!(p.phase, TaskPlanPhase::Complete);
-        assert_eq!(current_task(&p), None);
-    }
-
-    #[test]
-    fn pending_keeps_the_checkpoint_and_is_running() {
-        let mut p = plan(&["a"]);
-        let next = record_step(
-            &mut p,
-            0,
-            TaskOutcome::Pending { requeue_after: Duration::from_secs(5), checkpoint: "\"submitted\"".into(), message: "waiting".into() },
-            "d",
-            &now(),
-        );
-        assert_eq!(next, Next::RequeueAfter(Duration::from_secs(5)));
-        assert_eq!(p.tasks[0].status, TaskStatus::Running);
-        assert_eq!(p.tasks[0].checkpoint.as_deref(), Some("\"submitted\""));
-        assert_eq!(current_task(&p), Some(0), "a running task stays current");
-    }
-
-    #[test]
-    fn retry_within_budget_resets_the_task() {
-        let mut p = plan(&["configure-genesis"]);
-        p.tasks[0].max_retries = 2;
-        p.tasks[0].checkpoint = Some("\"submitted\"".into());
-        let fail = || TaskOutcome::Failed { reason: "genesis not uploaded yet".into(), retryable: true };
-        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::RequeueAfter(Duration::from_secs(10)));
-        let t = &p.tasks[0];
-        assert_eq!((t.status, t.retry_count, t.checkpoint.clone(), t.submitted_at.clone()), (TaskStatus::Pending, 1, None, None));
-        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::RequeueAfter(Duration::from_secs(20)));
-        assert_eq!(record_step(&mut p, 0, fail(), "d", &now()), Next::PlanFailed, "budget spent");
-        let detail = p.failed_task_detail.as_ref().unwrap();
-        assert_eq!((detail.retry_count, detail.max_retries, detail.error.as_str()), (2, 2, "genesis not uploaded yet"));
-        assert_eq!(p.failed_task_index, Some(0));
-    }
-
-    #[test]
-    fn waits_are_recorded_as_not_before() {
-        let mut p = plan(&["configure-genesis"]);
-        p.tasks[0].max_retries = 3;
-        record_step(&mut p, 0, TaskOutcome::Failed { reason: "x".into(), retryable: true }, "d", &now());
-        assert_eq!(wait_remaining(&p.tasks[0], &now()), Some(Duration::from_secs(10)));
-        assert_eq!(wait_remaining(&p.tasks[0], &after(&now(), Duration::from_secs(11))), None);
-        record_step(
-            &mut p,
-            0,
-            TaskOutcome::Pending { requeue_after: Duration::from_secs(5), checkpoint: "1".into(), message: "m".into() },
-            "d",
-            &now(),
-        );
-        assert_eq!(wait_remaining(&p.tasks[0], &now()), Some(Duration::from_secs(5)));
-        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
-        assert_eq!(wait_remaining(&p.tasks[0], &now()), None);
-    }
-
-    #[test]
-    fn sub_second_waits_survive_the_round_trip() {
-        let mut p = plan(&["count"]);
-        let pending = TaskOutcome::Pending { requeue_after: Duration::from_millis(500), checkpoint: "1".into(), message: "m".into() };
-        record_step(&mut p, 0, pending, "d", &now());
-        // What the API server stores and hands back.
-        let stored: TaskPlan = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
-        assert_eq!(wait_remaining(&stored.tasks[0], &now()), Some(Duration::from_millis(500)));
-        let nb = serde_json::to_value(&stored.tasks[0]).unwrap()["notBefore"].as_str().unwrap().to_string();
-        assert!(nb.ends_with(".500000Z"), "{nb}");
-    }
-
-    #[test]
-    fn unavailable_waits_without_spending_the_budget() {
-        let mut p = plan(&["snapshot-restore"]);
-        for _ in 0..10 {
-            let next = record_step(&mut p, 0, TaskOutcome::Unavailable { reason: "sidecar unreachable".into() }, "d", &now());
-            assert_eq!(next, Next::RequeueAfter(TASK_POLL_INTERVAL));
-        }
-        assert_eq!((p.tasks[0].status, p.tasks[0].retry_count), (TaskStatus::Pending, 0));
-        assert_eq!(p.phase, TaskPlanPhase::Active);
-        assert_eq!(p.tasks[0].message.as_deref(), Some("waiting: sidecar unreachable"));
-    }
-
-    #[test]
-    fn non_retryable_failure_fails_at_once() {
-        let mut p = plan(&["a", "b"]);
-        p.tasks[1].max_retries = 5;
-        record_step(&mut p, 0, TaskOutcome::Complete, "d", &now());
-        assert_eq!(
-            record_step(&mut p, 1, TaskOutcome::Failed { reason: "denied: kube-write".into(), retryable: false }, "d", &now()),
-            Next::PlanFailed
-        );
-        assert_eq!(p.tasks[1].status, TaskStatus::Failed);
-        assert_eq!(p.phase, TaskPlanPhase::Failed);
-        assert_eq!(p.failed_task_index, Some(1));
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! - an object written while the node's uid is known must be owned by that node alone
 //!   (`written_objects_must_be_owned_by_the_node_alone`), and a workload's pod template must pass
 //!   the pod policy (`pod_policy`; through the sandbox:
-//!   `pod_template_mounting_a_secret_is_refused_by_pod_policy`).
+//!   `pod_template_mounting_a_secret_is_refused_by_pod_policy`);
+//! - a group task (`Scope::group`) reaches only SeiNodes, only its members, only while owned by
+//!   its SeiNodeDeployment alone, written with the group's label and no pod labels beyond the
+//!   template's; its sidecar calls go only to members (`group_tasks_touch_only_their_members`).
 
 use super::scope::Scope;
 use crate::wit::Capability;
@@ -201,6 +204,9 @@ impl CapabilityGuard {
     /// and by nothing else, and a workload's pod template must pass the pod policy.
     pub fn check_object(&self, kind: &str, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
         self.check_owned(object, what, "the object must be owned")?;
+        if self.scope.group.is_some() {
+            self.check_group_node(object, what)?;
+        }
         super::pod_policy::check_object(kind, object, &self.scope)
             .map_err(|m| Denial { reason: "pod-policy", message: format!("{what}: {m}") })
     }
@@ -216,9 +222,10 @@ impl CapabilityGuard {
     /// uid), and nothing else.
     fn check_owned(&self, object: &serde_json::Value, what: &str, lead: &str) -> Result<(), Denial> {
         let Some(uid) = &self.scope.owner_uid else { return Ok(()) };
+        let owner_kind = self.scope.owner_kind();
         let owners = object.pointer("/metadata/ownerReferences").and_then(serde_json::Value::as_array);
         let is_node = |o: &serde_json::Value| {
-            o.get("kind").and_then(serde_json::Value::as_str) == Some("SeiNode")
+            o.get("kind").and_then(serde_json::Value::as_str) == Some(owner_kind)
                 && o.get("apiVersion").and_then(serde_json::Value::as_str) == Some("sei.io/v1alpha1")
                 && o.get("name").and_then(serde_json::Value::as_str) == Some(self.scope.node_name.as_str())
                 && o.get("uid").and_then(serde_json::Value::as_str) == Some(uid.as_str())
@@ -228,7 +235,7 @@ impl CapabilityGuard {
             _ => Err(Denial {
                 reason: "owner",
                 message: format!(
-                    "{what}: {lead} by SeiNode {} (uid {uid}) and by nothing else, through metadata.ownerReferences",
+                    "{what}: {lead} by {owner_kind} {} (uid {uid}) and by nothing else, through metadata.ownerReferences",
                     self.scope.node_name
                 ),
             }),
@@ -245,6 +252,73 @@ impl CapabilityGuard {
             Ok(())
         } else {
             Err(Denial { reason: "capability", message: format!("{what} needs capability `{c}`, which the module was not granted") })
+        }
+    }
+
+    /// A SeiNode a group task writes: it carries the group's label, and its pods no labels
+    /// beyond `sei.io/*` and the template's (so a group cannot send its nodes' pods into
+    /// another Service).
+    fn check_group_node(&self, object: &serde_json::Value, what: &str) -> Result<(), Denial> {
+        let group = &self.scope.node_name;
+        let label = object.pointer("/metadata/labels").and_then(|l| l.get(super::scope::GROUP_LABEL)).and_then(serde_json::Value::as_str);
+        if label != Some(group.as_str()) {
+            return Err(Denial {
+                reason: "label",
+                message: format!(
+                    "{what}: a SeiNode of SeiNodeDeployment {group} must carry the label {}={group}",
+                    super::scope::GROUP_LABEL
+                ),
+            });
+        }
+        let pod_labels = object.pointer("/spec/podLabels").and_then(serde_json::Value::as_object);
+        for (k, v) in pod_labels.into_iter().flatten() {
+            let v = v.as_str().unwrap_or_default();
+            if !k.starts_with("sei.io/") && self.scope.pod_labels.get(k).is_none_or(|t| t != v) {
+                return Err(Denial {
+                    reason: "label",
+                    message: format!("{what}: spec.podLabels {k}={v} is not in the template of SeiNodeDeployment {group}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A group task's Kubernetes call: SeiNodes only; a named one must be a member.
+    fn check_group_kube(&self, call: &KubeCall<'_>, group: &super::scope::GroupScope, what: &str) -> Result<(), Denial> {
+        if (call.api_version, call.kind) != ("sei.io/v1alpha1", "SeiNode") {
+            return Err(Denial {
+                reason: "kind",
+                message: format!(
+                    "{what}: a task of SeiNodeDeployment {} may touch only its own SeiNodes (sei.io/v1alpha1 SeiNode), not {}/{}",
+                    self.scope.node_name, call.api_version, call.kind
+                ),
+            });
+        }
+        if let Some(name) = call.name
+            && !group.members.contains(name)
+        {
+            return Err(Denial {
+                reason: "name",
+                message: format!("{what}: SeiNode {name} is not a member of SeiNodeDeployment {}", self.scope.node_name),
+            });
+        }
+        Ok(())
+    }
+
+    /// A group task's call to a member's sidecar: the capability, and a member of the group.
+    pub fn check_member_sidecar(&self, op: &str, node: &str) -> Result<(), Denial> {
+        let what = format!("member-sidecars {op} {node}");
+        self.need(CapabilityName::Sidecar, &what)?;
+        match &self.scope.group {
+            None => Err(Denial {
+                reason: "scope",
+                message: format!("{what}: only a SeiNodeDeployment's tasks may call member sidecars; a node task calls its own sidecar"),
+            }),
+            Some(g) if !g.members.contains(node) => Err(Denial {
+                reason: "name",
+                message: format!("{what}: SeiNode {node} is not a member of SeiNodeDeployment {}", self.scope.node_name),
+            }),
+            Some(_) => Ok(()),
         }
     }
 
@@ -277,6 +351,10 @@ impl CapabilityGuard {
                 message: format!("{what}: kind {}/{} is not in the module's allowed kinds", call.api_version, call.kind),
             });
         }
+        if let Some(group) = &self.scope.group {
+            self.check_group_kube(call, group, &what)?;
+            return Ok(ns.to_string());
+        }
         if matches!(call.verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
             if !WRITABLE_KINDS.contains(&(call.api_version, call.kind)) {
                 return Err(Denial {
@@ -298,7 +376,17 @@ impl CapabilityGuard {
 
     /// Check a sidecar call (`op` names it in messages, e.g. `submit-task`).
     pub fn check_sidecar(&self, op: &str) -> Result<(), Denial> {
-        self.need(CapabilityName::Sidecar, &format!("sidecar {op}"))
+        self.need(CapabilityName::Sidecar, &format!("sidecar {op}"))?;
+        if self.scope.group.is_some() {
+            return Err(Denial {
+                reason: "scope",
+                message: format!(
+                    "sidecar {op}: a task of SeiNodeDeployment {} has no sidecar of its own; it calls its members' through member-sidecars",
+                    self.scope.node_name
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -475,5 +563,54 @@ mod tests {
             assert_eq!(CapabilityName::parse(c.as_str()), Some(c));
         }
         assert_eq!(CapabilityName::parse("filesystem"), None);
+    }
+
+    #[test]
+    fn group_tasks_touch_only_their_members() {
+        use CapabilityName::*;
+        let members = ["net-0".to_string(), "net-1".to_string()].into();
+        let labels = [("team".to_string(), "ops".to_string())].into();
+        let g = CapabilityGuard::new(
+            Arc::new(Grants::new([KubeRead, KubeWrite, KubeDelete, Sidecar])),
+            Scope::for_group("sei", "net", "g-uid", members, labels),
+        );
+        let call = |verb, api_version, kind, name| KubeCall { verb, api_version, kind, namespace: None, name };
+        assert!(g.check_kube(&call(KubeVerb::Apply, "sei.io/v1alpha1", "SeiNode", Some("net-1"))).is_ok());
+        assert!(g.check_kube(&call(KubeVerb::List, "sei.io/v1alpha1", "SeiNode", None)).is_ok());
+        let denied = |c: KubeCall<'_>| g.check_kube(&c).unwrap_err();
+        let d = denied(call(KubeVerb::Apply, "sei.io/v1alpha1", "SeiNode", Some("other-0")));
+        assert_eq!(d.reason, "name");
+        assert!(d.message.contains("SeiNode other-0 is not a member of SeiNodeDeployment net"), "{d}");
+        assert_eq!(denied(call(KubeVerb::Get, "sei.io/v1alpha1", "SeiNode", Some("other-0"))).reason, "name", "reads too");
+        for (api, kind) in [("v1", "ConfigMap"), ("apps/v1", "StatefulSet"), ("v1", "Pod")] {
+            let d = denied(call(KubeVerb::Get, api, kind, Some("net-0")));
+            assert_eq!(d.reason, "kind", "{kind}");
+            assert!(d.message.contains("may touch only its own SeiNodes"), "{d}");
+        }
+        // Secrets are not even in the grant's kinds.
+        assert_eq!(denied(call(KubeVerb::Get, "v1", "Secret", Some("net-0"))).reason, "kind");
+        // Written SeiNodes: owned by the group alone, with its label, and the template's pod labels only.
+        let node = |owner: serde_json::Value, labels: serde_json::Value, pod_labels: serde_json::Value| serde_json::json!({"metadata": {"name": "net-0", "labels": labels, "ownerReferences": [owner]}, "spec": {"podLabels": pod_labels}});
+        let group_owner = serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g-uid"});
+        let ok_labels = serde_json::json!({"sei.io/nodedeployment": "net", "team": "ops"});
+        assert_eq!(
+            g.check_object("SeiNode", &node(group_owner.clone(), ok_labels.clone(), serde_json::json!({"team": "ops"})), "w"),
+            Ok(())
+        );
+        let node_owner = serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": "net", "uid": "g-uid"});
+        let d = g.check_object("SeiNode", &node(node_owner, ok_labels.clone(), serde_json::json!({})), "w").unwrap_err();
+        assert!(d.message.contains("owned by SeiNodeDeployment net (uid g-uid)"), "{d}");
+        let d = g
+            .check_object("SeiNode", &node(group_owner.clone(), serde_json::json!({"team": "ops"}), serde_json::json!({})), "w")
+            .unwrap_err();
+        assert!(d.message.contains("must carry the label sei.io/nodedeployment=net"), "{d}");
+        let d = g.check_object("SeiNode", &node(group_owner, ok_labels, serde_json::json!({"app": "payments"})), "w").unwrap_err();
+        assert!(d.message.contains("spec.podLabels app=payments is not in the template"), "{d}");
+        // Sidecars: members only, and only through member-sidecars.
+        assert!(g.check_member_sidecar("status", "net-1").is_ok());
+        assert_eq!(g.check_member_sidecar("status", "other-0").unwrap_err().reason, "name");
+        assert_eq!(g.check_sidecar("status").unwrap_err().reason, "scope");
+        let node_guard = guard(&[Sidecar]);
+        assert_eq!(node_guard.check_member_sidecar("status", "rpc").unwrap_err().reason, "scope", "a node task has no members");
     }
 }

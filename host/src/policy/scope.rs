@@ -1,5 +1,5 @@
-//! The scope of a task step: the one SeiNode it works for, and everything that follows from it
-//! (pure data). The capability guard (`guard.rs`) and the pod policy (`pod_policy.rs`) decide
+//! The scope of a task step: the one SeiNode it works for, or the one SeiNodeDeployment and its
+//! member SeiNodes, and everything that follows from it (pure data). The capability guard (`guard.rs`) and the pod policy (`pod_policy.rs`) decide
 //! against a `Scope`; the SeiNode controller builds one per step (`node::scope::node_scope`).
 //!
 //! Invariants (unit tests below): each kind has exactly one name a node may write
@@ -56,6 +56,19 @@ pub struct Scope {
     pub pod_labels: BTreeMap<String, String>,
     /// Where its pods may be scheduled (the platform's node pools and toleration key).
     pub placement: Placement,
+    /// Set for a group task: the step works for this SeiNodeDeployment (`node_name` is the
+    /// group's name, `owner_uid` its uid) and may touch only its member SeiNodes.
+    pub group: Option<GroupScope>,
+}
+
+/// The label that ties a group's SeiNodes to it (`sei.io/nodedeployment=<group>`).
+pub const GROUP_LABEL: &str = "sei.io/nodedeployment";
+
+/// What a group task may touch: the SeiNodes named here (the group's children, the entrants of
+/// its rollout, its fork exporter), each only while owned by the group alone, and their sidecars.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupScope {
+    pub members: BTreeSet<String>,
 }
 
 impl Scope {
@@ -69,7 +82,25 @@ impl Scope {
             owner_uid: None,
             pod_labels: Default::default(),
             placement: Default::default(),
+            group: None,
         }
+    }
+
+    /// A group task's scope: SeiNodeDeployment `group` (uid `uid`) and the SeiNodes it may
+    /// touch. Labels its SeiNodes may carry: `sei.io/*` and `labels` (the template's labels and
+    /// pod labels).
+    pub fn for_group(namespace: &str, group: &str, uid: &str, members: BTreeSet<String>, labels: BTreeMap<String, String>) -> Self {
+        Self {
+            owner_uid: Some(uid.to_string()),
+            pod_labels: labels,
+            group: Some(GroupScope { members }),
+            ..Self::for_node(namespace, group)
+        }
+    }
+
+    /// The kind (`SeiNode` or `SeiNodeDeployment`) that must own what a step writes.
+    pub fn owner_kind(&self) -> &'static str {
+        if self.group.is_some() { "SeiNodeDeployment" } else { "SeiNode" }
     }
 
     /// The node's `spec.podLabels`, which its pod templates may carry.

@@ -315,6 +315,11 @@ pub fn builtin_grant(name: &str) -> ModuleGrant {
     let caps: &[CapabilityName] = match name {
         "sei-builtin-infra" => &[CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete],
         "sei-builtin-sidecar" => &[CapabilityName::Sidecar],
+        // Group tasks run in a group's scope: its own SeiNodes and their sidecars, nothing else.
+        "sei-builtin-group" => {
+            let caps = [CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar];
+            return ModuleGrant::new(Grants::new(caps).with_kinds(&[("sei.io/v1alpha1", "SeiNode")]));
+        }
         _ => &[],
     };
     ModuleGrant::new(Grants::new(caps.iter().copied()))
@@ -499,5 +504,7 @@ mod tests {
         assert!(!builtin_grant("sei-builtin-infra").grants.allows(CapabilityName::Sidecar));
         assert!(builtin_grant("sei-builtin-sidecar").grants.allows(CapabilityName::Sidecar));
         assert!(builtin_grant("unknown").grants.capabilities.is_empty());
+        let group = builtin_grant("sei-builtin-group").grants;
+        assert_eq!(group.kinds, [("sei.io/v1alpha1".to_string(), "SeiNode".to_string())].into(), "SeiNodes only");
     }
 }

@@ -1,5 +1,5 @@
-//! The store data of one run (`TaskCtx`) and the host side of the `log`, `kube` and `sidecar`
-//! imports, registered on the linker by [`add_to_linker`].
+//! The store data of one run (`TaskCtx`) and the host side of the `log`, `kube`, `sidecar` and
+//! `member-sidecars` imports, registered on the linker by [`add_to_linker`].
 //!
 //! Every import:
 //! - lifts its arguments through the bounded types of `sandbox::abi`, so an argument over its
@@ -16,6 +16,9 @@
 //! - keeps what the report stores bounded: at most `max_recorded_host_calls` calls and
 //!   `max_log_lines` lines of at most `max_log_line_bytes` (and `max_log_bytes_per_step` in
 //!   all); the rest is counted, not stored;
+//! - for a group task, answers only with the group's own SeiNodes: a `get` of a member the group
+//!   does not own alone is denied, a `list` is narrowed to the group's label and to the objects it
+//!   owns alone (`a_group_task_reads_and_writes_only_its_own_seinodes`);
 //! - escapes guest text (`crate::text`) before it reaches the controller's log, the report, a
 //!   status or an event (`guest_text_is_escaped_everywhere`).
 
@@ -26,10 +29,11 @@ use super::abi::{
 use super::counters::SandboxMetrics;
 use super::limits::{Budget, RequestBucket, RunLimits};
 use crate::adapters::kube::{KubeAdapter, KubeAdapterError, ListLimits, TypeRef};
-use crate::adapters::sidecar::{SidecarAdapterError, SidecarClient, TaskRequest};
+use crate::adapters::sidecar::{MemberSidecars, SidecarAdapterError, SidecarClient, TaskRequest};
 use crate::policy::guard::{CapabilityGuard, Denial, KubeCall, KubeVerb, is_sidecar_task_id};
+use crate::policy::scope::GROUP_LABEL;
 use crate::text;
-use crate::wit::sei::task::{kube, log, sidecar};
+use crate::wit::sei::task::{kube, log, member_sidecars, sidecar};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,6 +151,8 @@ pub struct TaskCtx {
     pub denials: u32,
     /// The module's request bucket (`None`: not rate-limited).
     pub requests: Option<Arc<RequestBucket>>,
+    /// A group task's member sidecars.
+    pub members: Option<Arc<dyn MemberSidecars>>,
 }
 
 impl TaskCtx {
@@ -180,6 +186,7 @@ impl TaskCtx {
             panic_message: None,
             denials: 0,
             requests: None,
+            members: None,
             limits,
         }
     }
@@ -475,8 +482,22 @@ impl TaskCtx {
             return Ok(Err(e));
         }
         let res = self.kube.get(&ty, &ns, &desc.1).await;
+        if self.guard.scope().group.is_some()
+            && let Ok(Some(stored)) = &res
+            && let Err(d) = self.group_owns(stored, &desc.0)
+        {
+            self.deny("kube", &desc.0, &d, started);
+            return Ok(Err(kube::KubeError::Denied(d.message)));
+        }
         self.record("kube", &desc.0, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
+    }
+
+    /// A group task sees only what its group owns alone (only the owner references are parsed).
+    fn group_owns(&self, stored: &str, desc: &str) -> Result<(), Denial> {
+        let owners = serde_json::from_str::<Ownership>(stored).map(|o| o.metadata.owner_references).unwrap_or_default();
+        let view = serde_json::json!({"metadata": {"ownerReferences": owners}});
+        self.guard.check_existing(&view, desc)
     }
 
     pub async fn kube_list(
@@ -511,6 +532,14 @@ impl TaskCtx {
             }
         };
         let ty = TypeRef { api_version, kind };
+        // A group task lists only the group's SeiNodes.
+        let label_selector = match (&self.guard.scope().group, label_selector) {
+            (None, s) => s,
+            (Some(_), s) => {
+                let own = format!("{GROUP_LABEL}={}", self.guard.scope().node_name);
+                Some(s.filter(|s| !s.trim().is_empty()).map_or(own.clone(), |s| format!("{s},{own}")))
+            }
+        };
         // The first page is admitted like any request; further pages may use what is left of
         // the step's budget and take tokens of the module's rate up front (unused ones are given
         // back); every request made is charged, also when the list failed.
@@ -537,6 +566,11 @@ impl TaskCtx {
             res = Err(KubeAdapterError::Unavailable(format!(
                 "the list needs more pages than the module's Kubernetes request rate of {rate}/s has left; try again later"
             )));
+        }
+        if self.guard.scope().group.is_some()
+            && let Ok(items) = &mut res
+        {
+            items.retain(|item| self.group_owns(item, &desc).is_ok());
         }
         self.record("kube", &desc, &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
@@ -815,6 +849,119 @@ impl TaskCtx {
     }
 }
 
+// member-sidecars
+impl TaskCtx {
+    /// Charge, guard and hand back the client of `node`'s sidecar for a group task.
+    fn member_for(&mut self, op: &str, node: BoundedStr<253>) -> SidecarResult<(Arc<dyn SidecarClient>, String, Instant)> {
+        self.charge(1)?;
+        let started = Instant::now();
+        let node = match node.within("node name") {
+            Ok(n) => n,
+            Err(msg) => {
+                self.record("sidecar", &format!("{op} <oversized node name>"), &format!("error: {msg}"), started);
+                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
+            }
+        };
+        let shown = text::safe(&node, 80);
+        if let Err(d) = self.guard.check_member_sidecar(op, &node) {
+            self.deny("sidecar", &format!("{op} {shown}"), &d, started);
+            return Ok(Err(sidecar::SidecarError::Denied(d.message)));
+        }
+        match self.members.as_ref().and_then(|m| m.client_for(&node)) {
+            Some(c) => Ok(Ok((c, node, started))),
+            None => {
+                let msg = format!("SeiNode {shown} has no sidecar yet (not created, or not the group's)");
+                self.record("sidecar", &format!("{op} {shown}"), &format!("error: {msg}"), started);
+                Ok(Err(sidecar::SidecarError::Unavailable(msg)))
+            }
+        }
+    }
+
+    pub async fn member_submit(
+        &mut self,
+        node: BoundedStr<253>,
+        id: BoundedStr<MAX_SIDECAR_ID_LIFT>,
+        task_type: BoundedStr<63>,
+        params: Option<BoundedStr<MAX_SIDECAR_PARAMS_LIFT>>,
+    ) -> SidecarResult<String> {
+        let (client, node, started) = match self.member_for("submit-task", node)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match self.checked_id("submit-task", id, started) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        let args = (|| Ok::<_, String>((task_type.within("task type")?, params.map(|p| p.within("params")).transpose()?)))();
+        let (task_type, params) = match args {
+            Ok(a) => a,
+            Err(msg) => {
+                self.record("sidecar", "submit-task <oversized arguments>", &format!("error: {msg}"), started);
+                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
+            }
+        };
+        let desc = format!("submit-task {node} {task_type} {id}");
+        let params = match params.as_deref().map(serde_json::from_str::<Value>).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("params are not JSON: {e}");
+                self.record("sidecar", &desc, &format!("error: {msg}"), started);
+                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
+            }
+        };
+        let res = client.submit_task(&TaskRequest { id, task_type, params }).await;
+        self.record("sidecar", &desc, &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
+    }
+
+    pub async fn member_get_task(
+        &mut self,
+        node: BoundedStr<253>,
+        id: BoundedStr<MAX_SIDECAR_ID_LIFT>,
+    ) -> SidecarResult<member_sidecars::MemberTask> {
+        let (client, node, started) = match self.member_for("get-task", node)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match self.checked_id("get-task", id, started) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        let res = client.get_task(&id).await;
+        let outcome = res.as_ref().map(|t| format!("ok: {}", t.status)).unwrap_or_else(|e| format!("error: {e}"));
+        self.record("sidecar", &format!("get-task {node} {id}"), &outcome, started);
+        Ok(res
+            .map(|t| member_sidecars::MemberTask {
+                id: t.id,
+                task_type: t.task_type,
+                status: t.status,
+                error: t.error,
+                output: t.result.map(|r| r.to_string()),
+            })
+            .map_err(sidecar_error))
+    }
+
+    pub async fn member_status(&mut self, node: BoundedStr<253>) -> SidecarResult<String> {
+        let (client, node, started) = match self.member_for("status", node)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let res = client.status().await;
+        self.record("sidecar", &format!("status {node}"), &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
+    }
+
+    pub async fn member_node_id(&mut self, node: BoundedStr<253>) -> SidecarResult<String> {
+        let (client, node, started) = match self.member_for("node-id", node)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let res = client.node_id().await;
+        self.record("sidecar", &format!("node-id {node}"), &outcome_of(&res), started);
+        Ok(res.map_err(sidecar_error))
+    }
+}
+
 /// Register the `sei:task` host interfaces (this host's WIT version) on `linker`, with the
 /// bounded argument types of `sandbox::abi`.
 pub fn add_to_linker(linker: &mut Linker<TaskCtx>) -> wasmtime::Result<()> {
@@ -862,6 +1009,27 @@ pub fn add_to_linker(linker: &mut Linker<TaskCtx>) -> wasmtime::Result<()> {
     s.func_wrap_async("status", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_status().await?,)) }))?;
     s.func_wrap_async("healthz", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_healthz().await?,)) }))?;
     s.func_wrap_async("node-id", |mut store: Ctx<'_>, (): ()| Box::new(async move { Ok((store.data_mut().sidecar_node_id().await?,)) }))?;
+
+    let mut m = linker.instance(&format!("{WIT_PACKAGE}/member-sidecars@{WIT_VERSION}"))?;
+    m.func_wrap_async(
+        "submit-task",
+        |mut store: Ctx<'_>,
+         (node, id, task_type, params): (
+            BoundedStr<253>,
+            BoundedStr<MAX_SIDECAR_ID_LIFT>,
+            BoundedStr<63>,
+            Option<BoundedStr<MAX_SIDECAR_PARAMS_LIFT>>,
+        )| { Box::new(async move { Ok((store.data_mut().member_submit(node, id, task_type, params).await?,)) }) },
+    )?;
+    m.func_wrap_async("get-task", |mut store: Ctx<'_>, (node, id): (BoundedStr<253>, BoundedStr<MAX_SIDECAR_ID_LIFT>)| {
+        Box::new(async move { Ok((store.data_mut().member_get_task(node, id).await?,)) })
+    })?;
+    m.func_wrap_async("status", |mut store: Ctx<'_>, (node,): (BoundedStr<253>,)| {
+        Box::new(async move { Ok((store.data_mut().member_status(node).await?,)) })
+    })?;
+    m.func_wrap_async("node-id", |mut store: Ctx<'_>, (node,): (BoundedStr<253>,)| {
+        Box::new(async move { Ok((store.data_mut().member_node_id(node).await?,)) })
+    })?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use super::limits::{ModuleLimits, RequestBucket, RunLimits};
 use crate::adapters::kube::InMemoryKube;
 use crate::policy::guard::{CapabilityGuard, CapabilityName, Grants};
 use crate::policy::scope::Scope;
-use crate::wit::{TaskInput, WIT_PACKAGE, WIT_VERSION};
+use crate::wit::{TaskInput, WIT_OLDEST, WIT_PACKAGE, WIT_VERSION};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,11 +98,11 @@ pub enum LoadError {
     Compile { digest: String, message: String },
     #[error(
         "module {digest} imports something the host does not provide: {message}. \
-         Task modules may import only sei:task/log, sei:task/kube and sei:task/sidecar (no WASI)"
+         Task modules may import only sei:task/log, sei:task/kube, sei:task/sidecar and sei:task/member-sidecars (no WASI)"
     )]
     Link { digest: String, message: String },
     #[error(
-        "module {digest} was built against WIT {found} (import {import}), but this controller implements {WIT_PACKAGE}@{WIT_VERSION}; \
+        "module {digest} was built against WIT {found} (import {import}), but this controller links {WIT_PACKAGE}@{WIT_OLDEST} to @{WIT_VERSION}; \
          rebuild it against wit/task.wit of this controller"
     )]
     WitVersionMismatch { digest: String, import: String, found: String },
@@ -171,15 +171,20 @@ impl LoadError {
     }
 }
 
-/// The `sei:task` version in an import name such as `sei:task/log@0.1.0`, when it differs from
-/// [`WIT_VERSION`].
+/// The `sei:task` version in an import name such as `sei:task/log@0.1.0`, when this host does
+/// not link it: anything but 0.1.z with z from [`WIT_OLDEST`] up to [`WIT_VERSION`].
 fn foreign_wit_version(import: &str) -> Option<String> {
     let (package, rest) = import.split_once('/')?;
     if package != WIT_PACKAGE {
         return None;
     }
     let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("(unversioned)");
-    (version != WIT_VERSION).then(|| format!("{WIT_PACKAGE}@{version}"))
+    let patch = |v: &str| v.strip_prefix("0.1.").and_then(|z| z.parse::<u32>().ok());
+    let linked = match (patch(version), patch(WIT_OLDEST), patch(WIT_VERSION)) {
+        (Some(z), Some(lo), Some(hi)) => (lo..=hi).contains(&z),
+        _ => false,
+    };
+    (!linked).then(|| format!("{WIT_PACKAGE}@{version}"))
 }
 
 fn short(d: &str) -> String {
@@ -461,7 +466,10 @@ mod tests {
 
     #[test]
     fn wit_version_is_read_from_import_names() {
-        assert_eq!(foreign_wit_version("sei:task/log@0.1.0"), None);
+        assert_eq!(foreign_wit_version("sei:task/log@0.1.0"), None, "an older guest of the same minor links");
+        assert_eq!(foreign_wit_version("sei:task/log@0.1.1"), None);
+        assert_eq!(foreign_wit_version("sei:task/log@0.1.2").as_deref(), Some("sei:task@0.1.2"), "newer than this host");
+        assert_eq!(foreign_wit_version("sei:task/log@0.1.x").as_deref(), Some("sei:task@0.1.x"));
         assert_eq!(foreign_wit_version("sei:task/kube@0.2.0").as_deref(), Some("sei:task@0.2.0"));
         assert_eq!(foreign_wit_version("sei:task/kube").as_deref(), Some("sei:task@(unversioned)"));
         assert_eq!(foreign_wit_version("wasi:io/streams@0.2.0"), None, "other packages fail at link, named there");

@@ -9,7 +9,7 @@ use super::host::{BudgetExceeded, HostCall, LogLine, MemoryLimitExceeded, TaskCt
 use super::limits::{Budget, RunLimits};
 use super::module::LoadedModule;
 use crate::adapters::kube::KubeAdapter;
-use crate::adapters::sidecar::SidecarClient;
+use crate::adapters::sidecar::{MemberSidecars, SidecarClient};
 use crate::policy::guard::CapabilityGuard;
 use crate::policy::scope::Scope;
 use crate::text;
@@ -42,6 +42,8 @@ pub struct RunEnv {
     pub scope: Scope,
     pub kube: Arc<dyn KubeAdapter>,
     pub sidecar: Option<Arc<dyn SidecarClient>>,
+    /// A group task's member sidecars (`None` for a node task).
+    pub members: Option<Arc<dyn MemberSidecars>>,
 }
 
 /// The outcome of a step that returned normally.
@@ -235,7 +237,7 @@ impl Sandbox {
             input.task_type.clone(),
             (module.digest.clone(), Arc::from(module.info.name.as_str())),
         );
-        let ctx = TaskCtx { requests: module.requests.clone(), ..ctx };
+        let ctx = TaskCtx { requests: module.requests.clone(), members: env.members.clone(), ..ctx };
         let mut store = self.new_store(ctx);
 
         let outcome = if !module.info.task_types.contains(&input.task_type) {

@@ -13,6 +13,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The namespace of the sidecar sub-task ids a group task submits to its members (the
+/// reference's).
+pub const SUB_TASK_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0xd4a7e1f3_8b29_4c6d_a5e0_2f1d3c4b5a6e);
+
+/// The id under which group task `parent_task_id` submits a sidecar task of `kind` to `node`:
+/// UUID v5 over `<node>/<kind>/<parentTaskID>`, so a repeated step re-submits the same id.
+pub fn sub_task_id(node: &str, kind: &str, parent_task_id: &str) -> String {
+    uuid::Uuid::new_v5(&SUB_TASK_NAMESPACE, format!("{node}/{kind}/{parent_task_id}").as_bytes()).to_string()
+}
+
 /// Every task type a group plan holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupTaskType {
@@ -413,6 +423,14 @@ mod tests {
         for t in GroupTaskType::ALL {
             assert_eq!(crate::TaskType::parse(t.as_str()), None, "{t}");
         }
+    }
+
+    #[test]
+    fn sub_task_ids_are_the_references() {
+        let id = sub_task_id("net-0", "mark-ready", "7f0c2a4e-0000-5000-8000-000000000001");
+        assert_eq!(id, uuid::Uuid::new_v5(&SUB_TASK_NAMESPACE, b"net-0/mark-ready/7f0c2a4e-0000-5000-8000-000000000001").to_string());
+        assert_ne!(id, sub_task_id("net-1", "mark-ready", "7f0c2a4e-0000-5000-8000-000000000001"));
+        assert_eq!(SUB_TASK_NAMESPACE.to_string(), "d4a7e1f3-8b29-4c6d-a5e0-2f1d3c4b5a6e");
     }
 
     #[test]

@@ -50,11 +50,12 @@ use serde::de::DeserializeOwned;
 
 pub mod kube;
 pub mod log;
+pub mod member_sidecars;
 pub mod sidecar;
 
 /// Everything a task module usually needs.
 pub mod prelude {
-    pub use crate::{Capability, Input, ModuleInfo, Step, TaskError, TaskModule, kube, log, sidecar};
+    pub use crate::{Capability, Input, ModuleInfo, Step, TaskError, TaskModule, kube, log, member_sidecars, sidecar};
     pub use serde::{Deserialize, Serialize};
 }
 

@@ -61,6 +61,8 @@ impl TaskModule for Misbehaving {
             "delete-ref",
             "log-text",
             "list-kind",
+            "get-ref",
+            "member-node-id",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -200,6 +202,28 @@ impl TaskModule for Misbehaving {
                 let p: P = input.params()?;
                 let items = kube::list_raw(&p.api_version, &p.kind, None)?;
                 Ok(Step::complete(&items.len()))
+            }
+            // Get any object by reference; the answer is its name, or null.
+            "get-ref" => {
+                #[derive(Deserialize)]
+                struct P {
+                    api_version: String,
+                    kind: String,
+                    name: String,
+                }
+                let p: P = input.params()?;
+                let got = kube::get_raw(&p.api_version, &p.kind, &p.name)?;
+                Ok(Step::complete(&got.is_some()))
+            }
+            // The node id of any node's sidecar, through member-sidecars.
+            "member-node-id" => {
+                #[derive(Deserialize)]
+                struct P {
+                    node: String,
+                }
+                let p: P = input.params()?;
+                let id = member_sidecars::node_id(&p.node)?;
+                Ok(Step::complete(&id))
             }
             // Log the text given, and fail with it.
             "log-text" => {

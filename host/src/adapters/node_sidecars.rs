@@ -1,8 +1,8 @@
-//! How the controller reaches a node's sidecar: the address (`SidecarResolver`: the reference's pod
+//! How the controllers reach a node's sidecar: the address (`SidecarResolver`: the reference's pod
 //! DNS name, or a URL template for tests and the demo) and one HTTP client per address, kept for
 //! the node's later steps (`sidecar_urls`).
 
-use crate::adapters::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
+use super::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
 use crate::api::seinode::SeiNode;
 use kube::ResourceExt;
 use std::collections::HashMap;

@@ -1,0 +1,468 @@
+//! The SeiNodeDeployment reconcile (the imperative shell around `planner` and `children`).
+//!
+//! One reconcile: finalizer (deletion: `Retain` orphans the children by removing the group from
+//! their owner references; `Delete` leaves them to the garbage collector) → the group as the API
+//! server has it → its SeiNodes (labelled `sei.io/nodedeployment=<group>` and owned by its uid) →
+//! a ceremony's start is persisted before its first child is made (`ceremonyStartedAt`, which
+//! fixes `replicas`) → unless a plan runs: missing ordinals created, labels, annotations and pod
+//! labels synced, ordinals past `replicas` deleted (not during a ceremony) → a ceremony past
+//! `maxCeremonyDuration` fails the group (`CeremonyTimedOut`) → a template change becomes a
+//! rollout → `resolve_group_plan`: a new plan is persisted before anything runs; an active plan
+//! advances through the shared executor in the group's scope (its own SeiNodes and their sidecars)
+//! → one status write (a PUT of the status subresource with the resourceVersion it read).
+//!
+//! Tests: `tests/groups.rs` on the real control plane; the pure parts in `planner.rs` and
+//! `children.rs`.
+
+use super::children::{
+    FINALIZER, GROUP_LABEL, ceremony_overran, desired_child, detect_rollout, incumbents, is_child, missing_ordinals, ordinal_of, phase,
+    plan_active, scale_down, sync_patch,
+};
+use super::context::GroupContext;
+use super::error::GroupError;
+use super::planner::{GroupPlanDecision, ceremony_due, resolve_group_plan, template_hash};
+use crate::adapters::sidecar::{MemberSidecars, SidecarClient};
+use crate::api::seinode::{FailedTaskInfo, SeiNode, TaskPlanPhase, TaskStatus};
+use crate::api::seinodedeployment::{
+    DeletionPolicy, GroupNodeStatus, GroupPhase, SeiNodeDeployment, SeiNodeDeploymentStatus, UpdateStrategyType, condition as cond,
+};
+use crate::conditions::condition;
+use crate::executor::Executor;
+use crate::plan_step::Next;
+use crate::policy::scope::Scope;
+use crate::sandbox::RunEnv;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Steps one reconcile may run.
+pub const MAX_STEPS_PER_RECONCILE: usize = 32;
+/// How often a group with nothing to do is looked at (the reference's).
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// Back-off after a reconcile error other than a conflict.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// The field manager of the controller's own writes to children.
+pub const FIELD_MANAGER: &str = "sei-operator/group";
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn publish(ctx: &GroupContext, g: &SeiNodeDeployment, type_: EventType, reason: &str, note: String) {
+    let note = crate::text::safe(&note, 900);
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder().publish(&event, &g.object_ref(&())).await {
+        tracing::warn!(group = %g.name_any(), error = %e, "could not publish event");
+    }
+}
+
+async fn write_status(api: &Api<SeiNodeDeployment>, g: &SeiNodeDeployment, status: &SeiNodeDeploymentStatus) -> Result<(), kube::Error> {
+    let mut object = g.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    api.replace_status(&g.name_any(), &PostParams::default(), &object).await.map(|_| ())
+}
+
+/// The reconcile of one SeiNodeDeployment.
+pub async fn reconcile(group: Arc<SeiNodeDeployment>, ctx: Arc<GroupContext>) -> Result<Action, GroupError> {
+    let ns = group.namespace().unwrap_or_default();
+    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client().clone(), &ns);
+    finalizer(&api, FINALIZER, group, |event| async {
+        match event {
+            FinalizerEvent::Apply(g) => apply(g, &ctx).await,
+            FinalizerEvent::Cleanup(g) => cleanup(g, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| GroupError::Finalizer(Box::new(e)))
+}
+
+/// Every SeiNode the group owns (children, entrants, exporter), by label and owner uid.
+async fn owned_nodes(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<Vec<SeiNode>, kube::Error> {
+    let nodes: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &g.namespace().unwrap_or_default());
+    let uid = g.uid().unwrap_or_default();
+    let listed = nodes.list(&ListParams::default().labels(&format!("{GROUP_LABEL}={}", g.name_any()))).await?;
+    Ok(listed.items.into_iter().filter(|n| n.owner_references().iter().any(|o| o.uid == uid)).collect())
+}
+
+async fn cleanup(g: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action, GroupError> {
+    if g.spec.deletion_policy == DeletionPolicy::Retain {
+        let nodes: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &g.namespace().unwrap_or_default());
+        let uid = g.uid().unwrap_or_default();
+        for n in owned_nodes(ctx, &g).await? {
+            let others: Vec<_> = n.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
+            // With the resourceVersion read: a concurrent change retries rather than loses an owner.
+            let patch = serde_json::json!({"metadata": {"ownerReferences": others, "resourceVersion": n.resource_version()}});
+            nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        publish(
+            ctx,
+            &g,
+            EventType::Normal,
+            "ChildrenRetained",
+            "deletionPolicy Retain: the SeiNodes keep running without their group".into(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The member sidecars a group task may call: the group's own SeiNodes, by name.
+fn member_sidecars(ctx: &GroupContext, owned: &[SeiNode]) -> Arc<dyn MemberSidecars> {
+    let map: BTreeMap<String, Arc<dyn SidecarClient>> =
+        owned.iter().filter_map(|n| ctx.sidecars().client_for(n).map(|c| (n.name_any(), c))).collect();
+    Arc::new(map)
+}
+
+/// What a group task may touch: its children, its rollout's entrants and incumbents, its
+/// exporter; the labels its SeiNodes may carry are the template's.
+fn group_scope(g: &SeiNodeDeployment, owned: &[SeiNode]) -> Scope {
+    let mut members: BTreeSet<String> = owned.iter().map(|n| n.name_any()).collect();
+    members.extend(super::planner::child_names(g));
+    members.insert(super::planner::exporter_name(g));
+    if let Some(r) = g.status.as_ref().and_then(|s| s.rollout.as_ref()) {
+        members.extend(r.entrant_nodes.iter().cloned());
+        members.extend(r.incumbent_nodes.iter().cloned());
+    }
+    let mut labels = g.spec.template.metadata.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
+    labels.extend(g.spec.template.spec.pod_labels.clone().unwrap_or_default());
+    Scope::for_group(&g.namespace().unwrap_or_default(), &g.name_any(), &g.uid().unwrap_or_default(), members, labels)
+}
+
+async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action, GroupError> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client().clone(), &ns);
+    let nodes: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
+    let Some(g) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let before = g.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    let now = now();
+    let ceremony = ceremony_due(&g);
+
+    // A ceremony's start is recorded before its first child exists: from then on `replicas` is
+    // fixed (CEL) and `maxCeremonyDuration` counts.
+    if ceremony.is_some() && status.ceremony_started_at.is_none() && status.phase != Some(GroupPhase::Failed) {
+        status.ceremony_started_at = Some(now.clone());
+        status.template_hash.get_or_insert_with(|| template_hash(&g));
+        write_status(&api, &g, &status).await?;
+        return Ok(Action::requeue(Duration::from_millis(10)));
+    }
+
+    let mut owned = owned_nodes(ctx, &g).await?;
+    let active = plan_active(&g);
+    if !active && status.phase != Some(GroupPhase::Failed) {
+        let children: Vec<SeiNode> = owned.iter().filter(|n| is_child(&g, n) && n.metadata.deletion_timestamp.is_none()).cloned().collect();
+        for ordinal in missing_ordinals(&g, &children) {
+            let child = desired_child(&g, &format!("{name}-{ordinal}"), ordinal);
+            match nodes.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &child).await {
+                Ok(created) => {
+                    tracing::info!(group = %format!("{ns}/{name}"), node = %created.name_any(), ordinal, "child created");
+                    owned.push(created);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for child in &children {
+            if let Some(patch) = sync_patch(&g, child) {
+                nodes.patch(&child.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+        }
+        if ceremony.is_none() {
+            for victim in scale_down(&g, &children) {
+                tracing::info!(group = %format!("{ns}/{name}"), node = %victim, "scale-down: deleting child");
+                match nodes.delete(&victim, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                owned.retain(|n| n.name_any() != victim);
+            }
+        }
+    }
+    let children: Vec<SeiNode> = owned.iter().filter(|n| is_child(&g, n) && n.metadata.deletion_timestamp.is_none()).cloned().collect();
+    status.incumbent_nodes = incumbents(&children);
+    status.template_hash.get_or_insert_with(|| template_hash(&g));
+
+    // A ceremony that overran fails the group, with whatever plan it had.
+    if ceremony.is_some()
+        && status.phase != Some(GroupPhase::Failed)
+        && let Some(started) = status.ceremony_started_at.clone()
+        && ceremony_overran(&g, &started, &now)
+    {
+        let limit = g.spec.genesis.as_ref().map(|gc| gc.max_ceremony_duration.clone()).unwrap_or_default();
+        let message = format!("the genesis ceremony did not complete within maxCeremonyDuration {limit}");
+        if let Some(plan) = status.plan.as_mut().filter(|p| p.phase == TaskPlanPhase::Active) {
+            plan.phase = TaskPlanPhase::Failed;
+            if let Some(i) = plan.tasks.iter().position(|t| t.status != TaskStatus::Complete) {
+                let t = &mut plan.tasks[i];
+                t.status = TaskStatus::Failed;
+                t.error = Some(message.clone());
+                plan.failed_task_index = Some(i as i32);
+                plan.failed_task_detail = Some(FailedTaskInfo {
+                    task_type: t.task_type.clone(),
+                    id: t.id.clone(),
+                    error: message.clone(),
+                    retry_count: t.retry_count,
+                    max_retries: t.max_retries,
+                });
+            }
+        }
+        status.phase = Some(GroupPhase::Failed);
+        finish_status(&g, &mut status, &owned, &now, Some(("CeremonyTimedOut", message.clone())));
+        write_status(&api, &g, &status).await?;
+        publish(ctx, &g, EventType::Warning, "CeremonyTimedOut", message).await;
+        return Ok(Action::await_change());
+    }
+
+    let mut view = g.clone();
+    view.status = Some(status.clone());
+    if let Some(rollout) = detect_rollout(&view, &children, &now) {
+        let note = format!(
+            "{} rollout to template {} over {}",
+            rollout.strategy.as_str(),
+            rollout.target_hash,
+            rollout.incumbent_nodes.join(", ")
+        );
+        status.rollout = Some(rollout);
+        publish(ctx, &g, EventType::Normal, "RolloutStarted", note).await;
+        view.status = Some(status.clone());
+    }
+
+    let decision = match resolve_group_plan(&view, &uuid::Uuid::new_v4().to_string()) {
+        Ok(d) => d,
+        Err(invalid) => {
+            ctx.telemetry().count_reconcile_error("invalid-spec");
+            publish(ctx, &g, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
+            finish_status(&g, &mut status, &owned, &now, None);
+            if status != before {
+                write_status(&api, &g, &status).await?;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    match decision {
+        GroupPlanDecision::New { plan, kind } => {
+            let note = format!("{} plan {} with {} tasks", kind.as_str(), plan.id, plan.tasks.len());
+            status.plan = Some(plan);
+            finish_status(&g, &mut status, &owned, &now, None);
+            write_status(&api, &g, &status).await?;
+            tracing::info!(group = %format!("{ns}/{name}"), %note, "new group plan persisted");
+            publish(ctx, &g, EventType::Normal, "PlanCreated", note).await;
+            Ok(Action::requeue(Duration::from_millis(10)))
+        }
+        GroupPlanDecision::Idle => {
+            finish_status(&g, &mut status, &owned, &now, None);
+            if status != before {
+                write_status(&api, &g, &status).await?;
+            }
+            Ok(Action::requeue(RESYNC))
+        }
+        GroupPlanDecision::Resume => {
+            let Some(mut plan) = status.plan.take() else { return Ok(Action::await_change()) };
+            view.status = Some(status.clone());
+            let env = RunEnv {
+                scope: group_scope(&view, &owned),
+                kube: ctx.kube().clone(),
+                sidecar: None,
+                members: Some(member_sidecars(ctx, &owned)),
+            };
+            let exec = Executor {
+                registry: ctx.registry(),
+                sandbox: ctx.sandbox(),
+                slots: ctx.module_slots(),
+                step_cap: super::context::DEFAULT_MODULE_STEP_CAP,
+                telemetry: ctx.telemetry(),
+            };
+            let who = format!("{ns}/{name}");
+            let done = exec.advance(&who, &serde_json::to_string(&view)?, &env, &mut plan, &now, MAX_STEPS_PER_RECONCILE).await;
+            for (task_type, output) in &done.outputs {
+                if task_type.starts_with("assemble-") {
+                    record_genesis(ctx, &g, &mut status, output);
+                }
+            }
+            for n in done.notices {
+                publish(ctx, &g, EventType::Warning, n.reason, n.message).await;
+            }
+            let phase = plan.phase;
+            let genesis = plan.tasks.iter().any(|t| t.task_type.starts_with("assemble-"));
+            status.plan = Some(plan);
+            match phase {
+                TaskPlanPhase::Complete => {
+                    if genesis {
+                        tracing::info!(group = %who, "genesis ceremony complete");
+                    } else if let Some(rollout) = status.rollout.take() {
+                        status.template_hash = Some(rollout.target_hash.clone());
+                        status.observed_generation = g.metadata.generation;
+                    }
+                    status.plan = None;
+                    publish(
+                        ctx,
+                        &g,
+                        EventType::Normal,
+                        "PlanComplete",
+                        if genesis { "genesis ceremony complete".into() } else { "rollout complete".into() },
+                    )
+                    .await;
+                }
+                TaskPlanPhase::Failed => {
+                    let detail = status.plan.as_ref().and_then(|p| p.failed_task_detail.clone());
+                    let why = detail.map(|d| format!("task {} failed: {}", d.task_type, d.error)).unwrap_or_default();
+                    if !genesis && let Some(rollout) = status.rollout.take() {
+                        // Consumed: the next template change starts a new rollout.
+                        status.template_hash = Some(rollout.target_hash);
+                    }
+                    publish(ctx, &g, EventType::Warning, "PlanFailed", why).await;
+                }
+                TaskPlanPhase::Active => {}
+            }
+            finish_status(&g, &mut status, &owned, &now, None);
+            write_status(&api, &g, &status).await?;
+            Ok(match done.next {
+                Next::RequeueAfter(d) => Action::requeue(d),
+                Next::RunNextTask => Action::requeue(Duration::from_millis(10)),
+                Next::PlanComplete => Action::requeue(Duration::from_secs(1)),
+                Next::PlanFailed => Action::requeue(RESYNC),
+            })
+        }
+    }
+}
+
+/// The genesis hash the assembly reported, and where the genesis is (the reference's
+/// `{SEI_GENESIS_BUCKET}/{chainId}/genesis.json`).
+fn record_genesis(ctx: &GroupContext, g: &SeiNodeDeployment, status: &mut SeiNodeDeploymentStatus, output: &serde_json::Value) {
+    let hash = output
+        .get("genesisHash")
+        .and_then(serde_json::Value::as_str)
+        .filter(|h| h.len() <= 128 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(h) = hash {
+        status.genesis_hash = Some(h.to_string());
+    }
+    if let Some(gc) = &g.spec.genesis {
+        status.genesis_s3_uri = Some(format!("s3://{}/{}/genesis.json", ctx.platform().genesis_bucket, gc.chain_id));
+    }
+}
+
+/// Replicas, nodes, phase and conditions, from the children and the plan.
+fn finish_status(
+    g: &SeiNodeDeployment,
+    status: &mut SeiNodeDeploymentStatus,
+    owned: &[SeiNode],
+    now: &Time,
+    timed_out: Option<(&str, String)>,
+) {
+    let generation = g.metadata.generation;
+    let mut children: Vec<&SeiNode> = owned.iter().filter(|n| is_child(g, n) && n.metadata.deletion_timestamp.is_none()).collect();
+    children.sort_by_key(|n| (ordinal_of(n), n.name_any()));
+    status.nodes =
+        children.iter().map(|n| GroupNodeStatus { name: n.name_any(), phase: n.status.as_ref().and_then(|s| s.phase) }).collect();
+    status.replicas = g.spec.replicas;
+    status.ready_replicas = status.nodes.iter().filter(|n| n.phase == Some(crate::api::seinode::SeiNodePhase::Running)).count() as i32;
+    let plan_failed = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Failed);
+    let mut view = g.clone();
+    view.status = Some(status.clone());
+    let ceremony = ceremony_due(&view);
+    status.phase = Some(if timed_out.is_some() { GroupPhase::Failed } else { phase(&view, &status.nodes, plan_failed) });
+
+    let old = std::mem::take(&mut status.conditions);
+    let mut conditions = vec![condition(
+        cond::NODES_READY,
+        status.ready_replicas >= g.spec.replicas,
+        if status.ready_replicas >= g.spec.replicas { "AllRunning" } else { "NotAllRunning" },
+        format!("{}/{} SeiNodes Running", status.ready_replicas, g.spec.replicas),
+        generation,
+        now,
+        &old,
+    )];
+    let active = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active);
+    let (reason, message) = match &status.plan {
+        Some(p) if p.phase == TaskPlanPhase::Active => ("PlanStarted", format!("plan {} is running", p.id)),
+        Some(p) if p.phase == TaskPlanPhase::Failed => ("PlanFailed", format!("plan {} failed", p.id)),
+        _ => ("PlanComplete", "no plan is running".to_string()),
+    };
+    conditions.push(condition(cond::PLAN_IN_PROGRESS, active, reason, message, generation, now, &old));
+    if g.spec.genesis.is_some() {
+        let fork = g.spec.genesis.as_ref().is_some_and(|gc| gc.fork.is_some());
+        let needed = ceremony.is_some() && status.phase != Some(GroupPhase::Failed);
+        let kind = if fork { cond::FORK_GENESIS_CEREMONY_NEEDED } else { cond::GENESIS_CEREMONY_NEEDED };
+        conditions.push(condition(
+            kind,
+            needed,
+            if needed { "CeremonyPending" } else { "NoCeremony" },
+            String::new(),
+            generation,
+            now,
+            &old,
+        ));
+        let complete = old.iter().any(|c| c.type_ == cond::GENESIS_CEREMONY_COMPLETE && c.status == "True")
+            || (!active && !plan_failed && status.plan.is_none() && status.genesis_hash.is_some());
+        let (reason, message) = match (&timed_out, complete, plan_failed) {
+            (Some((r, m)), _, _) => (*r, m.clone()),
+            (None, true, _) => ("CeremonyComplete", format!("genesis {} assembled", status.genesis_hash.clone().unwrap_or_default())),
+            (None, false, true) => ("CeremonyFailed", "the genesis plan failed".to_string()),
+            (None, false, false) => ("CeremonyPending", "the genesis ceremony has not completed".to_string()),
+        };
+        conditions.push(condition(cond::GENESIS_CEREMONY_COMPLETE, complete, reason, message, generation, now, &old));
+    }
+    let rolling = status.rollout.is_some();
+    let strategy = status.rollout.as_ref().map(|r| r.strategy).unwrap_or(UpdateStrategyType::InPlace);
+    conditions.push(condition(
+        cond::ROLLOUT_IN_PROGRESS,
+        rolling,
+        if rolling { "RolloutStarted" } else { "NoRollout" },
+        if rolling { format!("{} rollout", strategy.as_str()) } else { String::new() },
+        generation,
+        now,
+        &old,
+    ));
+    status.conditions = conditions;
+}
+
+/// Retry a conflict at once, anything else after a back-off; count each by cause.
+pub fn error_policy(g: Arc<SeiNodeDeployment>, error: &GroupError, ctx: Arc<GroupContext>) -> Action {
+    ctx.telemetry().count_reconcile_error(error.metric_label());
+    let who = format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any());
+    if error.is_conflict() {
+        tracing::debug!(group = %who, %error, "status write lost to a concurrent change; retrying on fresh data");
+        return Action::requeue(Duration::from_millis(100));
+    }
+    tracing::warn!(group = %who, %error, cause = error.metric_label(), "group reconcile failed; retrying");
+    Action::requeue(ERROR_BACKOFF)
+}
+
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Reconcile SeiNodeDeployments (and watch their SeiNodes) until `shutdown` resolves, then
+/// return once the reconciles in flight have finished.
+pub async fn run_until(
+    ctx: Arc<GroupContext>,
+    concurrency: u16,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client().clone();
+    Controller::new(api_in::<SeiNodeDeployment>(&client, namespace.as_deref()), watcher::Config::default())
+        .owns(api_in::<SeiNode>(&client, namespace.as_deref()), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

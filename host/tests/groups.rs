@@ -1,0 +1,298 @@
+//! The SeiNodeDeployment controller on the real control plane, beside the SeiNode controller:
+//! every group task runs as the built-in wasm module `sei-builtin-group` in the group's scope,
+//! sidecar calls go to the test sidecar over HTTP, the StatefulSet status faker stands in for
+//! kubelets. Both controllers run as the Helm chart's ServiceAccount, watching only the test's
+//! namespace.
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase};
+use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
+use sei_operator::group::GroupContext;
+use sei_operator::node::{Context, SidecarResolver};
+use sei_operator::platform::PlatformConfig;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_test_sidecar::TestSidecar;
+use sei_testkit::{TestCluster, TestNamespace, eventually};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// One observed state of a SeiNode: name, spec image, current image, phase.
+type Seen = (String, String, Option<String>, Option<SeiNodePhase>);
+
+struct Harness {
+    ns: TestNamespace,
+    nodes: Api<SeiNode>,
+    groups: Api<SeiNodeDeployment>,
+    sidecar: TestSidecar,
+    _controllers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn harness(prefix: &str) -> Harness {
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&[sei_operator::crds::seinode(), sei_operator::crds::seinodedeployment()]).await.unwrap();
+    let ns = cluster.namespace(prefix).await;
+    let admin = cluster.client().await;
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    let client = cluster.controller_client().await;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.unwrap();
+    let resolver = SidecarResolver::Template(sidecar.url_template());
+    let nodes = Context::builder(client.clone(), sandbox.clone(), registry.clone(), PlatformConfig::for_local(), resolver.clone()).build();
+    let groups = GroupContext::new(client, sandbox, registry, PlatformConfig::for_local(), resolver, nodes.telemetry().clone());
+    let namespace = Some(ns.name().to_string());
+    let controllers = vec![
+        tokio::spawn(sei_operator::node::run(nodes, 8, namespace.clone())),
+        tokio::spawn(sei_operator::group::run_until(groups, 4, namespace, std::future::pending())),
+    ];
+    Harness {
+        nodes: Api::namespaced(admin.clone(), ns.name()),
+        groups: Api::namespaced(admin, ns.name()),
+        ns,
+        sidecar,
+        _controllers: controllers,
+    }
+}
+
+fn group(name: &str, spec: serde_json::Value) -> SeiNodeDeployment {
+    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "metadata": {"name": name}, "spec": spec}))
+        .unwrap()
+}
+
+async fn wait_group<F>(h: &Harness, name: &str, what: &str, ok: F) -> SeiNodeDeployment
+where
+    F: Fn(&SeiNodeDeployment) -> bool,
+{
+    let waited = eventually(&format!("SeiNodeDeployment {name}: {what}"), DEADLINE, || async {
+        let g = h.groups.get(name).await.ok()?;
+        ok(&g).then_some(g)
+    })
+    .await;
+    match waited {
+        Ok(g) => g,
+        Err(e) => {
+            let g = h.groups.get(name).await.ok().and_then(|g| g.status);
+            panic!("{e}; status now: {}", serde_json::to_string_pretty(&g).unwrap_or_default())
+        }
+    }
+}
+
+fn condition(g: &SeiNodeDeployment, type_: &str) -> Option<String> {
+    g.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_form_a_network_through_the_genesis_ceremony() {
+    let h = harness("grp-genesis").await;
+    let spec = json!({
+        "replicas": 4,
+        "template": {"metadata": {"labels": {"team": "chain"}}, "spec": {"chainId": "demo-1", "image": "seid:v1", "validator": {}}},
+        "genesis": {"chainId": "demo-1", "accounts": [{"address": "sei1faucet", "balance": "5usei"}]},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("net", spec)).await.unwrap();
+    let g = wait_group(&h, "net", "Ready with the ceremony complete", |g| {
+        g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))
+            && condition(g, "GenesisCeremonyComplete").as_deref() == Some("True")
+    })
+    .await;
+    let status = g.status.clone().unwrap();
+    assert_eq!(status.ready_replicas, 4);
+    assert_eq!(status.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["net-0", "net-1", "net-2", "net-3"]);
+    let hash = status.genesis_hash.clone().expect("the genesis hash the assembly reported");
+    assert_eq!(hash.len(), 64);
+    assert_eq!(status.genesis_s3_uri.as_deref(), Some("s3://local-genesis/demo-1/genesis.json"));
+    assert!(status.plan.is_none(), "a completed group plan is cleared");
+    assert!(status.ceremony_started_at.is_some());
+
+    // The assembler (the first validator's sidecar) got every validator and the extra account,
+    // under the plan's task id.
+    let assembled = h.sidecar.node(h.ns.name(), "net-0").submitted();
+    let assemble = assembled.iter().find(|r| r.task_type == "assemble-and-upload-genesis").expect("assembly submitted to net-0");
+    let params = assemble.params.clone().unwrap();
+    assert_eq!(params["nodes"], json!([{"name": "net-0"}, {"name": "net-1"}, {"name": "net-2"}, {"name": "net-3"}]));
+    assert_eq!(params["accounts"], json!([{"address": "sei1faucet", "balance": "5usei"}]));
+
+    // Every child ran its genesis plan and holds all four peers; each is the group's.
+    let mut peer_lists = Vec::new();
+    for i in 0..4 {
+        let n = h.nodes.get(&format!("net-{i}")).await.unwrap();
+        let ns = n.status.as_ref().unwrap();
+        assert_eq!(ns.phase, Some(SeiNodePhase::Running));
+        let types: Vec<&str> = ns.plan.as_ref().unwrap().tasks.iter().map(|t| t.task_type.as_str()).collect();
+        assert!(types.contains(&"generate-gentx") && types.contains(&"set-genesis-peers"), "{types:?}");
+        let ceremony = n.spec.validator.as_ref().unwrap().genesis_ceremony.clone().unwrap();
+        assert_eq!((ceremony.chain_id.as_str(), ceremony.index), ("demo-1", i));
+        assert_eq!(n.metadata.labels.as_ref().unwrap().get("team").map(String::as_str), Some("chain"));
+        let owner = &n.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("SeiNodeDeployment", g.metadata.uid.as_deref().unwrap()));
+        let peers = n.spec.peers.clone().expect("collect-and-set-peers wrote spec.peers");
+        let addresses = peers[0].static_peers.as_ref().unwrap().addresses.clone();
+        assert_eq!(addresses.len(), 4, "{addresses:?}");
+        for j in 0..4 {
+            assert!(
+                addresses.iter().any(|a| a.ends_with(&format!("@net-{j}-0.net-{j}.{}.svc.cluster.local:26656", h.ns.name()))),
+                "{addresses:?}"
+            );
+        }
+        peer_lists.push(addresses);
+    }
+    assert!(peer_lists.windows(2).all(|w| w[0] == w[1]), "every node holds the same list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_rollout_updates_one_node_at_a_time() {
+    let h = harness("grp-inplace").await;
+    let spec = json!({
+        "replicas": 4,
+        "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}}},
+        "updateStrategy": {"type": "InPlace", "maxUnavailable": 1}
+    });
+    h.groups.create(&PostParams::default(), &group("rpc", spec)).await.unwrap();
+    wait_group(&h, "rpc", "Ready", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready) && s.ready_replicas == 4))
+        .await;
+    eventually("every node's rolled-out image observed in status.currentImage", DEADLINE, || async {
+        let nodes = h.nodes.list(&Default::default()).await.ok()?.items;
+        (nodes.len() == 4 && nodes.iter().all(|n| n.status.as_ref().and_then(|s| s.current_image.as_deref()) == Some("seid:v1")))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Record every change of the SeiNodes while the rollout runs.
+    let history: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let recorder = {
+        let history = history.clone();
+        let api = h.nodes.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(Ok(event)) = events.next().await {
+                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = event {
+                    let status = n.status.clone().unwrap_or_default();
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    history.lock().unwrap().push((name, n.spec.image.clone(), status.current_image, status.phase));
+                }
+            }
+        })
+    };
+    h.groups
+        .patch("rpc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"template": {"spec": {"image": "seid:v2"}}}})))
+        .await
+        .unwrap();
+    let g = wait_group(&h, "rpc", "the rollout complete", |g| {
+        g.status.as_ref().is_some_and(|s| s.rollout.is_none() && s.template_hash.is_some() && s.phase == Some(GroupPhase::Ready))
+            && g.status.as_ref().and_then(|s| s.observed_generation) == g.metadata.generation
+    })
+    .await;
+    recorder.abort();
+    assert_eq!(condition(&g, "RolloutInProgress").as_deref(), Some("False"));
+    for i in 0..4 {
+        let n = h.nodes.get(&format!("rpc-{i}")).await.unwrap();
+        assert_eq!(n.spec.image, "seid:v2");
+        let s = n.status.unwrap();
+        assert_eq!((s.current_image.as_deref(), s.phase), (Some("seid:v2"), Some(SeiNodePhase::Running)), "rpc-{i}");
+    }
+
+    // Replay the history: at no point was more than one node asked for v2 without running it,
+    // and node i+1 was asked only after node i ran v2.
+    let history = history.lock().unwrap().clone();
+    let mut state: std::collections::BTreeMap<String, (String, Option<String>, Option<SeiNodePhase>)> = Default::default();
+    let mut asked_at = std::collections::BTreeMap::new();
+    let mut done_at = std::collections::BTreeMap::new();
+    for (i, (name, image, current, phase)) in history.iter().enumerate() {
+        state.insert(name.clone(), (image.clone(), current.clone(), *phase));
+        if image == "seid:v2" {
+            asked_at.entry(name.clone()).or_insert(i);
+        }
+        if current.as_deref() == Some("seid:v2") && *phase == Some(SeiNodePhase::Running) {
+            done_at.entry(name.clone()).or_insert(i);
+        }
+        let away: Vec<&String> = state
+            .iter()
+            .filter(|(_, (img, cur, ph))| img == "seid:v2" && (cur.as_deref() != Some("seid:v2") || *ph != Some(SeiNodePhase::Running)))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(away.len() <= 1, "more than one node away from the new image at event {i}: {away:?}");
+    }
+    for i in 1..4 {
+        let (prev, this) = (format!("rpc-{}", i - 1), format!("rpc-{i}"));
+        assert!(done_at[&prev] < asked_at[&this], "{this} was updated before {prev} ran the new image");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_deletes_the_highest_ordinals_and_retain_keeps_the_children() {
+    let h = harness("grp-scale").await;
+    let spec = json!({
+        "replicas": 4,
+        "deletionPolicy": "Retain",
+        "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "archive": {}}},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("arc", spec)).await.unwrap();
+    wait_group(&h, "arc", "4 children", |g| g.status.as_ref().is_some_and(|s| s.nodes.len() == 4)).await;
+    h.groups.patch("arc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 2}}))).await.unwrap();
+    eventually("arc-3 and arc-2 gone, arc-0 and arc-1 kept", DEADLINE, || async {
+        let names: Vec<String> = h.nodes.list(&Default::default()).await.ok()?.items.into_iter().filter_map(|n| n.metadata.name).collect();
+        (names == ["arc-0", "arc-1"]).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_group(&h, "arc", "2 nodes listed", |g| g.status.as_ref().is_some_and(|s| s.nodes.len() == 2 && s.replicas == 2)).await;
+
+    h.groups.delete("arc", &DeleteParams::default()).await.unwrap();
+    eventually("the group gone", DEADLINE, || async { h.groups.get_opt("arc").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    for name in ["arc-0", "arc-1"] {
+        let n = h.nodes.get(name).await.unwrap_or_else(|e| panic!("{name} retained: {e}"));
+        assert!(n.metadata.deletion_timestamp.is_none(), "{name} is not being deleted");
+        assert!(
+            n.metadata.owner_references.unwrap_or_default().iter().all(|o| o.kind != "SeiNodeDeployment"),
+            "{name} no longer names the group as its owner, so the garbage collector leaves it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_assembly_is_retried_and_an_overrun_ceremony_fails_the_group() {
+    let h = harness("grp-fail").await;
+    // The assembler's sidecar refuses the assembly: the task is retried, and the ceremony's
+    // deadline (the shortest the schema allows) fails the group.
+    h.sidecar
+        .script("assemble-and-upload-genesis", sei_operator::adapters::sidecar::Script::FailAfter(0, "gentx of net-2 is missing".into()));
+    let spec = json!({
+        "replicas": 2,
+        "template": {"spec": {"chainId": "bad-1", "image": "seid:v1", "validator": {}}},
+        "genesis": {"chainId": "bad-1", "maxCeremonyDuration": "1m"},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("bad", spec)).await.unwrap();
+    // The assembly is retried within its budget (180): its failure shows as a retry first.
+    let g = wait_group(&h, "bad", "the assembly retried", |g| {
+        g.status.as_ref().and_then(|s| s.plan.as_ref()).is_some_and(|p| p.tasks[0].retry_count >= 1)
+    })
+    .await;
+    let task = &g.status.as_ref().unwrap().plan.as_ref().unwrap().tasks[0];
+    assert_eq!(task.task_type, "assemble-and-upload-genesis");
+    let error = task.error.clone().unwrap_or_default();
+    assert!(error.contains("gentx of net-2 is missing") && error.contains("sei-builtin-group"), "the reason names the module: {error}");
+    assert_eq!(g.status.as_ref().unwrap().plan.as_ref().unwrap().phase, TaskPlanPhase::Active);
+
+    // A minute after it started, the ceremony has overrun: the group fails, saying why.
+    let g = wait_group(&h, "bad", "Failed by its ceremony deadline", |g| {
+        g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Failed))
+    })
+    .await;
+    let status = g.status.clone().unwrap();
+    let complete = status.conditions.iter().find(|c| c.type_ == "GenesisCeremonyComplete").unwrap();
+    assert_eq!((complete.status.as_str(), complete.reason.as_str()), ("False", "CeremonyTimedOut"));
+    assert!(complete.message.contains("maxCeremonyDuration 1m"), "{}", complete.message);
+    let plan = status.plan.unwrap();
+    assert_eq!(plan.phase, TaskPlanPhase::Failed);
+    assert!(plan.failed_task_detail.unwrap().error.contains("did not complete within maxCeremonyDuration 1m"));
+}
