@@ -215,6 +215,10 @@ mod groups {
             let message = message_of(create(&api, group(name, spec)).await);
             assert!(message.contains(want), "{name}: {message}");
         }
+        for name in ["net-g3", "net-exporter"] {
+            let message = message_of(create(&api, group(name, genesis_spec())).await);
+            assert!(message.contains("may not end in -g<number> or -exporter"), "{name}: {message}");
+        }
     }
 
     /// Merge `patch` into `target` (JSON merge patch: null removes).

@@ -33,6 +33,11 @@ struct Harness {
 }
 
 async fn harness(prefix: &str) -> Harness {
+    harness_with(prefix, false).await
+}
+
+/// `hostile`: a TaskModule-ranked module that misbehaves serves `collect-and-set-peers`.
+async fn harness_with(prefix: &str, hostile: bool) -> Harness {
     let cluster = TestCluster::shared();
     cluster.install_crds(&[sei_operator::crds::seinode(), sei_operator::crds::seinodedeployment()]).await.unwrap();
     let ns = cluster.namespace(prefix).await;
@@ -42,6 +47,14 @@ async fn harness(prefix: &str) -> Harness {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let registry = Arc::new(TaskRegistry::new());
     registry.load_builtins(&sandbox).await.unwrap();
+    if hostile {
+        use sei_operator::policy::guard::{CapabilityName, Grants};
+        let bytes = std::fs::read(sei_operator::embedded::test_guest_path("test-misbehaving")).unwrap();
+        let grant = sei_operator::sandbox::ModuleGrant::new(Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite]));
+        let module = sandbox.load_module(&bytes, grant).await.unwrap();
+        let source = sei_operator::registry::ModuleSource::TaskModule { name: "hostile".into() };
+        registry.install(&["collect-and-set-peers".to_string()], sei_operator::registry::ModuleEntry::new(source, module));
+    }
     let resolver = SidecarResolver::Template(sidecar.url_template());
     let nodes = Context::builder(client.clone(), sandbox.clone(), registry.clone(), PlatformConfig::for_local(), resolver.clone()).build();
     let groups = GroupContext::new(client, sandbox, registry, PlatformConfig::for_local(), resolver, nodes.telemetry().clone());
@@ -143,6 +156,11 @@ async fn four_validators_form_a_network_through_the_genesis_ceremony() {
         peer_lists.push(addresses);
     }
     assert!(peer_lists.windows(2).all(|w| w[0] == w[1]), "every node holds the same list");
+    let ids: std::collections::BTreeSet<&str> = peer_lists[0].iter().filter_map(|a| a.split('@').next()).collect();
+    assert_eq!(ids.len(), 4, "each peer is a node of its own (its sidecar's node id): {:?}", peer_lists[0]);
+    // The status as a user reads it: the reference's key names.
+    let raw = serde_json::to_value(&g).unwrap();
+    assert!(raw.pointer("/status/genesisS3URI").is_some(), "{raw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,4 +313,122 @@ async fn a_failing_assembly_is_retried_and_an_overrun_ceremony_fails_the_group()
     let plan = status.plan.unwrap();
     assert_eq!(plan.phase, TaskPlanPhase::Failed);
     assert!(plan.failed_task_detail.unwrap().error.contains("did not complete within maxCeremonyDuration 1m"));
+}
+
+/// A template change rolled out with `strategy`: returns the group once the rollout completed.
+async fn roll_out(h: &Harness, name: &str, image: &str) -> SeiNodeDeployment {
+    let change = json!({"spec": {"template": {"spec": {"image": image}}}});
+    h.groups.patch(name, &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
+    wait_group(h, name, "the rollout complete", |g| {
+        let s = g.status.as_ref();
+        s.is_some_and(|s| s.rollout.is_none() && s.phase == Some(GroupPhase::Ready) && s.ready_replicas == g.spec.replicas)
+            && s.and_then(|s| s.observed_generation) == g.metadata.generation
+    })
+    .await
+}
+
+async fn names(h: &Harness) -> Vec<String> {
+    h.nodes.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|n| n.metadata.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_fork_halts_the_incumbents_at_the_height_and_hands_over_to_the_entrants() {
+    let h = harness("grp-fork").await;
+    let spec = json!({
+        "replicas": 2,
+        "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}}},
+        "updateStrategy": {"type": "HardFork", "hardFork": {"haltHeight": 5000}}
+    });
+    h.groups.create(&PostParams::default(), &group("fork", spec)).await.unwrap();
+    let g = wait_group(&h, "fork", "Ready", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))).await;
+    let generation = g.metadata.generation.unwrap() + 1;
+    let g = roll_out(&h, "fork", "seid:v2").await;
+    let entrants = [format!("fork-g{generation}-0"), format!("fork-g{generation}-1")];
+    assert_eq!(names(&h).await, entrants, "the incumbents were torn down, the entrants run");
+    assert_eq!(g.status.as_ref().unwrap().nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(), entrants);
+    for (i, name) in entrants.iter().enumerate() {
+        let n = h.nodes.get(name).await.unwrap();
+        assert_eq!(n.spec.image, "seid:v2");
+        let labels = n.metadata.labels.unwrap();
+        assert_eq!(labels.get("sei.io/nodedeployment-ordinal"), Some(&i.to_string()));
+        assert_eq!(labels.get("sei.io/revision"), Some(&generation.to_string()));
+        // Each entrant was asked to reach the halt height.
+        let asked = h.sidecar.node(h.ns.name(), name).submitted();
+        let wait = asked.iter().find(|r| r.task_type == "await-condition").expect("await-condition on the entrant");
+        assert_eq!(wait.params, Some(json!({"condition": "height", "targetHeight": 5000})));
+    }
+    for incumbent in ["fork-0", "fork-1"] {
+        let told = h.sidecar.node(h.ns.name(), incumbent).submitted();
+        let halt = told.iter().find(|r| r.task_type == "await-condition").expect("the halt signal");
+        assert_eq!(halt.params, Some(json!({"condition": "height", "targetHeight": 5000, "action": "SIGTERM_SEID"})));
+    }
+    // A rollout does not recreate the old ordinals' names: the group is its entrants now.
+    let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
+    h.groups.patch("fork", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    wait_group(&h, "fork", "still Ready after a resync", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))).await;
+    assert_eq!(names(&h).await, entrants);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_brings_up_the_entrants_before_the_incumbents_go() {
+    let h = harness("grp-bluegreen").await;
+    let spec = json!({
+        "replicas": 2,
+        "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "archive": {}}},
+        "updateStrategy": {"type": "BlueGreen"}
+    });
+    h.groups.create(&PostParams::default(), &group("bg", spec)).await.unwrap();
+    let g = wait_group(&h, "bg", "Ready", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))).await;
+    let generation = g.metadata.generation.unwrap() + 1;
+    let change = json!({"spec": {"template": {"spec": {"image": "seid:v2"}}}});
+    h.groups.patch("bg", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
+    // While the entrants come up, the incumbents still run: both generations exist at once.
+    let entrant = format!("bg-g{generation}-0");
+    eventually("entrants and incumbents side by side", DEADLINE, || async {
+        let n = names(&h).await;
+        (n.contains(&"bg-0".to_string()) && n.contains(&entrant)).then_some(())
+    })
+    .await
+    .unwrap();
+    let g = roll_out(&h, "bg", "seid:v2").await;
+    assert_eq!(names(&h).await, [format!("bg-g{generation}-0"), format!("bg-g{generation}-1")]);
+    assert_eq!(g.status.as_ref().unwrap().ready_replicas, 2);
+    assert_eq!(
+        g.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "RolloutInProgress").map(|c| c.status.as_str()),
+        Some("False")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_group_task_is_denied_and_fails_only_its_group() {
+    let h = harness_with("grp-hostile", true).await;
+    // Someone else's SeiNode, which the hostile module tries to take over.
+    let victim: SeiNode = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": "victim"},
+        "spec": {"chainId": "pacific-1", "image": "seid:v1", "archive": {}}
+    }))
+    .unwrap();
+    h.nodes.create(&PostParams::default(), &victim).await.unwrap();
+    let spec = json!({
+        "replicas": 2,
+        "template": {"spec": {"chainId": "net-9", "image": "seid:v1", "validator": {}}},
+        "genesis": {"chainId": "net-9"},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("net", spec)).await.unwrap();
+    let g = wait_group(&h, "net", "Failed", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Failed))).await;
+    let plan = g.status.unwrap().plan.unwrap();
+    let detail = plan.failed_task_detail.unwrap();
+    assert_eq!(detail.task_type, "collect-and-set-peers");
+    assert!(detail.error.contains("denied"), "{}", detail.error);
+    assert!(detail.error.contains("SeiNode victim is not a member of SeiNodeDeployment net"), "{}", detail.error);
+    assert!(detail.error.contains("test-misbehaving"), "the module is named: {}", detail.error);
+    // Nothing else changed: the victim is untouched, the children still run.
+    let v = h.nodes.get("victim").await.unwrap();
+    assert_eq!(v.spec.image, "seid:v1");
+    assert!(v.metadata.owner_references.unwrap_or_default().is_empty());
+    for child in ["net-0", "net-1"] {
+        let n = h.nodes.get(child).await.unwrap();
+        assert_eq!(n.status.unwrap().phase, Some(SeiNodePhase::Running), "{child}");
+    }
 }

@@ -3,7 +3,8 @@
 //! A *tour* drives every feature that needs a permission, with two controller replicas running
 //! as one ServiceAccount under leader election: a TaskModule loaded from a ConfigMap in the
 //! module namespace (both replicas report in its status), a full node and a bootstrap node to
-//! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), a group of two full
+//! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), an image change on
+//! a Running node (its convergence plan applies over the StatefulSet and Service), a group of two full
 //! nodes (children created, one deleted by a scale-down, the group's finalizer), a genesis validator
 //! whose `configure-genesis` is retried (its repeated Warning event is patched as a series), the
 //! deletion of a node (its PVC), and a
@@ -268,6 +269,17 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
     jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.map_err(|e| e.to_string())?;
     wait_phase(&nodes, "full", SeiNodePhase::Running).await?;
     wait_phase(&nodes, "boot", SeiNodePhase::Running).await?;
+
+    // An image change on a Running node: its convergence plan applies over the StatefulSet and
+    // Service that exist (server-side apply: patch).
+    nodes.patch("full", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"image": "seid:v2"}}))).await.map_err(|e| e.to_string())?;
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(admin.clone(), ns);
+    wait("the StatefulSet of full on the new image", || async {
+        let s = sts.get("full").await.ok()?;
+        let image = s.spec.template.spec.as_ref()?.containers.iter().find(|c| c.name == "seid")?.image.clone()?;
+        (image == "seid:v2").then_some(())
+    })
+    .await?;
 
     // A group of two full nodes: its children are created and reach Running, a scale-down
     // deletes one, and deleting the group removes its finalizer.

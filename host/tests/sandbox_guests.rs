@@ -761,6 +761,26 @@ mod hostile_review {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_made_between_the_check_and_the_apply_is_not_merged_into() {
+        let f = fixture().await;
+        let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
+        let kube = Arc::new(RacingKube { inner: InMemoryKube::new(), raced: AtomicBool::new(false), deletes: AtomicU32::new(0) });
+        let env = RunEnv {
+            scope: Scope::for_node("sei", "rpc").with_owner_uid(Some("u1".into())),
+            kube: kube.clone(),
+            sidecar: None,
+            members: None,
+        };
+        let object = serde_json::json!({"object": {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "rpc", "ownerReferences": owner()}, "data": {"taken": "over"}}});
+        let r = f.sandbox.run(&module, input("apply-object", &object.to_string()), &env).await;
+        assert!(r.outcome.is_err(), "absent at the check: a create, which finds the object made in between: {:?}", r.outcome);
+        let stored = kube.inner.objects().into_iter().find(|o| o["metadata"]["name"] == "rpc").unwrap();
+        assert_eq!(stored["metadata"]["uid"], "someone-elses");
+        assert!(stored.get("data").is_none(), "nothing was merged into someone else's object: {stored}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn null_annotations_still_carry_the_module_digest() {
         let f = fixture().await;
         let module = f.sandbox.load_module(&read_guest("test-misbehaving"), writer_grant()).await.unwrap();
@@ -854,7 +874,8 @@ mod group_scope {
         kube.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "net-0-key", "namespace": "sei"}})).unwrap();
         let members: BTreeMap<String, Arc<dyn SidecarClient>> =
             [("net-0".to_string(), Arc::new(InMemorySidecar::new()) as Arc<dyn SidecarClient>)].into();
-        let scope = Scope::for_group("sei", "net", "g-uid", ["net-0".to_string(), "net-1".to_string()].into(), BTreeMap::new());
+        let scope =
+            Scope::for_group("sei", "net", "g-uid", ["net-0".to_string(), "net-1".to_string()].into(), BTreeMap::new(), BTreeMap::new());
         let env = RunEnv { scope, kube, sidecar: None, members: Some(Arc::new(members) as Arc<dyn MemberSidecars>) };
         (f, module, env)
     }

@@ -1,6 +1,8 @@
 //! How the controllers reach a node's sidecar: the address (`SidecarResolver`: the reference's pod
-//! DNS name, or a URL template for tests and the demo) and one HTTP client per address, kept for
-//! the node's later steps (`sidecar_urls`).
+//! DNS name, or a URL template for tests and the demo) and one HTTP client per node, kept for the
+//! node's later steps (`sidecar_urls`). The cache holds one entry per node (a changed address
+//! replaces it) and forgets a deleted node, so no spec change can grow it
+//! (`one_client_per_node_whatever_its_port`).
 
 use super::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
 use crate::api::seinode::SeiNode;
@@ -33,11 +35,11 @@ impl SidecarResolver {
     }
 }
 
-/// The sidecar clients, one per address.
+/// The sidecar clients, one per node (`namespace/name`), with the address it was made for.
 #[derive(Debug)]
 pub struct Sidecars {
     resolver: SidecarResolver,
-    clients: Mutex<HashMap<String, Arc<HttpSidecarClient>>>,
+    clients: Mutex<HashMap<String, (String, Arc<HttpSidecarClient>)>>,
 }
 
 impl Sidecars {
@@ -48,13 +50,30 @@ impl Sidecars {
     /// The client of `node`'s sidecar (`None` when its address is not a URL).
     pub fn client_for(&self, node: &SeiNode) -> Option<Arc<dyn SidecarClient>> {
         let url = self.resolver.url(node);
+        let key = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&url) {
+        if let Some((known, c)) = clients.get(&key)
+            && *known == url
+        {
             return Some(c.clone());
         }
         let client = Arc::new(HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT).ok()?);
-        clients.insert(url, client.clone());
+        clients.insert(key, (url, client.clone()));
         Some(client)
+    }
+
+    /// Drop the client of a deleted node.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
+    }
+
+    /// How many clients are kept.
+    pub fn len(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -75,5 +94,23 @@ mod tests {
             SidecarResolver::Template("http://127.0.0.1:9/nodes/{namespace}/{name}".into()).url(&node),
             "http://127.0.0.1:9/nodes/sei/rpc"
         );
+    }
+
+    #[test]
+    fn one_client_per_node_whatever_its_port() {
+        let sidecars = Sidecars::new(SidecarResolver::PodDns);
+        let mut node: SeiNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "rpc", "namespace": "sei"},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}}
+        }))
+        .unwrap();
+        for port in 1000..1100 {
+            node.spec.sidecar = Some(crate::api::seinode::SidecarConfig { port: Some(port), ..Default::default() });
+            assert!(sidecars.client_for(&node).is_some());
+        }
+        assert_eq!(sidecars.len(), 1, "a changed address replaces the node's client");
+        sidecars.forget("sei", "rpc");
+        assert!(sidecars.is_empty());
     }
 }

@@ -264,11 +264,20 @@ pub struct InMemorySidecar {
     scripts: Mutex<BTreeMap<String, Script>>,
     tasks: Mutex<BTreeMap<String, Entry>>,
     ready: Mutex<bool>,
+    node_id: Option<String>,
 }
 
 impl InMemorySidecar {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A sidecar of the node `seed` names: its node id is the first 40 hex digits of
+    /// sha256(`seed`), so every node of a test network has its own.
+    pub fn for_node(seed: &str) -> Self {
+        use sha2::Digest;
+        let id = hex::encode(sha2::Sha256::digest(seed.as_bytes()))[..40].to_string();
+        Self { node_id: Some(id), ..Self::default() }
     }
 
     pub fn script(&self, task_type: &str, script: Script) {
@@ -339,7 +348,7 @@ impl SidecarClient for InMemorySidecar {
     }
 
     async fn node_id(&self) -> Result<String, SidecarAdapterError> {
-        Ok("0123456789abcdef0123456789abcdef01234567".into())
+        Ok(self.node_id.clone().unwrap_or_else(|| "0123456789abcdef0123456789abcdef01234567".into()))
     }
 }
 

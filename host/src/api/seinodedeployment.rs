@@ -14,6 +14,8 @@
 //! - `HardFork` needs `hardFork.haltHeight` >= 1; `maxUnavailable` is 1..100;
 //! - a genesis group has a validator template on the same chain id, and the template leaves
 //!   `validator.genesisCeremony` to the group;
+//! - a group's name does not end in `-g<number>` or `-exporter`, so no group's children take the
+//!   names of another group's rollout entrants or exporter;
 //! - `genesis.maxCeremonyDuration` is a duration of at least one minute (default 15m), enforced
 //!   by the group controller (a ceremony that overruns fails with `CeremonyTimedOut`).
 
@@ -46,6 +48,7 @@ pub const DEFAULT_MAX_CEREMONY_DURATION: &str = "15m";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.rollout.entrantRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!self.metadata.name.matches('-g[0-9]+$') && !self.metadata.name.endsWith('-exporter')").message("a SeiNodeDeployment name may not end in -g<number> or -exporter: those are the names of another group's rollout entrants and fork exporter"),
     validation = Rule::new("!has(self.spec.genesis) || !has(oldSelf.status) || !has(oldSelf.status.ceremonyStartedAt) || self.spec.replicas == oldSelf.spec.replicas").message("spec.replicas cannot change once the genesis ceremony has started: the validator set is written into genesis")
 )]
 #[x_kube(
@@ -288,7 +291,7 @@ pub struct SeiNodeDeploymentStatus {
     pub plan: Option<TaskPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "genesisS3URI", skip_serializing_if = "Option::is_none")]
     pub genesis_s3_uri: Option<String>,
     /// When the group first created children for its genesis ceremony; `replicas` is fixed from
     /// then on, and `maxCeremonyDuration` counts from it.
@@ -410,6 +413,7 @@ mod tests {
             "template.spec.validator.genesisCeremony is set by the group from spec.genesis; leave it out",
             "a HardFork update needs hardFork.haltHeight >= 1",
             "genesis.maxCeremonyDuration must be at least 1m",
+            "a SeiNodeDeployment name may not end in -g<number> or -exporter: those are the names of another group's rollout entrants and fork exporter",
             // The SeiNode rules hold for the template too.
             "exactly one mode must be set: fullNode, archive, replayer or validator",
         ] {

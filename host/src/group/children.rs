@@ -35,7 +35,9 @@ pub fn owner_of(g: &SeiNodeDeployment) -> OwnerReference {
         name: g.name_any(),
         uid: g.uid().unwrap_or_default(),
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        // Not blocking: that would need `update` on seinodedeployments/finalizers where the
+        // OwnerReferencesPermissionEnforcement admission plugin runs; nothing here relies on it.
+        block_owner_deletion: None,
     }
 }
 
@@ -44,11 +46,12 @@ pub fn ordinal_of(n: &SeiNode) -> Option<i32> {
     n.labels().get(ORDINAL_LABEL)?.parse().ok()
 }
 
-/// Whether `n` is one of the group's (labelled and owned by its uid), and not its exporter.
+/// Whether `n` is one of the group's (labelled, and owned by its uid alone), and not its exporter.
 pub fn is_child(g: &SeiNodeDeployment, n: &SeiNode) -> bool {
     let uid = g.uid().unwrap_or_default();
     n.labels().get(GROUP_LABEL).is_some_and(|v| *v == g.name_any())
-        && n.owner_references().iter().any(|o| o.kind == "SeiNodeDeployment" && o.uid == uid)
+        && !n.owner_references().is_empty()
+        && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid)
         && n.labels().get(ROLE_LABEL).is_none_or(|r| r != "exporter")
 }
 

@@ -85,12 +85,17 @@ pub async fn reconcile(group: Arc<SeiNodeDeployment>, ctx: Arc<GroupContext>) ->
     .map_err(|e| GroupError::Finalizer(Box::new(e)))
 }
 
-/// Every SeiNode the group owns (children, entrants, exporter), by label and owner uid.
+/// Every SeiNode the group owns alone (children, entrants, exporter), by label and owner uid.
 async fn owned_nodes(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<Vec<SeiNode>, kube::Error> {
     let nodes: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &g.namespace().unwrap_or_default());
     let uid = g.uid().unwrap_or_default();
     let listed = nodes.list(&ListParams::default().labels(&format!("{GROUP_LABEL}={}", g.name_any()))).await?;
-    Ok(listed.items.into_iter().filter(|n| n.owner_references().iter().any(|o| o.uid == uid)).collect())
+    // Owned by the group alone: the rule the guard applies to the group's tasks.
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|n| !n.owner_references().is_empty() && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid))
+        .collect())
 }
 
 async fn cleanup(g: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action, GroupError> {
@@ -132,9 +137,9 @@ fn group_scope(g: &SeiNodeDeployment, owned: &[SeiNode]) -> Scope {
         members.extend(r.entrant_nodes.iter().cloned());
         members.extend(r.incumbent_nodes.iter().cloned());
     }
-    let mut labels = g.spec.template.metadata.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
-    labels.extend(g.spec.template.spec.pod_labels.clone().unwrap_or_default());
-    Scope::for_group(&g.namespace().unwrap_or_default(), &g.name_any(), &g.uid().unwrap_or_default(), members, labels)
+    let object_labels = g.spec.template.metadata.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
+    let pod_labels = g.spec.template.spec.pod_labels.clone().unwrap_or_default();
+    Scope::for_group(&g.namespace().unwrap_or_default(), &g.name_any(), &g.uid().unwrap_or_default(), members, object_labels, pod_labels)
 }
 
 async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action, GroupError> {
@@ -186,6 +191,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                     Err(e) => return Err(e.into()),
                 }
                 owned.retain(|n| n.name_any() != victim);
+                ctx.sidecars().forget(&ns, &victim);
             }
         }
     }
@@ -303,6 +309,10 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                     } else if let Some(rollout) = status.rollout.take() {
                         status.template_hash = Some(rollout.target_hash.clone());
                         status.observed_generation = g.metadata.generation;
+                        if !rollout.entrant_nodes.is_empty() {
+                            // Torn down: their sidecar clients go too.
+                            rollout.incumbent_nodes.iter().for_each(|n| ctx.sidecars().forget(&ns, n));
+                        }
                     }
                     status.plan = None;
                     publish(
@@ -405,6 +415,13 @@ fn finish_status(
         ));
         let complete = old.iter().any(|c| c.type_ == cond::GENESIS_CEREMONY_COMPLETE && c.status == "True")
             || (!active && !plan_failed && status.plan.is_none() && status.genesis_hash.is_some());
+        // A deadline that failed the ceremony stays its reason on every later write.
+        let timed_out = timed_out.clone().or_else(|| {
+            old.iter()
+                .find(|c| c.type_ == cond::GENESIS_CEREMONY_COMPLETE && c.reason == "CeremonyTimedOut")
+                .filter(|_| plan_failed)
+                .map(|c| ("CeremonyTimedOut", c.message.clone()))
+        });
         let (reason, message) = match (&timed_out, complete, plan_failed) {
             (Some((r, m)), _, _) => (*r, m.clone()),
             (None, true, _) => ("CeremonyComplete", format!("genesis {} assembled", status.genesis_hash.clone().unwrap_or_default())),

@@ -15,6 +15,11 @@ pub async fn resolve_label_peers(client: &Client, node: &SeiNode) -> Result<Vec<
     let mut out = BTreeSet::new();
     for source in node.spec.peers.iter().flatten().filter_map(|p| p.label.as_ref()) {
         let ns = source.namespace.clone().or_else(|| node.namespace()).unwrap_or_default();
+        // Only label syntax reaches the selector: `a!=b` or `a,b` would make it match far more.
+        if !source.selector.iter().all(|(k, v)| is_label_key(k) && is_label_value(v)) {
+            tracing::warn!(node = %node.name_any(), "a label peer selector that is not label syntax is ignored");
+            continue;
+        }
         let selector = source.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let api: Api<SeiNode> = Api::namespaced(client.clone(), &ns);
         for peer in api.list(&ListParams::default().labels(&selector)).await?.items {
@@ -25,6 +30,25 @@ pub async fn resolve_label_peers(client: &Client, node: &SeiNode) -> Result<Vec<
         }
     }
     Ok(out.into_iter().collect())
+}
+
+/// A label value: at most 63 characters, alphanumerics with `-`, `_`, `.` inside.
+fn is_label_value(v: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars().all(ok)
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS prefix and `/`, then a name like a value (not empty).
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = k.rsplit_once('/').map_or((None, k), |(p, n)| (Some(p), n));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 253 && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    });
+    prefix_ok && !name.is_empty() && is_label_value(name)
 }
 
 /// The node's StatefulSet image and pod labels, and whether its Service exists.
@@ -53,4 +77,20 @@ fn rolled_out(sts: &StatefulSet) -> bool {
         && status.updated_replicas.unwrap_or(0) >= replicas
         && status.ready_replicas.unwrap_or(0) >= replicas
         && (status.update_revision.is_none() || status.current_revision == status.update_revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_label_syntax_only() {
+        for ok in ["app", "sei.io/node", "a-b_c.d"] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in ["zzz!", "a,b", "", "a b", "/x", "a/"] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        assert!(is_label_value("") && is_label_value("v1.2") && !is_label_value("x,y=z") && !is_label_value("-a"));
+    }
 }

@@ -88,6 +88,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
     ctx.step_clock().forget(&node.uid().unwrap_or_default());
+    ctx.sidecars().forget(&node.namespace().unwrap_or_default(), &node.name_any());
     ctx.convergences().forget(&node.uid().unwrap_or_default());
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);

@@ -6,7 +6,7 @@
 
 use crate::api::seinode::SeiNode;
 use crate::platform::PlatformConfig;
-use crate::policy::scope::{Placement, Scope};
+use crate::policy::scope::{GROUP_LABEL, Placement, Scope};
 use kube::ResourceExt;
 
 pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
@@ -15,6 +15,15 @@ pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
         .with_owner_uid(node.uid())
         .with_pod_labels(node.spec.pod_labels.clone().unwrap_or_default())
         .with_placement(Placement::for_platform(platform))
+        .with_group_label(owning_group(node))
+}
+
+/// The SeiNodeDeployment this node belongs to: labelled `sei.io/nodedeployment=<group>` and
+/// owned by that group. A node that only says so (a label, a pod label) belongs to none, so its
+/// pods cannot carry another group's label (`a_node_claims_a_group_only_when_the_group_owns_it`).
+fn owning_group(node: &SeiNode) -> Option<String> {
+    let group = node.labels().get(GROUP_LABEL)?;
+    node.owner_references().iter().any(|o| o.kind == "SeiNodeDeployment" && o.name == *group).then(|| group.clone())
 }
 
 #[cfg(test)]
@@ -38,5 +47,25 @@ mod tests {
         assert!(scope.pod_service_accounts.contains("sei-node") && scope.pod_service_accounts.contains("default"));
         assert_eq!(scope.pod_labels.get("team").map(String::as_str), Some("rpc"));
         assert_eq!(scope.placement, Placement::for_platform(&platform));
+        assert_eq!(scope.group_label, None);
+    }
+
+    #[test]
+    fn a_node_claims_a_group_only_when_the_group_owns_it() {
+        let with = |owners: serde_json::Value| -> SeiNode {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+                "metadata": {"name": "net-0", "namespace": "sei", "labels": {"sei.io/nodedeployment": "net"}, "ownerReferences": owners},
+                "spec": {"chainId": "c", "image": "i", "fullNode": {}, "podLabels": {"sei.io/nodedeployment": "net"}}
+            }))
+            .unwrap()
+        };
+        let platform = PlatformConfig::for_local();
+        let owned = with(serde_json::json!([{"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g"}]));
+        assert_eq!(node_scope(&owned, &platform).group_label.as_deref(), Some("net"));
+        let claimed = with(serde_json::json!([]));
+        let scope = node_scope(&claimed, &platform);
+        assert_eq!(scope.group_label, None, "a label alone does not make a node a group's");
+        assert_eq!(scope.identity_label("sei.io/nodedeployment", "net", "net-0"), Some(false));
     }
 }

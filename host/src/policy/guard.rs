@@ -270,13 +270,34 @@ impl CapabilityGuard {
                 ),
             });
         }
+        let template = self.scope.group.as_ref().map(|g| &g.pod_labels);
         let pod_labels = object.pointer("/spec/podLabels").and_then(serde_json::Value::as_object);
         for (k, v) in pod_labels.into_iter().flatten() {
             let v = v.as_str().unwrap_or_default();
-            if !k.starts_with("sei.io/") && self.scope.pod_labels.get(k).is_none_or(|t| t != v) {
+            let allowed = match k.as_str() {
+                super::scope::GROUP_LABEL => v == group.as_str(),
+                super::scope::REVISION_LABEL => true,
+                _ => !k.starts_with("sei.io/") && template.and_then(|t| t.get(k)).is_some_and(|t| t == v),
+            };
+            if !allowed {
                 return Err(Denial {
                     reason: "label",
                     message: format!("{what}: spec.podLabels {k}={v} is not in the template of SeiNodeDeployment {group}"),
+                });
+            }
+        }
+        // Label peers in another namespace would have the controller list SeiNodes there for it.
+        let peers = object.pointer("/spec/peers").and_then(serde_json::Value::as_array);
+        for source in peers.into_iter().flatten() {
+            if let Some(ns) = source.pointer("/label/namespace").and_then(serde_json::Value::as_str)
+                && ns != self.scope.namespace
+            {
+                return Err(Denial {
+                    reason: "namespace",
+                    message: format!(
+                        "{what}: spec.peers label namespace `{ns}` is outside the group's namespace `{}`",
+                        self.scope.namespace
+                    ),
                 });
             }
         }
@@ -569,10 +590,11 @@ mod tests {
     fn group_tasks_touch_only_their_members() {
         use CapabilityName::*;
         let members = ["net-0".to_string(), "net-1".to_string()].into();
-        let labels = [("team".to_string(), "ops".to_string())].into();
+        let object_labels = [("team".to_string(), "ops".to_string())].into();
+        let pod_labels = [("tier".to_string(), "val".to_string())].into();
         let g = CapabilityGuard::new(
             Arc::new(Grants::new([KubeRead, KubeWrite, KubeDelete, Sidecar])),
-            Scope::for_group("sei", "net", "g-uid", members, labels),
+            Scope::for_group("sei", "net", "g-uid", members, object_labels, pod_labels),
         );
         let call = |verb, api_version, kind, name| KubeCall { verb, api_version, kind, namespace: None, name };
         assert!(g.check_kube(&call(KubeVerb::Apply, "sei.io/v1alpha1", "SeiNode", Some("net-1"))).is_ok());
@@ -593,10 +615,8 @@ mod tests {
         let node = |owner: serde_json::Value, labels: serde_json::Value, pod_labels: serde_json::Value| serde_json::json!({"metadata": {"name": "net-0", "labels": labels, "ownerReferences": [owner]}, "spec": {"podLabels": pod_labels}});
         let group_owner = serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g-uid"});
         let ok_labels = serde_json::json!({"sei.io/nodedeployment": "net", "team": "ops"});
-        assert_eq!(
-            g.check_object("SeiNode", &node(group_owner.clone(), ok_labels.clone(), serde_json::json!({"team": "ops"})), "w"),
-            Ok(())
-        );
+        let ok_pods = serde_json::json!({"tier": "val", "sei.io/nodedeployment": "net", "sei.io/revision": "3"});
+        assert_eq!(g.check_object("SeiNode", &node(group_owner.clone(), ok_labels.clone(), ok_pods), "w"), Ok(()));
         let node_owner = serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "name": "net", "uid": "g-uid"});
         let d = g.check_object("SeiNode", &node(node_owner, ok_labels.clone(), serde_json::json!({})), "w").unwrap_err();
         assert!(d.message.contains("owned by SeiNodeDeployment net (uid g-uid)"), "{d}");
@@ -604,8 +624,29 @@ mod tests {
             .check_object("SeiNode", &node(group_owner.clone(), serde_json::json!({"team": "ops"}), serde_json::json!({})), "w")
             .unwrap_err();
         assert!(d.message.contains("must carry the label sei.io/nodedeployment=net"), "{d}");
-        let d = g.check_object("SeiNode", &node(group_owner, ok_labels, serde_json::json!({"app": "payments"})), "w").unwrap_err();
-        assert!(d.message.contains("spec.podLabels app=payments is not in the template"), "{d}");
+        for bad in [
+            serde_json::json!({"app": "payments"}),
+            serde_json::json!({"sei.io/nodedeployment": "other"}),
+            serde_json::json!({"sei.io/node": "other-0"}),
+            serde_json::json!({"team": "ops"}),
+        ] {
+            let d = g.check_object("SeiNode", &node(group_owner.clone(), ok_labels.clone(), bad.clone()), "w").unwrap_err();
+            assert!(d.message.contains("is not in the template of SeiNodeDeployment net"), "{bad}: {d}");
+        }
+        // The object's own labels: the group's, never another's, and no exporter role but on the exporter.
+        for bad in [
+            serde_json::json!({"sei.io/nodedeployment": "other"}),
+            serde_json::json!({"sei.io/nodedeployment": "net", "sei.io/role": "exporter"}),
+        ] {
+            let d = g.check_object("SeiNode", &node(group_owner.clone(), bad.clone(), serde_json::json!({})), "w").unwrap_err();
+            assert!(d.message.contains("is not allowed") || d.message.contains("must carry the label"), "{bad}: {d}");
+        }
+        let mut cross = node(group_owner.clone(), ok_labels.clone(), serde_json::json!({}));
+        cross["spec"]["peers"] = serde_json::json!([{"label": {"selector": {"a": "b"}, "namespace": "other-tenant"}}]);
+        assert_eq!(g.check_object("SeiNode", &cross, "w").unwrap_err().reason, "namespace");
+        let exporter = serde_json::json!({"metadata": {"name": "net-exporter", "labels": {"sei.io/nodedeployment": "net", "sei.io/role": "exporter"},
+            "ownerReferences": [group_owner.clone()]}, "spec": {}});
+        assert_eq!(g.check_object("SeiNode", &exporter, "w"), Ok(()));
         // Sidecars: members only, and only through member-sidecars.
         assert!(g.check_member_sidecar("status", "net-1").is_ok());
         assert_eq!(g.check_member_sidecar("status", "other-0").unwrap_err().reason, "name");

@@ -78,9 +78,12 @@ fn check_annotations(what: &str, meta: &Value) -> Result<(), String> {
 fn check_object_labels(kind: &str, meta: &Value, scope: &Scope) -> Result<(), String> {
     let Some(labels) = meta.get("labels").filter(|l| !l.is_null()) else { return Ok(()) };
     let Some(labels) = labels.as_object() else { return Err(format!("{kind} has metadata.labels that are not a map")) };
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
     for (key, value) in labels {
         let value = value.as_str().unwrap_or_default();
-        let allowed = if key == NODE_LABEL {
+        let allowed = if let Some(ok) = scope.identity_label(key, value, name) {
+            ok
+        } else if key == NODE_LABEL {
             value == scope.node_name
         } else {
             key.starts_with("sei.io/") || scope.pod_labels.get(key).is_some_and(|v| v == value)
@@ -217,7 +220,7 @@ fn check_template_metadata(kind: &str, meta: &Value, scope: &Scope) -> Result<()
         let value = value.as_str().unwrap_or_default();
         let allowed = key == NODE_LABEL
             || (key == COMPONENT_LABEL.0 && value == COMPONENT_LABEL.1)
-            || scope.pod_labels.get(key).is_some_and(|v| v == value);
+            || (scope.pod_labels.get(key).is_some_and(|v| v == value) && scope.identity_label(key, value, "").is_none_or(|ok| ok));
         if !allowed {
             return Err(format!(
                 "{kind} pod template label {key}={value} is not one of the node's spec.podLabels (a pod label could join another node's Service)"

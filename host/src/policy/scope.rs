@@ -59,6 +59,29 @@ pub struct Scope {
     /// Set for a group task: the step works for this SeiNodeDeployment (`node_name` is the
     /// group's name, `owner_uid` its uid) and may touch only its member SeiNodes.
     pub group: Option<GroupScope>,
+    /// The only value `sei.io/nodedeployment` may have on what this step writes (objects and
+    /// pods): a group task's own group, or the group that owns this node; `None`: the label may
+    /// not be set at all. So no object joins a group's selectors without that group owning it.
+    pub group_label: Option<String>,
+}
+
+/// The label a group's exporter carries (`sei.io/role=exporter`), only on `<group>-exporter`.
+pub const ROLE_LABEL: &str = "sei.io/role";
+/// The revision label of a group's SeiNodes and their pods.
+pub const REVISION_LABEL: &str = "sei.io/revision";
+
+impl Scope {
+    /// Whether the group-identity label `key=value` may be set on the object `object_name`:
+    /// `Some(verdict)` for `sei.io/nodedeployment` (only this scope's `group_label`) and
+    /// `sei.io/role` (only `exporter`, only on a group's `<group>-exporter`); `None` for any other
+    /// key (the caller's rules apply).
+    pub fn identity_label(&self, key: &str, value: &str, object_name: &str) -> Option<bool> {
+        match key {
+            GROUP_LABEL => Some(self.group_label.as_deref() == Some(value)),
+            ROLE_LABEL => Some(self.group.is_some() && value == "exporter" && object_name == format!("{}-exporter", self.node_name)),
+            _ => None,
+        }
+    }
 }
 
 /// The label that ties a group's SeiNodes to it (`sei.io/nodedeployment=<group>`).
@@ -69,6 +92,9 @@ pub const GROUP_LABEL: &str = "sei.io/nodedeployment";
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupScope {
     pub members: BTreeSet<String>,
+    /// The template's pod labels: the only ones (besides `sei.io/nodedeployment=<group>` and
+    /// `sei.io/revision`) a written SeiNode's `spec.podLabels` may hold.
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -83,17 +109,32 @@ impl Scope {
             pod_labels: Default::default(),
             placement: Default::default(),
             group: None,
+            group_label: None,
         }
     }
 
+    /// The group whose label this node's objects and pods may carry (the group that owns it).
+    pub fn with_group_label(mut self, group: Option<String>) -> Self {
+        self.group_label = group;
+        self
+    }
+
     /// A group task's scope: SeiNodeDeployment `group` (uid `uid`) and the SeiNodes it may
-    /// touch. Labels its SeiNodes may carry: `sei.io/*` and `labels` (the template's labels and
-    /// pod labels).
-    pub fn for_group(namespace: &str, group: &str, uid: &str, members: BTreeSet<String>, labels: BTreeMap<String, String>) -> Self {
+    /// touch. Labels its SeiNodes may carry: `object_labels` (the template's) besides the group's
+    /// own; their `spec.podLabels`: `pod_labels` (the template's) besides the group's own.
+    pub fn for_group(
+        namespace: &str,
+        group: &str,
+        uid: &str,
+        members: BTreeSet<String>,
+        object_labels: BTreeMap<String, String>,
+        pod_labels: BTreeMap<String, String>,
+    ) -> Self {
         Self {
             owner_uid: Some(uid.to_string()),
-            pod_labels: labels,
-            group: Some(GroupScope { members }),
+            pod_labels: object_labels,
+            group: Some(GroupScope { members, pod_labels }),
+            group_label: Some(group.to_string()),
             ..Self::for_node(namespace, group)
         }
     }

@@ -6,7 +6,8 @@
 //!   cap is refused before it is copied out of the guest (`abi` module docs);
 //! - is charged against the step's budget before anything else: `kube` and `sidecar` calls
 //!   against `max_host_calls` (a `list` charges one unit per API request it makes; `apply` and
-//!   `delete` charge two, the read of the stored object for the owner check and the write), `log` calls
+//!   `delete` charge two, the read of the stored object for the owner check and the write, which
+//!   lands only on the object checked: a create when it was absent, its uid when present), `log` calls
 //!   against `max_log_calls`; the call past a budget traps the step with [`BudgetExceeded`]
 //!   (`host_call_flood_is_stopped_by_the_budget`, `log_storm_is_stopped_by_the_budget` in
 //!   `tests/sandbox_guests.rs`);
@@ -602,12 +603,24 @@ impl TaskCtx {
         if let Err(e) = self.admit_request(&desc, started) {
             return Ok(Err(e));
         }
-        // Server-side apply merges into what is stored: the stored object must be the node's own.
-        if let Err(e) = self.existing_is_own(&ty, &ns, &name, &desc, started).await? {
-            return Ok(Err(e));
-        }
+        // Server-side apply merges into what is stored: the stored object must be the node's own,
+        // and the write must land on that very object. Absent at the check: it is created (a
+        // create fails on an object made in between, an apply would merge into it); present and
+        // owned: its uid goes into the applied object (the API server refuses the write if the
+        // object was replaced in between).
         let manager = self.field_manager();
-        let res = self.kube.apply(&ty, &ns, &name, object, &manager).await;
+        let res = match self.existing_is_own(&ty, &ns, &name, &desc, started).await? {
+            Err(e) => return Ok(Err(e)),
+            Ok(Existing::Absent) => self.kube.create(&ty, &ns, object, &manager).await,
+            Ok(Existing::Own { uid }) => {
+                let mut object = object;
+                if let (Some(uid), Some(meta)) = (uid, object.get_mut("metadata").and_then(Value::as_object_mut)) {
+                    meta.insert("uid".into(), Value::String(uid));
+                }
+                self.kube.apply(&ty, &ns, &name, object, &manager).await
+            }
+            Ok(Existing::NotChecked) => self.kube.apply(&ty, &ns, &name, object, &manager).await,
+        };
         self.record("kube", &format!("{desc} as {manager}"), &outcome_of(&res), started);
         Ok(res.map_err(kube_error))
     }

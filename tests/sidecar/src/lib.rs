@@ -84,7 +84,7 @@ impl TestSidecar {
         nodes
             .entry((namespace.to_string(), name.to_string()))
             .or_insert_with(|| {
-                let s = Arc::new(InMemorySidecar::new());
+                let s = Arc::new(InMemorySidecar::for_node(&format!("{namespace}/{name}")));
                 for (t, script) in self.inner.scripts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                     s.script(t, script.clone());
                 }

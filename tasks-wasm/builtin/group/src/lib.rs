@@ -53,7 +53,7 @@ pub fn peer_address(node_id: &str, node: &str, namespace: &str) -> String {
 pub fn group_owner(group: &GroupView) -> Result<Value, TaskError> {
     let uid = group.metadata.uid.clone().ok_or_else(|| TaskError::InvalidParams("the SeiNodeDeployment has no metadata.uid".into()))?;
     Ok(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": group.metadata.name, "uid": uid,
-              "controller": true, "blockOwnerDeletion": true}))
+              "controller": true}))
 }
 
 /// A SeiNode made from the group's template: the template's labels plus the group's, pod labels

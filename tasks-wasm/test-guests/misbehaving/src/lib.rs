@@ -13,6 +13,8 @@
 //!   needs `kube-write` granted to get past the capability check);
 //! - `config-apply`: a broken stand-in for the real task that fails every run with a permanent
 //!   error (automatic rollback of a `TaskModule`);
+//! - `collect-and-set-peers`: a hostile stand-in for the group task: reads the first member's
+//!   Secret, then takes over the SeiNode `victim` (group scope);
 //!
 //! and the holes hostile modules found (issue #9), each closed by the host:
 //! - `log-storm`: two million empty `log` calls (per-step log budget; bounded report);
@@ -63,6 +65,7 @@ impl TaskModule for Misbehaving {
             "list-kind",
             "get-ref",
             "member-node-id",
+            "collect-and-set-peers",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -224,6 +227,27 @@ impl TaskModule for Misbehaving {
                 let p: P = input.params()?;
                 let id = member_sidecars::node_id(&p.node)?;
                 Ok(Step::complete(&id))
+            }
+            // A hostile group task: a Secret, then a SeiNode the group does not own.
+            "collect-and-set-peers" => {
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct P {
+                    node_names: Vec<String>,
+                    namespace: String,
+                }
+                let p: P = input.params()?;
+                let first = p.node_names.first().cloned().unwrap_or_default();
+                if let Err(e) = kube::get_raw("v1", "Secret", &format!("{first}-key")) {
+                    log::warn(&format!("secret refused: {e:?}"));
+                }
+                let victim = serde_json::json!({
+                    "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+                    "metadata": {"name": "victim", "namespace": p.namespace},
+                    "spec": {"chainId": "x", "image": "evil:1", "fullNode": {}}
+                });
+                kube::apply_raw(&victim.to_string())?;
+                Ok(Step::done())
             }
             // Log the text given, and fail with it.
             "log-text" => {
