@@ -469,6 +469,17 @@ impl KubeAdapter for InMemoryKube {
     }
 }
 
+/// An `Api` in `namespace`, or across every namespace (`None`): how the controllers watch.
+pub fn api_in<K>(client: &::kube::Client, namespace: Option<&str>) -> ::kube::Api<K>
+where
+    K: ::kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => ::kube::Api::namespaced(client.clone(), ns),
+        None => ::kube::Api::all(client.clone()),
+    }
+}
+
 /// The metric label of a Kubernetes client error (both controllers' reconcile errors).
 pub fn kube_error_label(e: &::kube::Error) -> &'static str {
     match e {

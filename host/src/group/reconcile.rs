@@ -21,6 +21,7 @@ use super::children::{
 use super::context::GroupContext;
 use super::error::GroupError;
 use super::planner::{GroupPlanDecision, ceremony_due, resolve_group_plan, template_hash};
+use crate::adapters::kube::api_in;
 use crate::adapters::sidecar::{MemberSidecars, SidecarClient};
 use crate::api::seinode::{FailedTaskInfo, SeiNode, TaskPlanPhase, TaskStatus};
 use crate::api::seinodedeployment::{
@@ -38,7 +39,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -454,16 +455,6 @@ pub fn error_policy(g: Arc<SeiNodeDeployment>, error: &GroupError, ctx: Arc<Grou
     }
     tracing::warn!(group = %who, %error, cause = error.metric_label(), "group reconcile failed; retrying");
     Action::requeue(ERROR_BACKOFF)
-}
-
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Reconcile SeiNodeDeployments (and watch their SeiNodes) until `shutdown` resolves, then

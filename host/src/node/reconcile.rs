@@ -23,6 +23,7 @@ use super::observe::{observe, resolve_label_peers};
 use super::planner::{Observed, PlanDecision, current_image, resolve_plan};
 use super::scope::node_scope;
 use super::stepper::{Next, conclude, current_task};
+use crate::adapters::kube::api_in;
 use crate::api::seinode::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
 use crate::executor::{Executor, busy_retry};
 use crate::registry::ModuleSource;
@@ -37,7 +38,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -263,16 +264,6 @@ pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, ctx: Arc<Context
     }
     tracing::warn!(node = %who, %error, cause = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(ERROR_BACKOFF)
-}
-
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Reconcile SeiNodes (and watch their owned objects) until SIGTERM or SIGINT, waiting for the

@@ -769,6 +769,30 @@ impl TaskCtx {
         })
     }
 
+    /// A submission's arguments, checked: a UUID id, a task type and params within their bounds,
+    /// params that are JSON. `target` (`"<node> "` or empty) names the sidecar in the report.
+    fn submit_request(
+        &mut self,
+        id: BoundedStr<MAX_SIDECAR_ID_LIFT>,
+        task_type: BoundedStr<63>,
+        params: Option<BoundedStr<MAX_SIDECAR_PARAMS_LIFT>>,
+        target: &str,
+        started: Instant,
+    ) -> Result<TaskRequest, sidecar::SidecarError> {
+        let id = self.checked_id("submit-task", id, started)?;
+        let args = (|| Ok::<_, String>((task_type.within("task type")?, params.map(|p| p.within("params")).transpose()?)))();
+        let (task_type, params) = args.map_err(|msg| {
+            self.record("sidecar", "submit-task <oversized arguments>", &format!("error: {msg}"), started);
+            sidecar::SidecarError::Rejected(msg)
+        })?;
+        let params = params.as_deref().map(serde_json::from_str::<Value>).transpose().map_err(|e| {
+            let msg = format!("params are not JSON: {e}");
+            self.record("sidecar", &format!("submit-task {target}{task_type} {id}"), &format!("error: {msg}"), started);
+            sidecar::SidecarError::Rejected(msg)
+        })?;
+        Ok(TaskRequest { id, task_type, params })
+    }
+
     pub async fn sidecar_submit(
         &mut self,
         id: BoundedStr<MAX_SIDECAR_ID_LIFT>,
@@ -781,28 +805,12 @@ impl TaskCtx {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let id = match self.checked_id("submit-task", id, started) {
-            Ok(id) => id,
+        let request = match self.submit_request(id, task_type, params, "", started) {
+            Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let args = (|| Ok::<_, String>((task_type.within("task type")?, params.map(|p| p.within("params")).transpose()?)))();
-        let (task_type, params) = match args {
-            Ok(a) => a,
-            Err(msg) => {
-                self.record("sidecar", "submit-task <oversized arguments>", &format!("error: {msg}"), started);
-                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
-            }
-        };
-        let desc = format!("submit-task {task_type} {id}");
-        let params = match params.as_deref().map(serde_json::from_str::<Value>).transpose() {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = format!("params are not JSON: {e}");
-                self.record("sidecar", &desc, &format!("error: {msg}"), started);
-                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
-            }
-        };
-        let res = client.submit_task(&TaskRequest { id, task_type, params }).await;
+        let desc = format!("submit-task {} {}", request.task_type, request.id);
+        let res = client.submit_task(&request).await;
         self.record("sidecar", &desc, &outcome_of(&res), started);
         Ok(res.map_err(sidecar_error))
     }
@@ -901,28 +909,12 @@ impl TaskCtx {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let id = match self.checked_id("submit-task", id, started) {
-            Ok(id) => id,
+        let request = match self.submit_request(id, task_type, params, &format!("{node} "), started) {
+            Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let args = (|| Ok::<_, String>((task_type.within("task type")?, params.map(|p| p.within("params")).transpose()?)))();
-        let (task_type, params) = match args {
-            Ok(a) => a,
-            Err(msg) => {
-                self.record("sidecar", "submit-task <oversized arguments>", &format!("error: {msg}"), started);
-                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
-            }
-        };
-        let desc = format!("submit-task {node} {task_type} {id}");
-        let params = match params.as_deref().map(serde_json::from_str::<Value>).transpose() {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = format!("params are not JSON: {e}");
-                self.record("sidecar", &desc, &format!("error: {msg}"), started);
-                return Ok(Err(sidecar::SidecarError::Rejected(msg)));
-            }
-        };
-        let res = client.submit_task(&TaskRequest { id, task_type, params }).await;
+        let desc = format!("submit-task {node} {} {}", request.task_type, request.id);
+        let res = client.submit_task(&request).await;
         self.record("sidecar", &desc, &outcome_of(&res), started);
         Ok(res.map_err(sidecar_error))
     }
