@@ -162,15 +162,16 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::seinode::{PlannedTask, SeiNodePhase};
 
-    fn now() -> Time {
+    pub(crate) fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
     }
 
-    fn plan(types: &[&str]) -> TaskPlan {
+    /// An active plan of `types` that ends in Running (or Failed).
+    pub(crate) fn plan(types: &[&str]) -> TaskPlan {
         TaskPlan {
             id: "p".into(),
             phase: TaskPlanPhase::Active,

@@ -86,26 +86,7 @@ pub fn conclude(status: &mut SeiNodeStatus, generation: Option<i64>, now: &Time)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::seinode::{PlannedTask, TaskPlan};
-
-    fn now() -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
-    }
-
-    fn plan(types: &[&str]) -> TaskPlan {
-        TaskPlan {
-            id: "p".into(),
-            phase: TaskPlanPhase::Active,
-            tasks: types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| PlannedTask { task_type: t.to_string(), id: format!("id-{i}"), ..Default::default() })
-                .collect(),
-            target_phase: Some(SeiNodePhase::Running),
-            failed_phase: Some(SeiNodePhase::Failed),
-            ..Default::default()
-        }
-    }
+    use crate::plan_step::tests::{now, plan};
 
     #[test]
     fn completed_init_plan_sets_running_and_stays() {
