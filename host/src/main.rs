@@ -273,7 +273,8 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         .module_step_cap(args.module_step_cap.unwrap_or((usize::from(args.concurrency) / 2).max(1)))
         .build();
     let groups = groups.map(|(client, platform, sidecars)| {
-        GroupContext::new(client, sandbox.clone(), registry.clone(), platform, sidecars, ctx.telemetry().clone())
+        let steps = (ctx.shared_module_slots(), ctx.module_step_cap());
+        GroupContext::new(client, sandbox.clone(), registry.clone(), platform, sidecars, ctx.telemetry().clone(), steps)
     });
     let _task_dir = match args.task_dir {
         None => None,

@@ -57,7 +57,8 @@ async fn harness_with(prefix: &str, hostile: bool) -> Harness {
     }
     let resolver = SidecarResolver::Template(sidecar.url_template());
     let nodes = Context::builder(client.clone(), sandbox.clone(), registry.clone(), PlatformConfig::for_local(), resolver.clone()).build();
-    let groups = GroupContext::new(client, sandbox, registry, PlatformConfig::for_local(), resolver, nodes.telemetry().clone());
+    let steps = (nodes.shared_module_slots(), nodes.module_step_cap());
+    let groups = GroupContext::new(client, sandbox, registry, PlatformConfig::for_local(), resolver, nodes.telemetry().clone(), steps);
     let namespace = Some(ns.name().to_string());
     let controllers = vec![
         tokio::spawn(sei_operator::node::run(nodes, 8, namespace.clone())),

@@ -176,6 +176,7 @@ async fn start_replicas(client: &kube::Client, ns: &str, lease: &str, sidecar: &
             PlatformConfig::for_local(),
             SidecarResolver::Template(sidecar.url_template()),
             ctx.telemetry().clone(),
+            (ctx.shared_module_slots(), ctx.module_step_cap()),
         );
         let operator = Operator::new(ctx)
             .with_groups(groups)

@@ -1,5 +1,6 @@
 //! Everything a SeiNodeDeployment reconcile needs, built once: private fields, read through
-//! accessors. It shares the sandbox, the registry and the metrics with the SeiNode controller.
+//! accessors. It shares the sandbox, the registry, the metrics and the per-module step slots (one
+//! `--module-step-cap` for both controllers) with the SeiNode controller.
 
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
@@ -12,9 +13,6 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 
-/// Steps one module that is not built in may run at once for groups.
-pub const DEFAULT_MODULE_STEP_CAP: usize = 4;
-
 pub struct GroupContext {
     client: Client,
     kube: Arc<dyn KubeAdapter>,
@@ -24,7 +22,8 @@ pub struct GroupContext {
     sidecars: Sidecars,
     recorder: Recorder,
     telemetry: Arc<Telemetry>,
-    module_slots: ModuleSlots,
+    module_slots: Arc<ModuleSlots>,
+    module_step_cap: usize,
 }
 
 impl GroupContext {
@@ -35,6 +34,7 @@ impl GroupContext {
         platform: PlatformConfig,
         sidecars: SidecarResolver,
         telemetry: Arc<Telemetry>,
+        module_steps: (Arc<ModuleSlots>, usize),
     ) -> Arc<Self> {
         let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
         Arc::new(Self {
@@ -46,7 +46,8 @@ impl GroupContext {
             platform,
             sidecars: Sidecars::new(sidecars),
             telemetry,
-            module_slots: ModuleSlots::default(),
+            module_slots: module_steps.0,
+            module_step_cap: module_steps.1.max(1),
         })
     }
 
@@ -76,5 +77,8 @@ impl GroupContext {
     }
     pub fn module_slots(&self) -> &ModuleSlots {
         &self.module_slots
+    }
+    pub fn module_step_cap(&self) -> usize {
+        self.module_step_cap
     }
 }

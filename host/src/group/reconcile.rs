@@ -225,7 +225,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
             }
         }
         status.phase = Some(GroupPhase::Failed);
-        finish_status(&g, &mut status, &owned, &now, Some(("CeremonyTimedOut", message.clone())));
+        finish_status(&g, &mut status, &owned, &now, Some(("CeremonyTimedOut", message.clone())), false);
         write_status(&api, &g, &status).await?;
         publish(ctx, &g, EventType::Warning, "CeremonyTimedOut", message).await;
         return Ok(Action::await_change());
@@ -250,7 +250,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
         Err(invalid) => {
             ctx.telemetry().count_reconcile_error("invalid-spec");
             publish(ctx, &g, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
-            finish_status(&g, &mut status, &owned, &now, None);
+            finish_status(&g, &mut status, &owned, &now, None, false);
             if status != before {
                 write_status(&api, &g, &status).await?;
             }
@@ -261,14 +261,14 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
         GroupPlanDecision::New { plan, kind } => {
             let note = format!("{} plan {} with {} tasks", kind.as_str(), plan.id, plan.tasks.len());
             status.plan = Some(plan);
-            finish_status(&g, &mut status, &owned, &now, None);
+            finish_status(&g, &mut status, &owned, &now, None, false);
             write_status(&api, &g, &status).await?;
             tracing::info!(group = %format!("{ns}/{name}"), %note, "new group plan persisted");
             publish(ctx, &g, EventType::Normal, "PlanCreated", note).await;
             Ok(Action::requeue(Duration::from_millis(10)))
         }
         GroupPlanDecision::Idle => {
-            finish_status(&g, &mut status, &owned, &now, None);
+            finish_status(&g, &mut status, &owned, &now, None, false);
             if status != before {
                 write_status(&api, &g, &status).await?;
             }
@@ -287,7 +287,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 registry: ctx.registry(),
                 sandbox: ctx.sandbox(),
                 slots: ctx.module_slots(),
-                step_cap: super::context::DEFAULT_MODULE_STEP_CAP,
+                step_cap: ctx.module_step_cap(),
                 telemetry: ctx.telemetry(),
             };
             let who = format!("{ns}/{name}");
@@ -302,11 +302,13 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
             }
             let phase = plan.phase;
             let genesis = plan.tasks.iter().any(|t| t.task_type.starts_with("assemble-"));
+            let mut ceremony_completed = false;
             status.plan = Some(plan);
             match phase {
                 TaskPlanPhase::Complete => {
                     if genesis {
                         tracing::info!(group = %who, "genesis ceremony complete");
+                        ceremony_completed = true;
                     } else if let Some(rollout) = status.rollout.take() {
                         status.template_hash = Some(rollout.target_hash.clone());
                         status.observed_generation = g.metadata.generation;
@@ -336,7 +338,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 }
                 TaskPlanPhase::Active => {}
             }
-            finish_status(&g, &mut status, &owned, &now, None);
+            finish_status(&g, &mut status, &owned, &now, None, ceremony_completed);
             write_status(&api, &g, &status).await?;
             Ok(match done.next {
                 Next::RequeueAfter(d) => Action::requeue(d),
@@ -363,13 +365,16 @@ fn record_genesis(ctx: &GroupContext, g: &SeiNodeDeployment, status: &mut SeiNod
     }
 }
 
-/// Replicas, nodes, phase and conditions, from the children and the plan.
+/// Replicas, nodes, phase and conditions, from the children and the plan. `ceremony_completed`:
+/// the genesis plan completed in this reconcile (the ceremony is done, whatever the sidecar
+/// reported of its hash).
 fn finish_status(
     g: &SeiNodeDeployment,
     status: &mut SeiNodeDeploymentStatus,
     owned: &[SeiNode],
     now: &Time,
     timed_out: Option<(&str, String)>,
+    ceremony_completed: bool,
 ) {
     let generation = g.metadata.generation;
     let mut children: Vec<&SeiNode> = owned.iter().filter(|n| is_child(g, n) && n.metadata.deletion_timestamp.is_none()).collect();
@@ -414,8 +419,7 @@ fn finish_status(
             now,
             &old,
         ));
-        let complete = old.iter().any(|c| c.type_ == cond::GENESIS_CEREMONY_COMPLETE && c.status == "True")
-            || (!active && !plan_failed && status.plan.is_none() && status.genesis_hash.is_some());
+        let complete = old.iter().any(|c| c.type_ == cond::GENESIS_CEREMONY_COMPLETE && c.status == "True") || ceremony_completed;
         // A deadline that failed the ceremony stays its reason on every later write.
         let timed_out = timed_out.clone().or_else(|| {
             old.iter()

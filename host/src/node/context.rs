@@ -32,7 +32,7 @@ pub struct Context {
     drift_check_interval: Duration,
     module_step_cap: usize,
     step_clock: StepClock,
-    module_slots: ModuleSlots,
+    module_slots: Arc<ModuleSlots>,
     convergences: ConvergenceLog,
 }
 
@@ -106,6 +106,10 @@ impl Context {
     pub fn module_slots(&self) -> &ModuleSlots {
         &self.module_slots
     }
+    /// The steps in flight per module, to share with the group controller (one cap for both).
+    pub fn shared_module_slots(&self) -> Arc<ModuleSlots> {
+        self.module_slots.clone()
+    }
     pub fn convergences(&self) -> &ConvergenceLog {
         &self.convergences
     }
@@ -155,7 +159,7 @@ impl ContextBuilder {
             drift_check_interval: self.drift_check_interval,
             module_step_cap: self.module_step_cap,
             step_clock: StepClock::default(),
-            module_slots: ModuleSlots::default(),
+            module_slots: Arc::new(ModuleSlots::default()),
             convergences: ConvergenceLog::default(),
         })
     }
