@@ -433,3 +433,42 @@ async fn a_hostile_group_task_is_denied_and_fails_only_its_group() {
         assert_eq!(n.status.unwrap().phase, Some(SeiNodePhase::Running), "{child}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceremony_whose_sidecar_reports_no_hash_completes_once() {
+    let h = harness("grp-nohash").await;
+    h.sidecar.script("assemble-and-upload-genesis", sei_operator::adapters::sidecar::Script::CompleteWithoutOutput);
+    let spec = json!({
+        "replicas": 1,
+        "template": {"spec": {"chainId": "quiet-1", "image": "seid:v1", "validator": {}}},
+        "genesis": {"chainId": "quiet-1"},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("quiet", spec)).await.unwrap();
+    let g = wait_group(&h, "quiet", "Ready with the ceremony complete", |g| {
+        g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))
+            && condition(g, "GenesisCeremonyComplete").as_deref() == Some("True")
+    })
+    .await;
+    assert_eq!(g.status.as_ref().unwrap().genesis_hash, None, "nothing reported, nothing recorded");
+    // Later reconciles (a change to the group wakes one) plan no second ceremony.
+    let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
+    h.groups.patch("quiet", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    h.nodes.patch("quiet-0", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.groups.clone().into_client(), h.ns.name());
+    eventually("the group's events", DEADLINE, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let created = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("PlanCreated") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("quiet"))
+            .count();
+        (created >= 1).then_some(created)
+    })
+    .await
+    .unwrap();
+    let submitted = h.sidecar.node(h.ns.name(), "quiet-0").submitted();
+    assert_eq!(submitted.iter().filter(|r| r.task_type == "assemble-and-upload-genesis").count(), 1, "one assembly, one ceremony");
+    let g = h.groups.get("quiet").await.unwrap();
+    assert!(g.status.unwrap().plan.is_none(), "no second genesis plan");
+}

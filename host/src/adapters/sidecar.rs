@@ -238,6 +238,8 @@ pub enum Script {
     FailAfter(u32, String),
     /// Stay `running` forever.
     Stall,
+    /// Report `completed` at once, with no output (a sidecar that reports no result).
+    CompleteWithoutOutput,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +308,7 @@ impl InMemorySidecar {
     fn status_of(&self, entry: &Entry) -> (String, Option<String>) {
         match self.script_of(&entry.request.task_type) {
             Script::CompleteAfter(n) if entry.polls >= n => ("completed".into(), None),
+            Script::CompleteWithoutOutput => ("completed".into(), None),
             Script::FailAfter(n, msg) if entry.polls >= n => ("failed".into(), Some(msg)),
             _ => ("running".into(), None),
         }
@@ -335,7 +338,8 @@ impl SidecarClient for InMemorySidecar {
         if status == "completed" && entry.request.task_type == "mark-ready" {
             *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = true;
         }
-        let result = (status == "completed").then(|| entry.result.clone()).flatten();
+        let quiet = matches!(self.script_of(&entry.request.task_type), Script::CompleteWithoutOutput);
+        let result = (status == "completed" && !quiet).then(|| entry.result.clone()).flatten();
         Ok(TaskResult { id: id.into(), task_type: entry.request.task_type.clone(), status, error, result })
     }
 
