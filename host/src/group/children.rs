@@ -48,11 +48,15 @@ pub fn ordinal_of(n: &SeiNode) -> Option<i32> {
 
 /// Whether `n` is one of the group's (labelled, and owned by its uid alone), and not its exporter.
 pub fn is_child(g: &SeiNodeDeployment, n: &SeiNode) -> bool {
-    let uid = g.uid().unwrap_or_default();
     n.labels().get(GROUP_LABEL).is_some_and(|v| *v == g.name_any())
-        && !n.owner_references().is_empty()
-        && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid)
+        && owned_alone(g, n)
         && n.labels().get(ROLE_LABEL).is_none_or(|r| r != "exporter")
+}
+
+/// Whether `n` is owned by the group alone: the rule the guard applies to the group's tasks.
+pub fn owned_alone(g: &SeiNodeDeployment, n: &SeiNode) -> bool {
+    let uid = g.uid().unwrap_or_default();
+    !n.owner_references().is_empty() && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid)
 }
 
 /// The revision a new child gets: the group's incumbent revision, else its generation.

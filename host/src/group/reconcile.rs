@@ -15,8 +15,8 @@
 //! `children.rs`.
 
 use super::children::{
-    FINALIZER, GROUP_LABEL, ceremony_overran, desired_child, detect_rollout, incumbents, is_child, missing_ordinals, ordinal_of, phase,
-    plan_active, scale_down, sync_patch,
+    FINALIZER, GROUP_LABEL, ceremony_overran, desired_child, detect_rollout, incumbents, is_child, missing_ordinals, ordinal_of,
+    owned_alone, phase, plan_active, scale_down, sync_patch,
 };
 use super::context::GroupContext;
 use super::error::GroupError;
@@ -89,14 +89,8 @@ pub async fn reconcile(group: Arc<SeiNodeDeployment>, ctx: Arc<GroupContext>) ->
 /// Every SeiNode the group owns alone (children, entrants, exporter), by label and owner uid.
 async fn owned_nodes(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<Vec<SeiNode>, kube::Error> {
     let nodes: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &g.namespace().unwrap_or_default());
-    let uid = g.uid().unwrap_or_default();
     let listed = nodes.list(&ListParams::default().labels(&format!("{GROUP_LABEL}={}", g.name_any()))).await?;
-    // Owned by the group alone: the rule the guard applies to the group's tasks.
-    Ok(listed
-        .items
-        .into_iter()
-        .filter(|n| !n.owner_references().is_empty() && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid))
-        .collect())
+    Ok(listed.items.into_iter().filter(|n| owned_alone(g, n)).collect())
 }
 
 async fn cleanup(g: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action, GroupError> {
