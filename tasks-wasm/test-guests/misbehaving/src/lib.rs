@@ -28,6 +28,14 @@
 //! - `apply-object`: applies `params.object` as is (the pod policy, case by case);
 //! - `list-selector`: lists with a label selector of `params.bytes` bytes (refused before use).
 //!
+//! and the hostile group tasks of the `member-sidecars` review (`hostile_group_review` in
+//! `tests/sandbox_guests.rs`):
+//! - `member-calls`: calls one `member-sidecars` function `params.count` times with a node name
+//!   given (or `params.node_bytes` bytes long), an id, a task type and raw params text, and
+//!   completes with what the last call answered (budget, bounds, escaping);
+//! - `create-object`: creates `params.object` as is (the group scope of a create);
+//! - `list-with-selector`: lists a kind with `params.selector` and completes with the names seen.
+//!
 //! `config-apply` takes its behaviour from the node's annotation `test.sei.io/misbehave` when it
 //! has one (`log-storm`, `call-flood`, `requeue-storm`, or `ok`: complete at once, or `poll-500`:
 //! pending five times with an honest 500 ms requeue, then complete): the controller-level tests
@@ -66,6 +74,9 @@ impl TaskModule for Misbehaving {
             "get-ref",
             "member-node-id",
             "collect-and-set-peers",
+            "member-calls",
+            "create-object",
+            "list-with-selector",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -248,6 +259,75 @@ impl TaskModule for Misbehaving {
                 });
                 kube::apply_raw(&victim.to_string())?;
                 Ok(Step::done())
+            }
+            // Call one member-sidecars function, `count` times; complete with the last answer.
+            "member-calls" => {
+                #[derive(Deserialize)]
+                struct P {
+                    op: String,
+                    #[serde(default)]
+                    node: String,
+                    node_bytes: Option<usize>,
+                    count: Option<u32>,
+                    id: Option<String>,
+                    id_bytes: Option<usize>,
+                    task_type: Option<String>,
+                    params: Option<String>,
+                    params_bytes: Option<usize>,
+                }
+                let p: P = input.params()?;
+                let node = p.node_bytes.map_or(p.node.clone(), |n| "n".repeat(n));
+                let id = p.id_bytes.map_or_else(|| p.id.clone().unwrap_or_else(|| input.task_id.clone()), |n| "7".repeat(n));
+                let params = p.params_bytes.map(|n| format!("\"{}\"", "p".repeat(n))).or(p.params.clone());
+                let task_type = p.task_type.clone().unwrap_or_else(|| "assemble-genesis".into());
+                let mut last = serde_json::Value::Null;
+                for _ in 0..p.count.unwrap_or(1) {
+                    last = match p.op.as_str() {
+                        "status" => serde_json::json!(format!("{:?}", member_sidecars::status(&node))),
+                        "node-id" => serde_json::json!(format!("{:?}", member_sidecars::node_id(&node))),
+                        "submit-task" => serde_json::json!(format!(
+                            "{:?}",
+                            sei_task_sdk::bindings::sei::task::member_sidecars::submit_task(&node, &id, &task_type, params.as_deref())
+                        )),
+                        "get-task" => match member_sidecars::get_task(&node, &id) {
+                            Ok(t) => serde_json::json!({
+                                "status": t.status, "taskType": t.task_type, "error": t.error,
+                                "outputBytes": t.output.as_ref().map(|o| o.len()),
+                                "outputHead": t.output.as_ref().map(|o| o.chars().take(64).collect::<String>()),
+                            }),
+                            Err(e) => serde_json::json!(format!("{e:?}")),
+                        },
+                        other => return Err(TaskError::InvalidParams(format!("unknown op {other}"))),
+                    };
+                }
+                Ok(Step::complete(&last))
+            }
+            // Create an object as is (the guard decides).
+            "create-object" => {
+                #[derive(Deserialize)]
+                struct P {
+                    object: serde_json::Value,
+                }
+                let p: P = input.params()?;
+                kube::create_raw(&p.object.to_string())?;
+                Ok(Step::done())
+            }
+            // List a kind with the selector given; the answer is the names seen.
+            "list-with-selector" => {
+                #[derive(Deserialize)]
+                struct P {
+                    api_version: String,
+                    kind: String,
+                    selector: Option<String>,
+                }
+                let p: P = input.params()?;
+                let items = kube::list_raw(&p.api_version, &p.kind, p.selector.as_deref())?;
+                let names: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+                    .filter_map(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(str::to_string))
+                    .collect();
+                Ok(Step::complete(&names))
             }
             // Log the text given, and fail with it.
             "log-text" => {
