@@ -948,3 +948,663 @@ mod group_scope {
         assert!(m.contains("only a SeiNodeDeployment's tasks may call member sidecars"), "{m}");
     }
 }
+
+/// Hostile group tasks against the `member-sidecars` interface and the group scope (WIT
+/// 0.1.1): budgets, bounded arguments, escaped text, and writes that try to leave the scope.
+mod hostile_group_review {
+    use super::*;
+    use sei_operator::adapters::sidecar::{HttpSidecarClient, MemberSidecars, SidecarAdapterError, SidecarClient, TaskRequest, TaskResult};
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const GROUP_UID: &str = "g-uid";
+
+    fn seinode(name: &str, owner_kind: &str, owner_uid: &str) -> Value {
+        json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+               "metadata": {"name": name, "namespace": "sei", "uid": format!("{name}-uid"),
+                            "labels": {"sei.io/nodedeployment": "net"},
+                            "ownerReferences": [{"apiVersion": "sei.io/v1alpha1", "kind": owner_kind, "name": "net", "uid": owner_uid}]},
+               "spec": {"chainId": "c", "image": "i", "validator": {}}})
+    }
+
+    /// A SeiNode this group may write: its own label, owned by the group alone.
+    fn own(name: &str) -> Value {
+        json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+               "metadata": {"name": name, "labels": {"sei.io/nodedeployment": "net"},
+                            "ownerReferences": [{"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": GROUP_UID}]},
+               "spec": {"chainId": "c", "image": "i", "validator": {}}})
+    }
+
+    fn control(s: &str) -> bool {
+        s.chars().any(|c| c.is_control())
+    }
+
+    /// A sidecar that counts every request that reaches it.
+    #[derive(Default)]
+    struct CountingSidecar {
+        inner: InMemorySidecar,
+        hits: AtomicU32,
+    }
+
+    impl CountingSidecar {
+        fn hits(&self) -> u32 {
+            self.hits.load(Ordering::SeqCst)
+        }
+        fn hit(&self) {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl SidecarClient for CountingSidecar {
+        async fn submit_task(&self, r: &TaskRequest) -> Result<String, SidecarAdapterError> {
+            self.hit();
+            self.inner.submit_task(r).await
+        }
+        async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
+            self.hit();
+            self.inner.get_task(id).await
+        }
+        async fn status(&self) -> Result<String, SidecarAdapterError> {
+            self.hit();
+            self.inner.status().await
+        }
+        async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
+            self.hit();
+            self.inner.healthz().await
+        }
+        async fn node_id(&self) -> Result<String, SidecarAdapterError> {
+            self.hit();
+            self.inner.node_id().await
+        }
+    }
+
+    fn group_env(kube: Arc<dyn KubeAdapter>, members: &[&str], sidecars: BTreeMap<String, Arc<dyn SidecarClient>>) -> RunEnv {
+        let scope = Scope::for_group(
+            "sei",
+            "net",
+            GROUP_UID,
+            members.iter().map(|m| m.to_string()).collect(),
+            BTreeMap::new(),
+            [("tier".to_string(), "val".to_string())].into(),
+        );
+        RunEnv { scope, kube, sidecar: None, members: Some(Arc::new(sidecars) as Arc<dyn MemberSidecars>) }
+    }
+
+    fn base_kube() -> Arc<InMemoryKube> {
+        let kube = Arc::new(InMemoryKube::new());
+        kube.insert(seinode("net-0", "SeiNodeDeployment", GROUP_UID)).unwrap();
+        kube.insert(seinode("net-1", "SeiNodeDeployment", "other-uid")).unwrap();
+        kube.insert(seinode("victim-0", "SeiNodeDeployment", "other-uid")).unwrap();
+        kube
+    }
+
+    async fn module(host_calls: Option<u32>) -> LoadedModule {
+        let f = fixture().await;
+        let caps = [CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar];
+        let mut grant = ModuleGrant::new(Grants::new(caps));
+        grant.limits.host_calls = host_calls;
+        f.sandbox.load_module(&read_guest("test-misbehaving"), grant).await.unwrap()
+    }
+
+    fn completed(r: &RunReport) -> Value {
+        match &r.outcome {
+            Ok(StepOutcome::Complete { output }) => output.clone(),
+            other => panic!("expected a completed step, got {other:?}"),
+        }
+    }
+
+    fn no_control_in_report(r: &RunReport) {
+        for c in &r.host_calls {
+            assert!(!control(&c.call) && !control(&c.outcome), "{c:?}");
+        }
+        for l in &r.logs {
+            assert!(!control(&l.message), "{l:?}");
+        }
+        if let Err(e) = &r.outcome {
+            assert!(!control(&e.to_string()), "{e}");
+        }
+    }
+
+    /// A member-sidecars call is charged before anything is looked at: a refused node, an
+    /// oversized node name, an invalid id or a real call all count, and the sidecar sees at most
+    /// the budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn member_sidecar_calls_are_charged_before_any_work() {
+        let f = fixture().await;
+        let m = module(Some(5)).await;
+        for (what, params) in [
+            ("a non-member", json!({"op": "status", "node": "victim-0", "count": 1000})),
+            ("an oversized node name", json!({"op": "node-id", "node_bytes": 1 << 20, "count": 1000})),
+            ("an invalid task id", json!({"op": "get-task", "node": "net-0", "id": "../x", "count": 1000})),
+            ("unparsable params", json!({"op": "submit-task", "node": "net-0", "params": "{not json", "count": 1000})),
+            ("real status calls", json!({"op": "status", "node": "net-0", "count": 1000})),
+            ("real submissions", json!({"op": "submit-task", "node": "net-0", "params": "{}", "count": 1000})),
+        ] {
+            let sidecar = Arc::new(CountingSidecar::default());
+            let env =
+                group_env(base_kube(), &["net-0", "net-1"], [("net-0".to_string(), sidecar.clone() as Arc<dyn SidecarClient>)].into());
+            let r = f.sandbox.run(&m, input("member-calls", &params.to_string()), &env).await;
+            assert!(matches!(&r.outcome, Err(RunError::BudgetExceeded(b)) if b.limit == 5), "{what}: {:?}", r.outcome);
+            assert_eq!(r.host_call_count, 6, "{what}: stopped at the call past the budget");
+            assert!(sidecar.hits() <= 5, "{what}: the sidecar saw {} requests", sidecar.hits());
+            no_control_in_report(&r);
+        }
+    }
+
+    /// Every argument of a member-sidecars call is refused over its bound, without reaching the
+    /// sidecar, and named in the report by its size only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_member_arguments_are_refused_before_use() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let big = 8usize << 20;
+        for (params, answer, call) in [
+            (
+                json!({"op": "status", "node_bytes": big}),
+                format!("node name of {big} bytes is over the limit of 253 bytes"),
+                "status <oversized node name>",
+            ),
+            (
+                json!({"op": "submit-task", "node_bytes": 254}),
+                "node name of 254 bytes is over the limit of 253 bytes".to_string(),
+                "submit-task <oversized node name>",
+            ),
+            (
+                json!({"op": "get-task", "node": "net-0", "id_bytes": big}),
+                format!("task id of {big} bytes is over the limit of 128 bytes"),
+                "get-task <invalid id>",
+            ),
+            (
+                json!({"op": "submit-task", "node": "net-0", "params_bytes": big}),
+                "params of".to_string(),
+                "submit-task <oversized arguments>",
+            ),
+            (
+                json!({"op": "submit-task", "node": "net-0", "task_type": "t".repeat(64)}),
+                "task type of 64 bytes is over the limit of 63 bytes".to_string(),
+                "submit-task <oversized arguments>",
+            ),
+        ] {
+            let sidecar = Arc::new(CountingSidecar::default());
+            let env = group_env(base_kube(), &["net-0"], [("net-0".to_string(), sidecar.clone() as Arc<dyn SidecarClient>)].into());
+            let r = f.sandbox.run(&m, input("member-calls", &params.to_string()), &env).await;
+            let out = completed(&r);
+            let out = out.as_str().unwrap_or_default();
+            assert!(out.contains("Rejected") && out.contains(&answer), "{params}: {out}");
+            assert_eq!(sidecar.hits(), 0, "{params}: nothing reached the sidecar");
+            assert_eq!(r.host_calls.len(), 1, "{params}: {:?}", r.host_calls);
+            assert_eq!(r.host_calls[0].call, call, "{params}");
+            assert!(r.host_calls[0].outcome.len() <= 600, "{params}: the record is bounded");
+        }
+    }
+
+    /// A node name forged with newlines, terminal escapes and bidi overrides is refused (not a
+    /// member) and shows up escaped in the report; a member's task type too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_member_text_is_escaped_in_the_report() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let forged = "net-0\n2026-11-30T00:00:00.000000Z  WARN sei_operator: forged\u{1b}[2J\u{202e}";
+        let sidecar = Arc::new(CountingSidecar::default());
+        let env = group_env(base_kube(), &["net-0"], [("net-0".to_string(), sidecar.clone() as Arc<dyn SidecarClient>)].into());
+        for op in ["status", "node-id", "get-task", "submit-task"] {
+            let r = f.sandbox.run(&m, input("member-calls", &json!({"op": op, "node": forged}).to_string()), &env).await;
+            let out = completed(&r);
+            assert!(out.as_str().is_some_and(|s| s.contains("Denied") && s.contains("is not a member")), "{op}: {out}");
+            no_control_in_report(&r);
+            assert!(r.host_calls[0].outcome.starts_with("denied:"), "{op}: {:?}", r.host_calls);
+            // The node name is escaped before it is recorded, and again by the record: shown
+            // doubly escaped (over-escaped, never raw).
+            assert!(r.host_calls[0].call.starts_with(&format!("{op} net-0\\")), "{op}: {:?}", r.host_calls);
+        }
+        let r = f
+            .sandbox
+            .run(
+                &m,
+                input("member-calls", &json!({"op": "submit-task", "node": "net-0", "task_type": "x\n\u{1b}[31mforged"}).to_string()),
+                &env,
+            )
+            .await;
+        completed(&r);
+        no_control_in_report(&r);
+        assert!(r.host_calls[0].call.starts_with("submit-task net-0 x\\n"), "{:?}", r.host_calls);
+        assert_eq!(sidecar.hits(), 1, "only the member's own, well-formed call reached it");
+    }
+
+    /// A tiny HTTP server that answers every request with `status` and `body`.
+    async fn hostile_sidecar(status: u16, body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// A member's sidecar is not trusted either: its answer is read up to the body cap only, its
+    /// text (status, error) is escaped in the report, and the output the guest gets is bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_member_sidecar_answers_are_bounded_and_escaped() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let id = "7f0c2a4e-0000-5000-8000-000000000001";
+        let run = |url: String, op: &'static str| {
+            let m = &m;
+            async move {
+                let client = Arc::new(HttpSidecarClient::new(url, Duration::from_secs(5)).unwrap()) as Arc<dyn SidecarClient>;
+                let env = group_env(base_kube(), &["net-0"], [("net-0".to_string(), client)].into());
+                f.sandbox.run(m, input("member-calls", &json!({"op": op, "node": "net-0", "id": id}).to_string()), &env).await
+            }
+        };
+        let forged = "completed\n2026-11-30T00:00:00Z  WARN forged\u{1b}[2J\u{202e}";
+        // Just under the cap: the output reaches the guest, bounded by the body cap.
+        let blob = "a".repeat(900 << 10);
+        let body =
+            json!({"id": id, "type": "assemble\u{1b}", "status": forged, "error": "e\u{1b}[31m", "result": {"blob": blob}}).to_string();
+        let r = run(hostile_sidecar(200, body).await, "get-task").await;
+        let out = completed(&r);
+        let bytes = out["outputBytes"].as_u64().expect("an output");
+        assert!(bytes > 900 << 10 && bytes <= 1 << 20, "the output is bounded by the sidecar body cap: {bytes}");
+        no_control_in_report(&r);
+        assert!(r.host_calls[0].outcome.starts_with("ok: completed\\n2026"), "{:?}", r.host_calls);
+        // Over the cap: refused as unavailable, never handed to the guest.
+        let body = json!({"id": id, "type": "t", "status": "completed", "result": {"blob": "b".repeat(2 << 20)}}).to_string();
+        let r = run(hostile_sidecar(200, body).await, "get-task").await;
+        let out = completed(&r);
+        assert!(out.as_str().is_some_and(|s| s.contains("Unavailable") && s.contains("sidecar answer over 1048576 bytes")), "{out}");
+        no_control_in_report(&r);
+        // A 4xx with a forged error text: escaped wherever it is shown.
+        let r = run(hostile_sidecar(400, json!({"error": forged}).to_string()).await, "status").await;
+        let out = completed(&r);
+        assert!(out.as_str().is_some_and(|s| s.contains("Rejected")), "{out}");
+        no_control_in_report(&r);
+        assert!(!control(out.as_str().unwrap()), "the guest gets the escaped text too: {out}");
+    }
+
+    /// Every way a group task's write could leave its scope is refused, and nothing stored
+    /// changes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_writes_cannot_leave_the_scope() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let kube = base_kube();
+        let env = group_env(kube.clone(), &["net-0", "net-1", "net-exporter"], BTreeMap::new());
+        let before: Vec<Option<String>> = {
+            let mut v = Vec::new();
+            for n in ["net-0", "net-1", "victim-0"] {
+                v.push(kube.get(&TypeRef { api_version: "sei.io/v1alpha1".into(), kind: "SeiNode".into() }, "sei", n).await.unwrap());
+            }
+            v
+        };
+        let with = |patch: &dyn Fn(&mut Value)| {
+            let mut o = own("net-0");
+            patch(&mut o);
+            o
+        };
+        let cases: Vec<(&str, &str, Value, &str)> = vec![
+            (
+                "another group's label",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"]["sei.io/nodedeployment"] = json!("other")),
+                "sei.io/nodedeployment=net",
+            ),
+            (
+                "no group label",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"] = json!({"team": "ops"})),
+                "must carry the label sei.io/nodedeployment=net",
+            ),
+            (
+                "an exporter role on a non-exporter",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"]["sei.io/role"] = json!("exporter")),
+                "sei.io/role=exporter is not allowed",
+            ),
+            (
+                "another role",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"]["sei.io/role"] = json!("validator")),
+                "sei.io/role=validator is not allowed",
+            ),
+            (
+                "another node's node label",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"]["sei.io/node"] = json!("net-1")),
+                "sei.io/node=net-1 is not allowed",
+            ),
+            (
+                "a label outside the template",
+                "apply-object",
+                with(&|o| o["metadata"]["labels"]["app"] = json!("payments")),
+                "app=payments is not allowed",
+            ),
+            (
+                "a pod label of another node",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"sei.io/node": "net-1"})),
+                "is not in the template",
+            ),
+            (
+                "a pod label outside the template",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"app": "payments"})),
+                "is not in the template",
+            ),
+            (
+                "a template pod label with another value",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"tier": "db"})),
+                "is not in the template",
+            ),
+            (
+                "a non-string template pod label",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"tier": ["val"]})),
+                "is not in the template",
+            ),
+            (
+                "another group's pod label",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"sei.io/nodedeployment": "other"})),
+                "is not in the template",
+            ),
+            (
+                "an exporter pod role",
+                "apply-object",
+                with(&|o| o["spec"]["podLabels"] = json!({"sei.io/role": "exporter"})),
+                "is not in the template",
+            ),
+            (
+                "label peers in another namespace",
+                "apply-object",
+                with(&|o| o["spec"]["peers"] = json!([{"label": {"selector": {"a": "b"}, "namespace": "other-tenant"}}])),
+                "outside the group's namespace",
+            ),
+            (
+                "another namespace",
+                "apply-object",
+                with(&|o| o["metadata"]["namespace"] = json!("other-tenant")),
+                "outside the node's namespace",
+            ),
+            (
+                "a second owner",
+                "apply-object",
+                with(&|o| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"apiVersion": "v1", "kind": "Namespace", "name": "sei", "uid": "n"}))
+                }),
+                "and by nothing else",
+            ),
+            (
+                "a SeiNode owner of the group's name",
+                "apply-object",
+                with(&|o| o["metadata"]["ownerReferences"][0]["kind"] = json!("SeiNode")),
+                "owned by SeiNodeDeployment net (uid g-uid)",
+            ),
+            ("finalizers", "apply-object", with(&|o| o["metadata"]["finalizers"] = json!(["x/hold"])), "sets metadata.finalizers"),
+            (
+                "a foreign annotation",
+                "apply-object",
+                with(&|o| o["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": "x"})),
+                "sets the annotation",
+            ),
+            (
+                "a non-member by create",
+                "create-object",
+                {
+                    let mut o = own("victim-0");
+                    o["metadata"]["name"] = json!("victim-0");
+                    o
+                },
+                "SeiNode victim-0 is not a member of SeiNodeDeployment net",
+            ),
+            ("a new non-member by apply", "apply-object", own("stranger-0"), "SeiNode stranger-0 is not a member"),
+            ("a member name owned by another group", "apply-object", own("net-1"), "the existing object is not the node's own"),
+            (
+                "a ConfigMap",
+                "apply-object",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "net-0"}}),
+                "may touch only its own SeiNodes",
+            ),
+            (
+                "a StatefulSet of a member",
+                "create-object",
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "net-0"}}),
+                "may touch only its own SeiNodes",
+            ),
+            (
+                "the exporter role on the exporter of another group",
+                "create-object",
+                {
+                    let mut o = own("net-exporter");
+                    o["metadata"]["labels"] = json!({"sei.io/nodedeployment": "other", "sei.io/role": "exporter"});
+                    o
+                },
+                "must carry the label sei.io/nodedeployment=net",
+            ),
+        ];
+        for (what, mode, object, expect) in cases {
+            let r = f.sandbox.run(&m, input(mode, &json!({"object": object}).to_string()), &env).await;
+            match &r.outcome {
+                Err(RunError::Denied(msg)) => assert!(msg.contains(expect), "{what}: {msg}"),
+                other => panic!("{what}: expected a denial, got {other:?}"),
+            }
+            no_control_in_report(&r);
+        }
+        // A create over a member name another group owns fails on the API server, and changes nothing.
+        let r = f.sandbox.run(&m, input("create-object", &json!({"object": own("net-1")}).to_string()), &env).await;
+        assert!(r.outcome.is_err(), "{:?}", r.outcome);
+        let mut after = Vec::new();
+        for n in ["net-0", "net-1", "victim-0"] {
+            after.push(kube.get(&TypeRef { api_version: "sei.io/v1alpha1".into(), kind: "SeiNode".into() }, "sei", n).await.unwrap());
+        }
+        assert_eq!(before, after, "no stored SeiNode changed");
+        // The control: the group's own SeiNode, and its exporter with the exporter role, are written.
+        let r = f.sandbox.run(&m, input("apply-object", &json!({"object": own("net-0")}).to_string()), &env).await;
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+        let mut exporter = own("net-exporter");
+        exporter["metadata"]["labels"]["sei.io/role"] = json!("exporter");
+        let r = f.sandbox.run(&m, input("apply-object", &json!({"object": exporter}).to_string()), &env).await;
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    }
+
+    /// A kube adapter that lets another writer win the race between the host's owner check and
+    /// its write: after answering the check's `get` of `name`, it stores `intruder` in its place.
+    /// Its `apply` honours `metadata.uid` the way the API server does (a conflict when the stored
+    /// object has another uid).
+    struct RacingKube {
+        inner: InMemoryKube,
+        name: String,
+        intruder: Mutex<Option<Value>>,
+        applied: Mutex<Vec<Value>>,
+    }
+
+    #[async_trait]
+    impl KubeAdapter for RacingKube {
+        async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
+            let answer = self.inner.get(ty, ns, name).await;
+            let intruder = if name == self.name { self.intruder.lock().unwrap().take() } else { None };
+            if let Some(intruder) = intruder {
+                let _ = self.inner.delete(ty, ns, name, None).await;
+                self.inner.insert(intruder).unwrap();
+            }
+            answer
+        }
+        async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, limits: ListLimits) -> Listed {
+            self.inner.list(ty, ns, sel, limits).await
+        }
+        async fn create(&self, ty: &TypeRef, ns: &str, o: Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.inner.create(ty, ns, o, m).await
+        }
+        async fn apply(&self, ty: &TypeRef, ns: &str, name: &str, o: Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.applied.lock().unwrap().push(o.clone());
+            let stored: Option<Value> = self.inner.get(ty, ns, name).await?.map(|s| serde_json::from_str(&s).unwrap());
+            let stored_uid = stored.as_ref().and_then(|s| s.pointer("/metadata/uid")).and_then(Value::as_str).map(str::to_string);
+            if let Some(want) = o.pointer("/metadata/uid").and_then(Value::as_str)
+                && stored_uid.as_deref() != Some(want)
+            {
+                return Err(KubeAdapterError::Conflict(format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {stored_uid:?}"
+                )));
+            }
+            self.inner.apply(ty, ns, name, o, m).await
+        }
+        async fn delete(&self, ty: &TypeRef, ns: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
+            self.inner.delete(ty, ns, name, uid).await
+        }
+    }
+
+    fn intruder(name: &str) -> Value {
+        let mut o = seinode(name, "SeiNodeDeployment", "other-uid");
+        o["metadata"]["uid"] = json!("intruder-uid");
+        o["spec"]["image"] = json!("intruder:1");
+        o
+    }
+
+    async fn stored(kube: &RacingKube, name: &str) -> Value {
+        let s = kube.inner.get(&TypeRef { api_version: "sei.io/v1alpha1".into(), kind: "SeiNode".into() }, "sei", name).await.unwrap();
+        serde_json::from_str(&s.expect("stored")).unwrap()
+    }
+
+    /// Absent at the owner check, created by someone else before the write: the host's write is
+    /// a create, which fails, instead of an apply that would merge into the intruder.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_created_between_check_and_write_is_not_taken_over() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let kube = Arc::new(RacingKube {
+            inner: InMemoryKube::new(),
+            name: "net-2".into(),
+            intruder: Mutex::new(Some(intruder("net-2"))),
+            applied: Mutex::new(Vec::new()),
+        });
+        let env = group_env(kube.clone(), &["net-0", "net-2"], BTreeMap::new());
+        let r = f.sandbox.run(&m, input("apply-object", &json!({"object": own("net-2")}).to_string()), &env).await;
+        assert!(r.outcome.is_err(), "the write must fail: {:?}", r.outcome);
+        assert!(kube.applied.lock().unwrap().is_empty(), "no apply was sent over the absent object");
+        let s = stored(&kube, "net-2").await;
+        assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], "other-uid", "{s}");
+        assert_eq!(s["spec"]["image"], "intruder:1", "{s}");
+        assert!(s.pointer("/metadata/annotations/sei.io~1module-digest").is_none(), "not stamped by the module: {s}");
+    }
+
+    /// Present and owned at the check, replaced before the write: the apply carries the uid
+    /// checked (not one the guest forged), so it lands on nothing else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_replaced_between_check_and_write_is_not_taken_over() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let inner = InMemoryKube::new();
+        inner.insert(seinode("net-0", "SeiNodeDeployment", GROUP_UID)).unwrap();
+        let kube = Arc::new(RacingKube {
+            inner,
+            name: "net-0".into(),
+            intruder: Mutex::new(Some(intruder("net-0"))),
+            applied: Mutex::new(Vec::new()),
+        });
+        let env = group_env(kube.clone(), &["net-0"], BTreeMap::new());
+        let mut object = own("net-0");
+        object["metadata"]["uid"] = json!("intruder-uid");
+        let r = f.sandbox.run(&m, input("apply-object", &json!({"object": object}).to_string()), &env).await;
+        assert!(r.outcome.is_err(), "the write must fail: {:?}", r.outcome);
+        let applied = kube.applied.lock().unwrap().clone();
+        assert_eq!(applied.len(), 1);
+        assert_eq!(applied[0]["metadata"]["uid"], "net-0-uid", "the uid checked, not the guest's");
+        let s = stored(&kube, "net-0").await;
+        assert_eq!(s["spec"]["image"], "intruder:1", "{s}");
+    }
+
+    /// A kube adapter that records the label selectors it is asked for.
+    struct SelectorSpy {
+        inner: InMemoryKube,
+        selectors: Mutex<Vec<Option<String>>>,
+    }
+
+    #[async_trait]
+    impl KubeAdapter for SelectorSpy {
+        async fn get(&self, ty: &TypeRef, ns: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
+            self.inner.get(ty, ns, name).await
+        }
+        async fn list(&self, ty: &TypeRef, ns: &str, sel: Option<&str>, limits: ListLimits) -> Listed {
+            self.selectors.lock().unwrap().push(sel.map(str::to_string));
+            self.inner.list(ty, ns, sel, limits).await
+        }
+        async fn create(&self, ty: &TypeRef, ns: &str, o: Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.inner.create(ty, ns, o, m).await
+        }
+        async fn apply(&self, ty: &TypeRef, ns: &str, name: &str, o: Value, m: &str) -> Result<String, KubeAdapterError> {
+            self.inner.apply(ty, ns, name, o, m).await
+        }
+        async fn delete(&self, ty: &TypeRef, ns: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
+            self.inner.delete(ty, ns, name, uid).await
+        }
+    }
+
+    /// Whatever selector a group task lists with, the API server is asked for the group's label
+    /// too, and only what the group owns alone comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_list_cannot_be_widened_by_its_selector() {
+        let f = fixture().await;
+        let m = module(None).await;
+        let inner = InMemoryKube::new();
+        inner.insert(seinode("net-0", "SeiNodeDeployment", GROUP_UID)).unwrap();
+        inner.insert(seinode("net-1", "SeiNodeDeployment", "other-uid")).unwrap();
+        let mut unlabelled = seinode("stray-0", "SeiNodeDeployment", GROUP_UID);
+        unlabelled["metadata"]["labels"] = json!({"sei.io/nodedeployment": "other"});
+        inner.insert(unlabelled).unwrap();
+        let mut shared = seinode("shared-0", "SeiNodeDeployment", GROUP_UID);
+        shared["metadata"]["ownerReferences"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "x"}));
+        inner.insert(shared).unwrap();
+        let kube = Arc::new(SelectorSpy { inner, selectors: Mutex::new(Vec::new()) });
+        let env = group_env(kube.clone(), &["net-0", "net-1"], BTreeMap::new());
+        for selector in [
+            None,
+            Some(""),
+            Some("   "),
+            Some("sei.io/nodedeployment=other"),
+            Some("sei.io/nodedeployment"),
+            Some("env in (a"),
+            Some("a=b,"),
+            Some(",sei.io/nodedeployment=other,"),
+        ] {
+            let params = json!({"api_version": "sei.io/v1alpha1", "kind": "SeiNode", "selector": selector});
+            let r = f.sandbox.run(&m, input("list-with-selector", &params.to_string()), &env).await;
+            if let Ok(StepOutcome::Complete { output }) = &r.outcome {
+                let names: Vec<&str> = output.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+                assert!(names.iter().all(|n| *n == "net-0"), "{selector:?}: {names:?}");
+            }
+            let seen = kube.selectors.lock().unwrap().last().cloned().flatten().expect("a selector is always sent");
+            assert!(seen.ends_with("sei.io/nodedeployment=net"), "{selector:?}: {seen}");
+            no_control_in_report(&r);
+        }
+    }
+}

@@ -885,14 +885,14 @@ impl TaskCtx {
         };
         let shown = text::safe(&node, 80);
         if let Err(d) = self.guard.check_member_sidecar(op, &node) {
-            self.deny("sidecar", &format!("{op} {shown}"), &d, started);
+            self.deny("sidecar", &format!("{op} {node}"), &d, started);
             return Ok(Err(sidecar::SidecarError::Denied(d.message)));
         }
         match self.members.as_ref().and_then(|m| m.client_for(&node)) {
             Some(c) => Ok(Ok((c, node, started))),
             None => {
                 let msg = format!("SeiNode {shown} has no sidecar yet (not created, or not the group's)");
-                self.record("sidecar", &format!("{op} {shown}"), &format!("error: {msg}"), started);
+                self.record("sidecar", &format!("{op} {node}"), &format!("error: {msg}"), started);
                 Ok(Err(sidecar::SidecarError::Unavailable(msg)))
             }
         }
