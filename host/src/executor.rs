@@ -11,7 +11,10 @@
 //! - a module that is not built in runs at most `step_cap` steps at once; past it the step is
 //!   deferred (`MODULE_BUSY_RETRY` plus jitter), not run;
 //! - a task type no module implements fails the task, naming the known types;
-//! - every outcome counts toward the module's rollout (`TaskRegistry::record_outcome`).
+//! - every outcome counts toward the module's rollout (`TaskRegistry::record_outcome`);
+//! - a completed task of a `yield_after` type ends the advance: the caller acts on it before the
+//!   next task runs (through the group controller in `tests/groups.rs`,
+//!   `blue_green_brings_up_the_entrants_before_the_incumbents_go`).
 
 use crate::api::seinode::TaskPlan;
 use crate::plan_step::{Next, TaskOutcome, current_task, record_step, wait_remaining};
@@ -79,6 +82,9 @@ pub struct Executor<'a> {
     pub slots: &'a ModuleSlots,
     pub step_cap: usize,
     pub telemetry: &'a Telemetry,
+    /// Task types whose completion ends the advance, so that the caller acts on it before the
+    /// next task runs (the group's `switch-traffic`: the Service moves before `teardown-nodes`).
+    pub yield_after: &'a [&'a str],
 }
 
 impl Executor<'_> {
@@ -129,8 +135,9 @@ impl Executor<'_> {
             if let (TaskOutcome::Complete, Some(output)) = (&outcome, output) {
                 out.outputs.push((task_type.clone(), output));
             }
+            let completed = matches!(outcome, TaskOutcome::Complete);
             out.next = record_step(plan, index, outcome, &digest, now);
-            if out.next != Next::RunNextTask {
+            if out.next != Next::RunNextTask || (completed && self.yield_after.contains(&task_type.as_str())) {
                 break;
             }
         }

@@ -39,6 +39,21 @@ pub struct PlatformConfig {
     pub genesis_region: String,
     /// `SEI_SIDECAR_IMAGE` (default: the seictl image pinned by this release).
     pub sidecar_image: String,
+    /// `SEI_GATEWAY_NAME`, `SEI_GATEWAY_NAMESPACE`, `SEI_GATEWAY_DOMAIN` (all three or none) and
+    /// `SEI_GATEWAY_PUBLIC_DOMAIN`: the Gateway a SeiNodeDeployment's HTTPRoutes attach to. None:
+    /// groups get their `<name>-external` Service and no routes (`RouteReady` says why).
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// The Gateway (Gateway API) that groups' HTTPRoutes attach to, and the domains of their hostnames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub name: String,
+    pub namespace: String,
+    /// Routes are `<group>-<protocol>.<domain>`.
+    pub domain: String,
+    /// With it, routes also answer `<group>-<protocol>.<namespace>.<public domain>`.
+    pub public_domain: Option<String>,
 }
 
 /// The seictl image used when neither the node nor the platform names one.
@@ -49,6 +64,24 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = "ghcr.io/sei-protocol/seictl:v0.0.31";
 pub struct PlatformError {
     pub variable: &'static str,
     pub what: &'static str,
+}
+
+/// The gateway settings: all of name, namespace and domain, or none of them.
+fn gateway(opt: &dyn Fn(&str) -> Option<String>) -> Result<Option<GatewayConfig>, PlatformError> {
+    const PARTS: [(&str, &str); 3] = [
+        ("SEI_GATEWAY_NAME", "the Gateway that SeiNodeDeployment routes attach to, set with the other SEI_GATEWAY_* settings"),
+        ("SEI_GATEWAY_NAMESPACE", "the namespace of that Gateway, set with the other SEI_GATEWAY_* settings"),
+        ("SEI_GATEWAY_DOMAIN", "the domain of route hostnames, set with the other SEI_GATEWAY_* settings"),
+    ];
+    let values: Vec<Option<String>> = PARTS.iter().map(|(k, _)| opt(k)).collect();
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if let Some(i) = values.iter().position(Option::is_none) {
+        return Err(PlatformError { variable: PARTS[i].0, what: PARTS[i].1 });
+    }
+    let [name, namespace, domain] = [0, 1, 2].map(|i| values[i].clone().unwrap_or_default());
+    Ok(Some(GatewayConfig { name, namespace, domain, public_domain: opt("SEI_GATEWAY_PUBLIC_DOMAIN") }))
 }
 
 impl PlatformConfig {
@@ -76,6 +109,7 @@ impl PlatformConfig {
             genesis_bucket: required("SEI_GENESIS_BUCKET", "the S3 bucket of genesis files, passed to the sidecar")?,
             genesis_region: or("SEI_GENESIS_REGION", "us-east-1"),
             sidecar_image: or("SEI_SIDECAR_IMAGE", DEFAULT_SIDECAR_IMAGE),
+            gateway: gateway(&opt)?,
         })
     }
 
@@ -129,5 +163,29 @@ mod tests {
         .unwrap();
         assert_eq!(p.node_pool.as_deref(), Some("rpc"));
         assert_eq!(p.storage_class_archive.as_deref(), Some("cold"));
+        assert_eq!(p.gateway, None);
+    }
+
+    #[test]
+    fn gateway_settings_come_together_or_not_at_all() {
+        let base = [("SEI_SNAPSHOT_BUCKET", "s"), ("SEI_GENESIS_BUCKET", "g")];
+        let with = |extra: &[(&str, &str)]| PlatformConfig::from_vars(&vars(&[&base[..], extra].concat()));
+        let full = with(&[("SEI_GATEWAY_NAME", "gw"), ("SEI_GATEWAY_NAMESPACE", "infra"), ("SEI_GATEWAY_DOMAIN", "sei.example")]).unwrap();
+        assert_eq!(
+            full.gateway,
+            Some(GatewayConfig { name: "gw".into(), namespace: "infra".into(), domain: "sei.example".into(), public_domain: None })
+        );
+        let public = with(&[
+            ("SEI_GATEWAY_NAME", "gw"),
+            ("SEI_GATEWAY_NAMESPACE", "infra"),
+            ("SEI_GATEWAY_DOMAIN", "sei.example"),
+            ("SEI_GATEWAY_PUBLIC_DOMAIN", "public.example"),
+        ])
+        .unwrap();
+        assert_eq!(public.gateway.and_then(|g| g.public_domain).as_deref(), Some("public.example"));
+        let err = with(&[("SEI_GATEWAY_NAME", "gw"), ("SEI_GATEWAY_DOMAIN", "sei.example")]).unwrap_err();
+        assert_eq!(err.variable, "SEI_GATEWAY_NAMESPACE");
+        // A public domain alone asks for nothing.
+        assert_eq!(with(&[("SEI_GATEWAY_PUBLIC_DOMAIN", "p")]).unwrap().gateway, None);
     }
 }

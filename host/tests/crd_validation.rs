@@ -219,6 +219,9 @@ mod groups {
             let message = message_of(create(&api, group(name, genesis_spec())).await);
             assert!(message.contains("may not end in -g<number> or -exporter"), "{name}: {message}");
         }
+        let long = "n".repeat(41);
+        let message = message_of(create(&api, group(&long, genesis_spec())).await);
+        assert!(message.contains("is at most 40 characters"), "{message}");
     }
 
     /// Merge `patch` into `target` (JSON merge patch: null removes).

@@ -4,6 +4,7 @@
 //! kubelets. Both controllers run as the Helm chart's ServiceAccount, watching only the test's
 //! namespace.
 
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase};
@@ -376,11 +377,51 @@ async fn blue_green_brings_up_the_entrants_before_the_incumbents_go() {
     let spec = json!({
         "replicas": 2,
         "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "archive": {}}},
-        "updateStrategy": {"type": "BlueGreen"}
+        "updateStrategy": {"type": "BlueGreen"},
+        "networking": {}
     });
     h.groups.create(&PostParams::default(), &group("bg", spec)).await.unwrap();
     let g = wait_group(&h, "bg", "Ready", |g| g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))).await;
     let generation = g.metadata.generation.unwrap() + 1;
+    let services: Api<Service> = Api::namespaced(h.groups.clone().into_client(), h.ns.name());
+    let selected = |s: &Service| s.spec.as_ref()?.selector.as_ref()?.get("sei.io/revision").cloned();
+    let before = eventually("the external Service", DEADLINE, || async { services.get_opt("bg-external").await.ok()? }).await.unwrap();
+    assert_eq!(selected(&before).as_deref(), Some("1"), "traffic goes to the incumbents' revision");
+
+    // Record, in etcd's order (resourceVersions of one etcd), when the Service first selects the
+    // entrants and when the first incumbent is marked for deletion.
+    let switched_at: Arc<Mutex<Option<u64>>> = Arc::default();
+    let torn_down_at: Arc<Mutex<Option<u64>>> = Arc::default();
+    let rv = |m: &kube::api::ObjectMeta| m.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    let recorders = {
+        use futures::StreamExt;
+        let (switched, services, entrant_revision) = (switched_at.clone(), services.clone(), generation.to_string());
+        let a = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(services, watcher::Config::default().fields("metadata.name=bg-external")));
+            while let Some(Ok(event)) = events.next().await {
+                if let watcher::Event::Apply(svc) | watcher::Event::InitApply(svc) = event
+                    && svc.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| s.get("sei.io/revision")) == Some(&entrant_revision)
+                {
+                    switched.lock().unwrap().get_or_insert(rv(&svc.metadata).unwrap_or(0));
+                }
+            }
+        });
+        let (torn, nodes) = (torn_down_at.clone(), h.nodes.clone());
+        let b = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()));
+            while let Some(Ok(event)) = events.next().await {
+                let n = match event {
+                    watcher::Event::Apply(n) | watcher::Event::InitApply(n) if n.metadata.deletion_timestamp.is_some() => n,
+                    watcher::Event::Delete(n) => n,
+                    _ => continue,
+                };
+                if ["bg-0", "bg-1"].contains(&n.metadata.name.as_deref().unwrap_or_default()) {
+                    torn.lock().unwrap().get_or_insert(rv(&n.metadata).unwrap_or(0));
+                }
+            }
+        });
+        [a, b]
+    };
     let change = json!({"spec": {"template": {"spec": {"image": "seid:v2"}}}});
     h.groups.patch("bg", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
     // While the entrants come up, the incumbents still run: both generations exist at once.
@@ -398,6 +439,18 @@ async fn blue_green_brings_up_the_entrants_before_the_incumbents_go() {
         g.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "RolloutInProgress").map(|c| c.status.as_str()),
         Some("False")
     );
+    // Traffic moved to the entrants before any incumbent went.
+    let after = services.get("bg-external").await.unwrap();
+    assert_eq!(selected(&after), Some(generation.to_string()), "traffic goes to the entrants' revision");
+    let (switched, torn) = eventually("both moments recorded", DEADLINE, || async {
+        let s = *switched_at.lock().unwrap();
+        let t = *torn_down_at.lock().unwrap();
+        s.zip(t)
+    })
+    .await
+    .unwrap();
+    recorders.iter().for_each(|r| r.abort());
+    assert!(switched < torn, "the Service switched (rv {switched}) before the first incumbent was torn down (rv {torn})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! module namespace (both replicas report in its status), a full node and a bootstrap node to
 //! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), an image change on
 //! a Running node (its convergence plan applies over the StatefulSet and Service), a group of two full
-//! nodes (children created, one deleted by a scale-down, the group's finalizer), a genesis validator
+//! nodes with networking and monitoring (children created, its Service, HTTPRoutes and
+//! ServiceMonitor created by server-side apply, one child deleted by a scale-down, the group's finalizer), a genesis validator
 //! whose `configure-genesis` is retried (its repeated Warning event is patched as a series), the
 //! deletion of a node (its PVC), and a
 //! graceful stop (the Lease released, the standby watching it).
@@ -33,7 +34,7 @@ use sei_operator::group::GroupContext;
 use sei_operator::leader::LeaseSettings;
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::operator::{Operator, Shutdown, Stopped};
-use sei_operator::platform::PlatformConfig;
+use sei_operator::platform::{GatewayConfig, PlatformConfig};
 use sei_operator::registry::TaskRegistry;
 use sei_operator::release_tag::with_custom_section;
 use sei_operator::sandbox::cache::sha256_hex;
@@ -42,7 +43,7 @@ use sei_operator::taskmodule::loader::TaskModuleWatch;
 use sei_operator::taskmodule::resource::TaskModule;
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::identity::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE, LEASE_NAME, MODULE_NAMESPACE};
-use sei_testkit::{AuditEvent, TestCluster, eventually};
+use sei_testkit::{AuditEvent, HTTPROUTES_CRD, SERVICEMONITORS_CRD, TestCluster, eventually};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -173,7 +174,7 @@ async fn start_replicas(client: &kube::Client, ns: &str, lease: &str, sidecar: &
             client.clone(),
             sandbox(),
             ctx.registry().clone(),
-            PlatformConfig::for_local(),
+            tour_platform(),
             SidecarResolver::Template(sidecar.url_template()),
             ctx.telemetry().clone(),
             (ctx.shared_module_slots(), ctx.module_step_cap()),
@@ -186,6 +187,14 @@ async fn start_replicas(client: &kube::Client, ns: &str, lease: &str, sidecar: &
         runs.push(tokio::spawn(operator.run(2, Some(ns.to_string()))));
     }
     Replicas { stop: Some(stop), runs }
+}
+
+/// The local platform with a Gateway for groups' routes.
+fn tour_platform() -> PlatformConfig {
+    PlatformConfig {
+        gateway: Some(GatewayConfig { name: "gw".into(), namespace: "infra".into(), domain: "sei.example".into(), public_domain: None }),
+        ..PlatformConfig::for_local()
+    }
 }
 
 fn node(name: &str, spec: serde_json::Value) -> SeiNode {
@@ -282,19 +291,23 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
     })
     .await?;
 
-    // A group of two full nodes: its children are created and reach Running, a scale-down
-    // deletes one, and deleting the group removes its finalizer.
+    // A group of two full nodes with networking and monitoring: its children are created and
+    // reach Running, its Service, HTTPRoutes and ServiceMonitor are applied (created), a
+    // scale-down deletes one child, and deleting the group removes its finalizer.
     let groups: Api<SeiNodeDeployment> = Api::namespaced(admin.clone(), ns);
     let group: SeiNodeDeployment = serde_json::from_value(json!({
         "apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "metadata": {"name": "rpc"},
         "spec": {"replicas": 2, "template": {"spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}, "peers": peers}},
-                 "updateStrategy": {"type": "InPlace"}}
+                 "updateStrategy": {"type": "InPlace"}, "networking": {}, "monitoring": {"serviceMonitor": {}}}
     }))
     .unwrap();
     groups.create(&PostParams::default(), &group).await.map_err(|e| e.to_string())?;
-    let ready = wait("group rpc Ready with 2 children", || async {
+    let ready = wait("group rpc Ready with 2 children, its routes and monitor applied", || async {
         let s = groups.get("rpc").await.ok()?.status?;
-        (s.ready_replicas == 2 && s.phase == Some(GroupPhase::Ready)).then_some(())
+        let reason = |t: &str| s.conditions.iter().find(|c| c.type_ == t).map(|c| c.reason.clone());
+        let networked =
+            reason("RouteReady").as_deref() == Some("RoutesPending") && reason("ServiceMonitorReady").as_deref() == Some("Applied");
+        (s.ready_replicas == 2 && s.phase == Some(GroupPhase::Ready) && networked).then_some(())
     })
     .await;
     if let Err(e) = ready {
@@ -335,6 +348,9 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
 
 async fn prepare(cluster: &'static TestCluster) {
     cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
+    // The real Gateway API and Prometheus Operator CRDs: a group's routes and monitor need them.
+    let third_party = [HTTPROUTES_CRD, SERVICEMONITORS_CRD].map(|f| cluster.third_party_crd(f).unwrap());
+    cluster.install_crds(&third_party).await.unwrap();
     cluster.install_controller_identity().await.unwrap();
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in go.mod
 # into a cache directory keyed by the Kubernetes version, and Helm from helm/go.mod into one keyed by
-# its version (linked into the same bin directory as `helm`). A no-op when all are already there.
+# its version (linked into the same bin directory as `helm`), and copies the third-party CRDs pinned
+# in crds/go.mod (Gateway API HTTPRoute, Prometheus Operator ServiceMonitor) from the Go module cache
+# into a directory keyed by their versions (linked as `crds` in the bin directory). A no-op when all
+# are already there.
 #
 #   tests/control-plane/build.sh            # prints the bin directory on its last line
 #   SEI_K8S_BIN_DIR=/path tests/control-plane/build.sh
@@ -49,8 +52,32 @@ link_helm() {
   [ "$(readlink "$bin/helm" 2>/dev/null)" = "$helm_bin/helm" ] || ln -sfn "$helm_bin/helm" "$bin/helm"
 }
 
+# Third-party CRDs, as their projects publish them in their Go modules (checked against crds/go.sum).
+crd_modules=$(awk '$1 ~ /^(sigs\.k8s\.io\/gateway-api|github\.com\/prometheus-operator\/prometheus-operator)$/ && $2 ~ /^v/ {print $1"@"$2}' "$here/crds/go.mod" | sort)
+[ "$(echo "$crd_modules" | wc -l)" -eq 2 ] || { echo "build.sh: cannot read the CRD module versions from $here/crds/go.mod" >&2; exit 1; }
+crd_dir=${XDG_CACHE_HOME:-$HOME/.cache}/sei-operator/crds-$(echo "$crd_modules" | sed 's#.*/##' | paste -sd_ -)
+fetch_crds() {
+  echo "fetching third-party CRDs: $(echo "$crd_modules" | tr '\n' ' ')" >&2
+  local dirs; dirs=$(cd "$here/crds" && GOFLAGS=-mod=mod go mod download -json $(echo "$crd_modules" | sed 's/@.*//') | awk -F'"' '$2=="Dir" {print $4}') \
+    || { echo "build.sh: go mod download of the CRD modules failed" >&2; exit 1; }
+  mkdir -p "$crd_dir.partial"
+  for d in $dirs; do
+    for f in "$d/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" \
+             "$d/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"; do
+      [ -f "$f" ] && cp "$f" "$crd_dir.partial/"
+    done
+  done
+  [ "$(ls "$crd_dir.partial" | wc -l)" -eq 2 ] || { echo "build.sh: expected 2 CRD files in $crd_dir.partial, found: $(ls "$crd_dir.partial")" >&2; exit 1; }
+  chmod -R u+w "$crd_dir.partial" && rm -rf "$crd_dir" && mv "$crd_dir.partial" "$crd_dir"
+}
+link_crds() {
+  [ -d "$crd_dir" ] || fetch_crds
+  [ "$(readlink "$bin/crds" 2>/dev/null)" = "$crd_dir" ] || ln -sfn "$crd_dir" "$bin/crds"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   link_helm
+  link_crds
   echo "control plane $version (etcd $etcd_version), helm $helm_version: cached" >&2
   echo "$bin"
   exit 0
@@ -78,4 +105,5 @@ for t in "${missing[@]}"; do
 done
 echo "control plane $version built in $(( $(date +%s) - start ))s; $(du -sh "$bin" | cut -f1) in $bin" >&2
 link_helm
+link_crds
 echo "$bin"

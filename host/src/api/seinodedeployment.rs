@@ -15,7 +15,8 @@
 //! - a genesis group has a validator template on the same chain id, and the template leaves
 //!   `validator.genesisCeremony` to the group;
 //! - a group's name does not end in `-g<number>` or `-exporter`, so no group's children take the
-//!   names of another group's rollout entrants or exporter;
+//!   names of another group's rollout entrants or exporter, and is at most 40 characters, so
+//!   its entrants, their pods and its routes keep valid names;
 //! - `genesis.maxCeremonyDuration` is a duration of at least one minute (default 15m), enforced
 //!   by the group controller (a ceremony that overruns fails with `CeremonyTimedOut`).
 
@@ -48,6 +49,7 @@ pub const DEFAULT_MAX_CEREMONY_DURATION: &str = "15m";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.rollout.entrantRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 40").message("a SeiNodeDeployment name is at most 40 characters: its entrants (<name>-g<generation>-<ordinal>), their pods and its routes (<name>-evm-ws) must stay valid DNS labels"),
     validation = Rule::new("!self.metadata.name.matches('-g[0-9]+$') && !self.metadata.name.endsWith('-exporter')").message("a SeiNodeDeployment name may not end in -g<number> or -exporter: those are the names of another group's rollout entrants and fork exporter"),
     validation = Rule::new("!has(self.spec.genesis) || !has(oldSelf.status) || !has(oldSelf.status.ceremonyStartedAt) || self.spec.replicas == oldSelf.spec.replicas").message("spec.replicas cannot change once the genesis ceremony has started: the validator set is written into genesis")
 )]

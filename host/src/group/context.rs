@@ -2,6 +2,7 @@
 //! accessors. It shares the sandbox, the registry, the metrics and the per-module step slots (one
 //! `--module-step-cap` for both controllers) with the SeiNode controller.
 
+use crate::adapters::discovery::ApiDiscovery;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
 use crate::platform::PlatformConfig;
@@ -11,7 +12,13 @@ use crate::sandbox::Sandbox;
 use crate::telemetry::Telemetry;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an answer of discovery, and a group's applied networking, is trusted before it is
+/// asked or applied again (and how soon a group whose route or monitor is not ready looks again).
+pub const DEFAULT_NETWORKING_REFRESH: Duration = Duration::from_secs(30);
 
 pub struct GroupContext {
     client: Client,
@@ -24,6 +31,17 @@ pub struct GroupContext {
     telemetry: Arc<Telemetry>,
     module_slots: Arc<ModuleSlots>,
     module_step_cap: usize,
+    discovery: ApiDiscovery,
+    networking_refresh: Duration,
+    /// Per group uid: a digest of the networking last applied, when, and the conditions it earned.
+    applied_networking: Mutex<HashMap<String, AppliedNetworking>>,
+}
+
+/// What a group's networking write left: skip the next one while nothing changed.
+#[derive(Debug, Clone)]
+pub struct AppliedNetworking {
+    pub digest: u64,
+    pub at: Instant,
 }
 
 impl GroupContext {
@@ -36,6 +54,7 @@ impl GroupContext {
         telemetry: Arc<Telemetry>,
         module_steps: (Arc<ModuleSlots>, usize),
     ) -> Arc<Self> {
+        let client_for_discovery = client.clone();
         let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
         Arc::new(Self {
             kube: Arc::new(KubeClientAdapter::new(client.clone())),
@@ -48,7 +67,43 @@ impl GroupContext {
             telemetry,
             module_slots: module_steps.0,
             module_step_cap: module_steps.1.max(1),
+            discovery: ApiDiscovery::new(Box::new(client_for_discovery), DEFAULT_NETWORKING_REFRESH),
+            networking_refresh: DEFAULT_NETWORKING_REFRESH,
+            applied_networking: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same context with another networking refresh (tests use a short one, to see a CRD
+    /// installed later without waiting half a minute).
+    pub fn with_networking_refresh(self: Arc<Self>, refresh: Duration) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut ctx) => {
+                ctx.discovery = ApiDiscovery::new(Box::new(ctx.client.clone()), refresh);
+                ctx.networking_refresh = refresh;
+                Arc::new(ctx)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    pub fn discovery(&self) -> &ApiDiscovery {
+        &self.discovery
+    }
+    pub fn networking_refresh(&self) -> Duration {
+        self.networking_refresh
+    }
+    /// Whether the networking of group `uid` with `digest` was applied within the refresh.
+    pub fn networking_fresh(&self, uid: &str, digest: u64) -> bool {
+        let memo = self.applied_networking.lock().unwrap_or_else(|p| p.into_inner());
+        memo.get(uid).is_some_and(|a| a.digest == digest && a.at.elapsed() < self.networking_refresh)
+    }
+    /// Remember (Some) or forget (None) the networking applied for group `uid`.
+    pub fn remember_networking(&self, uid: &str, applied: Option<u64>) {
+        let mut memo = self.applied_networking.lock().unwrap_or_else(|p| p.into_inner());
+        match applied {
+            Some(digest) => memo.insert(uid.to_string(), AppliedNetworking { digest, at: Instant::now() }),
+            None => memo.remove(uid),
+        };
     }
 
     pub fn client(&self) -> &Client {

@@ -7,9 +7,13 @@
 //! fixes `replicas`) → unless a plan runs: missing ordinals created, labels, annotations and pod
 //! labels synced, ordinals past `replicas` deleted (not during a ceremony) → a ceremony past
 //! `maxCeremonyDuration` fails the group (`CeremonyTimedOut`) → a template change becomes a
-//! rollout → `resolve_group_plan`: a new plan is persisted before anything runs; an active plan
-//! advances through the shared executor in the group's scope (its own SeiNodes and their sidecars)
-//! → one status write (a PUT of the status subresource with the resourceVersion it read).
+//! rollout → the `<group>-external` Service, HTTPRoutes and ServiceMonitor (`networking`; optional
+//! APIs checked in discovery, their absence a condition) → `resolve_group_plan`: a new plan is
+//! persisted before anything runs; an active plan advances through the shared executor in the
+//! group's scope (its own SeiNodes and their sidecars), pausing after `switch-traffic` so that the
+//! Service selects the entrants (`incumbentRevision` moved, status written, Service applied on
+//! the next reconcile) before `teardown-nodes` runs → one status write (a PUT of the status
+//! subresource with the resourceVersion it read).
 //!
 //! Tests: `tests/groups.rs` on the real control plane; the pure parts in `planner.rs` and
 //! `children.rs`.
@@ -20,12 +24,17 @@ use super::children::{
 };
 use super::context::GroupContext;
 use super::error::GroupError;
+use super::networking::{
+    GATEWAY_API, MONITORING_API, external_service, external_service_name, http_routes, route_accepted, route_name, route_status,
+    service_monitor, serving_revision,
+};
 use super::planner::{GroupPlanDecision, ceremony_due, resolve_group_plan, template_hash};
 use crate::adapters::kube::api_in;
 use crate::adapters::sidecar::{MemberSidecars, SidecarClient};
 use crate::api::seinode::{FailedTaskInfo, SeiNode, TaskPlanPhase, TaskStatus};
 use crate::api::seinodedeployment::{
-    DeletionPolicy, GroupNodeStatus, GroupPhase, SeiNodeDeployment, SeiNodeDeploymentStatus, UpdateStrategyType, condition as cond,
+    DeletionPolicy, GroupNodeStatus, GroupPhase, NetworkingStatus, SeiNodeDeployment, SeiNodeDeploymentStatus, UpdateStrategyType,
+    condition as cond,
 };
 use crate::conditions::condition;
 use crate::executor::Executor;
@@ -33,8 +42,9 @@ use crate::plan_step::Next;
 use crate::policy::scope::Scope;
 use crate::sandbox::RunEnv;
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -43,6 +53,9 @@ use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The task after which traffic belongs to the entrants.
+const SWITCH_TRAFFIC: &str = "switch-traffic";
 
 /// Steps one reconcile may run.
 pub const MAX_STEPS_PER_RECONCILE: usize = 32;
@@ -103,15 +116,18 @@ async fn cleanup(g: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Action
             let patch = serde_json::json!({"metadata": {"ownerReferences": others, "resourceVersion": n.resource_version()}});
             nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
+        orphan_networking(ctx, &g).await?;
         publish(
             ctx,
             &g,
             EventType::Normal,
             "ChildrenRetained",
-            "deletionPolicy Retain: the SeiNodes keep running without their group".into(),
+            "deletionPolicy Retain: the SeiNodes (and the group's Service, routes and ServiceMonitor) keep running without their group"
+                .into(),
         )
         .await;
     }
+    ctx.remember_networking(&g.uid().unwrap_or_default(), None);
     Ok(Action::await_change())
 }
 
@@ -238,6 +254,10 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
         publish(ctx, &g, EventType::Normal, "RolloutStarted", note).await;
         view.status = Some(status.clone());
     }
+    // Before any task runs: a `teardown-nodes` after `switch-traffic` runs only once the Service
+    // selects the entrants.
+    apply_networking(ctx, &g, &children, &mut status, &now).await?;
+    view.status = Some(status.clone());
 
     let decision = match resolve_group_plan(&view, &uuid::Uuid::new_v4().to_string()) {
         Ok(d) => d,
@@ -266,7 +286,12 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
             if status != before {
                 write_status(&api, &g, &status).await?;
             }
-            Ok(Action::requeue(RESYNC))
+            // A route or monitor not ready yet is looked at again sooner.
+            let waiting = status
+                .conditions
+                .iter()
+                .any(|c| (c.type_ == cond::ROUTE_READY || c.type_ == cond::SERVICE_MONITOR_READY) && c.status != "True");
+            Ok(Action::requeue(if waiting { ctx.networking_refresh().min(RESYNC) } else { RESYNC }))
         }
         GroupPlanDecision::Resume => {
             let Some(mut plan) = status.plan.take() else { return Ok(Action::await_change()) };
@@ -283,12 +308,23 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 slots: ctx.module_slots(),
                 step_cap: ctx.module_step_cap(),
                 telemetry: ctx.telemetry(),
+                yield_after: &[SWITCH_TRAFFIC],
             };
             let who = format!("{ns}/{name}");
             let done = exec.advance(&who, &serde_json::to_string(&view)?, &env, &mut plan, &now, MAX_STEPS_PER_RECONCILE).await;
             for (task_type, output) in &done.outputs {
                 if task_type.starts_with("assemble-") {
                     record_genesis(ctx, &g, &mut status, output);
+                }
+                // Traffic moves to the entrants: the next reconcile points the Service at them
+                // before `teardown-nodes` runs.
+                if task_type == SWITCH_TRAFFIC
+                    && let Some(r) = status.rollout.as_mut()
+                    && r.entrant_revision.is_some()
+                {
+                    r.incumbent_revision = r.entrant_revision.clone();
+                    let to = r.entrant_revision.clone().unwrap_or_default();
+                    publish(ctx, &g, EventType::Normal, "TrafficSwitched", format!("traffic moves to revision {to}")).await;
                 }
             }
             for n in done.notices {
@@ -342,6 +378,194 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
             })
         }
     }
+}
+
+/// The dynamic API of an optional resource (group, version, plural) of `kind`.
+fn optional_api(ctx: &GroupContext, ns: &str, (group, version, plural): (&str, &str, &str), kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(ctx.client().clone(), ns, &resource)
+}
+
+/// Replace (or add) the condition of its type.
+fn set_condition(status: &mut SeiNodeDeploymentStatus, c: Condition) {
+    status.conditions.retain(|o| o.type_ != c.type_);
+    status.conditions.push(c);
+}
+
+/// A 403 on an optional object: the condition says which grant is missing instead of failing.
+fn forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
+/// The group's `<name>-external` Service, its HTTPRoutes (when a Gateway is configured and the
+/// Gateway API is served) and its ServiceMonitor (when the Prometheus Operator's CRD is served),
+/// written by server-side apply, and the `RouteReady` / `ServiceMonitorReady` conditions they
+/// earn. An optional API that is absent or forbidden is a condition, never a reconcile error.
+/// Nothing is written when the same objects were applied within the refresh.
+async fn apply_networking(
+    ctx: &GroupContext,
+    g: &SeiNodeDeployment,
+    children: &[SeiNode],
+    status: &mut SeiNodeDeploymentStatus,
+    now: &Time,
+) -> Result<(), GroupError> {
+    let uid = g.uid().unwrap_or_default();
+    let ns = g.namespace().unwrap_or_default();
+    let monitor_config = g.spec.monitoring.as_ref().and_then(|m| m.service_monitor.as_ref());
+    if g.spec.networking.is_none() {
+        status.networking_status = None;
+    }
+    if g.spec.networking.is_none() && monitor_config.is_none() {
+        ctx.remember_networking(&uid, None);
+        return Ok(());
+    }
+    let mut view = g.clone();
+    view.status = Some(status.clone());
+    let gateway = ctx.platform().gateway.as_ref().filter(|_| g.spec.networking.is_some());
+    let routes_served = match gateway {
+        Some(_) => ctx.discovery().served(GATEWAY_API).await?,
+        None => false,
+    };
+    let monitors_served = match monitor_config {
+        Some(_) => ctx.discovery().served(MONITORING_API).await?,
+        None => false,
+    };
+    let service = g.spec.networking.as_ref().map(|_| external_service(&view, &serving_revision(&view, children)));
+    let routes = match gateway {
+        Some(gw) if routes_served => http_routes(&view, gw),
+        _ => Vec::new(),
+    };
+    let monitor = monitor_config.filter(|_| monitors_served).map(|c| service_monitor(&view, c));
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&(&service, &routes, &monitor))?.hash(&mut h);
+        (gateway.is_some(), routes_served, monitors_served).hash(&mut h);
+        h.finish()
+    };
+    if ctx.networking_fresh(&uid, digest) {
+        return Ok(());
+    }
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let generation = g.metadata.generation;
+    let who = format!("{ns}/{}", g.name_any());
+    if let Some(svc) = &service {
+        let name = external_service_name(g);
+        Api::<Service>::namespaced(ctx.client().clone(), &ns).patch(&name, &apply, &Patch::Apply(svc)).await?;
+        let (ready, reason, message) = match gateway {
+            None => (
+                false,
+                "GatewayNotConfigured",
+                format!(
+                    "Service {name} serves the group inside the cluster; no Gateway is configured (SEI_GATEWAY_NAME, \
+                     SEI_GATEWAY_NAMESPACE, SEI_GATEWAY_DOMAIN), so no HTTPRoutes are made"
+                ),
+            ),
+            Some(_) if !routes_served => (
+                false,
+                "GatewayAPINotServed",
+                format!(
+                    "this cluster does not serve {}/{} {}: install the Gateway API CRDs to get routes (Service {name} is in place)",
+                    GATEWAY_API.0, GATEWAY_API.1, GATEWAY_API.2
+                ),
+            ),
+            Some(gw) => {
+                let api = optional_api(ctx, &ns, GATEWAY_API, "HTTPRoute");
+                let mut pending = Vec::new();
+                let mut refused = None;
+                for route in &routes {
+                    let rname = route["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    match api.patch(&rname, &apply, &Patch::Apply(route)).await {
+                        Ok(applied) => {
+                            if !route_accepted(&serde_json::to_value(&applied)?, gw) {
+                                pending.push(rname);
+                            }
+                        }
+                        Err(e) if forbidden(&e) => {
+                            refused = Some(e.to_string());
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                match refused {
+                    Some(e) => (false, "Forbidden", format!("the controller may not write {}.{}: {e}", GATEWAY_API.2, GATEWAY_API.0)),
+                    None if pending.is_empty() => {
+                        (true, "RoutesAccepted", format!("Gateway {}/{} accepted the routes", gw.namespace, gw.name))
+                    }
+                    None => (
+                        false,
+                        "RoutesPending",
+                        format!("waiting for Gateway {}/{} to accept {}", gw.namespace, gw.name, pending.join(", ")),
+                    ),
+                }
+            }
+        };
+        status.networking_status = match gateway {
+            Some(gw) if routes_served => Some(NetworkingStatus { routes: route_status(&view, gw) }),
+            _ => None,
+        };
+        if !ready {
+            tracing::debug!(group = %who, reason, "routes not ready");
+        }
+        let c = condition(cond::ROUTE_READY, ready, reason, message, generation, now, &status.conditions);
+        set_condition(status, c);
+    }
+    if monitor_config.is_some() {
+        let (ready, reason, message) = match &monitor {
+            None => (
+                false,
+                "CRDNotServed",
+                format!(
+                    "this cluster does not serve {}/{} {}: install the Prometheus Operator CRDs to get a ServiceMonitor",
+                    MONITORING_API.0, MONITORING_API.1, MONITORING_API.2
+                ),
+            ),
+            Some(m) => {
+                let api = optional_api(ctx, &ns, MONITORING_API, "ServiceMonitor");
+                match api.patch(&g.name_any(), &apply, &Patch::Apply(m)).await {
+                    Ok(_) => (true, "Applied", format!("ServiceMonitor {} scrapes the group's nodes", g.name_any())),
+                    Err(e) if forbidden(&e) => {
+                        (false, "Forbidden", format!("the controller may not write {}.{}: {e}", MONITORING_API.2, MONITORING_API.0))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let c = condition(cond::SERVICE_MONITOR_READY, ready, reason, message, generation, now, &status.conditions);
+        set_condition(status, c);
+    }
+    ctx.remember_networking(&uid, Some(digest));
+    Ok(())
+}
+
+/// `Retain`: the Service, routes and ServiceMonitor lose their owner reference (so the garbage
+/// collector keeps them), each only if it exists.
+async fn orphan_networking(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<(), GroupError> {
+    let ns = g.namespace().unwrap_or_default();
+    let release = serde_json::json!({"metadata": {"ownerReferences": null}});
+    let mut targets: Vec<(Api<DynamicObject>, String)> = Vec::new();
+    if g.spec.networking.is_some() {
+        let services = ApiResource::erase::<Service>(&());
+        targets.push((Api::namespaced_with(ctx.client().clone(), &ns, &services), external_service_name(g)));
+        if ctx.platform().gateway.is_some() && ctx.discovery().served(GATEWAY_API).await? {
+            for (protocol, _) in super::networking::ROUTED {
+                targets.push((optional_api(ctx, &ns, GATEWAY_API, "HTTPRoute"), route_name(g, protocol)));
+            }
+        }
+    }
+    if g.spec.monitoring.as_ref().is_some_and(|m| m.service_monitor.is_some()) && ctx.discovery().served(MONITORING_API).await? {
+        targets.push((optional_api(ctx, &ns, MONITORING_API, "ServiceMonitor"), g.name_any()));
+    }
+    for (api, name) in targets {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.remember_networking(&g.uid().unwrap_or_default(), None);
+    Ok(())
 }
 
 /// The genesis hash the assembly reported, and where the genesis is (the reference's
@@ -440,6 +664,11 @@ fn finish_status(
         now,
         &old,
     ));
+    // Written by `apply_networking`; kept while the spec still asks for them.
+    let monitoring = g.spec.monitoring.as_ref().is_some_and(|m| m.service_monitor.is_some());
+    conditions.extend(old.into_iter().filter(|c| {
+        (c.type_ == cond::ROUTE_READY && g.spec.networking.is_some()) || (c.type_ == cond::SERVICE_MONITOR_READY && monitoring)
+    }));
     status.conditions = conditions;
 }
 

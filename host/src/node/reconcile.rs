@@ -244,6 +244,7 @@ async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskP
         slots: ctx.module_slots(),
         step_cap: ctx.module_step_cap(),
         telemetry: ctx.telemetry(),
+        yield_after: &[],
     };
     let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
     let done = exec.advance(&who, &node_json, &env, plan, now, MAX_STEPS_PER_RECONCILE).await;

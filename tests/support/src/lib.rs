@@ -95,6 +95,11 @@ pub fn control_plane_bin_dir() -> Result<PathBuf, TestClusterError> {
     Ok(PathBuf::from(dir))
 }
 
+/// The Gateway API's HTTPRoute CRD (standard channel), for `TestCluster::third_party_crd`.
+pub const HTTPROUTES_CRD: &str = "gateway.networking.k8s.io_httproutes.yaml";
+/// The Prometheus Operator's ServiceMonitor CRD, for `TestCluster::third_party_crd`.
+pub const SERVICEMONITORS_CRD: &str = "monitoring.coreos.com_servicemonitors.yaml";
+
 /// Every request, once, at level Metadata (no bodies), after the response was sent.
 const AUDIT_POLICY: &str =
     "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted, Panic]\nrules:\n- level: Metadata\n";
@@ -425,6 +430,15 @@ impl TestCluster {
     /// Where the control-plane binaries are (e.g. for `kubectl`).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// A third-party CRD as its project publishes it (`tests/control-plane/crds/go.mod` pins the
+    /// versions; `build.sh` copies them from the Go module cache): `HTTPROUTES_CRD`,
+    /// `SERVICEMONITORS_CRD`.
+    pub fn third_party_crd(&self, file: &str) -> Result<CustomResourceDefinition, TestClusterError> {
+        let path = self.bin_dir.join("crds").join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| TestClusterError::Manifest(format!("{}: {e}", path.display())))?;
+        serde_yaml::from_str(&text).map_err(|e| TestClusterError::Manifest(format!("{}: {e}", path.display())))
     }
 
     /// The API server's audit log (JSON lines).

@@ -101,6 +101,10 @@ Required ones fail rendering when empty.
   (list "resourceMemDefault" "SEI_RESOURCE_MEM_DEFAULT")
   (list "resourceCpuArchive" "SEI_RESOURCE_CPU_ARCHIVE")
   (list "resourceMemArchive" "SEI_RESOURCE_MEM_ARCHIVE")
+  (list "gatewayName" "SEI_GATEWAY_NAME")
+  (list "gatewayNamespace" "SEI_GATEWAY_NAMESPACE")
+  (list "gatewayDomain" "SEI_GATEWAY_DOMAIN")
+  (list "gatewayPublicDomain" "SEI_GATEWAY_PUBLIC_DOMAIN")
 }}
 {{- range $optional }}
 {{- $value := get $p (index . 0) }}

@@ -7,8 +7,9 @@
 //! - `collect-and-set-peers` writes a member's `spec.peers` only while that member has no active
 //!   plan (it runs after `await-nodes-running`, so in a ceremony it never waits);
 //! - `update-node-specs` rolls out the image in its params (the plan's), not the group's current one;
-//! - `switch-traffic` checks that every entrant is Running; the group controller moves
-//!   `incumbentRevision` when the plan completes (the module may not write the group);
+//! - `switch-traffic` checks that every entrant is Running; the group controller then moves
+//!   `incumbentRevision` to the entrants and points the `<group>-external` Service at them before
+//!   the next task (`teardown-nodes`) runs (the module may not write the group or a Service);
 //! - `submit-export-state` sends no bucket: the exporter's sidecar uses its own genesis bucket.
 //!
 //! Invariants (unit tests below): peer addresses are `<id>@<node>-0.<node>.<ns>.svc.cluster.local:26656`
