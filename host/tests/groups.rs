@@ -166,6 +166,69 @@ async fn four_validators_form_a_network_through_the_genesis_ceremony() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_genesis_exports_the_source_chain_through_an_exporter_first() {
+    let h = harness("grp-forkgen").await;
+    let spec = json!({
+        "replicas": 2,
+        "template": {"spec": {"chainId": "fork-1", "image": "seid:v2", "validator": {}}},
+        "genesis": {"chainId": "fork-1", "fork": {"sourceChainId": "pacific-1", "sourceImage": "seid:pacific", "exportHeight": 1200}},
+        "updateStrategy": {"type": "InPlace"}
+    });
+    h.groups.create(&PostParams::default(), &group("fk", spec)).await.unwrap();
+
+    // The exporter: a full node of the source chain restored at the export height (its
+    // bootstrap Job is completed here, as a kubelet would), labelled as the group's exporter.
+    let exporter = eventually("the exporter SeiNode", DEADLINE, || async { h.nodes.get_opt("fk-exporter").await.ok()? }).await.unwrap();
+    assert_eq!((exporter.spec.chain_id.as_str(), exporter.spec.image.as_str()), ("pacific-1", "seid:pacific"));
+    let labels = exporter.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        (labels.get("sei.io/role").map(String::as_str), labels.get("sei.io/nodedeployment").map(String::as_str)),
+        (Some("exporter"), Some("fk"))
+    );
+    let snapshot = exporter.spec.full_node.as_ref().and_then(|f| f.snapshot.as_ref()).expect("a snapshot restore");
+    assert_eq!(serde_json::to_value(snapshot).unwrap()["s3"]["targetHeight"], 1200);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(h.groups.clone().into_client(), h.ns.name());
+    eventually("the exporter's bootstrap Job", DEADLINE, || async { jobs.get_opt("fk-exporter-bootstrap").await.ok()? }).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let done = json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
+    jobs.patch_status("fk-exporter-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.unwrap();
+
+    let g = wait_group(&h, "fk", "Ready with the fork ceremony complete", |g| {
+        g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))
+            && condition(g, "GenesisCeremonyComplete").as_deref() == Some("True")
+    })
+    .await;
+    let status = g.status.clone().unwrap();
+    assert_eq!(status.ready_replicas, 2);
+    assert_eq!(status.genesis_hash.as_ref().map(String::len), Some(64));
+    assert_eq!(condition(&g, "ForkGenesisCeremonyNeeded").as_deref(), Some("False"));
+
+    // The exporter was asked for the state at the height, then torn down.
+    let exported = h.sidecar.node(h.ns.name(), "fk-exporter").submitted();
+    let export = exported.iter().find(|r| r.task_type == "export-state").expect("export-state on the exporter");
+    assert_eq!(export.params, Some(json!({"height": 1200, "chainId": "pacific-1", "s3Key": "pacific-1/exported-state.json"})));
+    eventually("the exporter gone", DEADLINE, || async { h.nodes.get_opt("fk-exporter").await.ok()?.is_none().then_some(()) })
+        .await
+        .unwrap();
+    assert_eq!(names(&h).await, ["fk-0", "fk-1"]);
+
+    // The fork genesis was assembled from the exported state by the first validator's sidecar.
+    let assembled = h.sidecar.node(h.ns.name(), "fk-0").submitted();
+    let assemble = assembled.iter().find(|r| r.task_type == "assemble-genesis-fork").expect("fork assembly on fk-0");
+    let params = assemble.params.clone().unwrap();
+    assert_eq!((params["sourceChainId"].as_str(), params["chainId"].as_str()), (Some("pacific-1"), Some("fork-1")));
+    assert_eq!(params["nodes"], json!([{"name": "fk-0"}, {"name": "fk-1"}]));
+    assert!(!assembled.iter().any(|r| r.task_type == "assemble-and-upload-genesis"), "a fork does not assemble a fresh genesis");
+    for i in 0..2 {
+        let n = h.nodes.get(&format!("fk-{i}")).await.unwrap();
+        assert_eq!(n.status.as_ref().and_then(|s| s.phase), Some(SeiNodePhase::Running));
+        assert_eq!(n.spec.peers.as_ref().and_then(|p| p[0].static_peers.as_ref()).map(|s| s.addresses.len()), Some(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_place_rollout_updates_one_node_at_a_time() {
     let h = harness("grp-inplace").await;
     let spec = json!({

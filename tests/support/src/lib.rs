@@ -119,6 +119,18 @@ pub struct AuditEvent {
     pub code: i64,
     /// RFC 3339 with microseconds, when the request was received.
     pub received: String,
+    /// The request's path and query.
+    pub request_uri: String,
+}
+
+impl AuditEvent {
+    /// A discovery read (`GET /api…` or `/apis…` with no resource): every authenticated user may
+    /// (the built-in `system:discovery` ClusterRole), no chart grants it.
+    pub fn is_discovery(&self) -> bool {
+        self.resource.is_empty()
+            && self.verb == "get"
+            && (self.request_uri == "/api" || self.request_uri.starts_with("/api/") || self.request_uri.starts_with("/apis"))
+    }
 }
 
 impl AuditEvent {
@@ -135,6 +147,7 @@ impl AuditEvent {
             user_agent: s("/userAgent"),
             code: v.pointer("/responseStatus/code").and_then(serde_json::Value::as_i64).unwrap_or_default(),
             received: s("/requestReceivedTimestamp"),
+            request_uri: s("/requestURI"),
         }
     }
 }
