@@ -12,7 +12,9 @@
 //! - scale-down deletes the highest ordinals first (`scale_down_deletes_the_highest_ordinals`);
 //! - a rollout starts when the template hash moves, never during a ceremony or a running plan
 //!   (`a_template_change_is_a_rollout`);
-//! - a ceremony past `maxCeremonyDuration` has overrun (`ceremony_deadline`).
+//! - a ceremony past `maxCeremonyDuration` has overrun (`ceremony_deadline`);
+//! - a child wakes its group only when its phase, image, generation, labels, owners or deletion
+//!   change (`a_child_wakes_its_group_only_when_it_matters`).
 
 use super::planner::{ceremony_due, entrant_names, template_hash};
 use crate::api::seinode::{GenesisCeremonyNodeConfig, SeiNode, SeiNodePhase, TaskPlanPhase};
@@ -193,6 +195,22 @@ pub fn detect_rollout(g: &SeiNodeDeployment, children: &[SeiNode], now: &Time) -
         incumbent_revision: Some(incumbent_revision),
         entrant_revision: (strategy != UpdateStrategyType::InPlace).then(|| generation.to_string()),
     })
+}
+
+/// What of a SeiNode its group reacts to: its generation, phase, rolled-out image, labels, owners
+/// and whether it is being deleted. A child's other status writes (each plan step) change none of
+/// these and do not wake the group (`a_child_wakes_its_group_only_when_it_matters`).
+pub fn child_fingerprint(n: &SeiNode) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    n.metadata.generation.hash(&mut h);
+    n.metadata.deletion_timestamp.is_some().hash(&mut h);
+    n.labels().hash(&mut h);
+    n.owner_references().iter().map(|o| &o.uid).collect::<Vec<_>>().hash(&mut h);
+    let status = n.status.as_ref();
+    status.and_then(|s| s.phase).map(|p| format!("{p:?}")).hash(&mut h);
+    status.and_then(|s| s.current_image.as_deref()).hash(&mut h);
+    h.finish()
 }
 
 /// `maxCeremonyDuration` as a duration (a Go duration string: `15m`, `1h30m`, `90s`).
@@ -382,5 +400,39 @@ mod tests {
         let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
         assert!(!ceremony_overran(&g, &at(0), &at(900)));
         assert!(ceremony_overran(&g, &at(0), &at(901)));
+    }
+
+    #[test]
+    fn a_child_wakes_its_group_only_when_it_matters() {
+        let base: SeiNode = serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "net-0", "generation": 1, "labels": {"sei.io/nodedeployment": "net"}},
+            "spec": {"chainId": "c", "image": "i", "fullNode": {}},
+            "status": {"phase": "Initializing", "plan": {"id": "p", "phase": "Active", "tasks": []}}
+        }))
+        .unwrap();
+        let fp = child_fingerprint(&base);
+        let mut step = base.clone();
+        step.status.as_mut().unwrap().plan.as_mut().unwrap().id = "q".into();
+        step.metadata.resource_version = Some("99".into());
+        assert_eq!(child_fingerprint(&step), fp, "a plan step's status write does not wake the group");
+        type Change = Box<dyn Fn(&mut SeiNode)>;
+        let changed: Vec<(&str, Change)> = vec![
+            ("phase", Box::new(|n: &mut SeiNode| n.status.as_mut().unwrap().phase = Some(SeiNodePhase::Running))),
+            ("image", Box::new(|n: &mut SeiNode| n.status.as_mut().unwrap().current_image = Some("i2".into()))),
+            ("generation", Box::new(|n: &mut SeiNode| n.metadata.generation = Some(2))),
+            (
+                "labels",
+                Box::new(|n: &mut SeiNode| {
+                    n.labels_mut().insert("x".into(), "y".into());
+                }),
+            ),
+            ("deletion", Box::new(|n: &mut SeiNode| n.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now())))),
+        ];
+        for (what, change) in changed {
+            let mut n = base.clone();
+            change(&mut n);
+            assert_ne!(child_fingerprint(&n), fp, "{what} wakes the group");
+        }
     }
 }

@@ -684,6 +684,36 @@ pub fn error_policy(g: Arc<SeiNodeDeployment>, error: &GroupError, ctx: Arc<Grou
     Action::requeue(ERROR_BACKOFF)
 }
 
+/// The SeiNodes that wake a group: only those labelled with a group, and only when what the
+/// group reacts to changed (`children::child_fingerprint`) or they are gone. A child's plan-step
+/// status writes (several per step) do not reconcile its group.
+fn child_triggers(api: Api<SeiNode>) -> impl futures::Stream<Item = Result<SeiNode, watcher::Error>> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    let seen: std::sync::Mutex<std::collections::HashMap<String, u64>> = Default::default();
+    watcher(api, watcher::Config::default().labels(GROUP_LABEL)).default_backoff().filter_map(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let out = match event {
+            Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                let key = n.uid().unwrap_or_default();
+                let fingerprint = super::children::child_fingerprint(&n);
+                (seen.insert(key, fingerprint) != Some(fingerprint)).then_some(Ok(n))
+            }
+            Ok(watcher::Event::Delete(n)) => {
+                seen.remove(&n.uid().unwrap_or_default());
+                Some(Ok(n))
+            }
+            // A relist: every child is new again (and the map drops the ones that are gone).
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(out)
+    })
+}
+
 /// Reconcile SeiNodeDeployments (and watch their SeiNodes) until `shutdown` resolves, then
 /// return once the reconciles in flight have finished.
 pub async fn run_until(
@@ -694,7 +724,7 @@ pub async fn run_until(
 ) {
     let client = ctx.client().clone();
     Controller::new(api_in::<SeiNodeDeployment>(&client, namespace.as_deref()), watcher::Config::default())
-        .owns(api_in::<SeiNode>(&client, namespace.as_deref()), watcher::Config::default())
+        .owns_stream(child_triggers(api_in::<SeiNode>(&client, namespace.as_deref())))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
