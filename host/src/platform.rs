@@ -81,7 +81,30 @@ fn gateway(opt: &dyn Fn(&str) -> Option<String>) -> Result<Option<GatewayConfig>
         return Err(PlatformError { variable: PARTS[i].0, what: PARTS[i].1 });
     }
     let [name, namespace, domain] = [0, 1, 2].map(|i| values[i].clone().unwrap_or_default());
-    Ok(Some(GatewayConfig { name, namespace, domain, public_domain: opt("SEI_GATEWAY_PUBLIC_DOMAIN") }))
+    let public_domain = opt("SEI_GATEWAY_PUBLIC_DOMAIN");
+    let checks = [("SEI_GATEWAY_DOMAIN", Some(&domain)), ("SEI_GATEWAY_PUBLIC_DOMAIN", public_domain.as_ref())];
+    for (variable, value) in checks {
+        if value.is_some_and(|d| !is_dns_subdomain(d)) {
+            return Err(PlatformError {
+                variable,
+                what: "a lowercase DNS name (RFC 1123 subdomain, e.g. sei.example.com): route hostnames end in it",
+            });
+        }
+    }
+    Ok(Some(GatewayConfig { name, namespace, domain, public_domain }))
+}
+
+/// An RFC 1123 subdomain: lowercase labels of letters, digits and inner dashes, each at most 63,
+/// at most 253 in all.
+fn is_dns_subdomain(s: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.len() <= 253 && s.split('.').all(label)
 }
 
 impl PlatformConfig {
@@ -185,6 +208,13 @@ mod tests {
         assert_eq!(public.gateway.and_then(|g| g.public_domain).as_deref(), Some("public.example"));
         let err = with(&[("SEI_GATEWAY_NAME", "gw"), ("SEI_GATEWAY_DOMAIN", "sei.example")]).unwrap_err();
         assert_eq!(err.variable, "SEI_GATEWAY_NAMESPACE");
+        let gw = [("SEI_GATEWAY_NAME", "gw"), ("SEI_GATEWAY_NAMESPACE", "infra")];
+        for bad in ["Sei.Example", "sei..example", "-sei.example", "sei_example", "sei.example."] {
+            let err = with(&[&gw[..], &[("SEI_GATEWAY_DOMAIN", bad)]].concat()).unwrap_err();
+            assert_eq!(err.variable, "SEI_GATEWAY_DOMAIN", "{bad}");
+        }
+        let err = with(&[&gw[..], &[("SEI_GATEWAY_DOMAIN", "ok.example"), ("SEI_GATEWAY_PUBLIC_DOMAIN", "UPPER")]].concat()).unwrap_err();
+        assert_eq!(err.variable, "SEI_GATEWAY_PUBLIC_DOMAIN");
         // A public domain alone asks for nothing.
         assert_eq!(with(&[("SEI_GATEWAY_PUBLIC_DOMAIN", "p")]).unwrap().gateway, None);
     }

@@ -2,8 +2,10 @@
 //! Gateway API and Prometheus Operator CRDs (from their Go modules, `tests/control-plane/crds`)
 //! installed part-way: first absent (the group reports why and stays Ready), then served (the
 //! routes and the monitor are made), then accepted by a Gateway (the test writes the route status
-//! a Gateway controller would). Its own test binary: it installs CRDs that the other group tests
-//! must not see. The controller runs as the Helm chart's ServiceAccount.
+//! a Gateway controller would); another app's Service of the same name is never taken over; a
+//! scale-up's node takes traffic; monitoring removed deletes the ServiceMonitor; `Retain` orphans
+//! the rest. Its own test binary: it installs CRDs that the other group tests must not see. The
+//! controller runs as the Helm chart's ServiceAccount.
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
@@ -67,6 +69,18 @@ async fn routes_and_monitor_follow_what_the_cluster_serves() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &group).await.unwrap();
+    // Another app's Service already has the name a second group's would take.
+    let services: Api<Service> = Api::namespaced(admin.clone(), ns.name());
+    let theirs: Service = serde_json::from_value(json!({"metadata": {"name": "taken-external"},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}))
+    .unwrap();
+    services.create(&PostParams::default(), &theirs).await.unwrap();
+    let mut taken = group.clone();
+    taken.metadata.name = Some("taken".into());
+    taken.spec.replicas = 1;
+    taken.spec.monitoring = None;
+    api.create(&PostParams::default(), &taken).await.unwrap();
+    let nodes_api: Api<sei_operator::api::seinode::SeiNode> = Api::namespaced(admin.clone(), ns.name());
     let wait = |what: &'static str, ok: fn(&SeiNodeDeployment) -> bool| {
         let api = api.clone();
         async move {
@@ -91,7 +105,18 @@ async fn routes_and_monitor_follow_what_the_cluster_serves() {
     .await;
     assert_eq!(reason(&g, "RouteReady").unwrap().0, "False");
     assert!(g.status.as_ref().unwrap().networking_status.is_none(), "no routes listed while none exist");
-    let services: Api<Service> = Api::namespaced(admin.clone(), ns.name());
+    // The second group does not take the other app's Service over: it says so and runs on.
+    let conflict = eventually("group taken reports the conflict", DEADLINE, || async {
+        let g = api.get("taken").await.ok()?;
+        reason(&g, "RouteReady").filter(|r| r.1 == "Conflict").map(|_| g)
+    })
+    .await
+    .unwrap();
+    let message = &conflict.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "RouteReady").unwrap().message;
+    assert!(message.contains("Service taken-external exists and is not controlled by this group"), "{message}");
+    let still = services.get("taken-external").await.unwrap();
+    assert_eq!(still.spec.unwrap().selector.unwrap(), [("app".to_string(), "theirs".to_string())].into(), "left alone");
+    assert!(still.metadata.owner_references.unwrap_or_default().is_empty());
     let svc = services.get("rpc-external").await.unwrap();
     let spec = svc.spec.unwrap();
     assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
@@ -139,7 +164,26 @@ async fn routes_and_monitor_follow_what_the_cluster_serves() {
     }
     wait("RouteReady True", |g| reason(g, "RouteReady").is_some_and(|r| r == ("True".into(), "RoutesAccepted".into()))).await;
 
-    // 4. Retain: the group goes; its Service, routes and monitor stay, owned by nobody.
+    // 4. A scale-up (a new generation) adds a node the Service selects: new children get the
+    //    serving revision, not the generation.
+    api.patch("rpc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 3}}))).await.unwrap();
+    let added = eventually("child rpc-2", DEADLINE, || async { nodes_api.get_opt("rpc-2").await.ok()? }).await.unwrap();
+    let selector = services.get("rpc-external").await.unwrap().spec.unwrap().selector.unwrap();
+    assert_eq!(
+        added.metadata.labels.as_ref().unwrap().get("sei.io/revision"),
+        selector.get("sei.io/revision"),
+        "the new node takes traffic"
+    );
+    assert_eq!(added.spec.pod_labels.as_ref().unwrap().get("sei.io/revision"), selector.get("sei.io/revision"));
+
+    // 5. Monitoring removed from the spec: the ServiceMonitor goes, and its condition.
+    api.patch("rpc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"monitoring": null}}))).await.unwrap();
+    wait("no ServiceMonitorReady", |g| reason(g, "ServiceMonitorReady").is_none()).await;
+    eventually("the ServiceMonitor deleted", DEADLINE, || async { monitors.get_opt("rpc").await.ok()?.is_none().then_some(()) })
+        .await
+        .unwrap();
+
+    // 6. Retain: the group goes; its Service and routes stay, owned by nobody.
     api.delete("rpc", &DeleteParams::default()).await.unwrap();
     eventually("the group gone", DEADLINE, || async { api.get_opt("rpc").await.ok()?.is_none().then_some(()) }).await.unwrap();
     let kept = services.get("rpc-external").await.unwrap();
@@ -148,5 +192,4 @@ async fn routes_and_monitor_follow_what_the_cluster_serves() {
         let r = routes.get(&format!("rpc-{protocol}")).await.unwrap();
         assert!(r.metadata.owner_references.unwrap_or_default().is_empty(), "route rpc-{protocol} is orphaned");
     }
-    assert!(monitors.get("rpc").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
 }

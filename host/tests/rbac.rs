@@ -6,7 +6,8 @@
 //! Running (PVC, StatefulSet, Services, the bootstrap Job and its teardown), an image change on
 //! a Running node (its convergence plan applies over the StatefulSet and Service), a group of two full
 //! nodes with networking and monitoring (children created, its Service, HTTPRoutes and
-//! ServiceMonitor created by server-side apply, one child deleted by a scale-down, the group's finalizer), a genesis validator
+//! ServiceMonitor created by server-side apply, then deleted when the spec drops them, one child
+//! deleted by a scale-down, the group's finalizer), a genesis validator
 //! whose `configure-genesis` is retried (its repeated Warning event is patched as a series), the
 //! deletion of a node (its PVC), and a
 //! graceful stop (the Lease released, the standby watching it).
@@ -314,6 +315,11 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
         let status = groups.get("rpc").await.ok().and_then(|g| g.status);
         return Err(format!("{e}; group status: {}", serde_json::to_string(&status).unwrap_or_default()));
     }
+    // Networking and monitoring removed: the Service, routes and monitor are deleted.
+    let unnetworked = json!({"spec": {"networking": null, "monitoring": null}});
+    groups.patch("rpc", &PatchParams::default(), &Patch::Merge(&unnetworked)).await.map_err(|e| e.to_string())?;
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), ns);
+    wait("Service rpc-external deleted", || async { services.get_opt("rpc-external").await.ok()?.is_none().then_some(()) }).await?;
     groups.patch("rpc", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 1}}))).await.map_err(|e| e.to_string())?;
     wait("child rpc-1 deleted by the scale-down", || async { nodes.get_opt("rpc-1").await.ok()?.is_none().then_some(()) }).await?;
     groups.delete("rpc", &DeleteParams::default()).await.map_err(|e| e.to_string())?;

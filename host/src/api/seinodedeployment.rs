@@ -16,7 +16,8 @@
 //!   `validator.genesisCeremony` to the group;
 //! - a group's name does not end in `-g<number>` or `-exporter`, so no group's children take the
 //!   names of another group's rollout entrants or exporter, and is at most 40 characters, so
-//!   its entrants, their pods and its routes keep valid names;
+//!   its entrants, their pods and its routes keep valid names (both checked on creation only:
+//!   a name never changes, and a group made before a rule existed stays writable);
 //! - `genesis.maxCeremonyDuration` is a duration of at least one minute (default 15m), enforced
 //!   by the group controller (a ceremony that overruns fails with `CeremonyTimedOut`).
 
@@ -49,8 +50,8 @@ pub const DEFAULT_MAX_CEREMONY_DURATION: &str = "15m";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.rollout.entrantRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("size(self.metadata.name) <= 40").message("a SeiNodeDeployment name is at most 40 characters: its entrants (<name>-g<generation>-<ordinal>), their pods and its routes (<name>-evm-ws) must stay valid DNS labels"),
-    validation = Rule::new("!self.metadata.name.matches('-g[0-9]+$') && !self.metadata.name.endsWith('-exporter')").message("a SeiNodeDeployment name may not end in -g<number> or -exporter: those are the names of another group's rollout entrants and fork exporter"),
+    validation = Rule::new("oldSelf.hasValue() || size(self.metadata.name) <= 40").optional_old_self(true).message("a SeiNodeDeployment name is at most 40 characters: its entrants (<name>-g<generation>-<ordinal>), their pods and its routes (<name>-evm-ws) must stay valid DNS labels"),
+    validation = Rule::new("oldSelf.hasValue() || (!self.metadata.name.matches('-g[0-9]+$') && !self.metadata.name.endsWith('-exporter'))").optional_old_self(true).message("a SeiNodeDeployment name may not end in -g<number> or -exporter: those are the names of another group's rollout entrants and fork exporter"),
     validation = Rule::new("!has(self.spec.genesis) || !has(oldSelf.status) || !has(oldSelf.status.ceremonyStartedAt) || self.spec.replicas == oldSelf.spec.replicas").message("spec.replicas cannot change once the genesis ceremony has started: the validator set is written into genesis")
 )]
 #[x_kube(
@@ -301,6 +302,10 @@ pub struct SeiNodeDeploymentStatus {
     pub ceremony_started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incumbent_nodes: Vec<String>,
+    /// The revision (`sei.io/revision`) that takes traffic and that new children get; a BlueGreen
+    /// or HardFork rollout moves it to its entrants at `switch-traffic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -61,13 +61,25 @@ pub fn owned_alone(g: &SeiNodeDeployment, n: &SeiNode) -> bool {
     !n.owner_references().is_empty() && n.owner_references().iter().all(|o| o.kind == "SeiNodeDeployment" && o.uid == uid)
 }
 
-/// The revision a new child gets: the group's incumbent revision, else its generation.
+/// The revision that takes traffic and that a new child gets: a rollout's `incumbentRevision`
+/// (moved to the entrants' at `switch-traffic`), else the group's `servingRevision`, else its
+/// generation.
 pub fn revision(g: &SeiNodeDeployment) -> String {
-    g.status
-        .as_ref()
+    let status = g.status.as_ref();
+    status
         .and_then(|s| s.rollout.as_ref())
         .and_then(|r| r.incumbent_revision.clone())
+        .or_else(|| status.and_then(|s| s.serving_revision.clone()))
         .unwrap_or_else(|| g.metadata.generation.unwrap_or(1).to_string())
+}
+
+/// The serving revision of a group that has none recorded yet: its lowest ordinal child's, else
+/// its generation (a group made before `servingRevision` existed keeps serving what it served).
+pub fn initial_serving_revision(g: &SeiNodeDeployment, children: &[SeiNode]) -> String {
+    let mut by_ordinal: Vec<(i32, String, Option<String>)> =
+        children.iter().filter_map(|c| ordinal_of(c).map(|o| (o, c.name_any(), c.labels().get(REVISION_LABEL).cloned()))).collect();
+    by_ordinal.sort();
+    by_ordinal.into_iter().find_map(|(_, _, r)| r).unwrap_or_else(|| g.metadata.generation.unwrap_or(1).to_string())
 }
 
 /// Labels every child carries: the template's, then the group's.
@@ -434,5 +446,36 @@ mod tests {
             change(&mut n);
             assert_ne!(child_fingerprint(&n), fp, "{what} wakes the group");
         }
+    }
+
+    #[test]
+    fn the_serving_revision_is_the_rollouts_then_the_groups() {
+        let labelled = |name: &str, ordinal: i32, rev: &str| -> SeiNode {
+            serde_json::from_value(json!({
+                "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+                "metadata": {"name": name, "labels": {"sei.io/nodedeployment-ordinal": ordinal.to_string(), "sei.io/revision": rev}},
+                "spec": {"chainId": "c", "image": "i", "fullNode": {}}
+            }))
+            .unwrap()
+        };
+        let mut g = rpc();
+        g.metadata.generation = Some(4);
+        // Nothing recorded: the generation; a group from before the field: its lowest ordinal's.
+        assert_eq!(revision(&g), "4");
+        assert_eq!(initial_serving_revision(&g, &[labelled("rpc-1", 1, "3"), labelled("rpc-0", 0, "2")]), "2");
+        assert_eq!(initial_serving_revision(&g, &[]), "4");
+        // Recorded: new children (a scale-up at any generation) get it.
+        g.status = Some(SeiNodeDeploymentStatus { serving_revision: Some("2".into()), ..Default::default() });
+        assert_eq!(revision(&g), "2");
+        assert_eq!(desired_child(&g, "rpc-5", 5).labels().get(REVISION_LABEL).map(String::as_str), Some("2"));
+        // A rollout: its incumbent revision, which switch-traffic moves to the entrants'.
+        g.status.as_mut().unwrap().rollout = Some(RolloutStatus {
+            strategy: UpdateStrategyType::BlueGreen,
+            target_hash: "h".into(),
+            incumbent_revision: Some("5".into()),
+            entrant_revision: Some("5".into()),
+            ..Default::default()
+        });
+        assert_eq!(revision(&g), "5");
     }
 }

@@ -5,11 +5,13 @@
 use crate::adapters::discovery::ApiDiscovery;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
+use crate::api::seinodedeployment::NetworkingStatus;
 use crate::platform::PlatformConfig;
 use crate::registry::TaskRegistry;
 use crate::registry::slots::ModuleSlots;
 use crate::sandbox::Sandbox;
 use crate::telemetry::Telemetry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::collections::HashMap;
@@ -33,15 +35,19 @@ pub struct GroupContext {
     module_step_cap: usize,
     discovery: ApiDiscovery,
     networking_refresh: Duration,
-    /// Per group uid: a digest of the networking last applied, when, and the conditions it earned.
+    /// Per group uid: a digest of the networking last applied, when, and what it earned.
     applied_networking: Mutex<HashMap<String, AppliedNetworking>>,
 }
 
-/// What a group's networking write left: skip the next one while nothing changed.
+/// What a group's networking write left: skip the next one while nothing changed, and restore
+/// what it earned (its status may not have been written).
 #[derive(Debug, Clone)]
 pub struct AppliedNetworking {
     pub digest: u64,
     pub at: Instant,
+    /// The `RouteReady` / `ServiceMonitorReady` conditions it earned.
+    pub conditions: Vec<Condition>,
+    pub routes: Option<NetworkingStatus>,
 }
 
 impl GroupContext {
@@ -74,7 +80,8 @@ impl GroupContext {
     }
 
     /// The same context with another networking refresh (tests use a short one, to see a CRD
-    /// installed later without waiting half a minute).
+    /// installed later without waiting half a minute). Call it before the context is shared:
+    /// a shared context is returned unchanged.
     pub fn with_networking_refresh(self: Arc<Self>, refresh: Duration) -> Arc<Self> {
         match Arc::try_unwrap(self) {
             Ok(mut ctx) => {
@@ -92,16 +99,17 @@ impl GroupContext {
     pub fn networking_refresh(&self) -> Duration {
         self.networking_refresh
     }
-    /// Whether the networking of group `uid` with `digest` was applied within the refresh.
-    pub fn networking_fresh(&self, uid: &str, digest: u64) -> bool {
+    /// What the networking of group `uid` with `digest` earned, when it was applied within the
+    /// refresh.
+    pub fn networking_fresh(&self, uid: &str, digest: u64) -> Option<AppliedNetworking> {
         let memo = self.applied_networking.lock().unwrap_or_else(|p| p.into_inner());
-        memo.get(uid).is_some_and(|a| a.digest == digest && a.at.elapsed() < self.networking_refresh)
+        memo.get(uid).filter(|a| a.digest == digest && a.at.elapsed() < self.networking_refresh).cloned()
     }
     /// Remember (Some) or forget (None) the networking applied for group `uid`.
-    pub fn remember_networking(&self, uid: &str, applied: Option<u64>) {
+    pub fn remember_networking(&self, uid: &str, applied: Option<AppliedNetworking>) {
         let mut memo = self.applied_networking.lock().unwrap_or_else(|p| p.into_inner());
         match applied {
-            Some(digest) => memo.insert(uid.to_string(), AppliedNetworking { digest, at: Instant::now() }),
+            Some(a) => memo.insert(uid.to_string(), a),
             None => memo.remove(uid),
         };
     }

@@ -5,21 +5,23 @@
 //! through a task module: they belong to the group, not to any one plan.
 //!
 //! Invariants (tests below):
-//! - the external Service selects the group's pods of the *serving* revision only: during a
-//!   rollout the incumbents' until `switch-traffic` completes, then the entrants'
-//!   (`the_service_follows_the_serving_revision`);
+//! - the external Service selects the group's pods of one revision only, the serving one
+//!   (`children::revision`: during a rollout the incumbents' until `switch-traffic` completes,
+//!   then the entrants') (`the_service_selects_the_serving_revision`);
 //! - every object is owned by the group (controller reference), labelled with it, and named from
 //!   it (`objects_are_owned_and_named_by_the_group`);
 //! - routes are `<group>-<protocol>.<domain>` and, with a public domain,
 //!   `<group>-<protocol>.<namespace>.<public domain>`, one HTTPRoute per protocol attached to the
 //!   platform's Gateway (`routes_carry_the_references_hostnames`);
-//! - a route is ready only when the Gateway named in its parent reference accepted it
+//! - a route is ready only when the Gateway named in its parent reference accepted it, and
+//!   rejected when that Gateway says `Accepted` False, with its reason
 //!   (`a_route_is_ready_when_its_gateway_accepted_it`);
+//! - an object the group writes must be absent or controlled by the group (its uid): another
+//!   owner's object of the same name is never taken over (`only_the_groups_own_objects_are_written`);
 //! - the ServiceMonitor selects the per-node Services of the group (they carry `sei.io/node`),
 //!   not the external one, at the spec's interval (`the_monitor_scrapes_every_node_service`).
 
-use super::children::{GROUP_LABEL, REVISION_LABEL, ROLE_LABEL, owner_of, revision};
-use crate::api::seinode::SeiNode;
+use super::children::{GROUP_LABEL, REVISION_LABEL, ROLE_LABEL, owner_of};
 use crate::api::seinodedeployment::{RouteStatus, SeiNodeDeployment, ServiceMonitorConfig};
 use crate::platform::GatewayConfig;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -57,17 +59,6 @@ pub fn external_service_name(g: &SeiNodeDeployment) -> String {
 /// `<group>-<protocol>`.
 pub fn route_name(g: &SeiNodeDeployment, protocol: &str) -> String {
     format!("{}-{protocol}", g.name_any())
-}
-
-/// The revision that takes traffic: during a rollout its `incumbentRevision` (which
-/// `switch-traffic` moves to the entrants'), else the lowest ordinal child's, else the group's.
-pub fn serving_revision(g: &SeiNodeDeployment, children: &[SeiNode]) -> String {
-    if let Some(r) = g.status.as_ref().and_then(|s| s.rollout.as_ref()).and_then(|r| r.incumbent_revision.clone()) {
-        return r;
-    }
-    let mut by_ordinal: Vec<(i32, &SeiNode)> = children.iter().filter_map(|c| super::children::ordinal_of(c).map(|o| (o, c))).collect();
-    by_ordinal.sort_by_key(|(o, c)| (*o, c.name_any()));
-    by_ordinal.first().and_then(|(_, c)| c.labels().get(REVISION_LABEL).cloned()).unwrap_or_else(|| revision(g))
 }
 
 fn meta(g: &SeiNodeDeployment, name: String, extra: &BTreeMap<String, String>) -> ObjectMeta {
@@ -148,19 +139,52 @@ pub fn route_status(g: &SeiNodeDeployment, gateway: &GatewayConfig) -> Vec<Route
         .collect()
 }
 
-/// Whether the Gateway `gateway` accepted `route` (a `status.parents[]` entry naming it with
-/// condition `Accepted` True).
-pub fn route_accepted(route: &Value, gateway: &GatewayConfig) -> bool {
-    route.pointer("/status/parents").and_then(Value::as_array).into_iter().flatten().any(|p| {
+/// What the Gateway made of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteState {
+    Accepted,
+    /// `Accepted` False: the Gateway's reason and message.
+    Rejected(String, String),
+    /// No word from the Gateway yet.
+    Pending,
+}
+
+/// The state of `route` at the Gateway `gateway` (its `status.parents[]` entry naming it).
+pub fn route_state(route: &Value, gateway: &GatewayConfig) -> RouteState {
+    let parents = route.pointer("/status/parents").and_then(Value::as_array).into_iter().flatten();
+    let ours = parents.filter(|p| {
         let r = &p["parentRef"];
-        r["name"].as_str() == Some(gateway.name.as_str())
-            && r["namespace"].as_str().is_none_or(|ns| ns == gateway.namespace)
-            && p["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"].as_str() == Some("Accepted") && c["status"].as_str() == Some("True"))
-    })
+        r["name"].as_str() == Some(gateway.name.as_str()) && r["namespace"].as_str().is_none_or(|ns| ns == gateway.namespace)
+    });
+    let mut state = RouteState::Pending;
+    for p in ours {
+        let accepted = p["conditions"].as_array().into_iter().flatten().find(|c| c["type"].as_str() == Some("Accepted"));
+        match accepted.and_then(|c| c["status"].as_str()) {
+            Some("True") => return RouteState::Accepted,
+            Some("False") => {
+                let c = accepted.unwrap_or(&Value::Null);
+                let text = |k: &str| crate::text::safe(c[k].as_str().unwrap_or_default(), 200);
+                state = RouteState::Rejected(text("reason"), text("message"));
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+/// Whether an object (its metadata) is controlled by group `g` (its uid): only such an object is
+/// written, deleted or orphaned by the group.
+pub fn controlled_by(g: &SeiNodeDeployment, meta: &ObjectMeta) -> bool {
+    let uid = g.uid().unwrap_or_default();
+    meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "SeiNodeDeployment")
+}
+
+/// Why an existing object of the group's name is not the group's: its controller, or none.
+pub fn held_by(meta: &ObjectMeta) -> String {
+    match meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
+        Some(o) => format!("controlled by {} {}", o.kind, o.name),
+        None => "not controlled by this group".to_string(),
+    }
 }
 
 /// The ServiceMonitor over the group's per-node Services (port `metrics`).
@@ -184,7 +208,8 @@ pub fn service_monitor(g: &SeiNodeDeployment, config: &ServiceMonitorConfig) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::seinodedeployment::{RolloutStatus, SeiNodeDeploymentStatus, UpdateStrategyType};
+    use crate::api::seinodedeployment::SeiNodeDeploymentStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn group(status: Option<SeiNodeDeploymentStatus>) -> SeiNodeDeployment {
         let mut g: SeiNodeDeployment = serde_json::from_value(json!({
@@ -198,40 +223,12 @@ mod tests {
         g
     }
 
-    fn child(name: &str, ordinal: i32, revision: &str) -> SeiNode {
-        serde_json::from_value(json!({
-            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
-            "metadata": {"name": name, "labels": {"sei.io/nodedeployment-ordinal": ordinal.to_string(), "sei.io/revision": revision}},
-            "spec": {"chainId": "c", "image": "i", "fullNode": {}}
-        }))
-        .unwrap()
-    }
-
     fn gateway(public: Option<&str>) -> GatewayConfig {
         GatewayConfig { name: "gw".into(), namespace: "infra".into(), domain: "sei.example".into(), public_domain: public.map(Into::into) }
     }
 
     #[test]
-    fn the_service_follows_the_serving_revision() {
-        let children = [child("net-1", 1, "2"), child("net-0", 0, "1")];
-        // No rollout: the lowest ordinal's revision; no children: the group's generation.
-        assert_eq!(serving_revision(&group(None), &children), "1");
-        assert_eq!(serving_revision(&group(None), &[]), "4");
-        // A rollout: its incumbent revision, whichever children exist (switch-traffic moves it).
-        let rolling = |incumbent: &str| {
-            group(Some(SeiNodeDeploymentStatus {
-                rollout: Some(RolloutStatus {
-                    strategy: UpdateStrategyType::BlueGreen,
-                    target_hash: "h".into(),
-                    incumbent_revision: Some(incumbent.into()),
-                    entrant_revision: Some("4".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }))
-        };
-        assert_eq!(serving_revision(&rolling("1"), &children), "1");
-        assert_eq!(serving_revision(&rolling("4"), &children), "4");
+    fn the_service_selects_the_serving_revision() {
         let svc = external_service(&group(None), "7");
         assert_eq!(
             svc.spec.as_ref().unwrap().selector.as_ref().unwrap(),
@@ -285,19 +282,45 @@ mod tests {
     fn a_route_is_ready_when_its_gateway_accepted_it() {
         let gw = gateway(None);
         let with = |parent: Value| json!({"status": {"parents": [parent]}});
-        let accepted = |name: &str, status: &str| {
-            with(
-                json!({"parentRef": {"name": name, "namespace": "infra"}, "controllerName": "x", "conditions": [{"type": "Accepted", "status": status}]}),
-            )
+        let said = |name: &str, status: &str| {
+            with(json!({"parentRef": {"name": name, "namespace": "infra"}, "controllerName": "x",
+                        "conditions": [{"type": "Accepted", "status": status, "reason": "NotAllowedByListeners", "message": "no\u{1b}[31m"}]}))
         };
-        assert!(route_accepted(&accepted("gw", "True"), &gw));
-        assert!(!route_accepted(&accepted("gw", "False"), &gw));
-        assert!(!route_accepted(&accepted("other", "True"), &gw), "another Gateway's acceptance does not count");
-        assert!(!route_accepted(&json!({}), &gw), "no status yet");
-        assert!(!route_accepted(&json!({"status": {"parents": "garbage"}}), &gw));
+        assert_eq!(route_state(&said("gw", "True"), &gw), RouteState::Accepted);
+        assert_eq!(
+            route_state(&said("gw", "False"), &gw),
+            RouteState::Rejected("NotAllowedByListeners".into(), crate::text::safe("no\u{1b}[31m", 200)),
+            "the Gateway's words, escaped"
+        );
+        assert_eq!(route_state(&said("other", "True"), &gw), RouteState::Pending, "another Gateway's acceptance does not count");
+        assert_eq!(route_state(&json!({}), &gw), RouteState::Pending, "no status yet");
+        assert_eq!(route_state(&json!({"status": {"parents": "garbage"}}), &gw), RouteState::Pending);
         let other_ns =
             with(json!({"parentRef": {"name": "gw", "namespace": "elsewhere"}, "conditions": [{"type": "Accepted", "status": "True"}]}));
-        assert!(!route_accepted(&other_ns, &gw));
+        assert_eq!(route_state(&other_ns, &gw), RouteState::Pending);
+    }
+
+    #[test]
+    fn only_the_groups_own_objects_are_written() {
+        let g = group(None);
+        let owner = |kind: &str, uid: &str, controller: Option<bool>| ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                name: "x".into(),
+                uid: uid.into(),
+                controller,
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        };
+        assert!(controlled_by(&g, &owner("SeiNodeDeployment", "u-1", Some(true))));
+        assert!(!controlled_by(&g, &owner("SeiNodeDeployment", "u-2", Some(true))), "another group's");
+        assert!(!controlled_by(&g, &owner("SeiNodeDeployment", "u-1", None)), "owned but not controlled");
+        assert!(!controlled_by(&g, &owner("SeiNode", "u-1", Some(true))));
+        assert!(!controlled_by(&g, &ObjectMeta::default()), "made by hand");
+        assert_eq!(held_by(&owner("SeiNode", "u-9", Some(true))), "controlled by SeiNode x");
+        assert_eq!(held_by(&ObjectMeta::default()), "not controlled by this group");
     }
 
     #[test]

@@ -19,14 +19,15 @@
 //! `children.rs`.
 
 use super::children::{
-    FINALIZER, GROUP_LABEL, ceremony_overran, desired_child, detect_rollout, incumbents, is_child, missing_ordinals, ordinal_of,
-    owned_alone, phase, plan_active, scale_down, sync_patch,
+    FINALIZER, GROUP_LABEL, ceremony_overran, desired_child, detect_rollout, incumbents, initial_serving_revision, is_child,
+    missing_ordinals, ordinal_of, owned_alone, phase, plan_active, revision, scale_down, sync_patch,
 };
+use super::context::AppliedNetworking;
 use super::context::GroupContext;
 use super::error::GroupError;
 use super::networking::{
-    GATEWAY_API, MONITORING_API, external_service, external_service_name, http_routes, route_accepted, route_name, route_status,
-    service_monitor, serving_revision,
+    GATEWAY_API, MONITORING_API, ROUTED, RouteState, controlled_by, external_service, external_service_name, held_by, http_routes,
+    route_name, route_state, route_status, service_monitor,
 };
 use super::planner::{GroupPlanDecision, ceremony_due, resolve_group_plan, template_hash};
 use crate::adapters::kube::api_in;
@@ -39,6 +40,7 @@ use crate::api::seinodedeployment::{
 use crate::conditions::condition;
 use crate::executor::Executor;
 use crate::plan_step::Next;
+use crate::platform::GatewayConfig;
 use crate::policy::scope::Scope;
 use crate::sandbox::RunEnv;
 use futures::StreamExt;
@@ -174,11 +176,18 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
     }
 
     let mut owned = owned_nodes(ctx, &g).await?;
+    if status.serving_revision.is_none() {
+        let children: Vec<SeiNode> = owned.iter().filter(|n| is_child(&g, n)).cloned().collect();
+        status.serving_revision = Some(initial_serving_revision(&g, &children));
+    }
     let active = plan_active(&g);
     if !active && status.phase != Some(GroupPhase::Failed) {
         let children: Vec<SeiNode> = owned.iter().filter(|n| is_child(&g, n) && n.metadata.deletion_timestamp.is_none()).cloned().collect();
+        // New children get the serving revision (the Service selects them).
+        let mut current = g.clone();
+        current.status = Some(status.clone());
         for ordinal in missing_ordinals(&g, &children) {
-            let child = desired_child(&g, &format!("{name}-{ordinal}"), ordinal);
+            let child = desired_child(&current, &format!("{name}-{ordinal}"), ordinal);
             match nodes.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &child).await {
                 Ok(created) => {
                     tracing::info!(group = %format!("{ns}/{name}"), node = %created.name_any(), ordinal, "child created");
@@ -256,7 +265,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
     }
     // Before any task runs: a `teardown-nodes` after `switch-traffic` runs only once the Service
     // selects the entrants.
-    apply_networking(ctx, &g, &children, &mut status, &now).await?;
+    apply_networking(ctx, &g, &before, &mut status, &now).await?;
     view.status = Some(status.clone());
 
     let decision = match resolve_group_plan(&view, &uuid::Uuid::new_v4().to_string()) {
@@ -341,6 +350,8 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                         ceremony_completed = true;
                     } else if let Some(rollout) = status.rollout.take() {
                         status.template_hash = Some(rollout.target_hash.clone());
+                        // The entrants' after `switch-traffic`, the incumbents' otherwise.
+                        status.serving_revision = rollout.incumbent_revision.clone().or(status.serving_revision.take());
                         status.observed_generation = g.metadata.generation;
                         if !rollout.entrant_nodes.is_empty() {
                             // Torn down: their sidecar clients go too.
@@ -361,8 +372,10 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                     let detail = status.plan.as_ref().and_then(|p| p.failed_task_detail.clone());
                     let why = detail.map(|d| format!("task {} failed: {}", d.task_type, d.error)).unwrap_or_default();
                     if !genesis && let Some(rollout) = status.rollout.take() {
-                        // Consumed: the next template change starts a new rollout.
+                        // Consumed: the next template change starts a new rollout. Traffic stays
+                        // where `switch-traffic` left it.
                         status.template_hash = Some(rollout.target_hash);
+                        status.serving_revision = rollout.incumbent_revision.or(status.serving_revision.take());
                     }
                     publish(ctx, &g, EventType::Warning, "PlanFailed", why).await;
                 }
@@ -380,10 +393,15 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
     }
 }
 
-/// The dynamic API of an optional resource (group, version, plural) of `kind`.
-fn optional_api(ctx: &GroupContext, ns: &str, (group, version, plural): (&str, &str, &str), kind: &str) -> Api<DynamicObject> {
+/// The dynamic API of a resource (group, version, plural) of `kind`.
+fn dynamic_api(ctx: &GroupContext, ns: &str, (group, version, plural): (&str, &str, &str), kind: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     Api::namespaced_with(ctx.client().clone(), ns, &resource)
+}
+
+/// The core Service API, dynamically typed like the optional ones.
+fn service_api(ctx: &GroupContext, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(ctx.client().clone(), ns, &ApiResource::erase::<Service>(&()))
 }
 
 /// Replace (or add) the condition of its type.
@@ -392,28 +410,74 @@ fn set_condition(status: &mut SeiNodeDeploymentStatus, c: Condition) {
     status.conditions.push(c);
 }
 
-/// A 403 on an optional object: the condition says which grant is missing instead of failing.
 fn forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403)
 }
 
+/// A write the group would not or could not make: the condition reason and message.
+struct Refused(&'static str, String);
+
+/// Server-side apply `desired` (named `name`), but only over an object the group controls: an
+/// absent one is created, another owner's (or nobody's) is left alone (`Conflict`), a 403 is
+/// `Forbidden`. Other API errors are returned.
+async fn write_owned(
+    api: &Api<DynamicObject>,
+    g: &SeiNodeDeployment,
+    what: &str,
+    name: &str,
+    desired: &serde_json::Value,
+) -> Result<Result<serde_json::Value, Refused>, kube::Error> {
+    let refused_403 = |e: &kube::Error| Refused("Forbidden", format!("the controller may not write {what} {name}: {e}"));
+    match api.get_opt(name).await {
+        Ok(Some(existing)) if !controlled_by(g, &existing.metadata) => {
+            let held = held_by(&existing.metadata);
+            return Ok(Err(Refused("Conflict", format!("{what} {name} exists and is {held}; rename or delete it"))));
+        }
+        Ok(_) => {}
+        Err(e) if forbidden(&e) => return Ok(Err(refused_403(&e))),
+        Err(e) => return Err(e),
+    }
+    match api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await {
+        Ok(applied) => Ok(Ok(serde_json::to_value(&applied).unwrap_or_default())),
+        Err(e) if forbidden(&e) => Ok(Err(refused_403(&e))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an optional API is served; a failed lookup is a refusal (a condition), not an error.
+async fn served(ctx: &GroupContext, api: (&str, &str, &str)) -> Result<bool, Refused> {
+    ctx.discovery()
+        .served(api)
+        .await
+        .map_err(|e| Refused("DiscoveryFailed", format!("could not ask discovery whether {}/{} {} is served: {e}", api.0, api.1, api.2)))
+}
+
 /// The group's `<name>-external` Service, its HTTPRoutes (when a Gateway is configured and the
 /// Gateway API is served) and its ServiceMonitor (when the Prometheus Operator's CRD is served),
-/// written by server-side apply, and the `RouteReady` / `ServiceMonitorReady` conditions they
-/// earn. An optional API that is absent or forbidden is a condition, never a reconcile error.
-/// Nothing is written when the same objects were applied within the refresh.
+/// written by server-side apply over objects the group controls, and the `RouteReady` /
+/// `ServiceMonitorReady` conditions they earn. Only a failed write of the Service fails the
+/// reconcile; anything about an optional API (absent, forbidden, refused, another owner's object)
+/// is a condition. What the spec no longer asks for is deleted (once: the condition that marks it
+/// goes with it). Nothing is written when the same objects were applied within the refresh.
 async fn apply_networking(
     ctx: &GroupContext,
     g: &SeiNodeDeployment,
-    children: &[SeiNode],
+    before: &SeiNodeDeploymentStatus,
     status: &mut SeiNodeDeploymentStatus,
     now: &Time,
 ) -> Result<(), GroupError> {
     let uid = g.uid().unwrap_or_default();
     let ns = g.namespace().unwrap_or_default();
     let monitor_config = g.spec.monitoring.as_ref().and_then(|m| m.service_monitor.as_ref());
+    let had = |t: &str| before.conditions.iter().any(|c| c.type_ == t);
     if g.spec.networking.is_none() {
         status.networking_status = None;
+        if had(cond::ROUTE_READY) {
+            remove_networking(ctx, g, true, false).await?;
+        }
+    }
+    if monitor_config.is_none() && had(cond::SERVICE_MONITOR_READY) {
+        remove_networking(ctx, g, false, true).await?;
     }
     if g.spec.networking.is_none() && monitor_config.is_none() {
         ctx.remember_networking(&uid, None);
@@ -423,97 +487,85 @@ async fn apply_networking(
     view.status = Some(status.clone());
     let gateway = ctx.platform().gateway.as_ref().filter(|_| g.spec.networking.is_some());
     let routes_served = match gateway {
-        Some(_) => ctx.discovery().served(GATEWAY_API).await?,
-        None => false,
+        Some(_) => served(ctx, GATEWAY_API).await,
+        None => Ok(false),
     };
     let monitors_served = match monitor_config {
-        Some(_) => ctx.discovery().served(MONITORING_API).await?,
-        None => false,
+        Some(_) => served(ctx, MONITORING_API).await,
+        None => Ok(false),
     };
-    let service = g.spec.networking.as_ref().map(|_| external_service(&view, &serving_revision(&view, children)));
+    let service = g.spec.networking.as_ref().map(|_| serde_json::to_value(external_service(&view, &revision(&view))));
+    let service = service.transpose()?;
     let routes = match gateway {
-        Some(gw) if routes_served => http_routes(&view, gw),
+        Some(gw) if routes_served.as_ref().is_ok_and(|s| *s) => http_routes(&view, gw),
         _ => Vec::new(),
     };
-    let monitor = monitor_config.filter(|_| monitors_served).map(|c| service_monitor(&view, c));
+    let monitor = monitor_config.filter(|_| monitors_served.as_ref().is_ok_and(|s| *s)).map(|c| service_monitor(&view, c));
     let digest = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         serde_json::to_string(&(&service, &routes, &monitor))?.hash(&mut h);
-        (gateway.is_some(), routes_served, monitors_served).hash(&mut h);
+        (gateway.is_some(), routes_served.as_ref().ok(), monitors_served.as_ref().ok(), g.metadata.generation).hash(&mut h);
         h.finish()
     };
-    if ctx.networking_fresh(&uid, digest) {
+    if let Some(applied) = ctx.networking_fresh(&uid, digest) {
+        // Applied already: what it earned stands (the last status write may have been lost).
+        applied.conditions.into_iter().for_each(|c| set_condition(status, c));
+        if g.spec.networking.is_some() {
+            status.networking_status = applied.routes;
+        }
         return Ok(());
     }
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
     let generation = g.metadata.generation;
-    let who = format!("{ns}/{}", g.name_any());
+    let mut earned = Vec::new();
     if let Some(svc) = &service {
         let name = external_service_name(g);
-        Api::<Service>::namespaced(ctx.client().clone(), &ns).patch(&name, &apply, &Patch::Apply(svc)).await?;
-        let (ready, reason, message) = match gateway {
-            None => (
-                false,
-                "GatewayNotConfigured",
-                format!(
-                    "Service {name} serves the group inside the cluster; no Gateway is configured (SEI_GATEWAY_NAME, \
-                     SEI_GATEWAY_NAMESPACE, SEI_GATEWAY_DOMAIN), so no HTTPRoutes are made"
-                ),
-            ),
-            Some(_) if !routes_served => (
-                false,
-                "GatewayAPINotServed",
-                format!(
-                    "this cluster does not serve {}/{} {}: install the Gateway API CRDs to get routes (Service {name} is in place)",
-                    GATEWAY_API.0, GATEWAY_API.1, GATEWAY_API.2
-                ),
-            ),
-            Some(gw) => {
-                let api = optional_api(ctx, &ns, GATEWAY_API, "HTTPRoute");
-                let mut pending = Vec::new();
-                let mut refused = None;
-                for route in &routes {
-                    let rname = route["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                    match api.patch(&rname, &apply, &Patch::Apply(route)).await {
-                        Ok(applied) => {
-                            if !route_accepted(&serde_json::to_value(&applied)?, gw) {
-                                pending.push(rname);
-                            }
-                        }
-                        Err(e) if forbidden(&e) => {
-                            refused = Some(e.to_string());
-                            break;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                match refused {
-                    Some(e) => (false, "Forbidden", format!("the controller may not write {}.{}: {e}", GATEWAY_API.2, GATEWAY_API.0)),
-                    None if pending.is_empty() => {
-                        (true, "RoutesAccepted", format!("Gateway {}/{} accepted the routes", gw.namespace, gw.name))
-                    }
-                    None => (
-                        false,
-                        "RoutesPending",
-                        format!("waiting for Gateway {}/{} to accept {}", gw.namespace, gw.name, pending.join(", ")),
+        let (ready, reason, message) = match write_owned(&service_api(ctx, &ns), g, "Service", &name, svc).await? {
+            Err(Refused(reason, message)) => (false, reason, message),
+            Ok(_) => match (gateway, &routes_served) {
+                (None, _) => (
+                    true,
+                    "NoGateway",
+                    format!(
+                        "Service {name} serves the group inside the cluster; no Gateway is configured (SEI_GATEWAY_NAME, \
+                         SEI_GATEWAY_NAMESPACE, SEI_GATEWAY_DOMAIN), so no HTTPRoutes are made"
                     ),
-                }
-            }
+                ),
+                (Some(_), Err(Refused(reason, message))) => (false, *reason, message.clone()),
+                (Some(_), Ok(false)) => (
+                    false,
+                    "GatewayAPINotServed",
+                    format!(
+                        "this cluster does not serve {}/{} {}: install the Gateway API CRDs to get routes (Service {name} is in place)",
+                        GATEWAY_API.0, GATEWAY_API.1, GATEWAY_API.2
+                    ),
+                ),
+                (Some(gw), Ok(true)) => apply_routes(ctx, g, gw, &routes).await,
+            },
         };
         status.networking_status = match gateway {
-            Some(gw) if routes_served => Some(NetworkingStatus { routes: route_status(&view, gw) }),
+            Some(gw) if reason == "RoutesAccepted" || reason == "RoutesPending" || reason == "RouteRejected" => {
+                Some(NetworkingStatus { routes: route_status(&view, gw) })
+            }
             _ => None,
         };
-        if !ready {
-            tracing::debug!(group = %who, reason, "routes not ready");
-        }
-        let c = condition(cond::ROUTE_READY, ready, reason, message, generation, now, &status.conditions);
-        set_condition(status, c);
+        let message = crate::text::safe(&message, 900);
+        earned.push(condition(cond::ROUTE_READY, ready, reason, message, generation, now, &status.conditions));
     }
-    if monitor_config.is_some() {
-        let (ready, reason, message) = match &monitor {
-            None => (
+    if let Some(config) = monitor_config {
+        let (ready, reason, message) = match (&monitors_served, &monitor) {
+            (Err(Refused(reason, message)), _) => (false, *reason, message.clone()),
+            (Ok(true), Some(m)) => {
+                let api = dynamic_api(ctx, &ns, MONITORING_API, "ServiceMonitor");
+                match write_owned(&api, g, "ServiceMonitor", &g.name_any(), m).await {
+                    Ok(Ok(_)) => {
+                        (true, "Applied", format!("ServiceMonitor {} scrapes the group's nodes every {}", g.name_any(), config.interval))
+                    }
+                    Ok(Err(Refused(reason, message))) => (false, reason, message),
+                    Err(e) => (false, "ApplyFailed", format!("writing ServiceMonitor {}: {e}", g.name_any())),
+                }
+            }
+            _ => (
                 false,
                 "CRDNotServed",
                 format!(
@@ -521,50 +573,120 @@ async fn apply_networking(
                     MONITORING_API.0, MONITORING_API.1, MONITORING_API.2
                 ),
             ),
-            Some(m) => {
-                let api = optional_api(ctx, &ns, MONITORING_API, "ServiceMonitor");
-                match api.patch(&g.name_any(), &apply, &Patch::Apply(m)).await {
-                    Ok(_) => (true, "Applied", format!("ServiceMonitor {} scrapes the group's nodes", g.name_any())),
-                    Err(e) if forbidden(&e) => {
-                        (false, "Forbidden", format!("the controller may not write {}.{}: {e}", MONITORING_API.2, MONITORING_API.0))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
         };
-        let c = condition(cond::SERVICE_MONITOR_READY, ready, reason, message, generation, now, &status.conditions);
-        set_condition(status, c);
+        let message = crate::text::safe(&message, 900);
+        earned.push(condition(cond::SERVICE_MONITOR_READY, ready, reason, message, generation, now, &status.conditions));
     }
-    ctx.remember_networking(&uid, Some(digest));
+    for c in &earned {
+        if c.status != "True" {
+            tracing::debug!(group = %format!("{ns}/{}", g.name_any()), condition = %c.type_, reason = %c.reason, "networking not ready");
+        }
+        set_condition(status, c.clone());
+    }
+    let routes = status.networking_status.clone();
+    ctx.remember_networking(&uid, Some(AppliedNetworking { digest, at: std::time::Instant::now(), conditions: earned, routes }));
     Ok(())
 }
 
-/// `Retain`: the Service, routes and ServiceMonitor lose their owner reference (so the garbage
-/// collector keeps them), each only if it exists.
-async fn orphan_networking(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<(), GroupError> {
+/// Apply the group's routes; the `RouteReady` verdict: every route accepted by the Gateway, one
+/// rejected (with the Gateway's reason), some still pending, or a write refused or failed.
+async fn apply_routes(
+    ctx: &GroupContext,
+    g: &SeiNodeDeployment,
+    gw: &GatewayConfig,
+    routes: &[serde_json::Value],
+) -> (bool, &'static str, String) {
+    let api = dynamic_api(ctx, &g.namespace().unwrap_or_default(), GATEWAY_API, "HTTPRoute");
+    let (mut pending, mut rejected) = (Vec::new(), Vec::new());
+    for route in routes {
+        let name = route["metadata"]["name"].as_str().unwrap_or_default();
+        match write_owned(&api, g, "HTTPRoute", name, route).await {
+            Ok(Ok(applied)) => match route_state(&applied, gw) {
+                RouteState::Accepted => {}
+                RouteState::Pending => pending.push(name.to_string()),
+                RouteState::Rejected(reason, message) => rejected.push(format!("{name}: {reason}: {message}")),
+            },
+            Ok(Err(Refused(reason, message))) => return (false, reason, message),
+            Err(e) => return (false, "ApplyFailed", format!("writing HTTPRoute {name}: {e}")),
+        }
+    }
+    let at = format!("Gateway {}/{}", gw.namespace, gw.name);
+    if !rejected.is_empty() {
+        (false, "RouteRejected", format!("{at} rejected {}", rejected.join("; ")))
+    } else if !pending.is_empty() {
+        (false, "RoutesPending", format!("waiting for {at} to accept {}", pending.join(", ")))
+    } else {
+        (true, "RoutesAccepted", format!("{at} accepted the routes"))
+    }
+}
+
+/// The group's networking objects (the Service and routes, the ServiceMonitor, or both) as
+/// (api, kind, name), the optional ones only when their API is served.
+async fn networking_objects(
+    ctx: &GroupContext,
+    g: &SeiNodeDeployment,
+    service: bool,
+    monitor: bool,
+) -> Vec<(Api<DynamicObject>, &'static str, String)> {
     let ns = g.namespace().unwrap_or_default();
-    let release = serde_json::json!({"metadata": {"ownerReferences": null}});
-    let mut targets: Vec<(Api<DynamicObject>, String)> = Vec::new();
-    if g.spec.networking.is_some() {
-        let services = ApiResource::erase::<Service>(&());
-        targets.push((Api::namespaced_with(ctx.client().clone(), &ns, &services), external_service_name(g)));
-        if ctx.platform().gateway.is_some() && ctx.discovery().served(GATEWAY_API).await? {
-            for (protocol, _) in super::networking::ROUTED {
-                targets.push((optional_api(ctx, &ns, GATEWAY_API, "HTTPRoute"), route_name(g, protocol)));
+    let mut out = Vec::new();
+    if service {
+        out.push((service_api(ctx, &ns), "Service", external_service_name(g)));
+        if ctx.platform().gateway.is_some() && served(ctx, GATEWAY_API).await.unwrap_or(false) {
+            for (protocol, _) in ROUTED {
+                out.push((dynamic_api(ctx, &ns, GATEWAY_API, "HTTPRoute"), "HTTPRoute", route_name(g, protocol)));
             }
         }
     }
-    if g.spec.monitoring.as_ref().is_some_and(|m| m.service_monitor.is_some()) && ctx.discovery().served(MONITORING_API).await? {
-        targets.push((optional_api(ctx, &ns, MONITORING_API, "ServiceMonitor"), g.name_any()));
+    if monitor && served(ctx, MONITORING_API).await.unwrap_or(false) {
+        out.push((dynamic_api(ctx, &ns, MONITORING_API, "ServiceMonitor"), "ServiceMonitor", g.name_any()));
     }
-    for (api, name) in targets {
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await {
-            Ok(_) => {}
+    out
+}
+
+/// Delete what the spec no longer asks for (only objects the group controls). A failure on the
+/// Service fails the reconcile (retried); one on an optional object is a Warning event.
+async fn remove_networking(ctx: &GroupContext, g: &SeiNodeDeployment, service: bool, monitor: bool) -> Result<(), GroupError> {
+    for (api, kind, name) in networking_objects(ctx, g, service, monitor).await {
+        let result = match api.get_opt(&name).await {
+            Ok(Some(o)) if controlled_by(g, &o.metadata) => api.delete(&name, &DeleteParams::background()).await.map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if kind == "Service" => return Err(e.into()),
+            Err(e) => publish(ctx, g, EventType::Warning, "NetworkingLeft", format!("could not delete {kind} {name}: {e}")).await,
         }
     }
     ctx.remember_networking(&g.uid().unwrap_or_default(), None);
+    Ok(())
+}
+
+/// `Retain`: the Service, routes and ServiceMonitor the group controls lose the group's owner
+/// reference (other owners kept), so the garbage collector keeps them. A refusal on an optional
+/// object is a Warning event, never a stuck deletion.
+async fn orphan_networking(ctx: &GroupContext, g: &SeiNodeDeployment) -> Result<(), GroupError> {
+    let monitor = g.spec.monitoring.as_ref().is_some_and(|m| m.service_monitor.is_some());
+    let uid = g.uid().unwrap_or_default();
+    for (api, kind, name) in networking_objects(ctx, g, g.spec.networking.is_some(), monitor).await {
+        let result = match api.get_opt(&name).await {
+            Ok(Some(o)) if controlled_by(g, &o.metadata) => {
+                let others: Vec<_> = o.metadata.owner_references.iter().flatten().filter(|r| r.uid != uid).cloned().collect();
+                let patch = serde_json::json!({"metadata": {"ownerReferences": others, "resourceVersion": o.metadata.resource_version}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) if kind == "Service" || matches!(&e, kube::Error::Api(s) if s.code == 409) => return Err(e.into()),
+            Err(e) => publish(ctx, g, EventType::Warning, "NetworkingNotRetained", format!("could not orphan {kind} {name}: {e}")).await,
+        }
+    }
     Ok(())
 }
 
