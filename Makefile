@@ -6,7 +6,7 @@ SAMPLE ?= deploy/samples/full-node.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover fuzz chaos clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -43,7 +43,7 @@ build: setup
 
 ## Unit tests of the task modules' pure logic, natively.
 tasks-wasm-test:
-	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar -p sei-task-params
+	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar -p sei-builtin-group -p sei-task-params
 
 lint:
 	$(CARGO) fmt --all --check
@@ -54,6 +54,17 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all
+
+## Long runs of the property tests (CI runs 256 cases each): `make fuzz CASES=200000`.
+CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(CASES) $(CARGO) test --release --locked -p sei-operator --test fuzz -- --nocapture
+	PROPTEST_CASES=$(CASES) $(CARGO) test --release --locked -p sei-operator --lib sandbox::run::properties
+
+## The kill-anywhere test with more crashes (CI runs 30): `make chaos KILLS=200 SEED=123`.
+KILLS ?= 200
+chaos: control-plane
+	SEI_CHAOS_KILLS=$(KILLS) $(if $(SEED),SEI_CHAOS_SEED=$(SEED)) $(CARGO) test --locked -p sei-operator --test chaos -- --nocapture
 
 ## Benchmarks (results and commands in BENCHMARKS.md).
 bench: bench-sandbox bench-swap bench-failover

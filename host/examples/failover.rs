@@ -80,10 +80,11 @@ async fn main() {
                     exe: &exe,
                     id: &id,
                     kubeconfig: &kubeconfig,
-                    timing,
+                    timing: Some(timing),
                     sidecar_template: &template,
                     namespace: ns.name(),
                     extra: &[],
+                    env: &[],
                 };
                 ControllerProcess::start(cluster, &replica).expect("controller process")
             };

@@ -13,7 +13,7 @@
 //! | sandbox | `sandbox` (wasmtime: load, limits, host functions, runs) |
 //! | policy | `policy` (scope, capability guard, pod policy) |
 //! | edges | `adapters` (Kubernetes and sidecar clients), `plan_step` (pure plan stepping over `api`) |
-//! | shared | `api` (the custom resources' types), `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag` |
+//! | shared | `api` (the custom resources' types), `wit`, `text`, `failpoint` (crash points for fault tests), `conditions`, `platform`, `embedded`, `release_tag` |
 //!
 //! The pure core (planner, plan stepper, policy, decisions of the TaskModule loader) is tested
 //! without wasm or a cluster; the edges (wasmtime, the Kubernetes client, the sidecar client) sit
@@ -25,6 +25,7 @@ pub mod conditions;
 pub mod crds;
 pub mod embedded;
 pub mod executor;
+pub mod failpoint;
 pub mod group;
 pub mod leader;
 pub mod node;

@@ -152,10 +152,11 @@ async fn leader_killed_mid_plan_the_standby_finishes_every_node_then_hands_over_
         exe: exe(),
         id,
         kubeconfig: &kubeconfig,
-        timing: LeaseTiming::FAST,
+        timing: Some(LeaseTiming::FAST),
         sidecar_template: &template,
         namespace: ns.name(),
         extra: &[],
+        env: &[],
     };
     let mut a = ControllerProcess::start(cluster, &replica("replica-a")).unwrap();
     a.wait_for_log("became the leader", Duration::from_secs(60)).await.unwrap();

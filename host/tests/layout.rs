@@ -1,7 +1,7 @@
 //! The import graph of `host/src`, checked: no cycle between files, and every import between
 //! top-level modules points down the layers of `lib.rs`:
 //!
-//! shared (`api`, `wit`, `text`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters`, `plan_step` <
+//! shared (`api`, `wit`, `text`, `failpoint`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters`, `plan_step` <
 //! `policy` < `sandbox` < `registry` < `telemetry` < `executor` < controllers (`node`, `group`, `taskmodule`, `leader`,
 //! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
 //!
@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("api", 0),
     ("wit", 0),
     ("text", 0),
+    ("failpoint", 0),
     ("conditions", 0),
     ("platform", 0),
     ("embedded", 0),

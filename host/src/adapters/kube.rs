@@ -302,7 +302,9 @@ impl KubeAdapter for KubeClientAdapter {
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value, field_manager: &str) -> Result<String, KubeAdapterError> {
         let pp = ::kube::api::PostParams { field_manager: Some(field_manager.to_string()), ..Default::default() };
         let body = serde_json::to_vec(&object).map_err(|e| KubeAdapterError::Invalid(e.to_string()))?;
-        text(self.send(self.request(ty, namespace).create(&pp, body), MAX_OBJECT_ANSWER).await?)
+        let answer = self.send(self.request(ty, namespace).create(&pp, body), MAX_OBJECT_ANSWER).await;
+        crate::failpoint::hit("kube-write-sent");
+        text(answer?)
     }
 
     async fn apply(
@@ -314,7 +316,9 @@ impl KubeAdapter for KubeClientAdapter {
         field_manager: &str,
     ) -> Result<String, KubeAdapterError> {
         let pp = ::kube::api::PatchParams::apply(field_manager).force();
-        text(self.send(self.request(ty, namespace).patch(name, &pp, &::kube::api::Patch::Apply(&object)), MAX_OBJECT_ANSWER).await?)
+        let answer = self.send(self.request(ty, namespace).patch(name, &pp, &::kube::api::Patch::Apply(&object)), MAX_OBJECT_ANSWER).await;
+        crate::failpoint::hit("kube-write-sent");
+        text(answer?)
     }
 
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {

@@ -176,6 +176,7 @@ async fn json_of<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Res
 impl SidecarClient for HttpSidecarClient {
     async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
         let resp = self.http.post(self.url(&["tasks"])).json(request).send().await.map_err(transport)?;
+        crate::failpoint::hit("sidecar-submit-sent");
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -247,6 +248,8 @@ struct Entry {
     request: TaskRequest,
     polls: u32,
     runs: u32,
+    /// Submissions of this id after it had completed (a no-op, as in the real sidecar).
+    after_completion: u32,
     result: Option<serde_json::Value>,
 }
 
@@ -291,6 +294,12 @@ impl InMemorySidecar {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).get(id).map_or(0, |e| e.runs)
     }
 
+    /// How many times the task with this id was submitted again after it had completed (it does
+    /// not run again; a controller that lost the completion may do this, never under a new id).
+    pub fn submitted_after_completion(&self, id: &str) -> u32 {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).get(id).map_or(0, |e| e.after_completion)
+    }
+
     /// Drop a task, as a sidecar that restarted without its database would (tests).
     pub fn forget(&self, id: &str) {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -319,13 +328,19 @@ impl InMemorySidecar {
 impl SidecarClient for InMemorySidecar {
     async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let rerun = match tasks.get(&request.id) {
-            None => true,
-            Some(e) => self.status_of(e).0 == "failed",
-        };
-        if rerun {
-            let runs = tasks.get(&request.id).map_or(0, |e| e.runs) + 1;
-            tasks.insert(request.id.clone(), Entry { request: request.clone(), polls: 0, runs, result: result_of(request) });
+        let state = tasks.get(&request.id).map(|e| self.status_of(e).0);
+        match state.as_deref() {
+            None | Some("failed") => {
+                let runs = tasks.get(&request.id).map_or(0, |e| e.runs) + 1;
+                let entry = Entry { request: request.clone(), polls: 0, runs, after_completion: 0, result: result_of(request) };
+                tasks.insert(request.id.clone(), entry);
+            }
+            Some("completed") => {
+                if let Some(e) = tasks.get_mut(&request.id) {
+                    e.after_completion += 1;
+                }
+            }
+            _ => {}
         }
         Ok(request.id.clone())
     }
@@ -374,6 +389,9 @@ mod tests {
         assert_eq!(s.runs("a"), 1);
         assert_eq!(s.get_task("a").await.unwrap().status, "running");
         assert_eq!(s.get_task("a").await.unwrap().status, "completed");
+        assert_eq!(s.submitted_after_completion("a"), 0);
+        s.submit_task(&req("a", "snapshot-restore")).await.unwrap();
+        assert_eq!((s.runs("a"), s.submitted_after_completion("a")), (1, 1), "a completed id does not run again; counted");
     }
 
     #[tokio::test]

@@ -726,6 +726,12 @@ fn finish_status(
     let plan_failed = status.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Failed);
     let mut view = g.clone();
     view.status = Some(status.clone());
+    if ceremony_completed && let Some(s) = view.status.as_mut() {
+        // Completed in this reconcile: phase and conditions already count it as done (not
+        // `GenesisCeremonyComplete` True beside `…CeremonyNeeded` True in one write).
+        let done = condition(cond::GENESIS_CEREMONY_COMPLETE, true, "CeremonyComplete", String::new(), generation, now, &[]);
+        set_condition(s, done);
+    }
     let ceremony = ceremony_due(&view);
     status.phase = Some(if timed_out.is_some() { GroupPhase::Failed } else { phase(&view, &status.nodes, plan_failed) });
 

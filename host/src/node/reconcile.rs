@@ -168,6 +168,7 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
                 return Ok(Action::requeue(wait));
             }
             let (id, count) = (plan.id.clone(), plan.tasks.len());
+            crate::failpoint::hit("plan-built");
             status.plan = Some(plan);
             status.phase = Some(phase);
             conclude(&mut status, node.metadata.generation, &now);
@@ -190,6 +191,9 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
 
     let Some(plan) = status.plan.as_mut() else { return Ok(Action::await_change()) };
     let (next, steps) = advance(ctx, &node, &view, plan, &now).await?;
+    if steps > 0 {
+        crate::failpoint::hit("step-done");
+    }
     conclude(&mut status, node.metadata.generation, &now);
     // The node waits only once what it waits after is written: a lost write (a conflict) is
     // retried at once, not after the wait.

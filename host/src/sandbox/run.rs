@@ -302,3 +302,60 @@ impl Sandbox {
         }
     }
 }
+
+/// Property tests of how the host reads a module's step (issue #14; `PROPTEST_CASES` cases).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::sandbox::abi::{BoundedStr, GuestPendingStep};
+    use proptest::prelude::*;
+
+    fn limits() -> RunLimits {
+        RunLimits { max_output_bytes: 64, max_checkpoint_bytes: 64, ..RunLimits::default() }
+    }
+
+    fn clean(s: &str, max: usize) -> bool {
+        s.len() <= max + 32 && !s.chars().any(|c| c.is_control())
+    }
+
+    proptest! {
+        /// Output and checkpoint within their caps or refused by size; JSON or `InvalidOutput`;
+        /// every message escaped and bounded; never a panic.
+        #[test]
+        fn step_outcomes_are_bounded_and_escaped(text in any::<String>(), json_ish in "[\\[\\]{}\"a-z0-9:,. \\\\\u{1b}]{0,80}", over in 0usize..usize::MAX, kind in 0u8..5) {
+            for out in [text.clone(), json_ish.clone()] {
+                match check_outcome(Ok(GuestStep::Complete(BoundedStr::Ok(out.clone()))), &limits()) {
+                    Ok(StepOutcome::Complete { .. }) => prop_assert!(out.len() <= 64),
+                    Err(RunError::OutputTooLarge { size, limit }) => prop_assert!(size > limit && out.len() > 64),
+                    Err(RunError::InvalidOutput(m)) => prop_assert!(!m.contains('\u{1b}'), "{m:?}"),
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+            let too_large = check_outcome(Ok(GuestStep::Complete(BoundedStr::Over(over))), &limits());
+            prop_assert!(matches!(too_large, Err(RunError::OutputTooLarge { .. })), "{too_large:?}");
+            let pending = GuestPendingStep { requeue_after_ms: 7, checkpoint: BoundedStr::Ok(text.clone()), message: BoundedStr::Ok(text.clone()) };
+            match check_outcome(Ok(GuestStep::Pending(pending)), &limits()) {
+                Ok(StepOutcome::Pending { checkpoint, message, .. }) => {
+                    prop_assert!(checkpoint.len() <= 64);
+                    prop_assert!(clean(&message, MAX_PENDING_MESSAGE_BYTES), "{message:?}");
+                }
+                Err(RunError::CheckpointTooLarge { .. }) => prop_assert!(text.len() > 64),
+                other => prop_assert!(false, "{other:?}"),
+            }
+            let m = BoundedStr::Ok(text.clone());
+            let error = match kind {
+                0 => GuestTaskError::InvalidParams(m),
+                1 => GuestTaskError::Transient(m),
+                2 => GuestTaskError::Unavailable(m),
+                3 => GuestTaskError::Permanent(m),
+                _ => GuestTaskError::Denied(m),
+            };
+            match check_outcome(Err(error), &limits()) {
+                Err(RunError::InvalidParams(m) | RunError::Transient(m) | RunError::Unavailable(m) | RunError::Permanent(m) | RunError::Denied(m)) => {
+                    prop_assert!(clean(&m, MAX_ERROR_BYTES), "{m:?}")
+                }
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+}

@@ -27,16 +27,18 @@ impl LeaseTiming {
 }
 
 /// What to start: `exe run` as replica `id` with `kubeconfig`, leader election on the chart's
-/// Lease with `timing`, sidecars at `sidecar_template`, watching only `namespace`, plus `extra`.
+/// Lease with `timing` (none: no leader election), sidecars at `sidecar_template`, watching only
+/// `namespace`, plus `extra` arguments and `env` variables.
 #[derive(Debug, Clone, Copy)]
 pub struct Replica<'a> {
     pub exe: &'a Path,
     pub id: &'a str,
     pub kubeconfig: &'a Path,
-    pub timing: LeaseTiming,
+    pub timing: Option<LeaseTiming>,
     pub sidecar_template: &'a str,
     pub namespace: &'a str,
     pub extra: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// One controller replica process.
@@ -50,20 +52,24 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Start `replica`.
     pub fn start(cluster: &TestCluster, replica: &Replica<'_>) -> Result<Self, TestClusterError> {
-        let Replica { exe, id, kubeconfig, timing, sidecar_template, namespace, extra } = *replica;
+        let Replica { exe, id, kubeconfig, timing, sidecar_template, namespace, extra, env: more_env } = *replica;
         let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let mut args: Vec<String> = vec![
             "run".into(),
             format!("--metrics-addr={metrics_addr}"),
             format!("--namespace={namespace}"),
             format!("--sidecar-url-template={sidecar_template}"),
-            "--leader-election".into(),
-            format!("--leader-election-lease-name={LEASE_NAME}"),
-            format!("--leader-election-lease-duration-seconds={}", timing.duration),
-            format!("--leader-election-renew-deadline-seconds={}", timing.renew_deadline),
-            format!("--leader-election-retry-period-seconds={}", timing.retry_period),
             "--task-modules=false".into(),
         ];
+        if let Some(timing) = timing {
+            args.extend([
+                "--leader-election".into(),
+                format!("--leader-election-lease-name={LEASE_NAME}"),
+                format!("--leader-election-lease-duration-seconds={}", timing.duration),
+                format!("--leader-election-renew-deadline-seconds={}", timing.renew_deadline),
+                format!("--leader-election-retry-period-seconds={}", timing.retry_period),
+            ]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let env: Vec<(String, String)> = [
             ("KUBECONFIG", kubeconfig.display().to_string()),
@@ -75,6 +81,7 @@ impl ControllerProcess {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(more_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
         let log = unique(cluster.dir.join(format!("controller-{id}.log")));
         let child = ChildProcess::spawn_with_env(&format!("sei-operator {id}"), exe, &args, &env, &log)?;

@@ -1,0 +1,58 @@
+//! Crash points for fault tests: with `SEI_FAILPOINT=<point>:<n>` in its environment the
+//! controller aborts (SIGABRT, no cleanup: a crash) the `n`-th time it reaches `point`. Unset, a
+//! point costs one relaxed load. Points, where a crash is the hardest to recover from:
+//! - `plan-built`: a new plan is built and not yet persisted;
+//! - `step-done`: a plan step ran and its outcome is not yet written;
+//! - `kube-write-sent`: a module's create/apply reached the API server, the module has no answer;
+//! - `sidecar-submit-sent`: a task reached the sidecar, the module has no answer.
+//!
+//! Only ever aborts the process that was started with the variable (a test hook; nothing else
+//! reads it). Tests: `failpoint::tests` (parsing); `tests/chaos.rs` crashes a real controller at
+//! each point and at random moments.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable.
+pub const VARIABLE: &str = "SEI_FAILPOINT";
+
+/// The points, as `hit` names them.
+pub const POINTS: [&str; 4] = ["plan-built", "step-done", "kube-write-sent", "sidecar-submit-sent"];
+
+static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// `<point>:<n>` (n ≥ 1), or nothing.
+pub fn parse(spec: &str) -> Option<(String, u64)> {
+    let (point, n) = spec.trim().split_once(':')?;
+    let n: u64 = n.parse().ok().filter(|n| *n >= 1)?;
+    POINTS.contains(&point).then(|| (point.to_string(), n))
+}
+
+/// Reached `point`: abort if this is the armed point's `n`-th hit.
+pub fn hit(point: &str) {
+    let armed = ARMED.get_or_init(|| std::env::var(VARIABLE).ok().and_then(|s| parse(&s)));
+    if let Some((at, n)) = armed
+        && at == point
+        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n
+    {
+        eprintln!("failpoint {point} #{n}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_points_with_a_positive_count_arm() {
+        assert_eq!(parse("step-done:3"), Some(("step-done".into(), 3)));
+        assert_eq!(parse(" plan-built:1 "), Some(("plan-built".into(), 1)));
+        for bad in ["step-done", "step-done:0", "step-done:x", "nowhere:1", ""] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        // Unarmed (the variable is not set in unit tests): reaching a point does nothing.
+        hit("step-done");
+    }
+}
