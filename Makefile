@@ -6,7 +6,7 @@ SAMPLE ?= deploy/samples/full-node.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover fuzz chaos clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover fuzz chaos sidecar-faults clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -65,6 +65,10 @@ fuzz:
 KILLS ?= 200
 chaos: control-plane
 	SEI_CHAOS_KILLS=$(KILLS) $(if $(SEED),SEI_CHAOS_SEED=$(SEED)) $(CARGO) test --locked -p sei-operator --test chaos -- --nocapture
+
+## The sidecar-fault test with the issue's 60 s outage (CI uses 15 s).
+sidecar-faults: control-plane
+	SEI_FAULT_DOWN_SECONDS=60 $(CARGO) test --locked -p sei-operator --test sidecar_faults -- --nocapture
 
 ## Benchmarks (results and commands in BENCHMARKS.md).
 bench: bench-sandbox bench-swap bench-failover

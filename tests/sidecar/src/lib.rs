@@ -3,6 +3,10 @@
 //! idempotent re-submission, failed ids re-run on re-submit, `healthz` 200 after `mark-ready`) and
 //! a script per task type (complete after N polls, fail with a message, stall).
 //!
+//! Faults per node ([`TestSidecar::fault`]): down (503), hanging (no answer), garbage (an answer
+//! that is not JSON), oversized (2 MiB), slow (every answer delayed); and a task can be lost
+//! ([`InMemorySidecar::forget`]).
+//!
 //! The controller reaches it with `--sidecar-url-template 'http://127.0.0.1:PORT/nodes/{namespace}/{name}'`.
 //! Tests script it in process ([`TestSidecar::script`]); the binary takes `--script type=spec`.
 
@@ -19,6 +23,46 @@ use std::sync::{Arc, Mutex};
 struct Inner {
     scripts: Mutex<BTreeMap<String, Script>>,
     nodes: Mutex<BTreeMap<(String, String), Arc<InMemorySidecar>>>,
+    faults: Mutex<BTreeMap<(String, String), Fault>>,
+}
+
+/// How one node's sidecar misbehaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 503 to everything (a sidecar that is down).
+    Down,
+    /// Never answers (the client's timeout ends each request).
+    Hang,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 200 with a 2 MiB body.
+    Oversized,
+    /// Every answer after this delay.
+    Slow(std::time::Duration),
+}
+
+/// Answer as the node's fault says, or pass the request on.
+async fn faults(State(s): State<TestSidecar>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut parts = req.uri().path().trim_start_matches('/').split('/');
+    let key = match (parts.next(), parts.next(), parts.next()) {
+        (Some("nodes"), Some(ns), Some(name)) => (ns.to_string(), name.to_string()),
+        _ => return next.run(req).await,
+    };
+    let fault = s.inner.faults.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    match fault {
+        None => next.run(req).await,
+        Some(Fault::Down) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "sidecar down"}))).into_response(),
+        Some(Fault::Hang) => {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Some(Fault::Garbage) => (StatusCode::OK, "{\"id\": \u{1b}[31m not json").into_response(),
+        Some(Fault::Oversized) => (StatusCode::OK, "a".repeat(2 << 20)).into_response(),
+        Some(Fault::Slow(d)) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+    }
 }
 
 /// A running test sidecar.
@@ -54,6 +98,7 @@ impl TestSidecar {
             .route("/nodes/{ns}/{name}/v0/healthz", get(healthz))
             .route("/nodes/{ns}/{name}/v0/livez", get(|| async { StatusCode::OK }))
             .route("/nodes/{ns}/{name}/v0/node-id", get(node_id))
+            .layer(axum::middleware::from_fn_with_state(sidecar.clone(), faults))
             .with_state(sidecar.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -76,6 +121,16 @@ impl TestSidecar {
         for n in self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner()).values() {
             n.script(task_type, script.clone());
         }
+    }
+
+    /// Make one node's sidecar misbehave (`Some`) or behave again (`None`).
+    pub fn fault(&self, namespace: &str, name: &str, fault: Option<Fault>) {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        match fault {
+            Some(f) => faults.insert(key, f),
+            None => faults.remove(&key),
+        };
     }
 
     /// The state of one node's sidecar.

@@ -147,7 +147,7 @@ impl ControllerProcess {
     }
 }
 
-fn unique(path: PathBuf) -> PathBuf {
+pub(crate) fn unique(path: PathBuf) -> PathBuf {
     let mut candidate = path.clone();
     let mut n = 1;
     while candidate.exists() {

@@ -387,6 +387,33 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// Crash `process` (`etcd` or `kube-apiserver`) with SIGKILL and start it again on the same
+    /// data directory, ports and certificates; returns once the API server answers `/readyz`
+    /// again, with how long that took. For a cluster of the test's own (`TestCluster::start`):
+    /// other tests sharing one would see the outage.
+    pub async fn restart(&self, process: &str) -> Result<Duration, TestClusterError> {
+        let started = Instant::now();
+        {
+            let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+            let i = procs
+                .iter()
+                .position(|p| p.name == process)
+                .ok_or_else(|| TestClusterError::Manifest(format!("no process {process} in this cluster")))?;
+            procs[i].signal(libc::SIGKILL);
+            if procs[i].wait_exited(Duration::from_secs(10)).is_none() {
+                return Err(TestClusterError::Timeout {
+                    what: format!("{process} to exit after SIGKILL"),
+                    timeout: Duration::from_secs(10),
+                });
+            }
+            let log = controllers::unique(self.dir.join(format!("{process}.log")));
+            let again = procs[i].respawn(&log)?;
+            procs[i] = again;
+        }
+        self.wait_ready(Instant::now() + START_TIMEOUT).await?;
+        Ok(started.elapsed())
+    }
+
     fn check_alive(&self) -> Result<(), TestClusterError> {
         let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
         for p in procs.iter_mut() {

@@ -41,6 +41,10 @@ pub struct ChildProcess {
     pub name: String,
     child: Child,
     pub log: PathBuf,
+    /// How it was started, to start it again (`respawn`).
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ChildProcess {
@@ -83,7 +87,33 @@ impl ChildProcess {
             .send((cmd, tx))
             .map_err(|_| std::io::Error::other("testkit supervisor thread is gone"))?;
         let child = rx.recv().map_err(|_| std::io::Error::other("testkit supervisor thread did not answer"))??;
-        Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+        })
+    }
+
+    /// The same program with the same arguments and environment, logging to `log`.
+    pub fn respawn(&self, log: &Path) -> std::io::Result<Self> {
+        Self::spawn_with_env(&self.name, &self.program, &self.args, &self.env, log)
+    }
+
+    /// Wait until the process has exited, at most `timeout`.
+    pub fn wait_exited(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

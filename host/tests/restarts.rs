@@ -1,0 +1,143 @@
+//! The API server and etcd crash mid-plan (issue #14): ten SeiNodes of four modes are part-way
+//! through their plans when kube-apiserver is killed (SIGKILL) and started again on the same
+//! port and data, and later etcd likewise. The controller's watches recover on their own, no
+//! plan is built twice, and every node reaches Running. The test prints how long the API server
+//! took to answer again and how long after that the controller wrote again (`BENCHMARKS.md`).
+//! A control plane of its own: the outage must not reach other tests.
+
+use futures::StreamExt;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use sei_operator::adapters::sidecar::Script;
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
+use sei_operator::node::{Context, SidecarResolver};
+use sei_operator::platform::PlatformConfig;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use sei_test_sidecar::TestSidecar;
+use sei_testkit::{TestCluster, eventually};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn node(i: usize) -> SeiNode {
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    let (name, mode) = match i % 4 {
+        0 => (format!("sync-{i}"), json!({"fullNode": {"snapshot": {"stateSync": {}}}, "peers": peers})),
+        1 => (format!("archive-{i}"), json!({"archive": {}, "peers": peers})),
+        2 => (format!("replay-{i}"), json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers})),
+        _ => (
+            format!("genesis-{i}"),
+            json!({"validator": {"genesisCeremony": {"chainId": format!("c{i}"), "stakingAmount": "1", "accountBalance": "2", "index": 0}}}),
+        ),
+    };
+    let mut spec = json!({"chainId": "pacific-1", "image": "seid:v1"});
+    for (k, v) in mode.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// Per node: every plan id seen, and when the controller last wrote it.
+#[derive(Default)]
+struct Seen {
+    plans: BTreeMap<String, BTreeSet<String>>,
+    writes: Vec<Instant>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running() {
+    let cluster = Arc::new(tokio::task::spawn_blocking(TestCluster::start).await.unwrap().expect("a control plane of its own"));
+    cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
+    let ns = "restarts";
+    let admin = cluster.client().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    for t in ["config-apply", "configure-state-sync", "snapshot-restore", "configure-genesis", "generate-gentx", "mark-ready"] {
+        sidecar.script(t, Script::CompleteAfter(3));
+    }
+    let client = cluster.controller_client().await;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.unwrap();
+    let ctx =
+        Context::builder(client, sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template())).build();
+    let controller = tokio::spawn(sei_operator::node::run(ctx, 8, Some(ns.to_string())));
+
+    let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns);
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let recorder = {
+        let (seen, nodes) = (seen.clone(), nodes.clone());
+        tokio::spawn(async move {
+            use kube::runtime::WatchStreamExt;
+            // The test's own watch recovers through the outages too (with back-off).
+            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = event
+                    && let Some(plan) = n.status.as_ref().and_then(|s| s.plan.as_ref())
+                {
+                    let mut seen = seen.lock().unwrap();
+                    seen.plans.entry(n.metadata.name.clone().unwrap_or_default()).or_default().insert(plan.id.clone());
+                    seen.writes.push(Instant::now());
+                }
+            }
+        })
+    };
+    for i in 0..10 {
+        nodes.create(&PostParams::default(), &node(i)).await.unwrap();
+    }
+    let mid_plan = || async {
+        let list = nodes.list(&Default::default()).await.ok()?;
+        let started = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.status.as_ref().and_then(|s| s.plan.as_ref()).is_some_and(|p| p.tasks.iter().any(|t| t.status == TaskStatus::Complete))
+            })
+            .count();
+        let running = list.items.iter().filter(|n| n.status.as_ref().and_then(|s| s.phase) == Some(SeiNodePhase::Running)).count();
+        (started >= 5 && running < 10).then_some(())
+    };
+
+    let mut report = Vec::new();
+    for process in ["kube-apiserver", "etcd"] {
+        eventually(&format!("plans part-way before {process} crashes"), DEADLINE, mid_plan).await.unwrap();
+        let took = cluster.restart(process).await.unwrap();
+        let ready = Instant::now();
+        // The controller writes again on its own: a status write after the API answered.
+        let resumed = eventually(&format!("a controller write after {process} came back"), DEADLINE, || async {
+            seen.lock().unwrap().writes.iter().find(|w| **w > ready).copied()
+        })
+        .await
+        .unwrap();
+        report.push(format!(
+            "{process}: killed and answering again in {} ms; the controller wrote again {} ms later",
+            took.as_millis(),
+            resumed.duration_since(ready).as_millis()
+        ));
+    }
+
+    let all_running = eventually("every node Running after both crashes", DEADLINE, || async {
+        let list = nodes.list(&Default::default()).await.ok()?;
+        (list.items.len() == 10 && list.items.iter().all(|n| n.status.as_ref().and_then(|s| s.phase) == Some(SeiNodePhase::Running)))
+            .then_some(list.items)
+    })
+    .await
+    .unwrap();
+    for line in &report {
+        println!("{line}");
+    }
+    let plans = seen.lock().unwrap().plans.clone();
+    for n in &all_running {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        assert_eq!(plans.get(&name).map(BTreeSet::len), Some(1), "{name}: a plan was built again: {:?}", plans.get(&name));
+    }
+    controller.abort();
+    recorder.abort();
+    let cluster = Arc::try_unwrap(cluster).ok();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+}
