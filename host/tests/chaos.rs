@@ -13,6 +13,8 @@
 //! The schedule comes from a seed, printed at the start; `SEI_CHAOS_SEED=<seed>` replays it and
 //! `SEI_CHAOS_KILLS=<n>` changes the number of crashes (default 30).
 
+mod common;
+
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, PostParams};
@@ -23,26 +25,10 @@ use sei_operator::failpoint::POINTS;
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::controllers::{ControllerProcess, Replica};
 use sei_testkit::{TestCluster, eventually};
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The sidecar task types, each scripted to take a few polls.
-const SIDECAR_TASKS: [&str; 11] = [
-    "snapshot-restore",
-    "configure-genesis",
-    "config-apply",
-    "discover-peers",
-    "configure-state-sync",
-    "config-validate",
-    "mark-ready",
-    "generate-identity",
-    "generate-gentx",
-    "upload-genesis-artifacts",
-    "set-genesis-peers",
-];
 
 /// xorshift64*: a small, seeded, replayable schedule.
 struct Schedule(u64);
@@ -57,24 +43,6 @@ impl Schedule {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn node(i: usize) -> SeiNode {
-    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
-    let (name, mode) = match i % 4 {
-        0 => (format!("sync-{i}"), json!({"fullNode": {"snapshot": {"stateSync": {}}}, "peers": peers})),
-        1 => (format!("archive-{i}"), json!({"archive": {}, "peers": peers})),
-        2 => (format!("replay-{i}"), json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers})),
-        _ => (
-            format!("genesis-{i}"),
-            json!({"validator": {"genesisCeremony": {"chainId": format!("c{i}"), "stakingAmount": "1", "accountBalance": "2", "index": 0}}}),
-        ),
-    };
-    let mut spec = json!({"chainId": "pacific-1", "image": "seid:v1"});
-    for (k, v) in mode.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": spec})).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +62,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     let admin = cluster.client().await;
     let kubeconfig = cluster.controller_kubeconfig().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
-    for t in SIDECAR_TASKS {
+    for t in common::sidecar_task_types() {
         sidecar.script(t, Script::CompleteAfter(2));
     }
     let template = sidecar.url_template();
@@ -119,7 +87,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
         })
     };
     for i in 0..20 {
-        nodes.create(&PostParams::default(), &node(i)).await.unwrap();
+        nodes.create(&PostParams::default(), &common::mixed_node(i)).await.unwrap();
     }
 
     let exe = Path::new(env!("CARGO_BIN_EXE_sei-operator"));

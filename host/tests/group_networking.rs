@@ -7,18 +7,17 @@
 //! the rest. Its own test binary: it installs CRDs that the other group tests must not see. The
 //! controller runs as the Helm chart's ServiceAccount.
 
+mod common;
+
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
 use sei_operator::group::GroupContext;
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::platform::{GatewayConfig, PlatformConfig};
-use sei_operator::registry::TaskRegistry;
-use sei_operator::sandbox::{Sandbox, SandboxConfig};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::{HTTPROUTES_CRD, SERVICEMONITORS_CRD, TestCluster, eventually};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -39,9 +38,7 @@ async fn routes_and_monitor_follow_what_the_cluster_serves() {
     let admin = cluster.client().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
     let client = cluster.controller_client().await;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let registry = Arc::new(TaskRegistry::new());
-    registry.load_builtins(&sandbox).await.unwrap();
+    let (sandbox, registry) = common::builtins().await;
     let gateway = GatewayConfig {
         name: "public".into(),
         namespace: "gateways".into(),

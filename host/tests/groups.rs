@@ -4,6 +4,8 @@
 //! kubelets. Both controllers run as the Helm chart's ServiceAccount, watching only the test's
 //! namespace.
 
+mod common;
+
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -12,8 +14,6 @@ use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
 use sei_operator::group::GroupContext;
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::platform::PlatformConfig;
-use sei_operator::registry::TaskRegistry;
-use sei_operator::sandbox::{Sandbox, SandboxConfig};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::{TestCluster, TestNamespace, eventually};
 use serde_json::json;
@@ -45,9 +45,7 @@ async fn harness_with(prefix: &str, hostile: bool) -> Harness {
     let admin = cluster.client().await;
     let sidecar = TestSidecar::start(0).await.unwrap();
     let client = cluster.controller_client().await;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let registry = Arc::new(TaskRegistry::new());
-    registry.load_builtins(&sandbox).await.unwrap();
+    let (sandbox, registry) = common::builtins().await;
     if hostile {
         use sei_operator::policy::guard::{CapabilityName, Grants};
         let bytes = std::fs::read(sei_operator::embedded::test_guest_path("test-misbehaving")).unwrap();

@@ -5,6 +5,8 @@
 //! took to answer again and how long after that the controller wrote again (`BENCHMARKS.md`).
 //! A control plane of its own: the outage must not reach other tests.
 
+mod common;
+
 use futures::StreamExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
@@ -12,8 +14,6 @@ use sei_operator::adapters::sidecar::Script;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::platform::PlatformConfig;
-use sei_operator::registry::TaskRegistry;
-use sei_operator::sandbox::{Sandbox, SandboxConfig};
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::{TestCluster, eventually};
 use serde_json::json;
@@ -22,24 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(240);
-
-fn node(i: usize) -> SeiNode {
-    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
-    let (name, mode) = match i % 4 {
-        0 => (format!("sync-{i}"), json!({"fullNode": {"snapshot": {"stateSync": {}}}, "peers": peers})),
-        1 => (format!("archive-{i}"), json!({"archive": {}, "peers": peers})),
-        2 => (format!("replay-{i}"), json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers})),
-        _ => (
-            format!("genesis-{i}"),
-            json!({"validator": {"genesisCeremony": {"chainId": format!("c{i}"), "stakingAmount": "1", "accountBalance": "2", "index": 0}}}),
-        ),
-    };
-    let mut spec = json!({"chainId": "pacific-1", "image": "seid:v1"});
-    for (k, v) in mode.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": spec})).unwrap()
-}
 
 /// Per node: every plan id seen, and when the controller last wrote it.
 #[derive(Default)]
@@ -57,13 +39,11 @@ async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
     let sidecar = TestSidecar::start(0).await.unwrap();
-    for t in ["config-apply", "configure-state-sync", "snapshot-restore", "configure-genesis", "generate-gentx", "mark-ready"] {
+    for t in common::sidecar_task_types() {
         sidecar.script(t, Script::CompleteAfter(3));
     }
     let client = cluster.controller_client().await;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let registry = Arc::new(TaskRegistry::new());
-    registry.load_builtins(&sandbox).await.unwrap();
+    let (sandbox, registry) = common::builtins().await;
     let ctx =
         Context::builder(client, sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template())).build();
     let controller = tokio::spawn(sei_operator::node::run(ctx, 8, Some(ns.to_string())));
@@ -88,7 +68,7 @@ async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running
         })
     };
     for i in 0..10 {
-        nodes.create(&PostParams::default(), &node(i)).await.unwrap();
+        nodes.create(&PostParams::default(), &common::mixed_node(i)).await.unwrap();
     }
     let mid_plan = || async {
         let list = nodes.list(&Default::default()).await.ok()?;

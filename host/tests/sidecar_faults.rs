@@ -9,17 +9,16 @@
 //! its retry budget; the lost task is submitted again under the same id; once the faults end,
 //! every node reaches Running.
 
+mod common;
+
 use kube::api::{Api, PostParams};
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase};
 use sei_operator::node::{Context, SidecarResolver};
 use sei_operator::platform::PlatformConfig;
-use sei_operator::registry::TaskRegistry;
-use sei_operator::sandbox::{Sandbox, SandboxConfig};
 use sei_test_sidecar::{Fault, TestSidecar};
 use sei_testkit::{TestCluster, eventually};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -57,9 +56,7 @@ async fn a_faulty_sidecar_stalls_only_its_node_and_spends_no_retry_budget() {
     let healthy: Vec<String> = (0..4).map(|i| format!("ok-{i}")).collect();
 
     let client = cluster.controller_client().await;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let registry = Arc::new(TaskRegistry::new());
-    registry.load_builtins(&sandbox).await.unwrap();
+    let (sandbox, registry) = common::builtins().await;
     let ctx =
         Context::builder(client, sandbox, registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template())).build();
     let controller = tokio::spawn(sei_operator::node::run(ctx, 8, Some(ns.name().to_string())));

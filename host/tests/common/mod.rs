@@ -1,0 +1,45 @@
+//! Helpers several integration tests share (each test binary includes this with `mod common;`).
+#![allow(dead_code)]
+
+use sei_operator::api::seinode::SeiNode;
+use sei_operator::registry::TaskRegistry;
+use sei_operator::sandbox::{Sandbox, SandboxConfig};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Node `i` of a mixed set: a state-sync full node, an archive node, a replayer and a
+/// single-validator genesis node, in turn (each mode's plan reaches Running with the test sidecar).
+pub fn mixed_node(i: usize) -> SeiNode {
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    let (name, mode) = match i % 4 {
+        0 => (format!("sync-{i}"), json!({"fullNode": {"snapshot": {"stateSync": {}}}, "peers": peers})),
+        1 => (format!("archive-{i}"), json!({"archive": {}, "peers": peers})),
+        2 => (format!("replay-{i}"), json!({"replayer": {"snapshot": {"s3": {"targetHeight": 5}}}, "peers": peers})),
+        _ => (
+            format!("genesis-{i}"),
+            json!({"validator": {"genesisCeremony": {"chainId": format!("c{i}"), "stakingAmount": "1", "accountBalance": "2", "index": 0}}}),
+        ),
+    };
+    let mut spec = json!({"chainId": "pacific-1", "image": "seid:v1"});
+    for (k, v) in mode.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": name}, "spec": spec}))
+        .expect("a SeiNode")
+}
+
+/// Every task type a node plan may send to the sidecar (the built-in sidecar module's).
+pub fn sidecar_task_types() -> Vec<&'static str> {
+    use sei_task_params::TaskType as T;
+    let infra = [T::EnsureDataPvc, T::ApplyStatefulSet, T::ApplyService, T::DeployBootstrapService, T::DeployBootstrapJob];
+    let infra_too = [T::AwaitBootstrapComplete, T::TeardownBootstrap];
+    T::ALL.into_iter().filter(|t| !infra.contains(t) && !infra_too.contains(t)).map(T::as_str).collect()
+}
+
+/// A sandbox and a registry of the built-in modules, as a controller starts with.
+pub async fn builtins() -> (Arc<Sandbox>, Arc<TaskRegistry>) {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).expect("a sandbox"));
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox).await.expect("the built-in modules load");
+    (sandbox, registry)
+}
