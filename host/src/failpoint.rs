@@ -1,5 +1,6 @@
 //! Crash points for fault tests: with `SEI_FAILPOINT=<point>:<n>` in its environment the
-//! controller aborts (SIGABRT, no cleanup: a crash) the `n`-th time it reaches `point`. Unset, a
+//! controller kills itself (SIGKILL: no cleanup, no core dump) the `n`-th time it reaches
+//! `point`; armed, it says so at start-up (`main.rs`). Unset, a
 //! point costs one relaxed load. Points, where a crash is the hardest to recover from:
 //! - `plan-built`: a new plan is built and not yet persisted;
 //! - `step-done`: a plan step ran and its outcome is not yet written;
@@ -29,14 +30,22 @@ pub fn parse(spec: &str) -> Option<(String, u64)> {
     POINTS.contains(&point).then(|| (point.to_string(), n))
 }
 
-/// Reached `point`: abort if this is the armed point's `n`-th hit.
+/// The armed point and count, if any.
+pub fn armed() -> Option<&'static (String, u64)> {
+    ARMED.get_or_init(|| std::env::var(VARIABLE).ok().and_then(|s| parse(&s))).as_ref()
+}
+
+/// Reached `point`: the process dies if this is the armed point's `n`-th hit.
 pub fn hit(point: &str) {
-    let armed = ARMED.get_or_init(|| std::env::var(VARIABLE).ok().and_then(|s| parse(&s)));
-    if let Some((at, n)) = armed
+    if let Some((at, n)) = armed()
         && at == point
         && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n
     {
-        eprintln!("failpoint {point} #{n}: aborting");
+        eprintln!("failpoint {point} #{n}: killing the process");
+        // SAFETY: a plain syscall on this process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
         std::process::abort();
     }
 }

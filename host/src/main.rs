@@ -196,6 +196,9 @@ fn main() -> std::process::ExitCode {
         return sei_operator::sandbox::compile::child_main(&args[2..]);
     }
     init_tracing();
+    if let Some((point, n)) = sei_operator::failpoint::armed() {
+        tracing::warn!(%point, hit = n, "{} is set: this process kills itself at that point (a fault-test hook)", sei_operator::failpoint::VARIABLE);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

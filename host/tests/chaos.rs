@@ -6,9 +6,11 @@
 //! random moments, then left to finish.
 //!
 //! What must hold: every node reaches Running; each node ran exactly one plan (a crash never makes
-//! a second one); the sidecar saw each task type of a node under one id only (a completed task is
-//! never submitted under a new id), and no task id ran twice; each StatefulSet was written with
-//! one content (generation 1: no flapping).
+//! a second one); the sidecar saw each task type of a node under one id only, its plan's (a
+//! completed task is never submitted under a new id); a completed id is submitted again only as
+//! often as crashes can explain (and the sidecar, idempotent by id, does not run it again); each
+//! StatefulSet was written with one content (generation 1: no flapping). Each random SIGKILL
+//! lands after the process's first reconcile.
 //!
 //! The schedule comes from a seed, printed at the start; `SEI_CHAOS_SEED=<seed>` replays it and
 //! `SEI_CHAOS_KILLS=<n>` changes the number of crashes (default 30).
@@ -50,7 +52,8 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     let seed = std::env::var("SEI_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1);
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+        | 1;
     let kills: usize = std::env::var("SEI_CHAOS_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     println!("chaos seed {seed} ({kills} crashes); replay with SEI_CHAOS_SEED={seed}");
     let mut schedule = Schedule(seed);
@@ -76,9 +79,11 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     let recorder = {
         let (plans, nodes) = (plans.clone(), nodes.clone());
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()));
-            while let Some(Ok(event)) = events.next().await {
-                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = event
+            use kube::runtime::WatchStreamExt;
+            // Through watch errors too (back-off, then a relist): no plan goes unseen.
+            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = event
                     && let Some(plan) = n.status.as_ref().and_then(|s| s.plan.as_ref())
                 {
                     plans.lock().unwrap().entry(n.metadata.name.clone().unwrap_or_default()).or_default().insert(plan.id.clone());
@@ -113,6 +118,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     // The crashes: first two rounds over the crash points (each at its 1st to 3rd hit), then
     // SIGKILL after a random 50 ms to 1.5 s.
     let mut fired: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut mid_work = 0;
     let began = Instant::now();
     for k in 0..kills {
         let id = format!("chaos-{k}");
@@ -132,14 +138,20 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
             println!("crash {k}: {spec}");
         } else {
             let after = Duration::from_millis(50 + schedule.below(1450));
-            let p = start(&id, &[]);
+            let mut p = start(&id, &[]);
+            // Counted from its first reconcile, so the crash lands in work, not in start-up.
+            let working = p.wait_for_log("first reconcile of this replica", Duration::from_secs(30)).await.is_ok();
             // The random moment of the crash is the test's input, not a wait for a condition.
             tokio::time::sleep(after).await;
             p.signal(libc::SIGKILL);
-            println!("crash {k}: SIGKILL after {} ms", after.as_millis());
+            mid_work += usize::from(working);
+            println!("crash {k}: SIGKILL {} ms after its first reconcile", after.as_millis());
         }
     }
-    println!("{kills} crashes in {:.1} s; crash points fired: {fired:?}", began.elapsed().as_secs_f64());
+    println!(
+        "{kills} crashes in {:.1} s; crash points fired: {fired:?}; {mid_work} SIGKILLs after a first reconcile",
+        began.elapsed().as_secs_f64()
+    );
     for point in POINTS {
         assert!(fired.get(point).is_some_and(|n| *n >= 1), "crash point {point} never fired (seed {seed}): {fired:?}");
     }
@@ -170,7 +182,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
         let name = n.metadata.name.clone().unwrap_or_default();
         let plan = n.status.as_ref().and_then(|s| s.plan.clone()).expect("a plan");
         assert!(plan.tasks.iter().all(|t| t.status == TaskStatus::Complete), "{name}: {:?}", plan.tasks);
-        assert_eq!(plans.get(&name).map(BTreeSet::len), Some(1), "{name} had more than one plan (seed {seed}): {:?}", plans.get(&name));
+        assert_eq!(plans.get(&name), Some(&BTreeSet::from([plan.id.clone()])), "{name} had another plan than its last (seed {seed})");
         // The sidecar saw each task type under one id (the persisted plan's), and ran it once.
         let submitted = sidecar.node(ns.name(), &name).submitted();
         let mut by_type: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -190,4 +202,8 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
         assert_eq!(sts.metadata.generation, Some(1), "{name}: the StatefulSet was written with different content (seed {seed})");
     }
     println!("{ids} sidecar tasks, each run once; {late} re-submissions of an already completed id (no-ops)");
+    // A completed id comes back only when a crash lost the step that saw it complete: at most one
+    // per reconcile in flight (8) per crash. (That it then does not run again is the sidecar's
+    // contract, as with seictl: ids are idempotent.)
+    assert!(late as usize <= kills * 8, "{late} re-submissions of completed tasks for {kills} crashes (seed {seed})");
 }

@@ -11,12 +11,18 @@
 //!   setting (privileged, host network, a hostPath volume, a Secret env reference, image pull
 //!   secrets, another node's claim) planted anywhere it applies, plus arbitrary extra fields, is
 //!   always refused;
+//! - `a_node_whose_status_holds_its_plan_never_gets_another`: whatever else changed in the spec,
+//!   a node with an active plan in its status resumes it (the crash-recovery path);
+//! - `the_guard_never_allows_a_call_outside_the_scope`: any verb, kind, namespace and name: an
+//!   allowed call is in the node's namespace, of an allowed kind, and a write is of one of the
+//!   node's own objects;
 //! - the host's reading of a module's step (output, checkpoint, messages) is a property test
 //!   beside the code: `sandbox::run::properties::step_outcomes_are_bounded_and_escaped`.
 
 use proptest::prelude::*;
 use sei_operator::api::seinode::SeiNode;
 use sei_operator::platform::PlatformConfig;
+use sei_operator::policy::guard::{CapabilityGuard, CapabilityName, DEFAULT_KINDS, Grants, KubeCall, KubeVerb, WRITABLE_KINDS};
 use sei_operator::policy::pod_policy::check_object;
 use sei_operator::policy::scope::Scope;
 use serde_json::{Value, json};
@@ -162,7 +168,73 @@ fn set(mut v: Value, at: &str, value: Value) -> Value {
     v
 }
 
+fn verb() -> impl Strategy<Value = KubeVerb> {
+    prop_oneof![Just(KubeVerb::Get), Just(KubeVerb::List), Just(KubeVerb::Create), Just(KubeVerb::Apply), Just(KubeVerb::Delete)]
+}
+
+/// Names near the node's own (its objects' names, other nodes', invalid ones) and arbitrary ones.
+fn name() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        prop_oneof![Just("rpc"), Just("data-rpc"), Just("rpc-bootstrap"), Just("rpc2"), Just("data-other"), Just("RPC"), Just("rpc/..")]
+            .prop_map(|s| Some(s.to_string())),
+        any::<String>().prop_map(Some),
+    ]
+}
+
 proptest! {
+    #[test]
+    fn a_node_whose_status_holds_its_plan_never_gets_another(seed in 0usize..7, keys in prop::collection::vec(any::<usize>(), 1..4), value in arb_json()) {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+        let base: SeiNode = serde_json::from_value(seeds()[seed].clone()).unwrap();
+        let Ok(sei_operator::node::planner::PlanDecision::New { plan, .. }) =
+            sei_operator::node::planner::resolve_plan(&base, &Default::default(), &PlatformConfig::for_local(), "p", &now)
+        else {
+            return Err(TestCaseError::fail("a seed plans"));
+        };
+        let mut with_plan = serde_json::to_value(&base).unwrap();
+        with_plan["status"] = json!({"phase": "Initializing", "plan": plan});
+        let unchanged: SeiNode = serde_json::from_value(with_plan.clone()).unwrap();
+        let resumed = sei_operator::node::planner::resolve_plan(&unchanged, &Default::default(), &PlatformConfig::for_local(), "q", &now);
+        prop_assert!(matches!(resumed, Ok(sei_operator::node::planner::PlanDecision::Resume)), "{resumed:?}");
+        // Anything in the spec may change under the persisted plan (not the status).
+        let mut spec = with_plan["spec"].clone();
+        spec = mutate(spec, &keys, value);
+        with_plan["spec"] = spec;
+        let Ok(node) = serde_json::from_value::<SeiNode>(with_plan) else { return Ok(()) };
+        let decision = sei_operator::node::planner::resolve_plan(&node, &Default::default(), &PlatformConfig::for_local(), "q", &now);
+        prop_assert!(
+            matches!(decision, Ok(sei_operator::node::planner::PlanDecision::Resume) | Err(_)),
+            "an active plan was replaced: {decision:?}"
+        );
+    }
+
+    #[test]
+    fn the_guard_never_allows_a_call_outside_the_scope(
+        verb in verb(),
+        kind in prop_oneof![
+            prop::sample::select(DEFAULT_KINDS.to_vec()).prop_map(|(a, k)| (a.to_string(), k.to_string())),
+            Just(("v1".to_string(), "Secret".to_string())),
+            Just(("rbac.authorization.k8s.io/v1".to_string(), "ClusterRoleBinding".to_string())),
+            ("[a-z/0-9]{0,12}", "[A-Za-z]{0,12}"),
+        ],
+        namespace in prop_oneof![Just(None), Just(Some("sei".to_string())), Just(Some("kube-system".to_string())), any::<String>().prop_map(Some)],
+        name in name(),
+    ) {
+        let grants = Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar]);
+        let guard = CapabilityGuard::new(std::sync::Arc::new(grants), scope());
+        let call = KubeCall { verb, api_version: &kind.0, kind: &kind.1, namespace: namespace.as_deref(), name: name.as_deref() };
+        if guard.check_kube(&call).is_ok() {
+            prop_assert!(namespace.as_deref().is_none_or(|ns| ns == "sei"), "another namespace: {call:?}");
+            prop_assert!(DEFAULT_KINDS.contains(&(kind.0.as_str(), kind.1.as_str())), "a kind outside the grants: {call:?}");
+            if matches!(verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
+                prop_assert!(WRITABLE_KINDS.contains(&(kind.0.as_str(), kind.1.as_str())), "a read-only kind written: {call:?}");
+                let own = scope().writable_name(&kind.1);
+                prop_assert_eq!(name.as_deref(), Some(own.as_str()), "another object written: {:?}", call);
+            }
+        }
+    }
+
     #[test]
     fn the_planner_never_panics(v in arb_json(), seed in 0usize..7, keys in prop::collection::vec(any::<usize>(), 1..5), value in arb_json()) {
         plan(&v);

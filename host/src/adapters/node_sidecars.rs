@@ -1,7 +1,9 @@
 //! How the controllers reach a node's sidecar: the address (`SidecarResolver`: the reference's pod
-//! DNS name, or a URL template for tests and the demo) and one HTTP client per node, kept for the
-//! node's later steps (`sidecar_urls`). The cache holds one entry per node (a changed address
-//! replaces it) and forgets a deleted node, so no spec change can grow it
+//! DNS name, or a URL template for tests and the demo) and one sidecar client per node, kept for
+//! the node's later steps (`sidecar_urls`). Every node's client goes through one shared HTTP
+//! client (one connection pool, one TLS configuration): a node costs a URL, not a client
+//! (`tests/sidecar_clients.rs`). The cache holds one entry per node (a changed address replaces
+//! it) and forgets a deleted node, so no spec change can grow it
 //! (`one_client_per_node_whatever_its_port`).
 
 use super::sidecar::{DEFAULT_SIDECAR_TIMEOUT, HttpSidecarClient, SidecarClient};
@@ -39,12 +41,16 @@ impl SidecarResolver {
 #[derive(Debug)]
 pub struct Sidecars {
     resolver: SidecarResolver,
+    /// Shared by every node's client; `None` only if it could not be built (then each node
+    /// gets a client of its own, which reports the same error).
+    http: Option<reqwest::Client>,
     clients: Mutex<HashMap<String, (String, Arc<HttpSidecarClient>)>>,
 }
 
 impl Sidecars {
     pub fn new(resolver: SidecarResolver) -> Self {
-        Self { resolver, clients: Mutex::new(HashMap::new()) }
+        let http = HttpSidecarClient::http_client(DEFAULT_SIDECAR_TIMEOUT).ok();
+        Self { resolver, http, clients: Mutex::new(HashMap::new()) }
     }
 
     /// The client of `node`'s sidecar (`None` when its address is not a URL).
@@ -57,7 +63,11 @@ impl Sidecars {
         {
             return Some(c.clone());
         }
-        let client = Arc::new(HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT).ok()?);
+        let client = match &self.http {
+            Some(http) => HttpSidecarClient::with_http(url.clone(), http.clone()),
+            None => HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT),
+        };
+        let client = Arc::new(client.ok()?);
         clients.insert(key, (url, client.clone()));
         Some(client)
     }

@@ -80,15 +80,26 @@ pub struct HttpSidecarClient {
 pub const DEFAULT_SIDECAR_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HttpSidecarClient {
-    /// `base_url` like `http://rpc-0.rpc.sei.svc.cluster.local:7777` (no trailing `/v0`).
-    pub fn new(base_url: impl Into<String>, timeout: Duration) -> Result<Self, SidecarAdapterError> {
-        let http = reqwest::Client::builder()
-            // A sidecar is not trusted to send the controller elsewhere.
+    /// The HTTP client sidecar clients use: no redirects (a sidecar is not trusted to send the
+    /// controller elsewhere), `timeout` on every request. One is shared by every node's client
+    /// (`node_sidecars::Sidecars`): one connection pool and one TLS configuration for all.
+    pub fn http_client(timeout: Duration) -> Result<reqwest::Client, SidecarAdapterError> {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .build()
-            .map_err(|e| SidecarAdapterError::Unavailable(format!("building the HTTP client: {e}")))?;
+            .map_err(|e| SidecarAdapterError::Unavailable(format!("building the HTTP client: {e}")))
+    }
+
+    /// `base_url` like `http://rpc-0.rpc.sei.svc.cluster.local:7777` (no trailing `/v0`), with
+    /// an HTTP client of its own.
+    pub fn new(base_url: impl Into<String>, timeout: Duration) -> Result<Self, SidecarAdapterError> {
+        Self::with_http(base_url, Self::http_client(timeout)?)
+    }
+
+    /// `base_url` through a shared HTTP client (from `http_client`).
+    pub fn with_http(base_url: impl Into<String>, http: reqwest::Client) -> Result<Self, SidecarAdapterError> {
         let base = base_url.into();
         let base_url = reqwest::Url::parse(base.trim_end_matches('/'))
             .map_err(|e| SidecarAdapterError::Unavailable(format!("sidecar URL {base:?} is not a URL: {e}")))?;

@@ -33,7 +33,8 @@ pub enum Fault {
     Down,
     /// Never answers (the client's timeout ends each request).
     Hang,
-    /// 200 with a body that is not JSON.
+    /// The request is served, and then its answer is replaced by a body that is not JSON (a
+    /// task accepted, its answer unreadable).
     Garbage,
     /// 200 with a 2 MiB body.
     Oversized,
@@ -56,7 +57,10 @@ async fn faults(State(s): State<TestSidecar>, req: axum::extract::Request, next:
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
-        Some(Fault::Garbage) => (StatusCode::OK, "{\"id\": \u{1b}[31m not json").into_response(),
+        Some(Fault::Garbage) => {
+            let _served = next.run(req).await;
+            (StatusCode::OK, "{\"id\": \u{1b}[31m not json").into_response()
+        }
         Some(Fault::Oversized) => (StatusCode::OK, "a".repeat(2 << 20)).into_response(),
         Some(Fault::Slow(d)) => {
             tokio::time::sleep(d).await;

@@ -393,19 +393,22 @@ impl TestCluster {
     /// other tests sharing one would see the outage.
     pub async fn restart(&self, process: &str) -> Result<Duration, TestClusterError> {
         let started = Instant::now();
+        let find = |procs: &Vec<ChildProcess>| procs.iter().position(|p| p.name == process);
+        {
+            let procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+            let i = find(&procs).ok_or_else(|| TestClusterError::Manifest(format!("no process {process} in this cluster")))?;
+            procs[i].signal(libc::SIGKILL);
+        }
+        let what = format!("{process} to exit after SIGKILL");
+        eventually(&what, Duration::from_secs(10), || async {
+            let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+            let i = find(&procs)?;
+            procs[i].exited().map(|_| ())
+        })
+        .await?;
         {
             let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
-            let i = procs
-                .iter()
-                .position(|p| p.name == process)
-                .ok_or_else(|| TestClusterError::Manifest(format!("no process {process} in this cluster")))?;
-            procs[i].signal(libc::SIGKILL);
-            if procs[i].wait_exited(Duration::from_secs(10)).is_none() {
-                return Err(TestClusterError::Timeout {
-                    what: format!("{process} to exit after SIGKILL"),
-                    timeout: Duration::from_secs(10),
-                });
-            }
+            let i = find(&procs).ok_or_else(|| TestClusterError::Manifest(format!("no process {process} in this cluster")))?;
             let log = controllers::unique(self.dir.join(format!("{process}.log")));
             let again = procs[i].respawn(&log)?;
             procs[i] = again;

@@ -102,20 +102,6 @@ impl ChildProcess {
         Self::spawn_with_env(&self.name, &self.program, &self.args, &self.env, log)
     }
 
-    /// Wait until the process has exited, at most `timeout`.
-    pub fn wait_exited(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -2,21 +2,28 @@
 //! StatefulSet "rolled out at its generation" (observedGeneration, replicas, ready/updated/
 //! available/current replicas, current = update revision). A test can pause it for its
 //! namespace to hold a rollout mid-flight, then resume it. Nothing else is faked.
+//!
+//! Driven by a watch (one request for all StatefulSets, then only their changes): an idle
+//! StatefulSet costs it nothing, so it can serve a scale run of thousands.
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// How often the faker looks at StatefulSets.
-pub const FAKER_PERIOD: Duration = Duration::from_millis(50);
+/// (namespace, name).
+type Key = (String, String);
 
 #[derive(Debug, Default, Clone)]
 pub struct StatefulSetFaker {
     paused: Arc<Mutex<HashSet<String>>>,
-    passes: Arc<AtomicU64>,
+    /// The generation of each StatefulSet the faker has handled (acted on or left alone).
+    seen: Arc<Mutex<HashMap<Key, i64>>>,
+    /// Namespaces resumed since the faker last looked: their StatefulSets are settled again.
+    resumed: Arc<Mutex<Vec<String>>>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl StatefulSetFaker {
@@ -25,15 +32,17 @@ impl StatefulSetFaker {
         self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(namespace.to_string());
     }
 
-    /// Let rollouts in `namespace` complete again.
+    /// Let rollouts in `namespace` complete again (the ones held meanwhile too).
     pub fn resume(&self, namespace: &str) {
         self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(namespace);
+        self.resumed.lock().unwrap_or_else(|p| p.into_inner()).push(namespace.to_string());
+        self.wake.notify_one();
     }
 
-    /// Completed passes over all StatefulSets; a test that paused a namespace waits for two
-    /// more passes to know the faker has seen its change and left it alone.
-    pub fn passes(&self) -> u64 {
-        self.passes.load(Ordering::SeqCst)
+    /// The last generation of `namespace/name` the faker has handled: a test that paused a
+    /// namespace waits for it to know the faker has seen its change and left it alone.
+    pub fn seen_generation(&self, namespace: &str, name: &str) -> Option<i64> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&(namespace.to_string(), name.to_string())).copied()
     }
 
     fn is_paused(&self, namespace: &str) -> bool {
@@ -60,25 +69,43 @@ impl StatefulSetFaker {
         (!done).then_some(want)
     }
 
+    /// Roll `sts` out unless its namespace is paused; remember that it was handled.
+    async fn settle(&self, client: &kube::Client, sts: &StatefulSet) {
+        let (Some(ns), Some(name)) = (sts.metadata.namespace.clone(), sts.metadata.name.clone()) else { return };
+        if !self.is_paused(&ns)
+            && let Some(status) = Self::rolled_out_status(sts)
+        {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "status": status }))).await;
+        }
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert((ns, name), sts.metadata.generation.unwrap_or(0));
+    }
+
     /// Run forever on the current runtime.
     pub async fn run(self, client: kube::Client) {
-        let all: Api<StatefulSet> = Api::all(client.clone());
+        let (store, writer) = reflector::store::<StatefulSet>();
+        let events = reflector(writer, watcher(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())).default_backoff();
+        let mut events = std::pin::pin!(events);
         loop {
-            if let Ok(list) = all.list(&ListParams::default()).await {
-                for sts in list.items {
-                    let (Some(ns), Some(name)) = (sts.metadata.namespace.clone(), sts.metadata.name.clone()) else { continue };
-                    if self.is_paused(&ns) {
-                        continue;
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(watcher::Event::Apply(sts) | watcher::Event::InitApply(sts))) => self.settle(&client, &sts).await,
+                    Some(Ok(watcher::Event::Delete(sts))) => {
+                        let key = (sts.metadata.namespace.unwrap_or_default(), sts.metadata.name.unwrap_or_default());
+                        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                     }
-                    if let Some(status) = Self::rolled_out_status(&sts) {
-                        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-                        let patch = serde_json::json!({ "status": status });
-                        let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = self.wake.notified() => {
+                    let namespaces: Vec<String> = std::mem::take(&mut *self.resumed.lock().unwrap_or_else(|p| p.into_inner()));
+                    for sts in store.state() {
+                        if namespaces.iter().any(|ns| sts.metadata.namespace.as_deref() == Some(ns.as_str())) {
+                            self.settle(&client, &sts).await;
+                        }
                     }
                 }
             }
-            self.passes.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(FAKER_PERIOD).await;
         }
     }
 }

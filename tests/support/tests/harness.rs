@@ -221,8 +221,11 @@ async fn statefulset_faker_rolls_out_and_can_be_paused() {
     )
     .await
     .unwrap();
-    let seen = faker.passes();
-    eventually("two faker passes", Duration::from_secs(10), || async { (faker.passes() >= seen + 2).then_some(()) }).await.unwrap();
+    eventually("the faker to see generation 2", Duration::from_secs(10), || async {
+        (faker.seen_generation(ns.name(), "node") == Some(2)).then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(observed(&api, "node").await, (2, 1, Some(1)), "paused: generation 2 is held mid-rollout");
 
     faker.resume(ns.name());
