@@ -17,10 +17,8 @@
 
 mod common;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::failpoint::POINTS;
@@ -29,7 +27,6 @@ use sei_testkit::controllers::{ControllerProcess, Replica};
 use sei_testkit::{TestCluster, eventually};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// xorshift64*: a small, seeded, replayable schedule.
@@ -75,22 +72,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
 
     // Every plan id each node ever had in its status.
     let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns.name());
-    let plans: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
-    let recorder = {
-        let (plans, nodes) = (plans.clone(), nodes.clone());
-        tokio::spawn(async move {
-            use kube::runtime::WatchStreamExt;
-            // Through watch errors too (back-off, then a relist): no plan goes unseen.
-            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
-            while let Some(event) = events.next().await {
-                if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = event
-                    && let Some(plan) = n.status.as_ref().and_then(|s| s.plan.as_ref())
-                {
-                    plans.lock().unwrap().entry(n.metadata.name.clone().unwrap_or_default()).or_default().insert(plan.id.clone());
-                }
-            }
-        })
-    };
+    let (seen, recorder) = common::record_nodes(nodes.clone());
     for i in 0..20 {
         nodes.create(&PostParams::default(), &common::mixed_node(i)).await.unwrap();
     }
@@ -175,7 +157,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     recorder.abort();
 
     // One plan per node, every task complete.
-    let plans = plans.lock().unwrap().clone();
+    let plans = seen.lock().unwrap().plans.clone();
     let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), ns.name());
     let (mut late, mut ids) = (0, 0);
     for n in nodes.list(&Default::default()).await.unwrap().items {

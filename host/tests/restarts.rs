@@ -7,9 +7,7 @@
 
 mod common;
 
-use futures::StreamExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
 use sei_operator::adapters::sidecar::Script;
 use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::node::{Context, SidecarResolver};
@@ -17,20 +15,11 @@ use sei_operator::platform::PlatformConfig;
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::{TestCluster, eventually};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(240);
-
-/// Per node: every plan id seen, its last resourceVersion, and when each write was seen (a new
-/// resourceVersion, not a relist of an unchanged node).
-#[derive(Default)]
-struct Seen {
-    plans: BTreeMap<String, BTreeSet<String>>,
-    versions: BTreeMap<String, String>,
-    writes: Vec<Instant>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running() {
@@ -53,28 +42,7 @@ async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running
     let controller = tokio::spawn(sei_operator::node::run(ctx, 8, Some(ns.to_string())));
 
     let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns);
-    let seen: Arc<Mutex<Seen>> = Arc::default();
-    let recorder = {
-        let (seen, nodes) = (seen.clone(), nodes.clone());
-        tokio::spawn(async move {
-            use kube::runtime::WatchStreamExt;
-            // The test's own watch recovers through the outages too (with back-off).
-            let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
-            while let Some(event) = events.next().await {
-                if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = event
-                    && let Some(plan) = n.status.as_ref().and_then(|s| s.plan.as_ref())
-                {
-                    let mut seen = seen.lock().unwrap();
-                    let name = n.metadata.name.clone().unwrap_or_default();
-                    seen.plans.entry(name.clone()).or_default().insert(plan.id.clone());
-                    let version = n.metadata.resource_version.clone().unwrap_or_default();
-                    if seen.versions.insert(name, version.clone()) != Some(version) {
-                        seen.writes.push(Instant::now());
-                    }
-                }
-            }
-        })
-    };
+    let (seen, recorder) = common::record_nodes(nodes.clone());
     for i in 0..10 {
         nodes.create(&PostParams::default(), &common::mixed_node(i)).await.unwrap();
     }

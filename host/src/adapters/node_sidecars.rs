@@ -41,8 +41,8 @@ impl SidecarResolver {
 #[derive(Debug)]
 pub struct Sidecars {
     resolver: SidecarResolver,
-    /// Shared by every node's client; `None` only if it could not be built (then each node
-    /// gets a client of its own, which reports the same error).
+    /// Shared by every node's client; `None` only if it could not be built (then no node has a
+    /// client: the steps that need one wait as unavailable).
     http: Option<reqwest::Client>,
     clients: Mutex<HashMap<String, (String, Arc<HttpSidecarClient>)>>,
 }
@@ -63,11 +63,7 @@ impl Sidecars {
         {
             return Some(c.clone());
         }
-        let client = match &self.http {
-            Some(http) => HttpSidecarClient::with_http(url.clone(), http.clone()),
-            None => HttpSidecarClient::new(url.clone(), DEFAULT_SIDECAR_TIMEOUT),
-        };
-        let client = Arc::new(client.ok()?);
+        let client = Arc::new(HttpSidecarClient::with_http(url.clone(), self.http.clone()?).ok()?);
         clients.insert(key, (url, client.clone()));
         Some(client)
     }

@@ -242,7 +242,7 @@ pub struct GenesisCeremonyNodeConfig {
     pub index: i32,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
 pub enum SeiNodePhase {
     #[default]
     Pending,

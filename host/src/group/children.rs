@@ -220,7 +220,7 @@ pub fn child_fingerprint(n: &SeiNode) -> u64 {
     n.labels().hash(&mut h);
     n.owner_references().iter().map(|o| &o.uid).collect::<Vec<_>>().hash(&mut h);
     let status = n.status.as_ref();
-    status.and_then(|s| s.phase).map(|p| format!("{p:?}")).hash(&mut h);
+    status.and_then(|s| s.phase).hash(&mut h);
     status.and_then(|s| s.current_image.as_deref()).hash(&mut h);
     h.finish()
 }

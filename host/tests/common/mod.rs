@@ -43,3 +43,39 @@ pub async fn builtins() -> (Arc<Sandbox>, Arc<TaskRegistry>) {
     registry.load_builtins(&sandbox).await.expect("the built-in modules load");
     (sandbox, registry)
 }
+
+/// What a watch of a namespace's SeiNodes saw: every plan id each node had in its status, its
+/// last resourceVersion, and when each write was seen (a new resourceVersion, not a relist of an
+/// unchanged node).
+#[derive(Default)]
+pub struct Seen {
+    pub plans: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    versions: std::collections::BTreeMap<String, String>,
+    pub writes: Vec<std::time::Instant>,
+}
+
+/// Record `nodes` into a `Seen` until the task is aborted; through watch errors too (back-off,
+/// then a relist), so no plan goes unseen.
+pub fn record_nodes(nodes: kube::Api<SeiNode>) -> (Arc<std::sync::Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let recording = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(nodes, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) = event
+                && let Some(plan) = n.status.as_ref().and_then(|s| s.plan.as_ref())
+            {
+                let mut seen = recording.lock().unwrap_or_else(|p| p.into_inner());
+                let name = n.metadata.name.clone().unwrap_or_default();
+                seen.plans.entry(name.clone()).or_default().insert(plan.id.clone());
+                let version = n.metadata.resource_version.clone().unwrap_or_default();
+                if seen.versions.insert(name, version.clone()) != Some(version) {
+                    seen.writes.push(std::time::Instant::now());
+                }
+            }
+        }
+    });
+    (seen, task)
+}
