@@ -23,7 +23,7 @@ pub struct TaskRequest {
 }
 
 /// `GET /v0/tasks/{id}` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskResult {
     pub id: String,
@@ -32,9 +32,19 @@ pub struct TaskResult {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What the sidecar reports the task produced (e.g. `{"genesisHash": …}`), if anything.
+    /// What the sidecar reports the task produced (e.g. `{"genesisHash": …}`), if anything:
+    /// kept as the JSON text it came as (checked, never parsed into a tree), so an answer costs
+    /// the host its bytes and no more (`tests/hostile_review_2.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl PartialEq for TaskResult {
+    fn eq(&self, other: &Self) -> bool {
+        let text = |r: &Option<Box<serde_json::value::RawValue>>| r.as_ref().map(|r| r.get().to_string());
+        (&self.id, &self.task_type, &self.status, &self.error) == (&other.id, &other.task_type, &other.status, &other.error)
+            && text(&self.result) == text(&other.result)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -261,17 +271,18 @@ struct Entry {
     runs: u32,
     /// Submissions of this id after it had completed (a no-op, as in the real sidecar).
     after_completion: u32,
-    result: Option<serde_json::Value>,
+    result: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// What the in-memory sidecar reports a completed task produced: a genesis assembly reports the
 /// sha256 of the params it was given as its genesis hash (the real sidecar hashes the genesis).
-fn result_of(request: &TaskRequest) -> Option<serde_json::Value> {
+fn result_of(request: &TaskRequest) -> Option<Box<serde_json::value::RawValue>> {
     use sha2::Digest;
     request.task_type.starts_with("assemble-").then(|| {
         let params = request.params.as_ref().map(|p| p.to_string()).unwrap_or_default();
-        serde_json::json!({"genesisHash": hex::encode(sha2::Sha256::digest(params.as_bytes()))})
-    })
+        let result = serde_json::json!({"genesisHash": hex::encode(sha2::Sha256::digest(params.as_bytes()))});
+        serde_json::value::to_raw_value(&result).ok()
+    })?
 }
 
 /// An in-memory sidecar with scripted outcomes per task type (default: complete at once).

@@ -941,7 +941,7 @@ impl TaskCtx {
                 task_type: t.task_type,
                 status: t.status,
                 error: t.error,
-                output: t.result.map(|r| r.to_string()),
+                output: t.result.map(|r| Box::<str>::from(r).into_string()),
             })
             .map_err(sidecar_error))
     }

@@ -36,6 +36,10 @@
 //! - `create-object`: creates `params.object` as is (the group scope of a create);
 //! - `list-with-selector`: lists a kind with `params.selector` and completes with the names seen.
 //!
+//! and for the second review (`tests/hostile_review_2.rs`):
+//! - `sidecar-get-task`: a node task polls its own sidecar for this task's id and completes with
+//!   what it answered (a hostile sidecar's answer costs the host its bytes only).
+//!
 //! `config-apply` takes its behaviour from the node's annotation `test.sei.io/misbehave` when it
 //! has one (`log-storm`, `call-flood`, `requeue-storm`, or `ok`: complete at once, or `poll-500`:
 //! pending five times with an honest 500 ms requeue, then complete): the controller-level tests
@@ -77,6 +81,7 @@ impl TaskModule for Misbehaving {
             "member-calls",
             "create-object",
             "list-with-selector",
+            "sidecar-get-task",
         ]
         .iter()
         .fold(ModuleInfo::new("test-misbehaving", "0.1.0"), |m, t| m.task_type(t))
@@ -328,6 +333,11 @@ impl TaskModule for Misbehaving {
                     .filter_map(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(str::to_string))
                     .collect();
                 Ok(Step::complete(&names))
+            }
+            // The node's own sidecar: this task's id; complete with the answer's status or error.
+            "sidecar-get-task" => {
+                let got = sidecar::get_task(&input.task_id).map(|t| t.status);
+                Ok(Step::complete(&format!("{got:?}")))
             }
             // Log the text given, and fail with it.
             "log-text" => {
