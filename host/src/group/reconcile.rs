@@ -382,7 +382,11 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 TaskPlanPhase::Active => {}
             }
             finish_status(&g, &mut status, &owned, &now, None, ceremony_completed);
-            write_status(&api, &g, &status).await?;
+            // Woken before the next step was due (e.g. by its own status write): nothing ran,
+            // nothing to write.
+            if status != before {
+                write_status(&api, &g, &status).await?;
+            }
             Ok(match done.next {
                 Next::RequeueAfter(d) => Action::requeue(d),
                 Next::RunNextTask => Action::requeue(Duration::from_millis(10)),

@@ -19,11 +19,16 @@ pub fn node_scope(node: &SeiNode, platform: &PlatformConfig) -> Scope {
 }
 
 /// The SeiNodeDeployment this node belongs to: labelled `sei.io/nodedeployment=<group>` and
-/// owned by that group. A node that only says so (a label, a pod label) belongs to none, so its
-/// pods cannot carry another group's label (`a_node_claims_a_group_only_when_the_group_owns_it`).
+/// owned by that group alone (the group controller's rule, `group::children::owned_alone`, by
+/// name here: the node controller does not read groups). A node that only says so (a label, a
+/// pod label), or that other owners share, belongs to none, so its pods cannot carry another
+/// group's label (`a_node_claims_a_group_only_when_the_group_owns_it`).
 fn owning_group(node: &SeiNode) -> Option<String> {
     let group = node.labels().get(GROUP_LABEL)?;
-    node.owner_references().iter().any(|o| o.kind == "SeiNodeDeployment" && o.name == *group).then(|| group.clone())
+    let owners = node.owner_references();
+    let alone = !owners.is_empty()
+        && owners.iter().all(|o| o.api_version == "sei.io/v1alpha1" && o.kind == "SeiNodeDeployment" && o.name == *group);
+    alone.then(|| group.clone())
 }
 
 #[cfg(test)]
@@ -63,6 +68,13 @@ mod tests {
         let platform = PlatformConfig::for_local();
         let owned = with(serde_json::json!([{"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g"}]));
         assert_eq!(node_scope(&owned, &platform).group_label.as_deref(), Some("net"));
+        let shared = with(serde_json::json!([
+            {"apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "c"}
+        ]));
+        assert_eq!(node_scope(&shared, &platform).group_label, None, "a group that shares the node does not own it");
+        let other_api = with(serde_json::json!([{"apiVersion": "evil.io/v1", "kind": "SeiNodeDeployment", "name": "net", "uid": "g"}]));
+        assert_eq!(node_scope(&other_api, &platform).group_label, None, "another API's SeiNodeDeployment");
         let claimed = with(serde_json::json!([]));
         let scope = node_scope(&claimed, &platform);
         assert_eq!(scope.group_label, None, "a label alone does not make a node a group's");
