@@ -16,6 +16,11 @@
 //! - `the_guard_never_allows_a_call_outside_the_scope`: any verb, kind, namespace and name: an
 //!   allowed call is in the node's namespace, of an allowed kind, and a write is of one of the
 //!   node's own objects;
+//! - `a_group_task_never_reaches_beyond_its_members`: a SeiNodeDeployment's task, whatever kinds
+//!   it was granted, reaches only SeiNodes in its namespace, a named one only if a member, writes
+//!   only named members, and calls only members' sidecars;
+//! - `a_forbidden_field_is_denied_whatever_surrounds_it` also plants fields outside the pod and
+//!   container allow-lists (`hostAliases`, a probe's `host`, a field no release has yet);
 //! - the host's reading of a module's step (output, checkpoint, messages) is a property test
 //!   beside the code: `sandbox::run::properties::step_outcomes_are_bounded_and_escaped`.
 
@@ -143,7 +148,13 @@ fn forbidden() -> impl Strategy<Value = (String, Value)> {
         Just(("/volumes/0".to_string(), json!({"name": "data", "persistentVolumeClaim": {"claimName": "data-other"}}))),
         container.clone().prop_map(|c| (format!("/{c}/securityContext"), json!({"privileged": true}))),
         container.clone().prop_map(|c| (format!("/{c}/securityContext"), json!({"capabilities": {"add": ["SYS_ADMIN"]}}))),
-        container.prop_map(|c| (format!("/{c}/env"), json!([{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]))),
+        container
+            .clone()
+            .prop_map(|c| (format!("/{c}/env"), json!([{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]))),
+        Just(("/hostAliases".to_string(), json!([{"ip": "10.0.0.1", "hostnames": ["x"]}]))),
+        "[a-z]{1,8}Future".prop_map(|k| (format!("/{k}"), json!(true))),
+        container.clone().prop_map(|c| (format!("/{c}/livenessProbe"), json!({"httpGet": {"host": "169.254.169.254", "port": 80}}))),
+        container.prop_map(|c| (format!("/{c}/volumeDevices"), json!([{"name": "data", "devicePath": "/dev/sda"}]))),
     ]
 }
 
@@ -233,6 +244,43 @@ proptest! {
                 prop_assert_eq!(name.as_deref(), Some(own.as_str()), "another object written: {:?}", call);
             }
         }
+    }
+
+    #[test]
+    fn a_group_task_never_reaches_beyond_its_members(
+        verb in verb(),
+        kind in prop_oneof![
+            Just(("sei.io/v1alpha1".to_string(), "SeiNode".to_string())),
+            Just(("sei.io/v1alpha1".to_string(), "SeiNodeDeployment".to_string())),
+            prop::sample::select(DEFAULT_KINDS.to_vec()).prop_map(|(a, k)| (a.to_string(), k.to_string())),
+            ("[a-z./0-9]{0,16}", "[A-Za-z]{0,12}"),
+        ],
+        namespace in prop_oneof![Just(None), Just(Some("sei".to_string())), Just(Some("other".to_string())), any::<String>().prop_map(Some)],
+        name in prop_oneof![
+            Just(None),
+            prop_oneof![Just("net-0"), Just("net-1"), Just("net"), Just("net-2"), Just("rpc"), Just("net-0-exporter")].prop_map(|s| Some(s.to_string())),
+            any::<String>().prop_map(Some),
+        ],
+        sidecar_of in prop_oneof![Just("net-0".to_string()), Just("net-9".to_string()), Just("net".to_string()), any::<String>()],
+    ) {
+        let members: std::collections::BTreeSet<String> = ["net-0".to_string(), "net-1".to_string()].into();
+        let scope = Scope::for_group("sei", "net", "g-uid", members.clone(), Default::default(), Default::default());
+        let grants = Grants::new([CapabilityName::KubeRead, CapabilityName::KubeWrite, CapabilityName::KubeDelete, CapabilityName::Sidecar])
+            .with_kinds(&[("sei.io/v1alpha1", "SeiNode"), ("sei.io/v1alpha1", "SeiNodeDeployment"), ("v1", "ConfigMap"), ("v1", "Secret")]);
+        let guard = CapabilityGuard::new(std::sync::Arc::new(grants), scope);
+        let call = KubeCall { verb, api_version: &kind.0, kind: &kind.1, namespace: namespace.as_deref(), name: name.as_deref() };
+        if guard.check_kube(&call).is_ok() {
+            prop_assert!(namespace.as_deref().is_none_or(|ns| ns == "sei"), "another namespace: {call:?}");
+            prop_assert_eq!((kind.0.as_str(), kind.1.as_str()), ("sei.io/v1alpha1", "SeiNode"), "not a SeiNode: {:?}", call);
+            prop_assert!(name.as_ref().is_none_or(|n| members.contains(n)), "not a member: {call:?}");
+            if matches!(verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
+                prop_assert!(name.is_some(), "an unnamed write: {call:?}");
+            }
+        }
+        if guard.check_member_sidecar("submit-task", &sidecar_of).is_ok() {
+            prop_assert!(members.contains(&sidecar_of), "the sidecar of a non-member: {sidecar_of}");
+        }
+        prop_assert!(guard.check_sidecar("status").is_err(), "a group has no sidecar of its own");
     }
 
     #[test]

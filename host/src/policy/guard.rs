@@ -323,6 +323,9 @@ impl CapabilityGuard {
                 message: format!("{what}: SeiNode {name} is not a member of SeiNodeDeployment {}", self.scope.node_name),
             });
         }
+        if call.name.is_none() && matches!(call.verb, KubeVerb::Create | KubeVerb::Apply | KubeVerb::Delete) {
+            return Err(Denial { reason: "name", message: format!("{what}: a write names the member it writes") });
+        }
         Ok(())
     }
 

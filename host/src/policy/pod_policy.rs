@@ -12,7 +12,9 @@
 //! publishing a name, a mesh injecting a sidecar); integral floats are checked as the integers the
 //! API server stores (the host normalizes them first).
 //!
-//! Pod templates (StatefulSet, Job):
+//! Pod templates (StatefulSet, Job): only the pod and container fields on an allow-list
+//! (`ALLOWED_POD_FIELDS`, `ALLOWED_CONTAINER_FIELDS`: a field a later Kubernetes release adds is
+//! refused until reviewed), and of those:
 //! - labels: `sei.io/node=<node>` is required; any other label must be one of the node's
 //!   `spec.podLabels` with its value, or `sei.io/component=bootstrap` (so a pod never matches
 //!   another node's Service selector); annotations as for objects (so no AppArmor/seccomp profile
@@ -30,8 +32,10 @@
 //!   `allowPrivilegeEscalation`, added capabilities, `procMount: Unmasked`, `seLinuxOptions`,
 //!   Windows `hostProcess`, seccomp/AppArmor profiles other than `RuntimeDefault`, `runAsUser: 0`,
 //!   `runAsGroup: 0`, `fsGroup: 0` or supplemental group 0, `runAsNonRoot: false`;
-//! - containers: no Secret references in `env`/`envFrom`, no `Bidirectional` mount propagation;
-//!   no `ephemeralContainers` at all;
+//! - containers: no Secret references in `env`/`envFrom`, no `Bidirectional` mount propagation,
+//!   no `volumeDevices`, no probe or lifecycle hook with a `host` of its own (the kubelet would
+//!   send it anywhere: the node's network, the cloud's metadata service); no
+//!   `ephemeralContainers`, `hostAliases`, `schedulingGates` or `overhead` at all;
 //! - volumes: only `persistentVolumeClaim` (only the node's own `data-<node>`), `emptyDir`,
 //!   `configMap`, `downwardAPI`; no `volumeClaimTemplates`;
 //! - workload: a StatefulSet selects `sei.io/node=<node>` by `matchLabels` only, has at most one
@@ -53,6 +57,64 @@ use super::scope::{COMPONENT_LABEL, NODE_LABEL, NODE_POOL_LABEL, Placement, Scop
 use serde_json::Value;
 
 const ALLOWED_VOLUME_TYPES: &[&str] = &["persistentVolumeClaim", "emptyDir", "configMap", "downwardAPI"];
+/// The pod spec fields a module may set at all (an allow-list: a field the API server adds in a
+/// later release is refused until it is reviewed here). The checks below narrow their values.
+const ALLOWED_POD_FIELDS: &[&str] = &[
+    "containers",
+    "initContainers",
+    "volumes",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds",
+    "dnsPolicy",
+    "dnsConfig",
+    "nodeSelector",
+    "serviceAccountName",
+    "serviceAccount",
+    "automountServiceAccountToken",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "hostUsers",
+    "shareProcessNamespace",
+    "securityContext",
+    "hostname",
+    "subdomain",
+    "setHostnameAsFQDN",
+    "affinity",
+    "schedulerName",
+    "tolerations",
+    "enableServiceLinks",
+    "topologySpreadConstraints",
+    "readinessGates",
+    "os",
+];
+/// The container fields a module may set (init containers too).
+const ALLOWED_CONTAINER_FIELDS: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "workingDir",
+    "ports",
+    "envFrom",
+    "env",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "volumeMounts",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "securityContext",
+    "stdin",
+    "stdinOnce",
+    "tty",
+];
 /// Annotation keys a module may set (on an object or a pod template).
 fn allowed_annotation(key: &str) -> bool {
     key.starts_with("sei.io/") || key == "karpenter.sh/do-not-disrupt" || key == "kubectl.kubernetes.io/restartedAt"
@@ -259,6 +321,10 @@ fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
             return Err(format!("{kind} pod template sets {field}; {why}"));
         }
     }
+    // Anything not named above and not on the allow-list.
+    if let Some(field) = pod.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !ALLOWED_POD_FIELDS.contains(&k.as_str())) {
+        return Err(format!("{kind} pod template sets {field}, which a module's pod may not set"));
+    }
     let own_hostname = format!("{}-0", scope.node_name);
     if let Some(h) = pod.get("hostname").and_then(Value::as_str)
         && h != own_hostname
@@ -430,6 +496,18 @@ fn security_context_escape(sc: Option<&Value>, pod: bool) -> Option<String> {
 fn check_container(kind: &str, c: &Value) -> Result<(), String> {
     let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
     let refuse = |what: &str| Err(format!("{kind} container `{name}` {what}"));
+    // A probe or lifecycle hook with a `host` is a request the kubelet makes to any address
+    // (the node's network, the cloud's metadata service), not to the pod.
+    for handler in ["livenessProbe", "readinessProbe", "startupProbe", "lifecycle/postStart", "lifecycle/preStop"] {
+        for action in ["httpGet", "tcpSocket"] {
+            if c.pointer(&format!("/{handler}/{action}/host")).is_some_and(|h| !h.is_null()) {
+                return refuse(&format!(
+                    "sends its {} {action} to a host of its own; probes and hooks reach the pod only",
+                    handler.replace('/', ".")
+                ));
+            }
+        }
+    }
     for env in c.get("env").and_then(Value::as_array).into_iter().flatten() {
         if env.pointer("/valueFrom/secretKeyRef").is_some() {
             return refuse(&format!("reads a Secret into env {}", env.get("name").and_then(Value::as_str).unwrap_or("?")));
@@ -451,6 +529,9 @@ fn check_container(kind: &str, c: &Value) -> Result<(), String> {
     }
     if let Some(what) = security_context_escape(c.get("securityContext"), false) {
         return refuse(&what);
+    }
+    if let Some(field) = c.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !ALLOWED_CONTAINER_FIELDS.contains(&k.as_str())) {
+        return refuse(&format!("sets {field}, which a module's container may not set"));
     }
     Ok(())
 }
@@ -500,7 +581,8 @@ mod tests {
             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-rpc"}}, {"name": "tmp", "emptyDir": {}}],
             "initContainers": [{"name": "seid-init", "volumeMounts": [{"name": "data", "mountPath": "/sei"}]}],
             "containers": [
-                {"name": "seid", "env": [{"name": "TMPDIR", "value": "/sei/tmp"}], "ports": [{"containerPort": 26656}]},
+                {"name": "seid", "env": [{"name": "TMPDIR", "value": "/sei/tmp"}], "ports": [{"containerPort": 26656}],
+                 "readinessProbe": {"httpGet": {"path": "/status", "port": 26657}}, "resources": {"requests": {"cpu": "1"}}},
                 {"name": "sei-sidecar", "env": [{"name": "SEI_CHAIN_ID", "value": "pacific-1"}]}
             ]
         })
@@ -609,6 +691,24 @@ mod tests {
                 "/containers/0/volumeMounts",
                 json!([{"name": "data", "mountPath": "/sei", "mountPropagation": "Bidirectional"}]),
                 "Bidirectional propagation",
+            ),
+            // Issue #14: an allow-list, not a deny-list, of pod and container fields.
+            ("/hostAliases", json!([{"ip": "10.0.0.1", "hostnames": ["sidecar"]}]), "sets hostAliases, which a module's pod may not set"),
+            ("/schedulingGates", json!([{"name": "never"}]), "sets schedulingGates"),
+            ("/overhead", json!({"cpu": "64"}), "sets overhead"),
+            ("/someFieldOfAFutureRelease", json!(true), "sets someFieldOfAFutureRelease"),
+            ("/containers/0/volumeDevices", json!([{"name": "data", "devicePath": "/dev/x"}]), "`seid` sets volumeDevices"),
+            ("/initContainers/0/futureField", json!(1), "`seid-init` sets futureField"),
+            (
+                "/containers/0/livenessProbe",
+                json!({"httpGet": {"host": "169.254.169.254", "path": "/latest/meta-data/", "port": 80}}),
+                "sends its livenessProbe httpGet to a host of its own",
+            ),
+            ("/containers/1/readinessProbe", json!({"tcpSocket": {"host": "10.0.0.1", "port": 6443}}), "readinessProbe tcpSocket"),
+            (
+                "/containers/0/lifecycle",
+                json!({"preStop": {"httpGet": {"host": "kubernetes.default", "port": 443}}}),
+                "lifecycle.preStop httpGet",
             ),
         ];
         for (pointer, value, want) in cases {
