@@ -6,7 +6,7 @@ SAMPLE ?= deploy/samples/full-node.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover fuzz chaos sidecar-faults clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover bench-scale fuzz chaos sidecar-faults clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -80,6 +80,15 @@ bench-sandbox:
 # Hot-swap latency through --task-dir: median of 10 swaps, fresh wasm and precompiled cache.
 bench-swap:
 	$(CARGO) run --release -p sei-operator --example swap_latency
+
+## The scale benchmark: N SeiNodes created at once on a fresh control plane, the controller in
+## release as the chart's ServiceAccount; prints times, CPU, memory and API requests per node,
+## then a steady window of STEADY seconds (host/examples/scale.rs): `make bench-scale N=10000`.
+N ?= 1000
+STEADY ?= 60
+bench-scale: control-plane
+	$(CARGO) build --release --locked -p sei-operator --bin sei-operator --example scale
+	$(TARGET_DIR)/release/examples/scale $(N) $(STEADY)
 
 # Leader fail-over (SIGKILL) and hand-over (SIGTERM) of two controller processes.
 bench-failover: control-plane

@@ -13,7 +13,9 @@
 //! the registry at scrape time), `sandbox_host_calls_total` and `sandbox_log_calls_total` (by
 //! module digest), `sandbox_budget_exceeded_total` (steps stopped by a per-step budget, by module
 //! digest and budget), `sandbox_dropped_log_lines_total`, `module_steps_deferred_total` (steps put
-//! off because their module ran its share already), `leader` (1 while this replica holds the
+//! off because their module ran its share already), `idle_checks_total` (reconciles of idle Running
+//! nodes answered from the watch caches, no API request), `events_dropped_total` (Events the
+//! per-object spam filter dropped), `leader` (1 while this replica holds the
 //! leader Lease; every replica serves metrics, standbys included). Test:
 //! `telemetry::tests::exposition_names_every_metric`.
 
@@ -97,6 +99,8 @@ pub struct Telemetry {
     reconcile_errors: Family<CauseLabel, Counter>,
     module_loads: Family<ModuleLoadLabels, Counter>,
     steps_deferred: Counter,
+    idle_checks: Counter,
+    events_dropped: Counter,
     active_module: Family<ActiveModuleLabels, Gauge>,
     denied: Family<DeniedLabels, Gauge>,
     host_calls: Family<ModuleDigestLabel, Counter>,
@@ -128,6 +132,8 @@ impl Telemetry {
         let module_loads = Family::<ModuleLoadLabels, Counter>::default();
         let active_module = Family::<ActiveModuleLabels, Gauge>::default();
         let steps_deferred = Counter::default();
+        let idle_checks = Counter::default();
+        let events_dropped = Counter::default();
         let host_calls = Family::<ModuleDigestLabel, Counter>::default();
         let log_calls = Family::<ModuleDigestLabel, Counter>::default();
         let budget_exceeded = Family::<BudgetLabels, Counter>::default();
@@ -139,6 +145,12 @@ impl Telemetry {
             "Steps put off because their module already ran its share of steps",
             steps_deferred.clone(),
         );
+        registry.register(
+            "idle_checks",
+            "Reconciles of Running nodes answered from the watch caches, without an API request",
+            idle_checks.clone(),
+        );
+        registry.register("events_dropped", "Events not published: their object published too many (spam filter)", events_dropped.clone());
         registry.register("sandbox_host_calls", "Kubernetes and sidecar requests made by module steps", host_calls.clone());
         registry.register("sandbox_log_calls", "log calls made by module steps", log_calls.clone());
         registry.register("sandbox_budget_exceeded", "Steps stopped because they exceeded a per-step call budget", budget_exceeded.clone());
@@ -163,6 +175,8 @@ impl Telemetry {
             reconcile_errors,
             module_loads,
             steps_deferred,
+            idle_checks,
+            events_dropped,
             active_module,
             denied,
             host_calls,
@@ -219,6 +233,29 @@ impl Telemetry {
 
     pub fn count_deferred_step(&self) {
         self.steps_deferred.inc();
+    }
+
+    /// A reconcile of an idle Running node answered from the watch caches.
+    pub fn count_idle_check(&self) {
+        self.idle_checks.inc();
+    }
+
+    /// An Event the spam filter dropped.
+    pub fn count_event_dropped(&self) {
+        self.events_dropped.inc();
+    }
+
+    /// Idle checks answered from the caches so far.
+    pub fn idle_checks(&self) -> u64 {
+        self.idle_checks.get()
+    }
+
+    /// Drop a deleted node's series (the families would otherwise grow with every node ever seen).
+    pub fn forget_node(&self, namespace: &str, name: &str) {
+        for p in PHASES {
+            self.node_phase.remove(&NodePhaseLabels { namespace: namespace.into(), name: name.into(), phase: p.into() });
+        }
+        self.plans_active.remove(&NodeLabels { namespace: namespace.into(), name: name.into() });
     }
 
     /// A module load from `source` (`TaskModule`, `Directory`) that ended with `result`
@@ -344,6 +381,8 @@ mod tests {
             r#"sei_sandbox_budget_exceeded_total{module_digest="abc",budget="host-calls"} 1"#,
             r#"sei_sandbox_dropped_log_lines_total 7"#,
             "sei_module_steps_deferred_total 0",
+            "sei_idle_checks_total 0",
+            "sei_events_dropped_total 0",
             "sei_leader 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");

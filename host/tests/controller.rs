@@ -287,6 +287,47 @@ async fn image_change_converges_and_no_drift_means_no_new_plan() {
     assert_eq!(status.plan_progress, None);
 }
 
+/// Issue #15: an idle Running node is checked from the watch caches (no API request), and a
+/// StatefulSet changed behind the controller's back still converges, woken by the watch (the
+/// periodic check is an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_costs_no_request_and_drift_converges_from_the_watch() {
+    let (h, _handle, ctx) = harness_with("ctl-idle", &[], |c| c.drift_check_interval(Duration::from_millis(100))).await;
+    h.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {}}))).await.unwrap();
+    wait_phase(&h, "rpc", SeiNodePhase::Running).await;
+    let cluster = TestCluster::shared();
+    let me = format!("system:serviceaccount:{}:{}", sei_testkit::identity::CONTROLLER_NAMESPACE, sei_testkit::identity::CONTROLLER_ACCOUNT);
+    let requests = || cluster.audit_events(|e| e.user == me && e.namespace == h.ns.name()).len();
+    // Past the last writes of the plan: the idle checks have started.
+    let start = ctx.telemetry().idle_checks();
+    eventually("idle checks from the caches", Duration::from_secs(60), || async { (ctx.telemetry().idle_checks() > start).then_some(()) })
+        .await
+        .unwrap();
+    let (before, checks) = (requests(), ctx.telemetry().idle_checks());
+    eventually("30 more idle checks", Duration::from_secs(60), || async { (ctx.telemetry().idle_checks() >= checks + 30).then_some(()) })
+        .await
+        .unwrap();
+    assert_eq!(requests(), before, "30 drift checks of an idle node made API requests");
+
+    // Drift behind the controller's back, with the periodic check far away: the watch wakes it.
+    let (h2, _handle2, _ctx2) = harness_with("ctl-drift", &[], |c| c.drift_check_interval(Duration::from_secs(3600))).await;
+    h2.nodes.create(&PostParams::default(), &node("rpc", json!({"fullNode": {}}))).await.unwrap();
+    wait_phase(&h2, "rpc", SeiNodePhase::Running).await;
+    let sts: Api<StatefulSet> = Api::namespaced(h2.client.clone(), h2.ns.name());
+    let mut changed = sts.get("rpc").await.unwrap();
+    changed.metadata.managed_fields = None;
+    if let Some(pod) = changed.spec.template.spec.as_mut() {
+        pod.containers[0].image = Some("seid:someone-elses".into());
+    }
+    sts.replace("rpc", &PostParams::default(), &changed).await.unwrap();
+    eventually("the StatefulSet back on seid:v1", Duration::from_secs(60), || async {
+        let s = sts.get("rpc").await.ok()?;
+        (s.spec.template.spec?.containers[0].image.as_deref() == Some("seid:v1")).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
     let (h, handle, _ctx) = harness_with("ctl-restart", &[("snapshot-restore", Script::Stall)], |c| c).await;

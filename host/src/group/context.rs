@@ -3,6 +3,7 @@
 //! `--module-step-cap` for both controllers) with the SeiNode controller.
 
 use crate::adapters::discovery::ApiDiscovery;
+use crate::adapters::events::EventRecorder;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
 use crate::api::seinodedeployment::NetworkingStatus;
@@ -13,7 +14,6 @@ use crate::sandbox::Sandbox;
 use crate::telemetry::Telemetry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ pub struct GroupContext {
     registry: Arc<TaskRegistry>,
     platform: PlatformConfig,
     sidecars: Sidecars,
-    recorder: Recorder,
+    recorder: EventRecorder,
     telemetry: Arc<Telemetry>,
     module_slots: Arc<ModuleSlots>,
     module_step_cap: usize,
@@ -61,10 +61,10 @@ impl GroupContext {
         module_steps: (Arc<ModuleSlots>, usize),
     ) -> Arc<Self> {
         let client_for_discovery = client.clone();
-        let reporter = Reporter { controller: "sei-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        let instance = std::env::var("POD_NAME").ok();
         Arc::new(Self {
             kube: Arc::new(KubeClientAdapter::new(client.clone())),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), "sei-operator", instance),
             client,
             sandbox,
             registry,
@@ -132,7 +132,7 @@ impl GroupContext {
     pub fn sidecars(&self) -> &Sidecars {
         &self.sidecars
     }
-    pub fn recorder(&self) -> &Recorder {
+    pub fn recorder(&self) -> &EventRecorder {
         &self.recorder
     }
     pub fn telemetry(&self) -> &Arc<Telemetry> {

@@ -75,8 +75,10 @@ fn now() -> Time {
 async fn publish(ctx: &GroupContext, g: &SeiNodeDeployment, type_: EventType, reason: &str, note: String) {
     let note = crate::text::safe(&note, 900);
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder().publish(&event, &g.object_ref(&())).await {
-        tracing::warn!(group = %g.name_any(), error = %e, "could not publish event");
+    match ctx.recorder().publish(&event, &g.object_ref(&())).await {
+        Ok(true) => {}
+        Ok(false) => ctx.telemetry().count_event_dropped(),
+        Err(e) => tracing::warn!(group = %g.name_any(), error = %e, "could not publish event"),
     }
 }
 

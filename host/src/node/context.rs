@@ -1,8 +1,11 @@
 //! Everything a SeiNode reconcile needs, built once (kube-rs's `Context`): private fields, read
 //! through accessors, set through `ContextBuilder`. Counters live in `Telemetry`, not here.
 
+use super::caches::WatchCaches;
 use super::convergence::ConvergenceLog;
 use super::step_clock::StepClock;
+use super::written::WrittenVersions;
+use crate::adapters::events::EventRecorder;
 use crate::adapters::kube::{KubeAdapter, KubeClientAdapter};
 use crate::adapters::node_sidecars::{SidecarResolver, Sidecars};
 use crate::platform::PlatformConfig;
@@ -11,7 +14,6 @@ use crate::registry::slots::ModuleSlots;
 use crate::sandbox::Sandbox;
 use crate::telemetry::Telemetry;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +29,16 @@ pub struct Context {
     registry: Arc<TaskRegistry>,
     platform: PlatformConfig,
     sidecars: Sidecars,
-    recorder: Recorder,
+    recorder: EventRecorder,
     telemetry: Arc<Telemetry>,
     drift_check_interval: Duration,
     module_step_cap: usize,
     step_clock: StepClock,
     module_slots: Arc<ModuleSlots>,
     convergences: ConvergenceLog,
+    written: WrittenVersions,
+    /// The running controller's watch caches (`None` until it starts).
+    caches: std::sync::RwLock<Option<Arc<WatchCaches>>>,
 }
 
 /// Builds a [`Context`]; what is not set keeps its default.
@@ -88,7 +93,7 @@ impl Context {
     pub fn sidecars(&self) -> &Sidecars {
         &self.sidecars
     }
-    pub fn recorder(&self) -> &Recorder {
+    pub fn recorder(&self) -> &EventRecorder {
         &self.recorder
     }
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -112,6 +117,17 @@ impl Context {
     }
     pub fn convergences(&self) -> &ConvergenceLog {
         &self.convergences
+    }
+    pub fn written(&self) -> &WrittenVersions {
+        &self.written
+    }
+    /// The watch caches, once every store has had its first list.
+    pub fn caches(&self) -> Option<Arc<WatchCaches>> {
+        self.caches.read().unwrap_or_else(|p| p.into_inner()).clone().filter(|c| c.ready())
+    }
+    /// The caches of the controller that starts now (replacing an earlier run's).
+    pub fn set_caches(&self, caches: WatchCaches) {
+        *self.caches.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(caches));
     }
 }
 
@@ -146,10 +162,10 @@ impl ContextBuilder {
             t.watch_registry(self.registry.clone());
             t
         });
-        let reporter = Reporter { controller: "sei-operator".into(), instance: self.instance };
+        let instance = self.instance;
         Arc::new(Context {
             kube: Arc::new(KubeClientAdapter::new(self.client.clone())),
-            recorder: Recorder::new(self.client.clone(), reporter),
+            recorder: EventRecorder::new(self.client.clone(), "sei-operator", instance),
             client: self.client,
             sandbox: self.sandbox,
             registry: self.registry,
@@ -161,6 +177,8 @@ impl ContextBuilder {
             step_clock: StepClock::default(),
             module_slots: Arc::new(ModuleSlots::default()),
             convergences: ConvergenceLog::default(),
+            written: WrittenVersions::default(),
+            caches: Default::default(),
         })
     }
 }

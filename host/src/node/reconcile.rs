@@ -16,11 +16,12 @@
 //! Tests: `tests/controller.rs`, `tests/hostile_controller.rs` and `tests/task_modules.rs` on the
 //! real control plane; the pure parts in `planner.rs` and `stepper.rs`.
 
+use super::caches::{WatchCaches, strip_service, strip_statefulset};
 use super::context::Context;
 use super::error::ReconcileError;
-use super::events::{publish, publish_phase_change};
+use super::events::{publish, publish_phase_change, publish_plan_created};
 use super::observe::{observe, resolve_label_peers};
-use super::planner::{Observed, PlanDecision, current_image, resolve_plan};
+use super::planner::{Observed, PlanDecision, current_image, drift, resolve_plan};
 use super::scope::node_scope;
 use super::stepper::{Next, conclude, current_task};
 use crate::adapters::kube::api_in;
@@ -33,11 +34,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +58,22 @@ fn now() -> Time {
 /// object carries the resourceVersion it was read at, so a concurrent change is a 409 and the
 /// reconcile is retried on fresh data. A full replacement, unlike a merge patch, also clears
 /// fields that became empty (a removed convergence plan, the current task of a finished plan).
-async fn write_status(api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
+/// The version written is remembered (`written`): a cached copy at that version needs no read.
+async fn write_status(ctx: &Context, api: &Api<SeiNode>, node: &SeiNode, status: &SeiNodeStatus) -> Result<SeiNode, kube::Error> {
     let mut object = node.clone();
     object.metadata.managed_fields = None;
     object.status = Some(status.clone());
-    api.replace_status(&node.name_any(), &kube::api::PostParams::default(), &object).await
+    let uid = node.uid().unwrap_or_default();
+    match api.replace_status(&node.name_any(), &kube::api::PostParams::default(), &object).await {
+        Ok(written) => {
+            ctx.written().record(&uid, written.metadata.resource_version.as_deref());
+            Ok(written)
+        }
+        Err(e) => {
+            ctx.written().forget(&uid);
+            Err(e)
+        }
+    }
 }
 
 fn record_node(ctx: &Context, ns: &str, name: &str, status: &SeiNodeStatus) {
@@ -77,6 +89,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
         tracing::info!(node = %format!("{ns}/{}", node.name_any()), "first reconcile of this replica");
     }
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
+    let node = with_finalizer(&ctx, &api, node).await?;
     finalizer(&api, FINALIZER, node, |event| async {
         match event {
             FinalizerEvent::Apply(node) => apply(node, &ctx).await,
@@ -87,16 +100,43 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
+/// A new node gets the finalizer and is reconciled on the object the patch returned, in the same
+/// reconcile (kube's `finalizer` helper adds it and waits for the next one: a second trip through
+/// the queue, behind every other node of a burst). The patch is kube's: a JSON patch that tests
+/// the list first, so a concurrent change to it fails instead of duplicating the entry.
+async fn with_finalizer(ctx: &Context, api: &Api<SeiNode>, node: Arc<SeiNode>) -> Result<Arc<SeiNode>, ReconcileError> {
+    if node.metadata.deletion_timestamp.is_some() || node.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(node);
+    }
+    let ops = if node.finalizers().is_empty() {
+        serde_json::json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                           {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    } else {
+        serde_json::json!([{"op": "test", "path": "/metadata/finalizers", "value": node.finalizers()},
+                           {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+    };
+    let patch = Patch::<SeiNode>::Json(serde_json::from_value(ops)?);
+    let patched = api
+        .patch(&node.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map_err(|e| ReconcileError::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
+    // The object as the API server has it now: the reconcile needs no read of its own.
+    ctx.written().record(&patched.uid().unwrap_or_default(), patched.metadata.resource_version.as_deref());
+    Ok(Arc::new(patched))
+}
+
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
     ctx.step_clock().forget(&node.uid().unwrap_or_default());
     ctx.sidecars().forget(&node.namespace().unwrap_or_default(), &node.name_any());
     ctx.convergences().forget(&node.uid().unwrap_or_default());
+    ctx.written().forget(&node.uid().unwrap_or_default());
     let ns = node.namespace().unwrap_or_default();
+    ctx.telemetry().forget_node(&ns, &node.name_any());
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
     let mut status = node.status.clone().unwrap_or_default();
     if status.phase != Some(SeiNodePhase::Terminating) {
         status.phase = Some(SeiNodePhase::Terminating);
-        write_status(&api, &node, &status).await?;
+        write_status(ctx, &api, &node, &status).await?;
         publish(ctx, &node, EventType::Normal, "Terminating", "deleting the node's data volume".into()).await;
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client().clone(), &ns);
@@ -120,23 +160,45 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         ctx.telemetry().count_deferred_step();
         return Ok(Action::requeue(busy_retry()));
     }
+    // A Running node with nothing to do, as the watch caches see it (the periodic drift check,
+    // a wake by an unchanged owned object): no request at all. A change behind the controller's
+    // back arrives as a watch event and wakes the node again.
+    if idle_in_caches(ctx, &cached) {
+        ctx.telemetry().count_idle_check();
+        return Ok(Action::requeue(ctx.drift_check_interval()));
+    }
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
-    // Work on the node as the API server has it now, not as the watch cache had it: right
+    // Work on the node as the API server has it now, not as a lagging watch cache had it: right
     // after our own status write the cache lags, and steps run on a stale copy would be
-    // repeated (harmlessly, they are idempotent) and then thrown away by the optimistic lock.
-    let Some(node) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
-    let before = node.status.clone().unwrap_or_default();
+    // repeated (harmlessly, they are idempotent) and then thrown away by the optimistic lock. A
+    // cached copy at exactly the version we last wrote is what the API server has: no read.
+    let mut node = if ctx.written().is_ours(&uid, cached.metadata.resource_version.as_deref()) {
+        (*cached).clone()
+    } else {
+        let Some(node) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+        node
+    };
+    let mut before = node.status.clone().unwrap_or_default();
     if before.phase == Some(SeiNodePhase::Failed) {
         return Ok(Action::await_change());
     }
     let mut status = before.clone();
-    status.resolved_peers = resolve_label_peers(ctx.client(), &node).await?;
+    status.resolved_peers = match ctx.caches().and_then(|c| c.label_peers(&node)) {
+        Some(peers) => peers,
+        None => resolve_label_peers(ctx.client(), &node).await?,
+    };
     status.observed_generation = node.metadata.generation;
     let mut view = node.clone();
     view.status = Some(status.clone());
-    let observed = if status.phase == Some(SeiNodePhase::Running) { observe(ctx.client(), &node).await? } else { Observed::default() };
+    // A Running node's StatefulSet and Service: the caches' copies when they show no drift (they
+    // only update status.currentImage); a drift is confirmed by a fresh read before it makes a plan.
+    let observed = match ctx.caches().map(|c| c.observe(&node)) {
+        _ if status.phase != Some(SeiNodePhase::Running) => Observed::default(),
+        Some(cached) if drift(&node, &cached).is_none() => cached,
+        _ => observe(ctx.client(), &node).await?,
+    };
     if status.phase == Some(SeiNodePhase::Running) {
         status.current_image = current_image(&node, &observed);
     }
@@ -172,17 +234,20 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
             status.plan = Some(plan);
             status.phase = Some(phase);
             conclude(&mut status, node.metadata.generation, &now);
-            write_status(&api, &node, &status).await?;
+            let written = write_status(ctx, &api, &node, &status).await?;
             record_node(ctx, &ns, &name, &status);
             tracing::info!(node = %format!("{ns}/{name}"), plan = %id, tasks = count, %reason, "new plan persisted");
-            publish(ctx, &node, EventType::Normal, "PlanCreated", format!("plan {id} with {count} tasks: {reason}")).await;
-            publish_phase_change(ctx, &node, before.phase, Some(phase)).await;
-            // Persisted first; the tasks run on the next reconcile.
-            return Ok(Action::requeue(Duration::from_millis(10)));
+            publish_plan_created(ctx, &node, before.phase, phase, format!("plan {id} with {count} tasks: {reason}")).await;
+            // Persisted before anything runs; its first steps run now, on the object just written
+            // (its resourceVersion guards the next write), not after another trip through the
+            // queue behind every other node's.
+            node = written;
+            before = status.clone();
+            view = node.clone();
         }
         PlanDecision::Idle => {
             if status != before {
-                write_status(&api, &node, &status).await?;
+                write_status(ctx, &api, &node, &status).await?;
             }
             return Ok(Action::requeue(ctx.drift_check_interval()));
         }
@@ -201,15 +266,21 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         Next::RequeueAfter(d) => ctx.step_clock().hold(&uid, Instant::now() + *d),
         _ => ctx.step_clock().forget(&uid),
     };
-    if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
-        // Woken early (before a task's not-before): nothing ran, nothing to write.
+    // Nothing ran (woken before a task's not-before), or only the time of the next poll moved (a
+    // task still pending as before): nothing worth a write. The wait is kept in memory; after a
+    // restart the next poll comes early, which a poll may.
+    if let Next::RequeueAfter(d) = next
+        && status.resolved_peers == before.resolved_peers
+        && only_waits_changed(&before, &status)
+    {
         hold();
-        return Ok(match next {
-            Next::RequeueAfter(d) => Action::requeue(d),
-            _ => Action::requeue(Duration::from_secs(1)),
-        });
+        return Ok(Action::requeue(d));
     }
-    write_status(&api, &node, &status).await?;
+    if steps == 0 && status.plan == before.plan && status.resolved_peers == before.resolved_peers {
+        hold();
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    write_status(ctx, &api, &node, &status).await?;
     hold();
     record_node(ctx, &ns, &name, &status);
     publish_phase_change(ctx, &node, before.phase, status.phase).await;
@@ -219,6 +290,37 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         Next::PlanComplete => Action::requeue(Duration::from_secs(1)),
         Next::PlanFailed => Action::await_change(),
     })
+}
+
+/// Whether `after` differs from `before` in nothing but when its tasks may step next.
+fn only_waits_changed(before: &SeiNodeStatus, after: &SeiNodeStatus) -> bool {
+    let without_waits = |s: &SeiNodeStatus| {
+        let mut s = s.clone();
+        for task in s.plan.iter_mut().flat_map(|p| p.tasks.iter_mut()) {
+            task.not_before = None;
+        }
+        s
+    };
+    without_waits(before) == without_waits(after)
+}
+
+/// A Running node without an active plan whose spec, owned objects and label peers (as the watch
+/// caches have them) give no new plan and no status change.
+fn idle_in_caches(ctx: &Context, cached: &SeiNode) -> bool {
+    let Some(caches) = ctx.caches() else { return false };
+    let Some(before) = cached.status.as_ref() else { return false };
+    if before.phase != Some(SeiNodePhase::Running) || before.plan.as_ref().is_some_and(|p| p.phase == TaskPlanPhase::Active) {
+        return false;
+    }
+    let Some(peers) = caches.label_peers(cached) else { return false };
+    let observed = caches.observe(cached);
+    if peers != before.resolved_peers
+        || before.observed_generation != cached.metadata.generation
+        || current_image(cached, &observed) != before.current_image
+    {
+        return false;
+    }
+    matches!(resolve_plan(cached, &observed, ctx.platform(), "", &now()), Ok(PlanDecision::Idle))
 }
 
 /// Whether the current task of the node (as the watch cache has it) runs on a module that is not
@@ -276,7 +378,7 @@ pub fn error_policy(node: Arc<SeiNode>, error: &ReconcileError, ctx: Arc<Context
 /// every namespace.
 pub async fn run(ctx: Arc<Context>, concurrency: u16, namespace: Option<String>) {
     let client = ctx.client().clone();
-    controller(&client, namespace.as_deref(), concurrency)
+    controller(&ctx, &client, namespace.as_deref(), concurrency)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -293,17 +395,34 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client().clone();
-    controller(&client, namespace.as_deref(), concurrency)
+    controller(&ctx, &client, namespace.as_deref(), concurrency)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
 
-fn controller(client: &Client, ns: Option<&str>, concurrency: u16) -> Controller<SeiNode> {
-    Controller::new(api_in::<SeiNode>(client, ns), watcher::Config::default())
-        .owns(api_in::<StatefulSet>(client, ns), watcher::Config::default())
-        .owns(api_in::<Service>(client, ns), watcher::Config::default())
+fn controller(ctx: &Context, client: &Client, ns: Option<&str>, concurrency: u16) -> Controller<SeiNode> {
+    // SeiNodes are cached without their managedFields (the largest part of a node with a plan,
+    // and never read); StatefulSets and Services wake their owners and stay in stripped stores,
+    // the caches idle nodes are checked against (`caches`).
+    let (nodes, node_writer) = reflector::store();
+    let node_events = watcher(api_in::<SeiNode>(client, ns), watcher::Config::default())
+        .modify(|n| n.metadata.managed_fields = None)
+        .reflect(node_writer)
+        .applied_objects();
+    let (statefulsets, sts_writer) = reflector::store();
+    let sts_events = watcher(api_in::<StatefulSet>(client, ns), watcher::Config::default())
+        .modify(strip_statefulset)
+        .reflect(sts_writer)
+        .touched_objects();
+    let (services, svc_writer) = reflector::store();
+    let svc_events =
+        watcher(api_in::<Service>(client, ns), watcher::Config::default()).modify(strip_service).reflect(svc_writer).touched_objects();
+    ctx.set_caches(WatchCaches { nodes: nodes.clone(), statefulsets, services, namespace: ns.map(str::to_string) });
+    Controller::for_stream(node_events, nodes)
+        .owns_stream(sts_events)
+        .owns_stream(svc_events)
         .owns(api_in::<PersistentVolumeClaim>(client, ns), watcher::Config::default())
         .owns(api_in::<Job>(client, ns), watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))

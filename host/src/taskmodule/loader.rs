@@ -29,6 +29,7 @@ use super::decide::{Decision, Effect, Known, Loaded, Rejection, Trigger, decide,
 use super::fetch::{BytesMemo, FetchError, KubeModuleFetcher, ModuleFetcher};
 use super::resource::{ReplicaModuleStatus, TaskModule};
 use super::status::{Active, Reason};
+use crate::adapters::events::EventRecorder;
 use crate::registry::rollout::{AutoRollbackNotice, RolloutTracker};
 use crate::registry::{ModuleEntry, ModuleSource, RegistryConflict, TaskRegistry, may_restore};
 use crate::sandbox::{LoadError, LoadedModule, ModuleGrant, Sandbox};
@@ -37,7 +38,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -65,7 +66,7 @@ pub struct TaskModuleLoader {
     fetcher: Arc<dyn ModuleFetcher>,
     memo: BytesMemo,
     replica: String,
-    recorder: Recorder,
+    recorder: EventRecorder,
     telemetry: Arc<Telemetry>,
     watch: TaskModuleWatch,
     known: HashMap<String, Known<Weak<ModuleEntry>>>,
@@ -86,10 +87,10 @@ impl TaskModuleLoader {
         telemetry: Arc<Telemetry>,
         watch: TaskModuleWatch,
     ) -> Self {
-        let reporter = Reporter { controller: "sei-operator".into(), instance: Some(replica.clone()) };
+        let instance = Some(replica.clone());
         Self {
             fetcher: Arc::new(KubeModuleFetcher::new(client.clone(), watch.configmap_namespace.clone())),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), "sei-operator", instance),
             client,
             sandbox,
             registry,
@@ -341,8 +342,10 @@ impl TaskModuleLoader {
     async fn publish(&self, tm: &TaskModule, type_: EventType, reason: &str, note: String) {
         let note = crate::text::safe(&format!("replica {}: {note}", self.replica), 900);
         let event = Event { type_, reason: reason.into(), note: Some(note), action: "LoadModule".into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, &tm.object_ref(&())).await {
-            tracing::warn!(task_module = %tm.name_any(), error = %e, "could not publish event");
+        match self.recorder.publish(&event, &tm.object_ref(&())).await {
+            Ok(true) => {}
+            Ok(false) => self.telemetry.count_event_dropped(),
+            Err(e) => tracing::warn!(task_module = %tm.name_any(), error = %e, "could not publish event"),
         }
     }
 

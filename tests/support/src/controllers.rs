@@ -88,6 +88,11 @@ impl ControllerProcess {
         Ok(ControllerProcess { id: id.to_string(), child, metrics_addr })
     }
 
+    /// The process id (for its CPU and memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.child.log).unwrap_or_default()
