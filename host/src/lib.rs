@@ -12,8 +12,8 @@
 //! | modules | `registry` (task type → module, rollout) |
 //! | sandbox | `sandbox` (wasmtime: load, limits, host functions, runs) |
 //! | policy | `policy` (scope, capability guard, pod policy) |
-//! | edges | `adapters` (Kubernetes and sidecar clients), `plan_step` (pure plan stepping over `api`) |
-//! | shared | `api` (the custom resources' types), `wit`, `text`, `failpoint` (crash points for fault tests), `conditions`, `platform`, `embedded`, `release_tag` |
+//! | edges | `adapters` (Kubernetes and sidecar clients), `plan_step` (pure plan stepping over `api`), `shard` (`--shard-selector`: which nodes this controller reconciles) |
+//! | shared | `api` (the custom resources' types), `wit`, `text`, `failpoint` (crash points for fault tests), `conditions`, `platform`, `embedded`, `release_tag`, `labels` (label syntax) |
 //!
 //! The pure core (planner, plan stepper, policy, decisions of the TaskModule loader) is tested
 //! without wasm or a cluster; the edges (wasmtime, the Kubernetes client, the sidecar client) sit
@@ -27,6 +27,7 @@ pub mod embedded;
 pub mod executor;
 pub mod failpoint;
 pub mod group;
+pub mod labels;
 pub mod leader;
 pub mod node;
 pub mod operator;
@@ -36,6 +37,7 @@ pub mod policy;
 pub mod registry;
 pub mod release_tag;
 pub mod sandbox;
+pub mod shard;
 pub mod taskmodule;
 pub mod telemetry;
 pub mod text;

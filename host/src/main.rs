@@ -52,6 +52,11 @@ struct ControllerArgs {
     /// Watch only this namespace.
     #[arg(long, env = "SEI_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Reconcile only the SeiNodes and SeiNodeDeployments whose labels match this label selector
+    /// (`shard=a`, `shard in (a,b)`): several controllers with disjoint selectors split the nodes
+    /// between them. With leader election each shard gets a Lease of its own.
+    #[arg(long, env = "SEI_SHARD_SELECTOR")]
+    shard_selector: Option<String>,
     /// Reconciles run at once.
     #[arg(long, default_value_t = 8)]
     concurrency: u16,
@@ -119,6 +124,8 @@ struct ControllerArgs {
     /// The Lease's namespace (the controller's own).
     #[arg(long, env = "POD_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// The Lease's name (with `--shard-selector`: this name, `-`, and the first 8 hex digits of
+    /// the selector's sha256).
     #[arg(long, default_value = "sei-operator-leader")]
     leader_election_lease_name: String,
     /// How long a Lease not renewed stays with its holder.
@@ -138,14 +145,18 @@ struct ControllerArgs {
 }
 
 /// The Lease settings of `--leader-election`, checked.
-fn lease_settings(args: &ControllerArgs, identity: &str) -> Result<Option<sei_operator::leader::LeaseSettings>> {
+fn lease_settings(
+    args: &ControllerArgs,
+    identity: &str,
+    shard: Option<&sei_operator::shard::ShardSelector>,
+) -> Result<Option<sei_operator::leader::LeaseSettings>> {
     if !args.leader_election {
         return Ok(None);
     }
     let secs = std::time::Duration::from_secs;
     let settings = sei_operator::leader::LeaseSettings {
         namespace: args.leader_election_namespace.clone().unwrap_or_default(),
-        name: args.leader_election_lease_name.clone(),
+        name: sei_operator::shard::lease_name(&args.leader_election_lease_name, shard),
         identity: identity.to_string(),
         lease_duration: secs(args.leader_election_lease_duration_seconds),
         renew_deadline: secs(args.leader_election_renew_deadline_seconds),
@@ -237,7 +248,11 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     // Unique per process: a restarted replica, or a second process under the same name, never
     // takes the other's Lease for its own.
     let identity = format!("{replica}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let election = lease_settings(&args, &identity)?;
+    let shard = args.shard_selector.as_deref().map(sei_operator::shard::ShardSelector::parse).transpose()?;
+    if let Some(s) = &shard {
+        tracing::info!(selector = %s.as_str(), "reconciling only the SeiNodes and SeiNodeDeployments this shard selector matches");
+    }
+    let election = lease_settings(&args, &identity, shard.as_ref())?;
     let platform = sei_operator::platform::PlatformConfig::from_env()?;
     let mut config = kube::Config::infer().await.context("reading the kubeconfig (or the in-cluster service account)")?;
     // Every request names the controller in the API server's audit log.
@@ -274,10 +289,12 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let ctx = NodeContext::builder(client, sandbox.clone(), registry.clone(), platform, sidecars)
         .instance(replica.clone())
         .module_step_cap(args.module_step_cap.unwrap_or((usize::from(args.concurrency) / 2).max(1)))
+        .shard_selector(shard.clone())
         .build();
     let groups = groups.map(|(client, platform, sidecars)| {
         let steps = (ctx.shared_module_slots(), ctx.module_step_cap());
         GroupContext::new(client, sandbox.clone(), registry.clone(), platform, sidecars, ctx.telemetry().clone(), steps)
+            .with_shard_selector(shard.clone())
     });
     let _task_dir = match args.task_dir {
         None => None,

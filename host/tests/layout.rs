@@ -1,7 +1,8 @@
 //! The import graph of `host/src`, checked: no cycle between files, and every import between
 //! top-level modules points down the layers of `lib.rs`:
 //!
-//! shared (`api`, `wit`, `text`, `failpoint`, `conditions`, `platform`, `embedded`, `release_tag`) < `adapters`, `plan_step` <
+//! shared (`api`, `wit`, `text`, `failpoint`, `conditions`, `platform`, `embedded`, `release_tag`, `labels`) < `adapters`,
+//! `plan_step`, `shard` <
 //! `policy` < `sandbox` < `registry` < `telemetry` < `executor` < controllers (`node`, `group`, `taskmodule`, `leader`,
 //! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
 //!
@@ -22,8 +23,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("platform", 0),
     ("embedded", 0),
     ("release_tag", 0),
+    ("labels", 0),
     ("adapters", 1),
     ("plan_step", 1),
+    ("shard", 1),
     ("policy", 2),
     ("sandbox", 3),
     ("registry", 4),

@@ -11,6 +11,7 @@ use crate::platform::PlatformConfig;
 use crate::registry::TaskRegistry;
 use crate::registry::slots::ModuleSlots;
 use crate::sandbox::Sandbox;
+use crate::shard::ShardSelector;
 use crate::telemetry::Telemetry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
@@ -37,6 +38,8 @@ pub struct GroupContext {
     networking_refresh: Duration,
     /// Per group uid: a digest of the networking last applied, when, and what it earned.
     applied_networking: Mutex<HashMap<String, AppliedNetworking>>,
+    /// Reconcile only the groups (and watch only the children) this selects (`--shard-selector`).
+    shard: Option<ShardSelector>,
 }
 
 /// What a group's networking write left: skip the next one while nothing changed, and restore
@@ -76,6 +79,7 @@ impl GroupContext {
             discovery: ApiDiscovery::new(Box::new(client_for_discovery), DEFAULT_NETWORKING_REFRESH),
             networking_refresh: DEFAULT_NETWORKING_REFRESH,
             applied_networking: Mutex::new(HashMap::new()),
+            shard: None,
         })
     }
 
@@ -91,6 +95,22 @@ impl GroupContext {
             }
             Err(shared) => shared,
         }
+    }
+
+    /// Reconcile only the groups whose labels `shard` selects. Call it before the context is
+    /// shared: a shared context is returned unchanged.
+    pub fn with_shard_selector(self: Arc<Self>, shard: Option<ShardSelector>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut ctx) => {
+                ctx.shard = shard;
+                Arc::new(ctx)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    pub fn shard(&self) -> Option<&ShardSelector> {
+        self.shard.as_ref()
     }
 
     pub fn discovery(&self) -> &ApiDiscovery {

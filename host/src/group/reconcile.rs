@@ -43,6 +43,7 @@ use crate::plan_step::Next;
 use crate::platform::GatewayConfig;
 use crate::policy::scope::Scope;
 use crate::sandbox::RunEnv;
+use crate::shard::ShardSelector;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -821,10 +822,14 @@ pub fn error_policy(g: Arc<SeiNodeDeployment>, error: &GroupError, ctx: Arc<Grou
 /// The SeiNodes that wake a group: only those labelled with a group, and only when what the
 /// group reacts to changed (`children::child_fingerprint`) or they are gone. A child's plan-step
 /// status writes (several per step) do not reconcile its group.
-fn child_triggers(api: Api<SeiNode>) -> impl futures::Stream<Item = Result<SeiNode, watcher::Error>> + Send + 'static {
+fn child_triggers(
+    api: Api<SeiNode>,
+    shard: Option<&ShardSelector>,
+) -> impl futures::Stream<Item = Result<SeiNode, watcher::Error>> + Send + 'static {
     use kube::runtime::WatchStreamExt;
     let seen: std::sync::Mutex<std::collections::HashMap<String, u64>> = Default::default();
-    watcher(api, watcher::Config::default().labels(GROUP_LABEL)).default_backoff().filter_map(move |event| {
+    let selector = crate::shard::combined(Some(GROUP_LABEL), shard).unwrap_or_default();
+    watcher(api, watcher::Config::default().labels(&selector)).default_backoff().filter_map(move |event| {
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         let out = match event {
             Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
@@ -857,8 +862,12 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client().clone();
-    Controller::new(api_in::<SeiNodeDeployment>(&client, namespace.as_deref()), watcher::Config::default())
-        .owns_stream(child_triggers(api_in::<SeiNode>(&client, namespace.as_deref())))
+    let mut groups = watcher::Config::default();
+    if let Some(shard) = ctx.shard() {
+        groups = groups.labels(shard.as_str());
+    }
+    Controller::new(api_in::<SeiNodeDeployment>(&client, namespace.as_deref()), groups)
+        .owns_stream(child_triggers(api_in::<SeiNode>(&client, namespace.as_deref()), ctx.shard()))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -11,8 +11,9 @@
 //! - a StatefulSet or Service is kept only with the fields the planner and the owner trigger read
 //!   (`strip_statefulset`, `strip_service`): memory per node stays small at 10,000 nodes
 //!   (`stripped_objects_keep_what_the_planner_reads`);
-//! - label peers outside the watched namespace are not in the cache: `label_peers` says so
-//!   (`None`) and the reconcile lists them from the API server.
+//! - label peers outside the watched namespace, or of a sharded controller (other shards' nodes
+//!   are not cached), are not in the cache: `label_peers` says so (`None`) and the reconcile
+//!   lists them from the API server.
 
 use super::observe::{label_sources, observed_from, peer_address};
 use super::planner::Observed;
@@ -31,6 +32,9 @@ pub struct WatchCaches {
     pub services: Store<Service>,
     /// The one namespace watched (`None`: every namespace).
     pub namespace: Option<String>,
+    /// Only this shard's SeiNodes are cached (`--shard-selector`): label peers in other shards
+    /// are not, so they are listed from the API server.
+    pub sharded: bool,
 }
 
 fn is_ready<K>(store: &Store<K>) -> bool
@@ -59,6 +63,9 @@ impl WatchCaches {
     /// The addresses of the node's label peers, from the SeiNode cache; `None` when a source's
     /// namespace is not watched.
     pub fn label_peers(&self, node: &SeiNode) -> Option<Vec<String>> {
+        if self.sharded && !label_sources(node).is_empty() {
+            return None;
+        }
         let mut out = BTreeSet::new();
         for (ns, selector) in label_sources(node) {
             if self.namespace.as_ref().is_some_and(|watched| *watched != ns) {

@@ -12,6 +12,7 @@ use crate::platform::PlatformConfig;
 use crate::registry::TaskRegistry;
 use crate::registry::slots::ModuleSlots;
 use crate::sandbox::Sandbox;
+use crate::shard::ShardSelector;
 use crate::telemetry::Telemetry;
 use kube::Client;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub struct Context {
     module_slots: Arc<ModuleSlots>,
     convergences: ConvergenceLog,
     written: WrittenVersions,
+    shard: Option<ShardSelector>,
     /// The running controller's watch caches (`None` until it starts).
     caches: std::sync::RwLock<Option<Arc<WatchCaches>>>,
 }
@@ -52,6 +54,7 @@ pub struct ContextBuilder {
     telemetry: Option<Arc<Telemetry>>,
     drift_check_interval: Duration,
     module_step_cap: usize,
+    shard: Option<ShardSelector>,
 }
 
 impl Context {
@@ -72,6 +75,7 @@ impl Context {
             telemetry: None,
             drift_check_interval: DRIFT_CHECK_INTERVAL,
             module_step_cap: DEFAULT_MODULE_STEP_CAP,
+            shard: None,
         }
     }
 
@@ -121,6 +125,10 @@ impl Context {
     pub fn written(&self) -> &WrittenVersions {
         &self.written
     }
+    /// The SeiNodes this controller reconciles (`--shard-selector`; `None`: all).
+    pub fn shard(&self) -> Option<&ShardSelector> {
+        self.shard.as_ref()
+    }
     /// The watch caches, once every store has had its first list.
     pub fn caches(&self) -> Option<Arc<WatchCaches>> {
         self.caches.read().unwrap_or_else(|p| p.into_inner()).clone().filter(|c| c.ready())
@@ -141,6 +149,12 @@ impl ContextBuilder {
     /// Steps one module that is not built in may run at once (default 4).
     pub fn module_step_cap(mut self, cap: usize) -> Self {
         self.module_step_cap = cap.max(1);
+        self
+    }
+
+    /// Reconcile only the SeiNodes whose labels `shard` selects (default: all).
+    pub fn shard_selector(mut self, shard: Option<ShardSelector>) -> Self {
+        self.shard = shard;
         self
     }
 
@@ -178,6 +192,7 @@ impl ContextBuilder {
             module_slots: Arc::new(ModuleSlots::default()),
             convergences: ConvergenceLog::default(),
             written: WrittenVersions::default(),
+            shard: self.shard,
             caches: Default::default(),
         })
     }

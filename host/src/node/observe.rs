@@ -5,6 +5,7 @@
 
 use super::planner::Observed;
 use crate::api::seinode::SeiNode;
+use crate::labels::{is_label_key, is_label_value};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
@@ -45,25 +46,6 @@ pub fn label_sources(node: &SeiNode) -> Vec<(String, &std::collections::BTreeMap
     out
 }
 
-/// A label value: at most 63 characters, alphanumerics with `-`, `_`, `.` inside.
-fn is_label_value(v: &str) -> bool {
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    v.is_empty()
-        || (v.len() <= 63
-            && v.chars().all(ok)
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
-}
-
-/// A label key: an optional DNS prefix and `/`, then a name like a value (not empty).
-fn is_label_key(k: &str) -> bool {
-    let (prefix, name) = k.rsplit_once('/').map_or((None, k), |(p, n)| (Some(p), n));
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    });
-    prefix_ok && !name.is_empty() && is_label_value(name)
-}
-
 /// The node's StatefulSet image and pod labels, and whether its Service exists, read from the API
 /// server (what a reconcile that acts works on).
 pub async fn observe(client: &Client, node: &SeiNode) -> Result<Observed, kube::Error> {
@@ -96,20 +78,4 @@ fn rolled_out(sts: &StatefulSet) -> bool {
         && status.updated_replicas.unwrap_or(0) >= replicas
         && status.ready_replicas.unwrap_or(0) >= replicas
         && (status.update_revision.is_none() || status.current_revision == status.update_revision)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors_are_label_syntax_only() {
-        for ok in ["app", "sei.io/node", "a-b_c.d"] {
-            assert!(is_label_key(ok), "{ok}");
-        }
-        for bad in ["zzz!", "a,b", "", "a b", "/x", "a/"] {
-            assert!(!is_label_key(bad), "{bad}");
-        }
-        assert!(is_label_value("") && is_label_value("v1.2") && !is_label_value("x,y=z") && !is_label_value("-a"));
-    }
 }

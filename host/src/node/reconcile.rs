@@ -407,7 +407,11 @@ fn controller(ctx: &Context, client: &Client, ns: Option<&str>, concurrency: u16
     // and never read); StatefulSets and Services wake their owners and stay in stripped stores,
     // the caches idle nodes are checked against (`caches`).
     let (nodes, node_writer) = reflector::store();
-    let node_events = watcher(api_in::<SeiNode>(client, ns), watcher::Config::default())
+    let mut selected = watcher::Config::default();
+    if let Some(shard) = ctx.shard() {
+        selected = selected.labels(shard.as_str());
+    }
+    let node_events = watcher(api_in::<SeiNode>(client, ns), selected)
         .modify(|n| n.metadata.managed_fields = None)
         .reflect(node_writer)
         .applied_objects();
@@ -419,7 +423,9 @@ fn controller(ctx: &Context, client: &Client, ns: Option<&str>, concurrency: u16
     let (services, svc_writer) = reflector::store();
     let svc_events =
         watcher(api_in::<Service>(client, ns), watcher::Config::default()).modify(strip_service).reflect(svc_writer).touched_objects();
-    ctx.set_caches(WatchCaches { nodes: nodes.clone(), statefulsets, services, namespace: ns.map(str::to_string) });
+    let caches =
+        WatchCaches { nodes: nodes.clone(), statefulsets, services, namespace: ns.map(str::to_string), sharded: ctx.shard().is_some() };
+    ctx.set_caches(caches);
     Controller::for_stream(node_events, nodes)
         .owns_stream(sts_events)
         .owns_stream(svc_events)

@@ -318,6 +318,8 @@ impl TestCluster {
             format!("--audit-log-path={}", audit_log.display()),
             "--audit-log-format=json".into(),
             "--audit-log-mode=blocking".into(),
+            // Never rotated (lumberjack's default is 100 MB, which a scale run passes).
+            "--audit-log-maxsize=1000000".into(),
             format!("--etcd-servers={etcd_url}"),
             format!("--secure-port={api_port}"),
             "--bind-address=127.0.0.1".into(),
@@ -492,12 +494,27 @@ impl TestCluster {
     /// Every audited request so far that `keep` accepts (the log is written before each response
     /// is sent: a request whose answer the caller has seen is in it).
     pub fn audit_events(&self, keep: impl Fn(&AuditEvent) -> bool) -> Vec<AuditEvent> {
-        let Ok(text) = std::fs::read_to_string(self.audit_log_path()) else { return Vec::new() };
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| AuditEvent::from_json(&v))
-            .filter(|e| keep(e))
-            .collect()
+        // Rotated files first (`audit-<time>.log`, oldest first), then the current one.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log")))
+            .collect();
+        files.sort();
+        files.push(self.audit_log_path());
+        let mut out = Vec::new();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            out.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .map(|v| AuditEvent::from_json(&v))
+                    .filter(|e| keep(e)),
+            );
+        }
+        out
     }
 
     /// Process ids of etcd, kube-apiserver and kube-controller-manager.

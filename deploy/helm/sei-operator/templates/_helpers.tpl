@@ -61,6 +61,19 @@ The controller's ServiceAccount.
 {{- end }}
 
 {{/*
+The Lease the controller uses: `leaderElection.leaseName`, or with `controller.shardSelector` that
+name and the first 8 hex digits of the selector's sha256 (what the binary derives from
+`--leader-election-lease-name` and `--shard-selector`, host/src/shard.rs).
+*/}}
+{{- define "sei-operator.leaseName" -}}
+{{- if .Values.controller.shardSelector -}}
+{{- printf "%s-%s" .Values.leaderElection.leaseName (sha256sum .Values.controller.shardSelector | trunc 8) -}}
+{{- else -}}
+{{- .Values.leaderElection.leaseName -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 The namespace of the ConfigMaps TaskModules may take module bytes from.
 */}}
 {{- define "sei-operator.moduleConfigMapNamespace" -}}
