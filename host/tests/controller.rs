@@ -400,6 +400,78 @@ async fn bootstrap_node_runs_its_job_then_reaches_running() {
     assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 7, "the production Service replaced the bootstrap one");
 }
 
+/// Issue #14: a SeiNode deleted and created again under the same name does not adopt the
+/// bootstrap Job (or PVC, or Service) its predecessor left, which the garbage collector deletes
+/// under it: the task waits until the old one is gone, then creates its own. The audit log names
+/// the garbage collector as the one that deleted the predecessor's Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_node_waits_for_its_predecessors_job_instead_of_adopting_it() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Patch, PatchParams};
+    let h = harness("ctl-reborn", &[]).await;
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    let spec = json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers});
+    let old = h.nodes.create(&PostParams::default(), &node("boot", spec.clone())).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), h.ns.name());
+    eventually("the first node's Job", Duration::from_secs(60), || async { jobs.get_opt("boot-bootstrap").await.ok()? }).await.unwrap();
+    // Hold the old Job after its deletion (as a slow Job controller would), then delete its node.
+    let hold = json!({"metadata": {"finalizers": ["test.sei.io/hold"]}});
+    jobs.patch("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&hold)).await.unwrap();
+    h.nodes.delete("boot", &DeleteParams::default()).await.unwrap();
+    // No PVC-protection controller runs here: play it (the claim is in use by no pod).
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), h.ns.name());
+    let release = json!({"metadata": {"finalizers": null}});
+    eventually("the first node gone", Duration::from_secs(60), || async {
+        let _ = pvcs.patch("data-boot", &PatchParams::default(), &Patch::Merge(&release)).await;
+        h.nodes.get_opt("boot").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    // The garbage collector runs in kube-controller-manager (here with the test's admin
+    // credentials, so its user agent names it).
+    eventually("the garbage collector deletes the old Job", Duration::from_secs(90), || async {
+        let cluster = TestCluster::shared();
+        let deleted = cluster
+            .audit_events(|e| e.verb == "delete" && e.resource == "jobs" && e.namespace == h.ns.name() && e.name == "boot-bootstrap");
+        deleted.iter().any(|e| e.user_agent.starts_with("kube-controller-manager/") && e.code < 300).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The same name again: its Job task waits for the old Job rather than adopting it.
+    let new = h.nodes.create(&PostParams::default(), &node("boot", spec)).await.unwrap();
+    assert_ne!(new.metadata.uid, old.metadata.uid);
+    let message = eventually("deploy-bootstrap-job waits for the old Job", Duration::from_secs(90), || async {
+        let _ = pvcs.patch("data-boot", &PatchParams::default(), &Patch::Merge(&release)).await;
+        let plan = h.nodes.get("boot").await.ok()?.status?.plan?;
+        let task = plan.tasks.iter().find(|t| t.task_type == "deploy-bootstrap-job")?;
+        task.message.clone().filter(|m| m.contains("belongs to a deleted SeiNode of the same name"))
+    })
+    .await
+    .unwrap();
+    assert!(message.contains(old.metadata.uid.as_deref().unwrap()), "{message}");
+
+    // The old Job goes; the new node's own Job comes, and the node completes.
+    let unhold = json!({"metadata": {"finalizers": null}});
+    jobs.patch("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&unhold)).await.unwrap();
+    eventually("the new node's own Job", Duration::from_secs(90), || async {
+        let job = jobs.get_opt("boot-bootstrap").await.ok()??;
+        (job.metadata.owner_references?[0].uid == new.metadata.uid.clone()?).then_some(())
+    })
+    .await
+    .unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        ]
+    }});
+    jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    wait_phase(&h, "boot", SeiNodePhase::Running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_peers_are_resolved_into_status_and_params() {
     let h = harness("ctl-peers", &[]).await;

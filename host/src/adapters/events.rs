@@ -11,6 +11,10 @@
 //! so a second `PlanCreated` within 6 minutes showed the first plan's note. Here an entry is the
 //! Event's name, count and times (about 100 bytes), expired in time order (amortized O(1)).
 //!
+//! A series whose first Event is gone (the API server keeps Events an hour) starts a new Event.
+//! Names are `<object>.<nanoseconds>`, the object's name cut to fit 253 characters. The series
+//! key is a 64-bit hash of (object uid, type, reason, action, note).
+//!
 //! Invariants (unit tests below): a repeat within the window is a series of the first Event
 //! (`repeats_become_a_series`); a different note is a new Event (`a_new_note_is_a_new_event`);
 //! past the burst an object's Events are dropped until refilled (`spam_is_dropped_per_object`);
@@ -123,6 +127,11 @@ impl Correlator {
         }
     }
 
+    /// Forget the series of `ev` about `uid` (its first Event is gone).
+    pub fn forget(&mut self, uid: &str, ev: &Event) {
+        self.series.remove(&key(uid, ev));
+    }
+
     /// (series entries, objects with a bucket).
     pub fn sizes(&self) -> (usize, usize) {
         (self.series.len(), self.buckets.len())
@@ -162,7 +171,6 @@ impl EventRecorder {
         let decision = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).decide(&uid, ev, now);
         let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &ns);
-        let stamp = MicroTime(k8s_openapi::jiff::Timestamp::now());
         match decision {
             Decision::Drop => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -170,29 +178,51 @@ impl EventRecorder {
                 Ok(false)
             }
             Decision::Series { name, count } => {
+                let stamp = MicroTime(k8s_openapi::jiff::Timestamp::now());
                 let patch = serde_json::json!({"series": EventSeries { count, last_observed_time: stamp }});
-                events.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| true)
+                match events.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => Ok(true),
+                    // The first Event is gone (the API server's Event TTL, or someone deleted it):
+                    // start a new one, as client-go does.
+                    Err(_) => {
+                        self.correlator.lock().unwrap_or_else(|p| p.into_inner()).forget(&uid, ev);
+                        self.create(&events, ev, regarding, &uid, now).await
+                    }
+                }
             }
-            Decision::Create => {
-                let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.controller), stamp.0.as_nanosecond());
-                let event = K8sEvent {
-                    metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns), ..ObjectMeta::default() },
-                    action: Some(ev.action.clone()),
-                    reason: Some(ev.reason.clone()),
-                    note: ev.note.clone(),
-                    event_time: Some(stamp),
-                    regarding: Some(regarding.clone()),
-                    related: ev.secondary.clone(),
-                    reporting_controller: Some(self.controller.clone()),
-                    reporting_instance: Some(self.instance.clone()),
-                    type_: Some(if matches!(ev.type_, EventType::Warning) { "Warning" } else { "Normal" }.into()),
-                    ..K8sEvent::default()
-                };
-                events.create(&PostParams::default(), &event).await?;
-                self.correlator.lock().unwrap_or_else(|p| p.into_inner()).created(&uid, ev, name, now);
-                Ok(true)
-            }
+            Decision::Create => self.create(&events, ev, regarding, &uid, now).await,
         }
+    }
+
+    /// Create a new Event for `ev` about `regarding` (object uid `uid`) and remember it.
+    async fn create(
+        &self,
+        events: &Api<K8sEvent>,
+        ev: &Event,
+        regarding: &ObjectReference,
+        uid: &str,
+        now: Instant,
+    ) -> Result<bool, kube::Error> {
+        let stamp = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        // `<object>.<nanoseconds in hex>` (16 digits) within the 253 characters of a name.
+        let object: String = regarding.name.as_deref().unwrap_or(&self.controller).chars().take(253 - 17).collect();
+        let name = format!("{object}.{:x}", stamp.0.as_nanosecond());
+        let event = K8sEvent {
+            metadata: ObjectMeta { name: Some(name.clone()), namespace: regarding.namespace.clone(), ..ObjectMeta::default() },
+            action: Some(ev.action.clone()),
+            reason: Some(ev.reason.clone()),
+            note: ev.note.clone(),
+            event_time: Some(stamp),
+            regarding: Some(regarding.clone()),
+            related: ev.secondary.clone(),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(if matches!(ev.type_, EventType::Warning) { "Warning" } else { "Normal" }.into()),
+            ..K8sEvent::default()
+        };
+        events.create(&PostParams::default(), &event).await?;
+        self.correlator.lock().unwrap_or_else(|p| p.into_inner()).created(uid, ev, name, now);
+        Ok(true)
     }
 }
 

@@ -401,7 +401,8 @@ pub struct PlannedTask {
     pub message: Option<String>,
     /// The next step does not run before this time (a poll interval or a retry backoff), even
     /// when a watch event triggers a reconcile earlier. Microsecond precision, so a sub-second
-    /// poll interval survives the round trip through the API server.
+    /// poll interval survives the round trip through the API server. Written with a step that
+    /// changes something else: a repeated poll that changes nothing keeps the earlier value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<MicroTime>,
 }

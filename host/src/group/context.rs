@@ -39,7 +39,7 @@ pub struct GroupContext {
     /// Per group uid: a digest of the networking last applied, when, and what it earned.
     applied_networking: Mutex<HashMap<String, AppliedNetworking>>,
     /// Reconcile only the groups (and watch only the children) this selects (`--shard-selector`).
-    shard: Option<ShardSelector>,
+    shard: std::sync::OnceLock<ShardSelector>,
 }
 
 /// What a group's networking write left: skip the next one while nothing changed, and restore
@@ -79,7 +79,7 @@ impl GroupContext {
             discovery: ApiDiscovery::new(Box::new(client_for_discovery), DEFAULT_NETWORKING_REFRESH),
             networking_refresh: DEFAULT_NETWORKING_REFRESH,
             applied_networking: Mutex::new(HashMap::new()),
-            shard: None,
+            shard: std::sync::OnceLock::new(),
         })
     }
 
@@ -97,20 +97,19 @@ impl GroupContext {
         }
     }
 
-    /// Reconcile only the groups whose labels `shard` selects. Call it before the context is
-    /// shared: a shared context is returned unchanged.
+    /// Reconcile only the groups whose labels `shard` selects (set once, before the controller
+    /// starts; shared or not, the context takes it).
     pub fn with_shard_selector(self: Arc<Self>, shard: Option<ShardSelector>) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut ctx) => {
-                ctx.shard = shard;
-                Arc::new(ctx)
-            }
-            Err(shared) => shared,
+        if let Some(shard) = shard
+            && let Err(refused) = self.shard.set(shard)
+        {
+            tracing::error!(selector = %refused.as_str(), "the group context already has a shard selector; keeping the first");
         }
+        self
     }
 
     pub fn shard(&self) -> Option<&ShardSelector> {
-        self.shard.as_ref()
+        self.shard.get()
     }
 
     pub fn discovery(&self) -> &ApiDiscovery {

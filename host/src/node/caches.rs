@@ -1,9 +1,12 @@
 //! The controller's watch caches: the SeiNodes it reconciles (the controller's own store) and the
-//! StatefulSets and Services it already watches to wake their owners, kept in reflector stores.
-//! A Running node's periodic drift check and every label-peer lookup are answered here, with no
-//! API request (`an_idle_running_node_costs_no_api_request` in `tests/controller.rs`); a
-//! reconcile that acts still reads the node, its StatefulSet and its Service from the API server,
-//! so a cache that lags never makes a plan.
+//! StatefulSets and Services labelled `sei.io/node` that it watches to wake their owners, kept in
+//! reflector stores. A Running node's periodic drift check and every label-peer lookup are
+//! answered here, with no API request
+//! (`an_idle_node_costs_no_request_and_drift_converges_from_the_watch` in `tests/controller.rs`).
+//! A reconcile that acts reads the node fresh unless the cached copy is the version it wrote
+//! itself (`written`), and takes the StatefulSet and Service from here only when they show no
+//! drift: a drift is confirmed by a fresh read before it makes a plan, so a cache that lags
+//! never makes one.
 //!
 //! Invariants:
 //! - the caches answer only once every store has had its first list (`ready`); before that the

@@ -3,7 +3,8 @@
 //! the reconcile reports it (a Warning event) and waits for the spec to change.
 //!
 //! Invariant: every variant has a label, and a finalizer error is labelled by what failed inside
-//! it (`labels_name_the_cause`).
+//! it; a finalizer patch that lost a race (409, or 422: its test of the list failed) is a conflict
+//! (`labels_name_the_cause`).
 
 use kube::runtime::finalizer;
 
@@ -25,6 +26,13 @@ impl ReconcileError {
             ReconcileError::Serialize(_) => "serialize",
             ReconcileError::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                // The finalizer patch tests the list it read first: a list that changed since
+                // (a stale cache) fails that test with 422, a lost race like a 409.
+                finalizer::Error::AddFinalizer(kube::Error::Api(s)) | finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                    if s.code == 409 || s.code == 422 =>
+                {
+                    "conflict"
+                }
                 finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => "finalizer",
                 finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => "finalizer",
             },
@@ -59,5 +67,7 @@ mod tests {
         let wrapped = ReconcileError::Finalizer(Box::new(finalizer::Error::ApplyFailed(ReconcileError::Kube(api(409)))));
         assert_eq!(wrapped.metric_label(), "conflict", "the cause inside the finalizer");
         assert_eq!(ReconcileError::Finalizer(Box::new(finalizer::Error::AddFinalizer(api(500)))).metric_label(), "finalizer");
+        let stale_list = ReconcileError::Finalizer(Box::new(finalizer::Error::AddFinalizer(api(422))));
+        assert!(stale_list.is_conflict(), "a finalizer patch whose test failed is retried at once");
     }
 }

@@ -1,20 +1,28 @@
 //! The SeiNode reconcile (the imperative shell around the pure planner and plan stepper).
 //!
-//! One reconcile: finalizer → (deletion: phase `Terminating`, data PVC deleted, finalizer
-//! removed) → a node whose next step is not due yet returns at once (`step_clock`) → a `Failed`
-//! node is terminal → label peers resolved into `status.resolvedPeers` → `resolve_plan`: a new
-//! plan is persisted (optimistic lock) before anything runs; an invalid node gets a Warning
-//! event and waits for a change; an active plan advances through every task that completes
-//! synchronously (`advance`), each step run in the sandbox by the module registered for its type
-//! (scoped by `node_scope`), each outcome counted against a new module's rollout
+//! One reconcile: finalizer (added here and reconciled in the same pass: `with_finalizer`) →
+//! (deletion: phase `Terminating`, data PVC deleted, what the process keeps about the node
+//! dropped, finalizer removed) → a node whose next step is not due yet returns at once
+//! (`step_clock`) → a Running node without an active plan that the watch caches show idle returns
+//! with no request at all (`idle_in_caches`) → the node, read fresh unless the cached copy is the
+//! version this controller last wrote (`written`) → a `Failed` node is terminal → label peers
+//! resolved into `status.resolvedPeers` (from the caches when they hold them) → `resolve_plan`: a
+//! new plan is persisted (optimistic lock) before anything runs, and its first steps run in the
+//! same reconcile on the object that write returned; an invalid node gets a Warning event and
+//! waits for a change; an active plan advances through every task that completes synchronously
+//! (`advance`), each step run in the sandbox by the module registered for its type (scoped by
+//! `node_scope`), each outcome counted against a new module's rollout
 //! (`TaskRegistry::record_outcome`) → one status write (a PUT of the status subresource, carrying
-//! the resourceVersion it read) with everything that changed → events and the requeue the outcome
-//! asks for (at least `MIN_REQUEUE` for a pending step).
+//! the resourceVersion it read) with everything that changed, none when only the time of the next
+//! poll moved (`only_waits_changed`) → events and the requeue the outcome asks for (at least
+//! `MIN_REQUEUE` for a pending step).
 //!
 //! A concurrent change makes the status write fail with a conflict; `error_policy` retries it at
-//! once on fresh data, other errors after a back-off, and counts each by cause.
-//! Tests: `tests/controller.rs`, `tests/hostile_controller.rs` and `tests/task_modules.rs` on the
-//! real control plane; the pure parts in `planner.rs` and `stepper.rs`.
+//! once on fresh data, other errors after a back-off, and counts each by cause. A node that leaves
+//! the watch (deleted, or relabelled out of this controller's shard) is forgotten (`forget_node`).
+//! Tests: `tests/controller.rs`, `tests/hostile_controller.rs`, `tests/task_modules.rs`,
+//! `tests/chaos.rs` and `tests/shards.rs` on the real control plane; the pure parts in
+//! `planner.rs` and `stepper.rs`.
 
 use super::caches::{WatchCaches, strip_service, strip_statefulset};
 use super::context::Context;
@@ -27,9 +35,10 @@ use super::stepper::{Next, conclude, current_task};
 use crate::adapters::kube::api_in;
 use crate::api::seinode::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
 use crate::executor::{Executor, busy_retry};
+use crate::policy::scope::NODE_LABEL;
 use crate::registry::ModuleSource;
 use crate::sandbox::RunEnv;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
@@ -126,12 +135,7 @@ async fn with_finalizer(ctx: &Context, api: &Api<SeiNode>, node: Arc<SeiNode>) -
 }
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
-    ctx.step_clock().forget(&node.uid().unwrap_or_default());
-    ctx.sidecars().forget(&node.namespace().unwrap_or_default(), &node.name_any());
-    ctx.convergences().forget(&node.uid().unwrap_or_default());
-    ctx.written().forget(&node.uid().unwrap_or_default());
     let ns = node.namespace().unwrap_or_default();
-    ctx.telemetry().forget_node(&ns, &node.name_any());
     let api: Api<SeiNode> = Api::namespaced(ctx.client().clone(), &ns);
     let mut status = node.status.clone().unwrap_or_default();
     if status.phase != Some(SeiNodePhase::Terminating) {
@@ -145,7 +149,21 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
+    // Last: the status write above records the version it wrote.
+    forget_node(ctx, &node);
     Ok(Action::await_change())
+}
+
+/// Drop everything this process keeps about a node that is gone (deleted, or moved to another
+/// shard), so that the maps stay bounded by the nodes it reconciles.
+pub fn forget_node(ctx: &Context, node: &SeiNode) {
+    let uid = node.uid().unwrap_or_default();
+    let ns = node.namespace().unwrap_or_default();
+    ctx.step_clock().forget(&uid);
+    ctx.sidecars().forget(&ns, &node.name_any());
+    ctx.convergences().forget(&uid);
+    ctx.written().forget(&uid);
+    ctx.telemetry().forget_node(&ns, &node.name_any());
 }
 
 async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -402,7 +420,7 @@ pub async fn run_until(
         .await;
 }
 
-fn controller(ctx: &Context, client: &Client, ns: Option<&str>, concurrency: u16) -> Controller<SeiNode> {
+fn controller(ctx: &Arc<Context>, client: &Client, ns: Option<&str>, concurrency: u16) -> Controller<SeiNode> {
     // SeiNodes are cached without their managedFields (the largest part of a node with a plan,
     // and never read); StatefulSets and Services wake their owners and stay in stripped stores,
     // the caches idle nodes are checked against (`caches`).
@@ -411,18 +429,24 @@ fn controller(ctx: &Context, client: &Client, ns: Option<&str>, concurrency: u16
     if let Some(shard) = ctx.shard() {
         selected = selected.labels(shard.as_str());
     }
+    let gone = Arc::downgrade(ctx);
     let node_events = watcher(api_in::<SeiNode>(client, ns), selected)
         .modify(|n| n.metadata.managed_fields = None)
         .reflect(node_writer)
+        .inspect_ok(move |event| {
+            // A node that left the watch (deleted, or relabelled out of this shard) is forgotten.
+            if let (watcher::Event::Delete(node), Some(ctx)) = (event, gone.upgrade()) {
+                forget_node(&ctx, node);
+            }
+        })
         .applied_objects();
+    // Only objects labelled with a node (every object the built-in modules write): not the rest
+    // of the cluster's StatefulSets and Services.
+    let labelled = || watcher::Config::default().labels(NODE_LABEL);
     let (statefulsets, sts_writer) = reflector::store();
-    let sts_events = watcher(api_in::<StatefulSet>(client, ns), watcher::Config::default())
-        .modify(strip_statefulset)
-        .reflect(sts_writer)
-        .touched_objects();
+    let sts_events = watcher(api_in::<StatefulSet>(client, ns), labelled()).modify(strip_statefulset).reflect(sts_writer).touched_objects();
     let (services, svc_writer) = reflector::store();
-    let svc_events =
-        watcher(api_in::<Service>(client, ns), watcher::Config::default()).modify(strip_service).reflect(svc_writer).touched_objects();
+    let svc_events = watcher(api_in::<Service>(client, ns), labelled()).modify(strip_service).reflect(svc_writer).touched_objects();
     let caches =
         WatchCaches { nodes: nodes.clone(), statefulsets, services, namespace: ns.map(str::to_string), sharded: ctx.shard().is_some() };
     ctx.set_caches(caches);

@@ -1,8 +1,10 @@
 //! When each waiting node may run its next step, in this process (by node uid). A reconcile woken
 //! before that time (by the controller's own status write, or any watch event) returns at once,
-//! without reading the API server or running a step; `status.plan.tasks[].notBefore` keeps the
-//! same bound across restarts. The map holds only nodes that are waiting: an entry is dropped
-//! when it comes due or its node is deleted (`step_clock_holds_back_early_wakes`).
+//! without reading the API server or running a step. `status.plan.tasks[].notBefore` is written
+//! with a step that changes something else; a poll that changes nothing but the time of the next
+//! one is not written (`reconcile::only_waits_changed`), so after a restart such a task is polled
+//! at once (a poll may come early). The map holds only nodes that are waiting: an entry is dropped
+//! when it comes due or its node is gone (`step_clock_holds_back_early_wakes`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

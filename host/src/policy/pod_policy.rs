@@ -322,7 +322,10 @@ fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
         }
     }
     // Anything not named above and not on the allow-list.
-    if let Some(field) = pod.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !ALLOWED_POD_FIELDS.contains(&k.as_str())) {
+    // (A field left empty — null, false, [] — sets nothing, as a serializer may write it.)
+    if let Some(field) =
+        pod.as_object().into_iter().flatten().find(|(k, v)| !ALLOWED_POD_FIELDS.contains(&k.as_str()) && is_set(Some(v))).map(|(k, _)| k)
+    {
         return Err(format!("{kind} pod template sets {field}, which a module's pod may not set"));
     }
     let own_hostname = format!("{}-0", scope.node_name);
@@ -530,7 +533,13 @@ fn check_container(kind: &str, c: &Value) -> Result<(), String> {
     if let Some(what) = security_context_escape(c.get("securityContext"), false) {
         return refuse(&what);
     }
-    if let Some(field) = c.as_object().into_iter().flat_map(|o| o.keys()).find(|k| !ALLOWED_CONTAINER_FIELDS.contains(&k.as_str())) {
+    if let Some(field) = c
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(k, v)| !ALLOWED_CONTAINER_FIELDS.contains(&k.as_str()) && is_set(Some(v)))
+        .map(|(k, _)| k)
+    {
         return refuse(&format!("sets {field}, which a module's container may not set"));
     }
     Ok(())
@@ -628,6 +637,12 @@ mod tests {
         bootstrap["restartPolicy"] = json!("Never");
         assert_eq!(check_object("Job", &job(bootstrap), &scope()), Ok(()));
         assert_eq!(check_object("ConfigMap", &json!({"spec": {"template": {"spec": {"hostNetwork": true}}}}), &scope()), Ok(()));
+        // A serializer that writes every field: empty ones outside the allow-list set nothing.
+        let mut verbose = reference_pod();
+        verbose["overhead"] = Value::Null;
+        verbose["hostAliases"] = json!([]);
+        verbose["containers"][0]["volumeDevices"] = Value::Null;
+        assert_eq!(check_object("StatefulSet", &sts(verbose), &scope()), Ok(()));
     }
 
     #[test]

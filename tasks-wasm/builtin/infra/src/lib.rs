@@ -4,6 +4,10 @@
 //! Invariants (unit tests in this file):
 //! - every object carries a controller owner reference to the SeiNode (`owner_reference_is_controller`);
 //! - the PVC is created once and never updated: an existing PVC is success (`ensure_data_pvc` path);
+//! - an object created once (PVC, bootstrap Service and Job) that already exists is adopted only if
+//!   no other SeiNode controls it: one left by a deleted SeiNode of the same name (the garbage
+//!   collector is removing it) makes the task wait until it is gone, instead of adopting an object
+//!   the garbage collector deletes under the new node (`a_predecessors_object_is_not_adopted`);
 //! - the Service is headless, selects only `sei.io/node`, lists the seven seid ports with `grpc` as
 //!   h2c, and publishes not-ready addresses (`service_shape_matches_reference`);
 //! - the StatefulSet has one replica, selects only `sei.io/node`, runs `seid-init`, the native
@@ -129,11 +133,58 @@ pub fn headless_service(node: &NodeView) -> Service {
     }
 }
 
-/// Create an object; one that already exists counts as created (never updated).
-fn create_once<K: k8s_openapi::Resource + Serialize>(obj: &K) -> Result<(), TaskError> {
+/// The uid of the SeiNode that controls an object (its JSON), if a SeiNode does.
+fn controlling_node(raw: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    v.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o.get("controller").and_then(serde_json::Value::as_bool) == Some(true))
+        .filter(|o| o.get("kind").and_then(serde_json::Value::as_str) == Some("SeiNode"))
+        .and_then(|o| o.get("uid")?.as_str().map(str::to_string))
+}
+
+/// Why an object that exists is not this node's: another SeiNode of the same name (a deleted
+/// predecessor) controls it. `None`: it is this node's, or no SeiNode controls it.
+pub fn predecessor(raw: &str, node_uid: Option<&str>) -> Option<String> {
+    let uid = node_uid?;
+    controlling_node(raw).filter(|owner| owner != uid)
+}
+
+/// What a create of an object that is created once found.
+enum Created {
+    /// Created now, or it exists and is this node's (never updated).
+    Done,
+    /// It exists and is not this node's, or it vanished after the create: wait and try again.
+    Wait(String),
+}
+
+/// Create an object once; see `predecessor` for an existing one.
+fn create_once<K: k8s_openapi::Resource + Serialize>(node: &NodeView, obj: &K, name: &str) -> Result<Created, TaskError> {
     match kube::create_object(obj) {
-        Ok(()) | Err(kube::KubeError::Conflict(_)) => Ok(()),
+        Ok(()) => Ok(Created::Done),
+        Err(kube::KubeError::Conflict(_)) => match kube::get_raw(K::API_VERSION, K::KIND, name)? {
+            None => Ok(Created::Wait(format!("{} {name} was deleted while it was created; creating it again", K::KIND))),
+            Some(raw) => match predecessor(&raw, node.metadata.uid.as_deref()) {
+                None => Ok(Created::Done),
+                Some(owner) => Ok(Created::Wait(format!(
+                    "{} {name} belongs to a deleted SeiNode of the same name (uid {owner}); waiting for the garbage collector to remove it",
+                    K::KIND
+                ))),
+            },
+        },
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The step of a create-once task: complete with `output`, or wait.
+fn created_step(created: Created, output: serde_json::Value) -> Result<Step, TaskError> {
+    match created {
+        Created::Done => Ok(Step::complete(&output)),
+        Created::Wait(message) => {
+            log::info(&message);
+            Ok(Step::pending(5_000, &"waiting-for-predecessor", message))
+        }
     }
 }
 
@@ -172,12 +223,9 @@ impl TaskModule for Infra {
                 let params: EnsureDataPvc = input.params()?;
                 check_target(&node, &params.node_name, &params.namespace)?;
                 let pvc = data_pvc(&node, &params);
-                match kube::create_object(&pvc) {
-                    Ok(_) => log::info(&format!("created PVC data-{}", node.metadata.name)),
-                    Err(kube::KubeError::Conflict(_)) => log::debug(&format!("PVC data-{} exists; never updated", node.metadata.name)),
-                    Err(e) => return Err(e.into()),
-                }
-                Ok(Step::complete(&serde_json::json!({ "pvc": format!("data-{}", node.metadata.name) })))
+                let name = format!("data-{}", node.metadata.name);
+                let created = create_once(&node, &pvc, &name)?;
+                created_step(created, serde_json::json!({ "pvc": name }))
             }
             "apply-statefulset" => {
                 let params: ApplyStatefulSet = input.params()?;
@@ -190,8 +238,8 @@ impl TaskModule for Infra {
                 let params: DeployBootstrapService = input.params()?;
                 check_target(&node, &params.service_name, &params.namespace)?;
                 let spec: statefulset::SpecView = input.node::<statefulset::NodeWithSpec>()?.spec;
-                create_once(&bootstrap_service(&node, &spec))?;
-                Ok(Step::complete(&serde_json::json!({ "service": node.metadata.name, "namespace": params.namespace })))
+                let created = create_once(&node, &bootstrap_service(&node, &spec), &node.metadata.name)?;
+                created_step(created, serde_json::json!({ "service": node.metadata.name, "namespace": params.namespace }))
             }
             "deploy-bootstrap-job" => {
                 let params: DeployBootstrapJob = input.params()?;
@@ -202,14 +250,20 @@ impl TaskModule for Infra {
                 }
                 let spec = input.node::<WithSpec>()?.spec;
                 let job = bootstrap_job(&node, &spec, &params.platform).map_err(TaskError::InvalidParams)?;
-                create_once(&job)?;
-                Ok(Step::complete(&serde_json::json!({ "job": format!("{}-bootstrap", node.metadata.name) })))
+                let name = format!("{}-bootstrap", node.metadata.name);
+                let created = create_once(&node, &job, &name)?;
+                created_step(created, serde_json::json!({ "job": name }))
             }
             "await-bootstrap-complete" => {
                 let params: AwaitBootstrapComplete = input.params()?;
                 check_target(&node, &node.metadata.name, &params.namespace)?;
                 let job_name = format!("{}-bootstrap", node.metadata.name);
-                let job = kube::get_raw("batch/v1", "Job", &job_name)?
+                let raw = kube::get_raw("batch/v1", "Job", &job_name)?;
+                if let Some(owner) = raw.as_deref().and_then(|r| predecessor(r, node.metadata.uid.as_deref())) {
+                    let message = format!("Job {job_name} belongs to a deleted SeiNode of the same name (uid {owner}), not to this one");
+                    return Ok(Step::pending(5_000, &"waiting-for-predecessor", message));
+                }
+                let job = raw
                     .map(|raw| serde_json::from_str::<bootstrap::JobStatusView>(&raw))
                     .transpose()
                     .map_err(|e| TaskError::Transient(format!("undecodable Job {job_name}: {e}")))?;
@@ -443,5 +497,22 @@ mod tests {
     fn target_mismatch_is_invalid_params() {
         let err = check_target(&node(), "other", "sei").unwrap_err();
         assert!(matches!(err, TaskError::InvalidParams(m) if m.contains("sei/other")));
+    }
+
+    #[test]
+    fn a_predecessors_object_is_not_adopted() {
+        let owned = |uid: &str, kind: &str, controller: bool| {
+            serde_json::json!({"metadata": {"name": "rpc-0-bootstrap", "ownerReferences": [
+                {"apiVersion": "sei.io/v1alpha1", "kind": kind, "name": "rpc-0", "uid": uid, "controller": controller}
+            ]}})
+            .to_string()
+        };
+        assert_eq!(predecessor(&owned("u-1", "SeiNode", true), Some("u-1")), None, "this node's own");
+        assert_eq!(predecessor(&owned("u-0", "SeiNode", true), Some("u-1")).as_deref(), Some("u-0"), "a deleted node's");
+        assert_eq!(predecessor(&owned("u-0", "SeiNode", false), Some("u-1")), None, "not a controller reference");
+        assert_eq!(predecessor(&owned("x", "StatefulSet", true), Some("u-1")), None, "controlled by something else: as before");
+        assert_eq!(predecessor(r#"{"metadata": {"name": "data-rpc-0"}}"#, Some("u-1")), None, "a volume the user made: adopted");
+        assert_eq!(predecessor(&owned("u-0", "SeiNode", true), None), None, "no uid to compare (task run)");
+        assert_eq!(predecessor("not json", Some("u-1")), None);
     }
 }
