@@ -207,6 +207,19 @@ async fn controller_context(
     .build()
 }
 
+/// Play the Job controller: mark Job `name` complete.
+async fn complete_job(jobs: &Api<k8s_openapi::api::batch::v1::Job>, name: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        ]
+    }});
+    jobs.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_reaches_running_with_the_reference_plan() {
     let h = harness("ctl-modes", &[]).await;
@@ -381,15 +394,7 @@ async fn bootstrap_node_runs_its_job_then_reaches_running() {
     assert_eq!(job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("seid:boot"));
     let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
     assert_eq!(svc.spec.unwrap().selector.unwrap()["sei.io/component"], "bootstrap", "the bootstrap Service comes first");
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}
-        ]
-    }});
-    jobs.patch_status("boot-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+    complete_job(&jobs, "boot-bootstrap").await;
 
     let n = wait_phase(&h, "boot", SeiNodePhase::Running).await;
     let plan = n.status.unwrap().plan.unwrap();
@@ -460,15 +465,7 @@ async fn a_recreated_node_waits_for_its_predecessors_job_instead_of_adopting_it(
     })
     .await
     .unwrap();
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}
-        ]
-    }});
-    jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    complete_job(&jobs, "boot-bootstrap").await;
     wait_phase(&h, "boot", SeiNodePhase::Running).await;
 }
 
