@@ -155,26 +155,35 @@ pub fn predecessor(raw: &str, node_uid: Option<&str>) -> Option<String> {
 enum Created {
     /// Created now, or it exists and is this node's (never updated).
     Done,
-    /// It exists and is not this node's, or it vanished after the create: wait and try again.
+    /// It exists and is not this node's: wait and try again.
     Wait(String),
 }
 
-/// Create an object once; see `predecessor` for an existing one.
+/// Create an object once; see `predecessor` for an existing one. The existing object is looked
+/// up by listing the node's label (`sei.io/node=<node>`, which every object a SeiNode's modules
+/// write carries; the controller may list these kinds but not get PVCs): one without the label
+/// is not a SeiNode's, and is adopted as before.
 fn create_once<K: k8s_openapi::Resource + Serialize>(node: &NodeView, obj: &K, name: &str) -> Result<Created, TaskError> {
     match kube::create_object(obj) {
         Ok(()) => Ok(Created::Done),
-        Err(kube::KubeError::Conflict(_)) => match kube::get_raw(K::API_VERSION, K::KIND, name)? {
-            None => Ok(Created::Wait(format!("{} {name} was deleted while it was created; creating it again", K::KIND))),
-            Some(raw) => match predecessor(&raw, node.metadata.uid.as_deref()) {
+        Err(kube::KubeError::Conflict(_)) => {
+            let selector = format!("{NODE_LABEL}={}", node.metadata.name);
+            let existing = kube::list_raw(K::API_VERSION, K::KIND, Some(&selector))?.into_iter().find(|raw| named(raw, name));
+            match existing.and_then(|raw| predecessor(&raw, node.metadata.uid.as_deref())) {
                 None => Ok(Created::Done),
                 Some(owner) => Ok(Created::Wait(format!(
                     "{} {name} belongs to a deleted SeiNode of the same name (uid {owner}); waiting for the garbage collector to remove it",
                     K::KIND
                 ))),
-            },
-        },
+            }
+        }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether an object's JSON has `metadata.name` `name`.
+fn named(raw: &str, name: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(raw).ok().and_then(|v| v.pointer("/metadata/name")?.as_str().map(|n| n == name)) == Some(true)
 }
 
 /// The step of a create-once task: complete with `output`, or wait.
