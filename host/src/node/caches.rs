@@ -66,11 +66,12 @@ impl WatchCaches {
     /// The addresses of the node's label peers, from the SeiNode cache; `None` when a source's
     /// namespace is not watched.
     pub fn label_peers(&self, node: &SeiNode) -> Option<Vec<String>> {
-        if self.sharded && !label_sources(node).is_empty() {
+        let sources = label_sources(node);
+        if self.sharded && !sources.is_empty() {
             return None;
         }
         let mut out = BTreeSet::new();
-        for (ns, selector) in label_sources(node) {
+        for (ns, selector) in sources {
             if self.namespace.as_ref().is_some_and(|watched| *watched != ns) {
                 return None;
             }

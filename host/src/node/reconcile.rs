@@ -203,7 +203,8 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
         return Ok(Action::await_change());
     }
     let mut status = before.clone();
-    status.resolved_peers = match ctx.caches().and_then(|c| c.label_peers(&node)) {
+    let caches = ctx.caches();
+    status.resolved_peers = match caches.as_ref().and_then(|c| c.label_peers(&node)) {
         Some(peers) => peers,
         None => resolve_label_peers(ctx.client(), &node).await?,
     };
@@ -212,10 +213,13 @@ async fn apply(cached: Arc<SeiNode>, ctx: &Context) -> Result<Action, ReconcileE
     view.status = Some(status.clone());
     // A Running node's StatefulSet and Service: the caches' copies when they show no drift (they
     // only update status.currentImage); a drift is confirmed by a fresh read before it makes a plan.
-    let observed = match ctx.caches().map(|c| c.observe(&node)) {
-        _ if status.phase != Some(SeiNodePhase::Running) => Observed::default(),
-        Some(cached) if drift(&node, &cached).is_none() => cached,
-        _ => observe(ctx.client(), &node).await?,
+    let observed = if status.phase != Some(SeiNodePhase::Running) {
+        Observed::default()
+    } else {
+        match caches.as_ref().map(|c| c.observe(&node)) {
+            Some(cached) if drift(&node, &cached).is_none() => cached,
+            _ => observe(ctx.client(), &node).await?,
+        }
     };
     if status.phase == Some(SeiNodePhase::Running) {
         status.current_image = current_image(&node, &observed);
