@@ -657,4 +657,23 @@ mod tests {
         let node_guard = guard(&[Sidecar]);
         assert_eq!(node_guard.check_member_sidecar("status", "rpc").unwrap_err().reason, "scope", "a node task has no members");
     }
+
+    #[test]
+    fn review_group_writes_must_name_a_member() {
+        use CapabilityName::*;
+        let members = ["net-0".to_string()].into();
+        let g = CapabilityGuard::new(
+            Arc::new(Grants::new([KubeRead, KubeWrite, KubeDelete])),
+            Scope::for_group("sei", "net", "g-uid", members, Default::default(), Default::default()),
+        );
+        let call = |verb, name| KubeCall { verb, api_version: "sei.io/v1alpha1", kind: "SeiNode", namespace: None, name };
+        for verb in [KubeVerb::Create, KubeVerb::Apply, KubeVerb::Delete] {
+            assert_eq!(g.check_kube(&call(verb, None)).unwrap_err().reason, "name", "{verb:?} without a name");
+            assert_eq!(g.check_kube(&call(verb, Some(""))).unwrap_err().reason, "name", "{verb:?} with an empty name");
+            assert_eq!(g.check_kube(&call(verb, Some("net-1"))).unwrap_err().reason, "name", "{verb:?} of a non-member");
+            assert_eq!(g.check_kube(&call(verb, Some("NET-0"))).unwrap_err().reason, "name", "{verb:?} in another case");
+        }
+        assert!(g.check_kube(&call(KubeVerb::List, None)).is_ok());
+        assert!(g.check_kube(&call(KubeVerb::Apply, Some("net-0"))).is_ok());
+    }
 }

@@ -32,7 +32,9 @@
 //!   `allowPrivilegeEscalation`, added capabilities, `procMount: Unmasked`, `seLinuxOptions`,
 //!   Windows `hostProcess`, seccomp/AppArmor profiles other than `RuntimeDefault`, `runAsUser: 0`,
 //!   `runAsGroup: 0`, `fsGroup: 0` or supplemental group 0, `runAsNonRoot: false`;
-//! - containers: no Secret references in `env`/`envFrom`, no `Bidirectional` mount propagation,
+//! - stopping: `terminationGracePeriodSeconds` (pod and probes) at most `MAX_GRACE_SECONDS`;
+//! - containers: resources only cpu, memory, ephemeral-storage and hugepages (no device plugin's
+//!   extended resource); no Windows gMSA or user name; no Secret references in `env`/`envFrom`, no `Bidirectional` mount propagation,
 //!   no `volumeDevices`, no probe or lifecycle hook with a `host` of its own (the kubelet would
 //!   send it anywhere: the node's network, the cloud's metadata service); no
 //!   `ephemeralContainers`, `hostAliases`, `schedulingGates` or `overhead` at all;
@@ -89,6 +91,15 @@ const ALLOWED_POD_FIELDS: &[&str] = &[
     "readinessGates",
     "os",
 ];
+/// The longest a node's pod may take to stop (the reference's bootstrap Job asks 120 s). A module
+/// controls the image: a pod that ignores SIGTERM stays Terminating for its whole grace period,
+/// keeping its namespace, its node's drain and its StatefulSet's rollout waiting.
+const MAX_GRACE_SECONDS: i64 = 600;
+/// Resources a container may request (`hugepages-<size>` too): an extended resource of a device
+/// plugin (`nvidia.com/gpu`, `devices.kubevirt.io/kvm`) hands the container host devices.
+fn allowed_resource(name: &str) -> bool {
+    matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-")
+}
 /// The container fields a module may set (init containers too).
 const ALLOWED_CONTAINER_FIELDS: &[&str] = &[
     "name",
@@ -339,6 +350,13 @@ fn check_pod(kind: &str, pod: &Value, scope: &Scope) -> Result<(), String> {
     {
         return Err(format!("{kind} pod template sets subdomain {d}; only {} is the node's", scope.node_name));
     }
+    if let Some(g) = pod.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
+        && g > MAX_GRACE_SECONDS
+    {
+        return Err(format!(
+            "{kind} pod template sets terminationGracePeriodSeconds {g}; at most {MAX_GRACE_SECONDS} (a pod that ignores SIGTERM would stay Terminating)"
+        ));
+    }
     check_placement(kind, pod, &scope.placement)?;
     if is_set(pod.pointer("/securityContext/sysctls")) {
         return Err(format!("{kind} pod template sets sysctls"));
@@ -468,6 +486,11 @@ fn security_context_escape(sc: Option<&Value>, pod: bool) -> Option<String> {
     if sc.pointer("/windowsOptions/hostProcess") == Some(&Value::Bool(true)) {
         return Some("sets windowsOptions.hostProcess".into());
     }
+    for field in ["gmsaCredentialSpec", "gmsaCredentialSpecName", "runAsUserName"] {
+        if is_set(sc.pointer(&format!("/windowsOptions/{field}"))) {
+            return Some(format!("sets windowsOptions.{field} (a Windows identity of its own)"));
+        }
+    }
     for field in ["runAsUser", "runAsGroup"].into_iter().chain(pod.then_some("fsGroup")) {
         if sc.get(field).and_then(Value::as_i64) == Some(0) {
             return Some(format!("sets {field}: 0 (root)"));
@@ -499,6 +522,22 @@ fn security_context_escape(sc: Option<&Value>, pod: bool) -> Option<String> {
 fn check_container(kind: &str, c: &Value) -> Result<(), String> {
     let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
     let refuse = |what: &str| Err(format!("{kind} container `{name}` {what}"));
+    for part in ["requests", "limits"] {
+        if let Some(name) =
+            c.pointer(&format!("/resources/{part}")).and_then(Value::as_object).and_then(|m| m.keys().find(|k| !allowed_resource(k)))
+        {
+            return refuse(&format!(
+                "asks for resource {name}; only cpu, memory, ephemeral-storage and hugepages (devices are the platform's)"
+            ));
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(g) = c.pointer(&format!("/{probe}/terminationGracePeriodSeconds")).and_then(Value::as_i64)
+            && g > MAX_GRACE_SECONDS
+        {
+            return refuse(&format!("sets {probe}.terminationGracePeriodSeconds {g}; at most {MAX_GRACE_SECONDS}"));
+        }
+    }
     // A probe or lifecycle hook with a `host` is a request the kubelet makes to any address
     // (the node's network, the cloud's metadata service), not to the pod.
     for handler in ["livenessProbe", "readinessProbe", "startupProbe", "lifecycle/postStart", "lifecycle/preStop"] {
@@ -903,6 +942,123 @@ mod tests {
         ] {
             let err = check_object("PersistentVolumeClaim", &pvc(spec.clone()), &scope()).unwrap_err();
             assert!(err.contains(want), "{spec}: {err}");
+        }
+    }
+
+    // ---- Review of the allow-lists (hostile cases; each asserts the safe verdict) ----
+
+    #[test]
+    fn review_case_variants_and_set_looking_empty_values_are_refused() {
+        // Kubernetes decodes case-sensitively, but a key in another case must not slip past a
+        // check that looks for the exact key: the allow-list refuses it.
+        let cases: Vec<(&str, Value)> = vec![
+            ("/HostNetwork", json!(true)),
+            ("/hostnetwork", json!(true)),
+            ("/NodeName", json!("cp-1")),
+            ("/containers/0/VolumeDevices", json!([{"name": "data", "devicePath": "/dev/x"}])),
+            // Values `is_set` must still see as set: 0, "", {}, [{}].
+            ("/priority", json!(0)),
+            ("/nodeName", json!("")),
+            ("/overhead", json!({})),
+            ("/preemptionPolicy", json!("Never")),
+            ("/hostAliases", json!([{}])),
+            ("/schedulingGates", json!([{"name": ""}])),
+            ("/resources", json!({"limits": {"cpu": "64"}})),
+            ("/hostnameOverride", json!("cp-1")),
+            ("/containers/0/volumeDevices", json!([{}])),
+            ("/affinity/podAntiAffinity", json!({})),
+            ("/securityContext/seLinuxOptions", json!({})),
+            ("/securityContext/sysctls", json!([{}])),
+        ];
+        for (pointer, value) in cases {
+            let pod = with(&reference_pod(), pointer, value);
+            assert!(check_object("StatefulSet", &sts(pod.clone()), &scope()).is_err(), "{pointer} in a StatefulSet");
+            assert!(check_object("Job", &job(pod), &scope()).is_err(), "{pointer} in a Job");
+        }
+    }
+
+    #[test]
+    fn review_probe_and_hook_hosts_are_refused_everywhere() {
+        let metadata = json!({"host": "169.254.169.254", "port": 80, "path": "/latest/meta-data/"});
+        let cases: Vec<(&str, Value)> = vec![
+            ("/containers/0/startupProbe", json!({"httpGet": metadata})),
+            ("/containers/0/lifecycle", json!({"postStart": {"tcpSocket": {"host": "10.0.0.1", "port": 6443}}})),
+            ("/containers/0/lifecycle", json!({"preStop": {"tcpSocket": {"host": "10.0.0.1", "port": 6443}}})),
+            ("/containers/0/lifecycle", json!({"postStart": {"httpGet": metadata}})),
+            // A native sidecar (init container with restartPolicy Always) may have probes.
+            ("/initContainers/0", json!({"name": "sidecar", "restartPolicy": "Always", "livenessProbe": {"httpGet": metadata}})),
+            (
+                "/initContainers/0",
+                json!({"name": "sidecar", "restartPolicy": "Always", "readinessProbe": {"tcpSocket": {"host": "10.0.0.1", "port": 22}}}),
+            ),
+            ("/initContainers/0/lifecycle", json!({"preStop": {"httpGet": metadata}})),
+            // A host that is not a string is still a host of its own.
+            ("/containers/0/livenessProbe", json!({"httpGet": {"host": ["169.254.169.254"], "port": 80}})),
+        ];
+        for (pointer, value) in cases {
+            let pod = with(&reference_pod(), pointer, value);
+            let err = check_object("StatefulSet", &sts(pod.clone()), &scope()).expect_err(pointer);
+            assert!(err.contains("to a host of its own"), "{pointer}: {err}");
+            assert!(check_object("Job", &job(pod), &scope()).is_err(), "{pointer} in a Job");
+        }
+        // What reaches only the pod stays allowed: grpc (no host field), a Host header (the
+        // kubelet still connects to the pod IP), exec and sleep hooks, a native sidecar.
+        for (pointer, value) in [
+            ("/containers/0/livenessProbe", json!({"grpc": {"port": 9090, "service": "x"}})),
+            (
+                "/containers/0/livenessProbe",
+                json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "Host", "value": "169.254.169.254"}]}}),
+            ),
+            (
+                "/containers/0/lifecycle",
+                json!({"preStop": {"exec": {"command": ["sh", "-c", "true"]}}, "postStart": {"sleep": {"seconds": 1}}}),
+            ),
+            (
+                "/initContainers/0",
+                json!({"name": "sidecar", "restartPolicy": "Always", "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]}),
+            ),
+            ("/containers/0/livenessProbe", json!({"httpGet": {"host": null, "port": 80}})),
+        ] {
+            let pod = with(&reference_pod(), pointer, value);
+            assert_eq!(check_object("StatefulSet", &sts(pod), &scope()), Ok(()), "{pointer}");
+        }
+    }
+
+    #[test]
+    fn review_termination_grace_period_cannot_pin_pods_forever() {
+        // Like metadata.finalizers: a pod whose container ignores SIGTERM (or sleeps in preStop)
+        // stays Terminating for the whole grace period, and keeps the namespace from being
+        // deleted, a node from draining and the StatefulSet from rolling.
+        for (pointer, value) in [
+            ("/terminationGracePeriodSeconds", json!(i64::MAX)),
+            ("/terminationGracePeriodSeconds", json!(10 * 365 * 24 * 3600)),
+            ("/containers/0/livenessProbe", json!({"exec": {"command": ["false"]}, "terminationGracePeriodSeconds": 315_360_000})),
+        ] {
+            let pod = with(&reference_pod(), pointer, value);
+            assert!(check_object("StatefulSet", &sts(pod), &scope()).is_err(), "{pointer}");
+        }
+    }
+
+    #[test]
+    fn review_extended_resources_do_not_claim_devices() {
+        // resourceClaims are refused ("devices are claimed by the platform"); a device plugin's
+        // extended resource in a container's resources reaches devices the same way.
+        for limits in [json!({"nvidia.com/gpu": "8"}), json!({"devices.kubevirt.io/kvm": "1"}), json!({"smarter-devices/fuse": "1"})] {
+            let pod = with(&reference_pod(), "/containers/0/resources/limits", limits.clone());
+            assert!(check_object("StatefulSet", &sts(pod), &scope()).is_err(), "{limits}");
+        }
+    }
+
+    #[test]
+    fn review_windows_pods_cannot_take_a_domain_identity() {
+        // `os` is allow-listed; a Windows pod's gMSA credential spec runs it as an Active
+        // Directory account (another identity, like a foreign service account).
+        for (pointer, value) in [
+            ("/securityContext/windowsOptions", json!({"gmsaCredentialSpecName": "domain-admin"})),
+            ("/containers/0/securityContext/windowsOptions", json!({"gmsaCredentialSpec": "{\"ActiveDirectoryConfig\":{}}"})),
+        ] {
+            let pod = with(&with(&reference_pod(), "/os", json!({"name": "windows"})), pointer, value);
+            assert!(check_object("StatefulSet", &sts(pod), &scope()).is_err(), "{pointer}");
         }
     }
 }
