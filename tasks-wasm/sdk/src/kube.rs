@@ -5,8 +5,8 @@
 //! node's namespace, or one whose capability was not granted, returns [`KubeError::Denied`].
 
 use crate::TaskError;
-use crate::bindings::sei::task::kube as raw;
 pub use crate::bindings::sei::task::kube::{KubeError, ObjectRef};
+use crate::host as raw;
 
 impl From<KubeError> for TaskError {
     /// The usual mapping: denied stays denied, an invalid object is permanent, everything
@@ -23,25 +23,25 @@ impl From<KubeError> for TaskError {
 
 /// Get one object as JSON.
 pub fn get_raw(api_version: &str, kind: &str, name: &str) -> Result<Option<String>, KubeError> {
-    raw::get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
+    raw::kube_get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
 }
 
 /// Get one object in an explicit namespace (the guard refuses any but the node's).
 pub fn get_raw_in(api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<String>, KubeError> {
-    raw::get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: Some(namespace.into()), name: name.into() })
+    raw::kube_get(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: Some(namespace.into()), name: name.into() })
 }
 
 pub fn list_raw(api_version: &str, kind: &str, label_selector: Option<&str>) -> Result<Vec<String>, KubeError> {
-    raw::list_objects(api_version, kind, label_selector)
+    raw::kube_list(api_version, kind, label_selector)
 }
 pub fn create_raw(object: &str) -> Result<String, KubeError> {
-    raw::create(object)
+    raw::kube_create(object)
 }
 pub fn apply_raw(object: &str) -> Result<String, KubeError> {
-    raw::apply(object)
+    raw::kube_apply(object)
 }
 pub fn delete_raw(api_version: &str, kind: &str, name: &str) -> Result<bool, KubeError> {
-    raw::delete(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
+    raw::kube_delete(&ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() })
 }
 
 #[cfg(feature = "k8s")]

@@ -20,6 +20,10 @@
 //! sei_task_sdk::export_task_module!(Hello);
 //! ```
 //!
+//! Native tests: in a build that is not wasm (`cargo test` of a guest), every host call reaches
+//! the thread's [`mock::MockHost`], so a test exercises the guest's kube and sidecar paths
+//! without a cluster (`mock_host_answers_like_the_host` below).
+//!
 //! Invariants:
 //! - A panic in a task is reported to the host through `log` (level error, prefix `panic: `)
 //!   before the module traps, so the host can name the panic message in the task's failure
@@ -48,9 +52,12 @@ use bindings::sei::task::types::{Step as WitStep, TaskError as WitTaskError, Tas
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod host;
 pub mod kube;
 pub mod log;
 pub mod member_sidecars;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
 pub mod sidecar;
 
 /// Everything a task module usually needs.
@@ -135,6 +142,38 @@ impl Input {
             Some(raw) => serde_json::from_str(raw)
                 .map(Some)
                 .map_err(|e| TaskError::Permanent(format!("checkpoint of task {} is unreadable: {e}", self.task_type))),
+        }
+    }
+
+    /// An input for a native test: the first step (no checkpoint, attempt 1) of `task_type` for
+    /// `node` (a SeiNode as JSON) with `params`.
+    pub fn for_test(task_type: &str, node: serde_json::Value, params: serde_json::Value) -> Input {
+        Input {
+            task_type: task_type.into(),
+            task_id: "00000000-0000-5000-8000-000000000001".into(),
+            plan_id: "test".into(),
+            node_json: node.to_string(),
+            params_json: params.to_string(),
+            checkpoint: None,
+            attempt: 1,
+        }
+    }
+
+    /// The owner reference every object this task writes must carry: the host refuses a write
+    /// that its node (for a group task, its SeiNodeDeployment) does not control. Put it in
+    /// `metadata.ownerReferences`.
+    pub fn owner_reference(&self) -> Result<serde_json::Value, TaskError> {
+        let node: serde_json::Value = self.node()?;
+        let s = |p: &str| node.pointer(p).and_then(serde_json::Value::as_str).map(str::to_string);
+        match (s("/apiVersion"), s("/kind"), s("/metadata/name"), s("/metadata/uid")) {
+            (Some(api_version), Some(kind), Some(name), Some(uid)) => Ok(serde_json::json!({
+                "apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true,
+            })),
+            _ => Err(TaskError::InvalidParams(format!(
+                "node of task {} has no apiVersion, kind, metadata.name or metadata.uid for an owner reference",
+                self.task_type
+            ))),
         }
     }
 
@@ -280,4 +319,73 @@ macro_rules! export_task_module {
         }
         $crate::bindings::__export_task_module_world!(__SeiTaskGuest with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{MockHost, MockScript};
+
+    fn node() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": "n1", "namespace": "default", "uid": "u-1"}})
+    }
+
+    #[test]
+    fn owner_reference_names_the_node_as_controller() {
+        let input = Input::for_test("t", node(), serde_json::json!({}));
+        let owner = input.owner_reference().unwrap();
+        assert_eq!(owner["uid"], "u-1");
+        assert_eq!(owner["kind"], "SeiNode");
+        assert_eq!(owner["controller"], true);
+        let no_uid = Input::for_test("t", serde_json::json!({"kind": "SeiNode", "metadata": {"name": "n1"}}), serde_json::json!({}));
+        assert!(matches!(no_uid.owner_reference(), Err(TaskError::InvalidParams(_))));
+    }
+
+    #[test]
+    fn mock_host_answers_like_the_host() {
+        let host = MockHost::new()
+            .object(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"x": "1"}}}))
+            .script("slow", MockScript::CompleteAfter(1))
+            .install();
+        assert!(kube::get_raw("v1", "ConfigMap", "a").unwrap().is_some());
+        assert_eq!(kube::list_raw("v1", "ConfigMap", Some("x=1")).unwrap().len(), 1);
+        assert_eq!(kube::list_raw("v1", "ConfigMap", Some("x=2")).unwrap().len(), 0);
+        let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#;
+        assert!(matches!(kube::create_raw(cm), Err(kube::KubeError::Conflict(_))));
+        assert!(kube::apply_raw(cm).is_ok());
+        assert!(matches!(kube::get_raw_in("v1", "ConfigMap", "other", "a"), Err(kube::KubeError::Denied(_))));
+        assert!(matches!(kube::delete_raw("v1", "ConfigMap", "a"), Ok(true)));
+        assert!(matches!(kube::delete_raw("v1", "ConfigMap", "a"), Ok(false)));
+        sidecar::submit_task("id1", "slow", None).unwrap();
+        assert_eq!(sidecar::get_task("id1").unwrap().status, "running");
+        assert_eq!(sidecar::get_task("id1").unwrap().status, "completed");
+        assert!(matches!(sidecar::get_task("nope"), Err(sidecar::SidecarError::NotFound)));
+        assert!(matches!(member_sidecars::status("stranger"), Err(sidecar::SidecarError::Denied(_))));
+        log::info("hello");
+        assert_eq!(host.logs(), vec!["hello".to_string()]);
+        assert_eq!(host.calls()[0], "get v1/ConfigMap a");
+        assert!(host.object("v1", "ConfigMap", "a").is_none());
+    }
+
+    #[test]
+    fn mock_host_denies_what_is_not_granted() {
+        let _host = MockHost::new().grant(&[]).sidecar_down("boom").install();
+        assert!(matches!(kube::list_raw("v1", "ConfigMap", None), Err(kube::KubeError::Denied(_))));
+        assert!(matches!(sidecar::status(), Err(sidecar::SidecarError::Denied(_))));
+        drop(_host);
+        let _host = MockHost::new().sidecar_down("boom").install();
+        assert!(matches!(sidecar::status(), Err(sidecar::SidecarError::Unavailable(_))));
+    }
+
+    #[test]
+    fn drive_submits_once_then_polls_against_the_mock() {
+        let host = MockHost::new().script("mark-ready", MockScript::CompleteAfter(1)).install();
+        let mut input = Input::for_test("mark-ready", node(), serde_json::json!({}));
+        let first = sidecar::drive(&input, "mark-ready", None, sidecar::DriveOptions::default()).unwrap();
+        let Step::Pending(p) = first else { panic!("first step should wait") };
+        input.checkpoint = Some(p.checkpoint);
+        assert!(matches!(sidecar::drive(&input, "mark-ready", None, sidecar::DriveOptions::default()).unwrap(), Step::Complete(_)));
+        let submits = host.calls().iter().filter(|c| c.contains("submit-task")).count();
+        assert_eq!(submits, 1, "{:?}", host.calls());
+    }
 }

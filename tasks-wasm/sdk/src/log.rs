@@ -1,7 +1,8 @@
 //! Logging into the controller's log (the `log` host interface). Lines are attributed to the
 //! task, node and module digest by the host; over-long lines are truncated by the host.
 
-use crate::bindings::sei::task::log::{Level, log};
+use crate::bindings::sei::task::log::Level;
+use crate::host::log;
 
 pub fn trace(msg: &str) {
     log(Level::Trace, msg)

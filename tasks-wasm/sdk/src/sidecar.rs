@@ -1,8 +1,8 @@
 //! The node's sidecar `/v0` API (the `sidecar` host interface), and [`drive`], the
 //! submit-then-poll protocol every sidecar task uses.
 
-use crate::bindings::sei::task::sidecar as raw;
 pub use crate::bindings::sei::task::sidecar::{SidecarError, SidecarTask};
+use crate::host as raw;
 use crate::{Input, Step, TaskError};
 use serde::{Deserialize, Serialize};
 
@@ -19,19 +19,19 @@ impl From<SidecarError> for TaskError {
 
 pub fn submit_task(id: &str, task_type: &str, params: Option<&serde_json::Value>) -> Result<String, SidecarError> {
     let params = params.map(|p| p.to_string());
-    raw::submit_task(id, task_type, params.as_deref())
+    raw::sidecar_submit(id, task_type, params.as_deref())
 }
 pub fn get_task(id: &str) -> Result<SidecarTask, SidecarError> {
-    raw::get_task(id)
+    raw::sidecar_get_task(id)
 }
 pub fn status() -> Result<String, SidecarError> {
-    raw::status()
+    raw::sidecar_status()
 }
 pub fn healthz() -> Result<bool, SidecarError> {
-    raw::healthz()
+    raw::sidecar_healthz()
 }
 pub fn node_id() -> Result<String, SidecarError> {
-    raw::node_id()
+    raw::sidecar_node_id()
 }
 
 /// Where a sidecar task stands between steps (kept in the task's checkpoint).
