@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str, bool)] = &[
     ("test_guest_wasi_importer", "test-wasi-importer", false),
     ("test_guest_future_wit", "test-future-wit", false),
     ("test_guest_describe_bomb", "test-describe-bomb", false),
+    ("test_guest_old_wit", "test-old-wit", false),
 ];
 
 fn main() {

@@ -302,6 +302,31 @@ async fn other_wit_version_fails_at_load_naming_both_versions() {
     assert!(err.to_string().contains("this controller links sei:task@0.1.0 to @0.1.1"), "{err}");
 }
 
+/// `wit/task.wit` promises that a guest built against an older patch of the same minor links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_built_against_wit_0_1_0_links_and_runs() {
+    let f = fixture().await;
+    let module =
+        f.sandbox.load_module(&read_guest("test-old-wit"), ModuleGrant::new(Grants::new([CapabilityName::Sidecar]))).await.unwrap();
+    let component = wasmtime::component::Component::new(f.sandbox.engine(), read_guest("test-old-wit")).unwrap();
+    let imports: Vec<String> = component.component_type().imports(f.sandbox.engine()).map(|(n, _)| n.to_string()).collect();
+    assert!(imports.iter().any(|i| i == "sei:task/sidecar@0.1.0"), "{imports:?}");
+    let sidecar = Arc::new(InMemorySidecar::new());
+    sidecar.set_status("Ready");
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(InMemoryKube::new()), sidecar: Some(sidecar), members: None };
+    let input = RunInput {
+        task_type: "old-status".into(),
+        task_id: "00000000-0000-5000-8000-000000000001".into(),
+        plan_id: "p".into(),
+        node: "{}".into(),
+        params: "{}".into(),
+        checkpoint: None,
+        attempt: 1,
+    };
+    let report = f.sandbox.run(&module, input, &env).await;
+    assert_eq!(report.outcome, Ok(StepOutcome::Complete { output: serde_json::json!({"status": "Ready"}) }), "{report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ungranted_capability_claim_fails_at_load() {
     let f = fixture().await;

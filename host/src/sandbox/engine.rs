@@ -24,8 +24,9 @@ pub struct SandboxConfig {
     /// Where precompiled components are cached; `None` compiles every load.
     pub cache_dir: Option<std::path::PathBuf>,
     /// Pooling allocator slots: component instances alive at once (steps in flight and `describe`
-    /// calls of modules being loaded). Each slot holds the most a component may use (8 core
-    /// instances, 4 tables), so a hostile component's shape cannot exhaust the pool for others;
+    /// calls of modules being loaded). Each slot holds the most a component may use
+    /// ([`MAX_CORE_INSTANCES_PER_COMPONENT`] core instances, 4 tables, 1 memory), so a hostile
+    /// component's shape cannot exhaust the pool for others;
     /// past the slots, instantiation fails. The controller sizes it from `--concurrency`.
     pub max_concurrent_instances: u32,
     /// Use the pooling allocator when the address space allows it.
@@ -85,14 +86,19 @@ pub enum SandboxError {
     Cache { path: String, source: std::io::Error },
 }
 
+/// Core module instances one component may contain. A Rust guest has 3; componentize-py's
+/// runtime (libc, libpython, the bindings, and one stub per WASI function it stubs out) has 38.
+/// A count, not memory: the memory cap (one linear memory per component) is unchanged.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
+
 fn pooling_config(slots: u32, memory_bytes: usize) -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(slots)
-        .total_core_instances(slots * 8)
+        .total_core_instances(slots * MAX_CORE_INSTANCES_PER_COMPONENT)
         .total_memories(slots)
         .total_tables(slots * 4)
         .total_stacks(slots)
-        .max_core_instances_per_component(8)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(1)
         .max_tables_per_component(4)
         .max_memory_size(memory_bytes)

@@ -111,7 +111,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 
     fn instances(&self) -> usize {
-        16
+        super::engine::MAX_CORE_INSTANCES_PER_COMPONENT as usize
     }
 
     fn tables(&self) -> usize {
