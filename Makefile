@@ -6,7 +6,7 @@ SAMPLE ?= deploy/samples/full-node.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover bench-scale fuzz chaos sidecar-faults clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover bench-scale bench-guests fuzz chaos sidecar-faults clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -41,15 +41,16 @@ control-plane:
 build: setup
 	$(CARGO) build --workspace --locked
 
-## Unit tests of the task modules' pure logic, natively.
+## Unit tests of the task modules' pure logic and of the SDK's mock host, natively.
 tasks-wasm-test:
-	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar -p sei-builtin-group -p sei-task-params
+	$(CARGO) test --manifest-path tasks-wasm/Cargo.toml --locked -p sei-builtin-infra -p sei-builtin-sidecar -p sei-builtin-group -p sei-task-params -p sei-task-sdk
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path tasks-wasm/Cargo.toml --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --manifest-path tasks-wasm/Cargo.toml --workspace --target wasm32-unknown-unknown --locked -- -D warnings
+	$(CARGO) clippy --manifest-path tasks-wasm/Cargo.toml -p sei-task-sdk --all-targets --locked -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -86,6 +87,20 @@ bench-swap:
 ## then a steady window of STEADY seconds (host/examples/scale.rs): `make bench-scale N=10000`.
 N ?= 1000
 STEADY ?= 60
+## What a task module costs by guest language (BENCHMARKS.md "Guest languages"): the Rust,
+## Python and JavaScript scaffolds of `task new`, built by `task build`, loaded and run.
+GUESTS_DIR ?= $(TARGET_DIR)/bench-guests
+bench-guests:
+	$(CARGO) build --release --locked -p sei-operator --bin sei-operator --example guest_costs
+	rm -rf $(GUESTS_DIR) && mkdir -p $(GUESTS_DIR)
+	eval "$$(bash tests/author-tools/install.sh)" && export SEI_COMPONENTIZE_PY SEI_COMPONENTIZE_JS && \
+	for lang in rust python js; do \
+	  $(TARGET_DIR)/release/sei-operator task new guest-$$lang --lang $$lang --dir $(GUESTS_DIR)/guest-$$lang >/dev/null && \
+	  $(TARGET_DIR)/release/sei-operator task build $(GUESTS_DIR)/guest-$$lang; \
+	done
+	$(TARGET_DIR)/release/examples/guest_costs $(GUESTS_DIR)/guest-rust/build/guest-rust.wasm \
+	  $(GUESTS_DIR)/guest-python/build/guest-python.wasm $(GUESTS_DIR)/guest-js/build/guest-js.wasm
+
 bench-scale: control-plane
 	$(CARGO) build --release --locked -p sei-operator --bin sei-operator --example scale
 	$(TARGET_DIR)/release/examples/scale $(N) $(STEADY)

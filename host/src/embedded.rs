@@ -14,3 +14,9 @@ include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 pub fn test_guest_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(TEST_GUESTS_DIR).join(format!("{name}.wasm"))
 }
+
+/// The core module (before `wit-component`) of a guest crate, by its file stem
+/// (`test_guest_well_behaved`): tests of componentizing.
+pub fn test_guest_core_path(stem: &str) -> std::path::PathBuf {
+    std::path::Path::new(TEST_GUESTS_DIR).join("..").join("wasm32-unknown-unknown").join("release").join(format!("{stem}.wasm"))
+}

@@ -21,6 +21,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod authoring;
 pub mod conditions;
 pub mod crds;
 pub mod embedded;

@@ -49,7 +49,11 @@ fn task_run_applies_the_controllers_ownership_rule() {
     let stdout = String::from_utf8_lossy(&written.stdout);
     assert_eq!(written.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("objects in the in-memory cluster: 1"), "{stdout}");
-    assert!(stdout.contains("host calls: 2 of 64 allowed"), "the limits in force are printed: {stdout}");
+    assert!(
+        stdout.contains("budgets: 2 of 64 host calls, 0 of 10000 log calls; deadline 30000 ms"),
+        "the limits in force are printed: {stdout}"
+    );
+    assert!(stdout.contains("kube apply ×1"), "host calls are counted by kind: {stdout}");
     assert!(stdout.contains("get v1/ConfigMap sei/rpc (owner check)"), "the owner check is traced: {stdout}");
 }
 

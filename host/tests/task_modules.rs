@@ -2,6 +2,12 @@
 //! while it drives SeiNodes, reports per replica, refuses bad modules with a precise reason, and
 //! falls back when a TaskModule is deleted or rolled back. Each test runs its own controller,
 //! watching its own namespace and only the TaskModules labelled for it.
+//!
+//! The author kit's acceptance is here too: a project made by `task new` (Rust, Python,
+//! JavaScript) outside the repository, built and tested by the CLI, hot-swapped into the running
+//! controller, and a SeiNode's step records its digest.
+
+mod author;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
@@ -96,14 +102,17 @@ impl Env {
         self.ctx.registry().resolve(task_type).unwrap().module.digest.to_string()
     }
 
-    /// A ConfigMap holding `bytes`, and a TaskModule serving `task_types` from it.
+    /// A TaskModule serving `bytes` (`sha256` filled in): from a ConfigMap holding them,
+    /// unless `spec` names its own `source`.
     async fn create_module(&self, name: &str, bytes: &[u8], spec: serde_json::Value) -> String {
         let full = self.module_name(name);
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": full}})).unwrap();
-        let cm = ConfigMap { binary_data: Some(BTreeMap::from([("module.wasm".to_string(), ByteString(bytes.to_vec()))])), ..cm };
-        Api::<ConfigMap>::namespaced(self.client.clone(), MODULE_NAMESPACE).create(&PostParams::default(), &cm).await.unwrap();
         let mut spec = spec;
-        spec["source"] = json!({"configMap": {"namespace": MODULE_NAMESPACE, "name": full, "key": "module.wasm"}});
+        if spec.get("source").is_none() {
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": full}})).unwrap();
+            let cm = ConfigMap { binary_data: Some(BTreeMap::from([("module.wasm".to_string(), ByteString(bytes.to_vec()))])), ..cm };
+            Api::<ConfigMap>::namespaced(self.client.clone(), MODULE_NAMESPACE).create(&PostParams::default(), &cm).await.unwrap();
+            spec["source"] = json!({"configMap": {"namespace": MODULE_NAMESPACE, "name": full, "key": "module.wasm"}});
+        }
         if spec.get("sha256").is_none() {
             spec["sha256"] = json!(sha256_hex(bytes));
         }
@@ -511,4 +520,123 @@ async fn invalid_task_modules_are_refused_by_the_schema() {
             other => panic!("{pointer}={value} was accepted: {other:?}"),
         }
     }
+}
+
+/// Serve `bytes` over HTTP on loopback (any path), for a TaskModule `url` source: components
+/// over a ConfigMap's 1 MiB (Python, JavaScript) come from a URL.
+async fn serve_module(bytes: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/module.wasm", listener.local_addr().unwrap());
+    let bytes = Arc::new(bytes);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&bytes).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// A new author's module, from `task new` to a SeiNode step that ran it.
+async fn an_authors_module_is_hot_swapped(lang: &str) {
+    let name = format!("author-{lang}");
+    let (dir, component) = tokio::task::spawn_blocking({
+        let name = name.clone();
+        let lang = lang.to_string();
+        move || {
+            let built = author::new_and_build(&name, &lang);
+            author::cases_pass(&built.0);
+            built
+        }
+    })
+    .await
+    .unwrap();
+    let digest = sha256_hex(&component);
+    let env = env(&format!("tm-{lang}"), &[]).await;
+    let spec = if component.len() < 900 << 10 {
+        json!({"taskTypes": ["mark-ready"], "capabilities": ["kube-read", "sidecar"]})
+    } else {
+        json!({"taskTypes": ["mark-ready"], "capabilities": ["kube-read", "sidecar"], "source": {"url": serve_module(component.clone()).await}})
+    };
+    let module = env.create_module(&name, &component, spec).await;
+    let status = env.wait_condition(&module, REPLICA, "Ready", "True").await;
+    assert_eq!(status.active_digest.as_deref(), Some(digest.as_str()));
+    env.create_node("rpc").await;
+    let nodes = env.wait_nodes("rpc Running", &["rpc".to_string()], |n| phase(n) == Some(SeiNodePhase::Running)).await;
+    let plan = nodes[0].status.as_ref().unwrap().plan.as_ref().unwrap();
+    let task = plan.tasks.iter().find(|t| t.task_type == "mark-ready").unwrap();
+    assert_eq!(task.module_digest.as_deref(), Some(digest.as_str()), "the step ran the author's module ({})", dir.display());
+    assert_eq!(task.status, TaskStatus::Complete);
+    env.delete_module(&module).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rust_authors_module_is_hot_swapped_into_a_running_controller() {
+    an_authors_module_is_hot_swapped("rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_python_authors_module_is_hot_swapped_into_a_running_controller() {
+    an_authors_module_is_hot_swapped("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_javascript_authors_module_is_hot_swapped_into_a_running_controller() {
+    an_authors_module_is_hot_swapped("js").await;
+}
+
+/// `task run --kubeconfig --record` against the real API server (the chart's ServiceAccount):
+/// the built-in `ensure-data-pvc` creates the node's PVC for real, and the recording replays
+/// offline with no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_recorded_against_the_real_cluster_replays_offline_with_no_difference() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&[sei_operator::crds::seinode()]).await.unwrap();
+    let ns = cluster.namespace("tm-record").await;
+    let client = cluster.client().await;
+    let nodes: Api<SeiNode> = Api::namespaced(client.clone(), ns.name());
+    let node: SeiNode = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": "rpc"},
+        "spec": {"chainId": "pacific-1", "image": "seid:v1", "fullNode": {}}
+    }))
+    .unwrap();
+    let node = nodes.create(&PostParams::default(), &node).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("node.yaml");
+    std::fs::write(&manifest, serde_yaml::to_string(&node).unwrap()).unwrap();
+    let recording = dir.path().join("run.json");
+    let kubeconfig = cluster.controller_kubeconfig().await;
+    let run = tokio::task::spawn_blocking(move || {
+        author::expect_code(
+            author::sei_operator()
+                .args(["task", "run", "ensure-data-pvc", "-f"])
+                .arg(&manifest)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--record")
+                .arg(&recording),
+            0,
+        );
+        author::expect_code(author::sei_operator().args(["task", "replay"]).arg(&recording), 0)
+    })
+    .await
+    .unwrap();
+    assert!(author::stdout(&run).contains("no difference"), "{}", author::stdout(&run));
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, ns.name());
+    let pvc = pvcs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pvc.len(), 1, "the recorded run created the node's PVC in the real cluster");
+    let owner = &pvc[0].metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(Some(owner.uid.as_str()), node.metadata.uid.as_deref());
 }

@@ -292,6 +292,10 @@ pub struct InMemorySidecar {
     tasks: Mutex<BTreeMap<String, Entry>>,
     ready: Mutex<bool>,
     node_id: Option<String>,
+    /// Answers set by a script (`task test`, `task run --sidecar-script`).
+    status_word: Mutex<Option<String>>,
+    healthz: Mutex<Option<bool>>,
+    down: Mutex<Option<String>>,
 }
 
 impl InMemorySidecar {
@@ -309,6 +313,28 @@ impl InMemorySidecar {
 
     pub fn script(&self, task_type: &str, script: Script) {
         self.scripts.lock().unwrap_or_else(|p| p.into_inner()).insert(task_type.into(), script);
+    }
+
+    /// `GET /v0/status` answers this from now on.
+    pub fn set_status(&self, status: &str) {
+        *self.status_word.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.into());
+    }
+
+    /// `GET /v0/healthz` answers this from now on.
+    pub fn set_healthz(&self, ready: bool) {
+        *self.healthz.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
+    }
+
+    /// Every call fails as `unavailable` with this message from now on (a sidecar that is down).
+    pub fn set_down(&self, message: &str) {
+        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.into());
+    }
+
+    fn check_up(&self) -> Result<(), SidecarAdapterError> {
+        match &*self.down.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(m) => Err(SidecarAdapterError::Unavailable(m.clone())),
+            None => Ok(()),
+        }
     }
 
     /// How many times the task with this id was (re-)started.
@@ -349,6 +375,7 @@ impl InMemorySidecar {
 #[async_trait]
 impl SidecarClient for InMemorySidecar {
     async fn submit_task(&self, request: &TaskRequest) -> Result<String, SidecarAdapterError> {
+        self.check_up()?;
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let state = tasks.get(&request.id).map(|e| self.status_of(e).0);
         match state.as_deref() {
@@ -368,6 +395,7 @@ impl SidecarClient for InMemorySidecar {
     }
 
     async fn get_task(&self, id: &str) -> Result<TaskResult, SidecarAdapterError> {
+        self.check_up()?;
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let entry = tasks.get_mut(id).ok_or(SidecarAdapterError::NotFound)?;
         let (status, error) = self.status_of(entry);
@@ -381,14 +409,23 @@ impl SidecarClient for InMemorySidecar {
     }
 
     async fn status(&self) -> Result<String, SidecarAdapterError> {
+        self.check_up()?;
+        if let Some(s) = &*self.status_word.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(s.clone());
+        }
         Ok(if *self.ready.lock().unwrap_or_else(|p| p.into_inner()) { "Ready" } else { "Initializing" }.into())
     }
 
     async fn healthz(&self) -> Result<bool, SidecarAdapterError> {
+        self.check_up()?;
+        if let Some(h) = *self.healthz.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(h);
+        }
         Ok(*self.ready.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn node_id(&self) -> Result<String, SidecarAdapterError> {
+        self.check_up()?;
         Ok(self.node_id.clone().unwrap_or_else(|| "0123456789abcdef0123456789abcdef01234567".into()))
     }
 }

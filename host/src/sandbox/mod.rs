@@ -37,6 +37,7 @@ pub mod run;
 
 pub use compile::{CompileLimits, Compiler};
 pub use engine::{Allocator, EPOCH_TICK, Sandbox, SandboxConfig, SandboxError};
-pub use limits::ModuleLimits;
+pub use host::HostCall;
+pub use limits::{ModuleLimits, RunLimits};
 pub use module::{LoadError, LoadFailure, LoadedModule, ModuleGrant, ModuleInfo};
 pub use run::{RunEnv, RunError, RunInput, RunReport, StepOutcome};
