@@ -4,20 +4,9 @@
 
 mod author;
 
-use author::{expect_code, new_and_build, project_dir, sei_operator, stdout};
+use author::{expect_code, new_and_build, node_file, project_dir, sei_operator, stdout};
 use sei_operator::embedded::{test_guest_core_path, test_guest_path};
 use std::path::Path;
-
-fn node_file(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: sei.io/v1alpha1\nkind: SeiNode\nmetadata: {name: rpc, namespace: sei, uid: 7f0c2a4e-0000-4000-8000-0000000000aa}\n\
-         spec: {chainId: pacific-1, image: 'seid:v1', fullNode: {}}\n",
-    )
-    .unwrap();
-    path
-}
 
 fn well_behaved() -> String {
     test_guest_path("test-well-behaved").display().to_string()
@@ -141,7 +130,10 @@ fn an_empty_grant_can_be_said_and_is_enforced() {
         1,
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("kube-read"), "the module asks for kube-read, which `none` does not grant: {err}");
+    assert!(
+        err.contains("asks for capabilities it was not granted: kube-read"),
+        "`none` is understood, and grants nothing the module asks for: {err}"
+    );
 }
 
 #[test]

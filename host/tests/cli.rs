@@ -2,21 +2,13 @@
 //! rules (the node's uid as the owner of every write, its pod labels, the platform's placement)
 //! and prints guest text escaped; `plan` previews a group.
 
+mod author;
+
+use author::node_file;
 use std::process::Command;
 
 fn sei_operator() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sei-operator"))
-}
-
-fn node_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("node.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: sei.io/v1alpha1\nkind: SeiNode\nmetadata: {name: rpc, namespace: sei, uid: 7f0c2a4e-0000-4000-8000-0000000000aa}\n\
-         spec: {chainId: pacific-1, image: 'seid:v1', fullNode: {}}\n",
-    )
-    .unwrap();
-    path
 }
 
 fn misbehaving() -> String {

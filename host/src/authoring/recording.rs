@@ -42,6 +42,27 @@ pub enum Call {
 }
 
 impl Call {
+    fn get(ty: &TypeRef, namespace: &str, name: &str) -> Call {
+        Call::Get { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() }
+    }
+    fn list(ty: &TypeRef, namespace: &str, label_selector: Option<&str>) -> Call {
+        Call::List {
+            api_version: ty.api_version.clone(),
+            kind: ty.kind.clone(),
+            namespace: namespace.into(),
+            label_selector: label_selector.map(str::to_string),
+        }
+    }
+    fn create(ty: &TypeRef, namespace: &str, object: Value) -> Call {
+        Call::Create { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), object }
+    }
+    fn apply(ty: &TypeRef, namespace: &str, name: &str, object: Value) -> Call {
+        Call::Apply { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into(), object }
+    }
+    fn delete(ty: &TypeRef, namespace: &str, name: &str) -> Call {
+        Call::Delete { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() }
+    }
+
     /// One line for humans: `apply v1/ConfigMap sei/x`.
     pub fn line(&self) -> String {
         match self {
@@ -219,7 +240,7 @@ pub struct RecordingKube {
 impl KubeAdapter for RecordingKube {
     async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
         let res = self.inner.get(ty, namespace, name).await;
-        let call = Call::Get { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() };
+        let call = Call::get(ty, namespace, name);
         let answer = match &res {
             Ok(Some(t)) => Answer::Ok(value_of_text(t)),
             Ok(None) => Answer::Ok(Value::Null),
@@ -231,12 +252,7 @@ impl KubeAdapter for RecordingKube {
 
     async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, limits: ListLimits) -> Listed {
         let listed = self.inner.list(ty, namespace, label_selector, limits).await;
-        let call = Call::List {
-            api_version: ty.api_version.clone(),
-            kind: ty.kind.clone(),
-            namespace: namespace.into(),
-            label_selector: label_selector.map(str::to_string),
-        };
+        let call = Call::list(ty, namespace, label_selector);
         let answer = match &listed.result {
             Ok(items) => Answer::Ok(Value::Array(items.iter().map(|t| value_of_text(t)).collect())),
             Err(e) => kube_err(e),
@@ -246,12 +262,7 @@ impl KubeAdapter for RecordingKube {
     }
 
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value, field_manager: &str) -> Result<String, KubeAdapterError> {
-        let call = Call::Create {
-            api_version: ty.api_version.clone(),
-            kind: ty.kind.clone(),
-            namespace: namespace.into(),
-            object: object.clone(),
-        };
+        let call = Call::create(ty, namespace, object.clone());
         let res = self.inner.create(ty, namespace, object, field_manager).await;
         self.tape.push(call, res.as_ref().map_or_else(kube_err, |t| Answer::Ok(value_of_text(t))));
         res
@@ -265,13 +276,7 @@ impl KubeAdapter for RecordingKube {
         object: Value,
         field_manager: &str,
     ) -> Result<String, KubeAdapterError> {
-        let call = Call::Apply {
-            api_version: ty.api_version.clone(),
-            kind: ty.kind.clone(),
-            namespace: namespace.into(),
-            name: name.into(),
-            object: object.clone(),
-        };
+        let call = Call::apply(ty, namespace, name, object.clone());
         let res = self.inner.apply(ty, namespace, name, object, field_manager).await;
         self.tape.push(call, res.as_ref().map_or_else(kube_err, |t| Answer::Ok(value_of_text(t))));
         res
@@ -279,8 +284,7 @@ impl KubeAdapter for RecordingKube {
 
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, KubeAdapterError> {
         let res = self.inner.delete(ty, namespace, name, uid).await;
-        let call =
-            Call::Delete { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() };
+        let call = Call::delete(ty, namespace, name);
         self.tape.push(call, res.as_ref().map_or_else(kube_err, |b| Answer::Ok(Value::Bool(*b))));
         res
     }
@@ -386,22 +390,17 @@ pub struct ReplaySidecar(pub Arc<Replay>);
 #[async_trait]
 impl KubeAdapter for ReplayKube {
     async fn get(&self, ty: &TypeRef, namespace: &str, name: &str) -> Result<Option<String>, KubeAdapterError> {
-        let call = Call::Get { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() };
+        let call = Call::get(ty, namespace, name);
         kube_answer(self.0.answer(call)).map(|v| (!v.is_null()).then(|| text_of_value(&v)))
     }
     async fn list(&self, ty: &TypeRef, namespace: &str, label_selector: Option<&str>, _limits: ListLimits) -> Listed {
-        let call = Call::List {
-            api_version: ty.api_version.clone(),
-            kind: ty.kind.clone(),
-            namespace: namespace.into(),
-            label_selector: label_selector.map(str::to_string),
-        };
+        let call = Call::list(ty, namespace, label_selector);
         let result =
             kube_answer(self.0.answer(call)).map(|v| v.as_array().map(|a| a.iter().map(text_of_value).collect()).unwrap_or_default());
         Listed { result, requests: 1 }
     }
     async fn create(&self, ty: &TypeRef, namespace: &str, object: Value, _field_manager: &str) -> Result<String, KubeAdapterError> {
-        let call = Call::Create { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), object };
+        let call = Call::create(ty, namespace, object);
         kube_answer(self.0.answer(call)).map(|v| text_of_value(&v))
     }
     async fn apply(
@@ -412,18 +411,11 @@ impl KubeAdapter for ReplayKube {
         object: Value,
         _field_manager: &str,
     ) -> Result<String, KubeAdapterError> {
-        let call = Call::Apply {
-            api_version: ty.api_version.clone(),
-            kind: ty.kind.clone(),
-            namespace: namespace.into(),
-            name: name.into(),
-            object,
-        };
+        let call = Call::apply(ty, namespace, name, object);
         kube_answer(self.0.answer(call)).map(|v| text_of_value(&v))
     }
     async fn delete(&self, ty: &TypeRef, namespace: &str, name: &str, _uid: Option<&str>) -> Result<bool, KubeAdapterError> {
-        let call =
-            Call::Delete { api_version: ty.api_version.clone(), kind: ty.kind.clone(), namespace: namespace.into(), name: name.into() };
+        let call = Call::delete(ty, namespace, name);
         kube_answer(self.0.answer(call)).map(|v| v.as_bool().unwrap_or(false))
     }
 }

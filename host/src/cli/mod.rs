@@ -20,13 +20,25 @@ pub fn read_node(path: &Path) -> Result<serde_json::Value> {
     if node.get("kind").and_then(|k| k.as_str()) != Some("SeiNode") {
         bail!("{} is not a SeiNode manifest (kind: SeiNode)", path.display());
     }
-    let meta = node.get_mut("metadata").and_then(|m| m.as_object_mut()).with_context(|| format!("{} has no metadata", path.display()))?;
-    if !meta.contains_key("name") {
+    if node.pointer("/metadata/name").is_none() {
         bail!("{} has no metadata.name", path.display());
     }
+    fill_server_fields(&mut node).with_context(|| format!("{} has no metadata", path.display()))?;
+    Ok(node)
+}
+
+/// Give a manifest the namespace (`default`) and uid the API server would, when it has none;
+/// `None` when it has no `metadata` object.
+pub fn fill_server_fields(node: &mut serde_json::Value) -> Option<()> {
+    let meta = node.get_mut("metadata")?.as_object_mut()?;
     meta.entry("namespace").or_insert_with(|| "default".into());
     meta.entry("uid").or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
-    Ok(node)
+    Some(())
+}
+
+/// The controller's scope for a node's tasks, with the local platform's settings.
+pub fn local_scope(node: &sei_operator::api::seinode::SeiNode) -> sei_operator::policy::scope::Scope {
+    sei_operator::node::scope::node_scope(node, &sei_operator::platform::PlatformConfig::for_local())
 }
 
 /// The `kind` of a manifest (YAML or JSON), if it names one.

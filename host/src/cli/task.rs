@@ -118,8 +118,10 @@ pub struct ModuleArgs {
     pub grant: Vec<String>,
 }
 
+/// What `run` and `bench` run: a task of a module against a node, an in-memory cluster and a
+/// scripted sidecar.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct StepArgs {
     /// The task type, e.g. `ensure-data-pvc`.
     pub task_type: String,
     /// The SeiNode manifest (YAML or JSON).
@@ -131,18 +133,24 @@ pub struct RunArgs {
     pub params: Option<String>,
     #[command(flatten)]
     pub module: ModuleArgs,
-    /// The checkpoint to resume from.
-    #[arg(long)]
-    pub checkpoint: Option<String>,
-    /// Run up to this many steps, feeding each pending checkpoint to the next.
-    #[arg(long, default_value_t = 1)]
-    pub steps: u32,
     /// Objects in the in-memory cluster before the first step (YAML: a list, or documents).
     #[arg(long)]
     pub objects: Option<PathBuf>,
     /// What the in-memory sidecar answers (YAML, the `sidecar` field of a case).
     #[arg(long)]
     pub sidecar_script: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// The checkpoint to resume from.
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// Run up to this many steps, feeding each pending checkpoint to the next.
+    #[arg(long, default_value_t = 1)]
+    pub steps: u32,
     /// Run against this cluster instead of an in-memory one (its writes are real).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -169,17 +177,8 @@ pub struct ReplayArgs {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    pub task_type: String,
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
-    #[arg(long)]
-    pub params: Option<String>,
     #[command(flatten)]
-    pub module: ModuleArgs,
-    #[arg(long)]
-    pub objects: Option<PathBuf>,
-    #[arg(long)]
-    pub sidecar_script: Option<PathBuf>,
+    pub step: StepArgs,
     /// Runs of the first step, each in a fresh in-memory cluster and sidecar.
     #[arg(long, default_value_t = 100)]
     pub iterations: u32,
@@ -337,7 +336,7 @@ fn node_input(file: &Path, task_type: &str, params: Option<&str>, checkpoint: Op
     let typed = super::typed_node(&node, file)?;
     // Exactly the controller's scope: the node's uid as the owner of every write, its pod
     // labels, the platform's service account and placement (local platform settings).
-    let scope = sei_operator::node::scope::node_scope(&typed, &sei_operator::platform::PlatformConfig::for_local());
+    let scope = super::local_scope(&typed);
     let params = match params {
         Some(p) => {
             serde_json::from_str::<serde_json::Value>(p).context("--params is not JSON")?;
@@ -371,11 +370,12 @@ struct Recording {
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let sandbox = sandbox()?;
-    let entry = resolve(&sandbox, &args.module, &args.task_type).await?;
+    let step = &args.step;
+    let entry = resolve(&sandbox, &step.module, &step.task_type).await?;
     let module = &entry.module;
-    let input = node_input(&args.file, &args.task_type, args.params.as_deref(), args.checkpoint.clone(), args.steps)?;
+    let input = node_input(&step.file, &step.task_type, step.params.as_deref(), args.checkpoint.clone(), args.steps)?;
     let namespace = input.spec.scope.namespace.clone();
-    let objects = args.objects.as_deref().map(read_yaml_values).transpose()?.unwrap_or_default();
+    let objects = step.objects.as_deref().map(read_yaml_values).transpose()?.unwrap_or_default();
     let memory_kube = seeded_kube(&objects, &namespace)?;
     let kube: Arc<dyn KubeAdapter> = match &args.kubeconfig {
         None => memory_kube.clone(),
@@ -387,7 +387,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     };
     let sidecar: Arc<dyn SidecarClient> = match &args.sidecar_url {
-        None => scripted_sidecar(&read_sidecar_script(args.sidecar_script.as_ref())?),
+        None => scripted_sidecar(&read_sidecar_script(step.sidecar_script.as_ref())?),
         Some(url) => Arc::new(
             sei_operator::adapters::sidecar::HttpSidecarClient::new(url.clone(), std::time::Duration::from_secs(10))
                 .map_err(|e| anyhow::anyhow!("sidecar {url}: {e}"))?,
@@ -397,7 +397,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(path) = &args.record {
         let recording = Recording {
             format: 1,
-            task_type: args.task_type.clone(),
+            task_type: step.task_type.clone(),
             module: module.info.name.clone(),
             module_digest: module.digest.to_string(),
             node: input.node.clone(),
@@ -478,7 +478,7 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let module = &entry.module;
     let typed: sei_operator::api::seinode::SeiNode =
         serde_json::from_value(recording.node.clone()).context("the recording's node is not a valid SeiNode")?;
-    let scope = sei_operator::node::scope::node_scope(&typed, &sei_operator::platform::PlatformConfig::for_local());
+    let scope = super::local_scope(&typed);
     let spec = StepsSpec {
         task_type: recording.task_type.clone(),
         node: recording.node.clone(),
@@ -525,11 +525,12 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
 
 async fn bench(args: BenchArgs) -> Result<ExitCode> {
     let sandbox = sandbox()?;
-    let entry = resolve(&sandbox, &args.module, &args.task_type).await?;
+    let step = &args.step;
+    let entry = resolve(&sandbox, &step.module, &step.task_type).await?;
     let module = &entry.module;
-    let input = node_input(&args.file, &args.task_type, args.params.as_deref(), None, 1)?;
-    let objects = args.objects.as_deref().map(read_yaml_values).transpose()?.unwrap_or_default();
-    let script = read_sidecar_script(args.sidecar_script.as_ref())?;
+    let input = node_input(&step.file, &step.task_type, step.params.as_deref(), None, 1)?;
+    let objects = step.objects.as_deref().map(read_yaml_values).transpose()?.unwrap_or_default();
+    let script = read_sidecar_script(step.sidecar_script.as_ref())?;
     let (mut wall, mut fuel, mut memory) = (Vec::new(), Vec::new(), Vec::new());
     let mut outcome = String::new();
     for _ in 0..args.iterations.max(1) {
@@ -544,13 +545,13 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
     }
     let (w, f, m) = (spread(&wall), spread(&fuel), spread(&memory));
     if args.json {
-        let json = serde_json::json!({"module": module.digest.to_string(), "taskType": args.task_type, "iterations": wall.len(),
+        let json = serde_json::json!({"module": module.digest.to_string(), "taskType": step.task_type, "iterations": wall.len(),
             "outcome": outcome, "wallMicros": w, "fuel": f, "peakMemoryBytes": m});
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!(
             "{} ({} {}), {} runs of the first step, outcome {outcome}",
-            args.task_type,
+            step.task_type,
             module.info.name,
             &module.digest[..12],
             wall.len()
@@ -732,9 +733,7 @@ fn value_or_file(v: &serde_json::Value, base: &Path) -> Result<serde_json::Value
 /// A node for a case: namespace and uid filled in as the API server would.
 fn case_node(v: serde_json::Value) -> Result<(serde_json::Value, sei_operator::api::seinode::SeiNode)> {
     let mut v = v;
-    let meta = v.get_mut("metadata").and_then(|m| m.as_object_mut()).context("the case's node has no metadata")?;
-    meta.entry("namespace").or_insert_with(|| "default".into());
-    meta.entry("uid").or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+    super::fill_server_fields(&mut v).context("the case's node has no metadata")?;
     let typed = serde_json::from_value(v.clone()).context("the case's node is not a valid SeiNode")?;
     Ok((v, typed))
 }
@@ -779,7 +778,7 @@ async fn test(args: TestArgs) -> Result<ExitCode> {
         let node_value =
             case.node.as_ref().or(file.node.as_ref()).context(format!("case `{}` has no node (and the file names none)", case.name))?;
         let (node, typed) = case_node(value_or_file(node_value, &base)?)?;
-        let scope = sei_operator::node::scope::node_scope(&typed, &sei_operator::platform::PlatformConfig::for_local());
+        let scope = super::local_scope(&typed);
         let params = match &case.params {
             Some(p) => p.to_string(),
             None => default_params(&typed, &case.task_type)?,

@@ -47,6 +47,18 @@ pub fn project_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A SeiNode manifest (`rpc` in namespace `sei`, with a uid) written to `dir/node.yaml`.
+pub fn node_file(dir: &Path) -> PathBuf {
+    let path = dir.join("node.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: sei.io/v1alpha1\nkind: SeiNode\nmetadata: {name: rpc, namespace: sei, uid: 7f0c2a4e-0000-4000-8000-0000000000aa}\n\
+         spec: {chainId: pacific-1, image: 'seid:v1', fullNode: {}}\n",
+    )
+    .unwrap();
+    path
+}
+
 /// Run a command; panic with its output unless it exits with `code`.
 pub fn expect_code(cmd: &mut Command, code: i32) -> Output {
     let out = cmd.output().unwrap();
