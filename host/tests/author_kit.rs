@@ -102,6 +102,19 @@ fn a_builtin_tasks_recording_replays_with_no_difference() {
     assert!(calls.contains(&"create"), "the PVC's create is recorded: {calls:?}");
     let replay = expect_code(sei_operator().args(["task", "replay"]).arg(&recording), 0);
     assert!(stdout(&replay).contains("no difference"), "{}", stdout(&replay));
+
+    // A recording is a file from someone else: its fields are checked before use (hostile review).
+    let forged = |field: &str, value: serde_json::Value, refusal: &str| {
+        let mut bad = rec.clone();
+        bad[field] = value;
+        let path = dir.path().join(format!("bad-{field}.json"));
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let out = expect_code(sei_operator().args(["task", "replay"]).arg(&path), 1);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains(refusal) && !err.contains('\u{1b}') && out.stdout.is_empty(), "{field}: {err}");
+    };
+    forged("moduleDigest", serde_json::json!("\u{1b}[2Jabcdefghijkl"), "moduleDigest is not a sha256");
+    forged("steps", serde_json::json!(u32::MAX), "at most 1000 steps are replayed");
 }
 
 #[test]

@@ -279,3 +279,36 @@ async fn a_list_costs_the_host_its_bytes_not_a_parsed_tree() {
     let one = one.unwrap().unwrap();
     assert!(grew < 3 * one.len(), "one object of {} KiB grew the host by {} KiB", one.len() >> 10, grew >> 10);
 }
+
+/// A component of `n` core instances of an empty module, and nothing else.
+fn many_instances(n: u32) -> Vec<u8> {
+    use wasm_encoder::*;
+    let mut component = Component::new();
+    component.section(&ModuleSection(&Module::new()));
+    let mut instances = InstanceSection::new();
+    for _ in 0..n {
+        instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
+    }
+    component.section(&instances);
+    component.finish()
+}
+
+/// The pool bounds each core instance's size (1 MiB), so a component may have up to 48 of them
+/// (componentize-py's runtime has 38). The on-demand fallback bounds no instance's size, so it
+/// keeps 16: the hostile review found 48 instances of a million globals each taking 780 MB there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_instances_per_component_depend_on_the_allocator() {
+    let load = |pooling: bool, n: u32| async move {
+        let sandbox = Sandbox::new(SandboxConfig { pooling, ..Default::default() }).unwrap();
+        sandbox.load_module(&many_instances(n), ModuleGrant::new(Grants::new([]))).await.unwrap_err().to_string()
+    };
+    let over = |e: &str| e.contains("instance") && (e.contains("limit") || e.contains("maximum") || e.contains("exceed"));
+    let pooled = load(true, 40).await;
+    assert!(!over(&pooled), "40 core instances instantiate on the pool (then describe is missing): {pooled}");
+    let pooled = load(true, 49).await;
+    assert!(over(&pooled), "49 are over the pool's per-component maximum: {pooled}");
+    let on_demand = load(false, 16).await;
+    assert!(!over(&on_demand), "16 instantiate on demand: {on_demand}");
+    let on_demand = load(false, 17).await;
+    assert!(over(&on_demand), "17 are over the on-demand limit: {on_demand}");
+}

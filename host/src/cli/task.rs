@@ -34,6 +34,24 @@ use std::sync::Arc;
 /// Every capability, by its WIT name.
 const ALL_CAPABILITIES: [&str; 4] = ["kube-read", "kube-write", "kube-delete", "sidecar"];
 
+/// Steps a recording or a case may ask for (files can come from someone else; `--steps` is the
+/// user's own choice and is not capped).
+const MAX_STEPS: u32 = 1_000;
+/// The largest case file or recording read.
+const MAX_INPUT_FILE_BYTES: u64 = 64 << 20;
+
+/// Read a case file or recording, refusing one over [`MAX_INPUT_FILE_BYTES`].
+fn read_capped(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_INPUT_FILE_BYTES + 1).read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_INPUT_FILE_BYTES {
+        bail!("{} is over {MAX_INPUT_FILE_BYTES} bytes", path.display());
+    }
+    Ok(text)
+}
+
 /// `run`: the last step is still pending.
 const EXIT_PENDING: u8 = 3;
 /// `run`: the last step failed.
@@ -462,9 +480,21 @@ fn print_run(out: &StepsRun, memory: Option<&InMemoryKube>) -> Result<()> {
 }
 
 async fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let text_in = std::fs::read_to_string(&args.recording).with_context(|| format!("reading {}", args.recording.display()))?;
+    let text_in = read_capped(&args.recording)?;
     let recording: Recording =
         serde_json::from_str(&text_in).with_context(|| format!("{} is not a recording", args.recording.display()))?;
+    let hex_digest = recording.module_digest.len() == 64 && recording.module_digest.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex_digest {
+        bail!("{}: moduleDigest is not a sha256 (64 hex digits)", args.recording.display());
+    }
+    if recording.steps as usize > recording.outcomes.len() || recording.steps > MAX_STEPS {
+        bail!(
+            "{}: {} steps, but {} recorded outcomes (and at most {MAX_STEPS} steps are replayed)",
+            args.recording.display(),
+            recording.steps,
+            recording.outcomes.len()
+        );
+    }
     if recording.exchanges.len() > recording::MAX_EXCHANGES || recording.dropped_exchanges > 0 {
         bail!(
             "{} holds more than {} host calls (the recorder keeps at most that many): record fewer steps",
@@ -739,7 +769,7 @@ fn case_node(v: serde_json::Value) -> Result<(serde_json::Value, sei_operator::a
 }
 
 async fn test(args: TestArgs) -> Result<ExitCode> {
-    let text_in = std::fs::read_to_string(&args.cases).with_context(|| format!("reading {}", args.cases.display()))?;
+    let text_in = read_capped(&args.cases)?;
     let file: CaseFile = serde_yaml::from_str(&text_in).with_context(|| format!("{} is not a case file", args.cases.display()))?;
     let base = args.cases.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
     let module_path = match (&args.module, &file.module) {
@@ -755,6 +785,9 @@ async fn test(args: TestArgs) -> Result<ExitCode> {
     let mut loaded: std::collections::BTreeMap<Vec<String>, Arc<LoadedModule>> = Default::default();
     let mut rows = Vec::new();
     let mut failed = 0;
+    if let Some(case) = file.cases.iter().find(|c| c.steps > MAX_STEPS) {
+        bail!("case `{}` asks for {} steps; at most {MAX_STEPS}", escape(&case.name), case.steps);
+    }
     for case in &file.cases {
         let grant = case.grant.clone().or_else(|| file.grant.clone());
         let key = grant.clone().unwrap_or_else(|| vec!["(describe)".into()]);

@@ -201,7 +201,11 @@ impl Sandbox {
     }
 
     /// A fresh store for one run, with memory, fuel and deadline armed.
-    pub(super) fn new_store(&self, ctx: TaskCtx) -> Store<TaskCtx> {
+    pub(super) fn new_store(&self, mut ctx: TaskCtx) -> Store<TaskCtx> {
+        ctx.limiter.max_instances = match self.allocator {
+            Allocator::Pooling { .. } => MAX_CORE_INSTANCES_PER_COMPONENT as usize,
+            Allocator::OnDemand(_) => super::host::ON_DEMAND_MAX_CORE_INSTANCES,
+        };
         let fuel = ctx.limits.fuel;
         let mut store = Store::new(self.engine(), ctx);
         store.limiter(|c| &mut c.limiter);

@@ -77,6 +77,9 @@ pub struct BudgetExceeded {
 pub struct MemoryLimiter {
     pub cap: usize,
     pub peak: usize,
+    /// Core instances one component may have: the pooling allocator's per-component maximum,
+    /// or [`ON_DEMAND_MAX_CORE_INSTANCES`] without the pool (set by `Sandbox::new_store`).
+    pub max_instances: usize,
     /// Set when a growth was refused: (current, desired) bytes.
     pub refused: Option<(usize, usize)>,
 }
@@ -111,13 +114,21 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 
     fn instances(&self) -> usize {
-        super::engine::MAX_CORE_INSTANCES_PER_COMPONENT as usize
+        self.max_instances
     }
 
+    // As the pooling allocator's `max_tables_per_component`.
     fn tables(&self) -> usize {
-        16
+        4
     }
 }
+
+/// Core instances of one component without the pooling allocator. The on-demand fallback does
+/// not bound an instance's size (its globals, tables and context) as the pool's 1 MiB per
+/// instance does, so it keeps the count low: a component of more instances (componentize-py's
+/// 38) runs only on the pool (found by the hostile review of the author kit: 48 instances of a
+/// million globals each took 780 MB of host memory on demand).
+pub const ON_DEMAND_MAX_CORE_INSTANCES: usize = 16;
 
 /// Denials logged per step; the rest are counted, not logged.
 pub const MAX_LOGGED_DENIALS: u32 = 5;
@@ -167,7 +178,7 @@ impl TaskCtx {
         module: (Arc<str>, Arc<str>),
     ) -> Self {
         Self {
-            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, refused: None },
+            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, max_instances: ON_DEMAND_MAX_CORE_INSTANCES, refused: None },
             guard,
             kube: adapters.0,
             sidecar: adapters.1,
