@@ -114,7 +114,9 @@ fn a_builtin_tasks_recording_replays_with_no_difference() {
         assert!(err.contains(refusal) && !err.contains('\u{1b}') && out.stdout.is_empty(), "{field}: {err}");
     };
     forged("moduleDigest", serde_json::json!("\u{1b}[2Jabcdefghijkl"), "moduleDigest is not a sha256");
-    forged("steps", serde_json::json!(u32::MAX), "at most 1000 steps are replayed");
+    forged("steps", serde_json::json!(u32::MAX), "at most 1000 steps");
+    let too_many = vec!["complete"; rec["steps"].as_u64().unwrap() as usize + 1];
+    forged("outcomes", serde_json::json!(too_many), "at most one outcome per step");
 }
 
 #[test]

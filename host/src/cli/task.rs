@@ -487,9 +487,10 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     if !hex_digest {
         bail!("{}: moduleDigest is not a sha256 (64 hex digits)", args.recording.display());
     }
-    if recording.steps as usize > recording.outcomes.len() || recording.steps > MAX_STEPS {
+    // A run stops at the step that completes or fails, so a recording holds at most `steps` outcomes.
+    if recording.steps > MAX_STEPS || recording.outcomes.len() > recording.steps as usize {
         bail!(
-            "{}: {} steps, but {} recorded outcomes (and at most {MAX_STEPS} steps are replayed)",
+            "{}: {} steps with {} recorded outcomes; a recording holds at most one outcome per step and at most {MAX_STEPS} steps",
             args.recording.display(),
             recording.steps,
             recording.outcomes.len()
