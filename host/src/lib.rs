@@ -5,7 +5,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | front ends | `operator` (starts the controllers), `crds`; in the binary: `main.rs` (the composition root) and `cli/` (developer commands) |
+//! | front ends | `operator` (starts the controllers), `crds`, `authoring` (the author kit behind the `task` subcommands); in the binary: `main.rs` (the composition root) and `cli/` (developer commands) |
 //! | controllers | `node` (SeiNode), `group` (SeiNodeDeployment), `taskmodule` (TaskModule loader, `--task-dir`), `leader` (leader election on a Lease) |
 //! | executor | `executor` (runs a persisted plan's steps in the sandbox; both controllers) |
 //! | telemetry | `telemetry` (Prometheus metrics, health endpoints) |

@@ -4,7 +4,7 @@
 //! shared (`api`, `wit`, `text`, `failpoint`, `conditions`, `platform`, `embedded`, `release_tag`, `labels`) < `adapters`,
 //! `plan_step`, `shard` <
 //! `policy` < `sandbox` < `registry` < `telemetry` < `executor` < controllers (`node`, `group`, `taskmodule`, `leader`,
-//! which do not import each other) < `operator`, `crds`. The binary (`main.rs`, `cli/`) sits on top.
+//! which do not import each other) < `operator`, `crds`, `authoring`. The binary (`main.rs`, `cli/`) sits on top.
 //!
 //! How: every `crate::…` and `super::…` path in a file (comments stripped; `use` groups in braces
 //! expanded) is resolved to the deepest module file it names; `mod` declarations are containment,
@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("leader", 7),
     ("operator", 8),
     ("crds", 8),
+    ("authoring", 8),
 ];
 
 /// Module path (`["node", "reconcile"]`) → file, for every library file but `lib.rs`.
