@@ -209,15 +209,19 @@ async fn controller_context(
 
 /// Play the Job controller: mark Job `name` complete.
 async fn complete_job(jobs: &Api<k8s_openapi::api::batch::v1::Job>, name: &str) {
+    jobs.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&completed_job_status())).await.unwrap();
+}
+
+/// The status the Job controller writes when a Job succeeds.
+fn completed_job_status() -> serde_json::Value {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
+    json!({"status": {
         "startTime": now, "completionTime": now, "succeeded": 1,
         "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
             {"type": "Complete", "status": "True", "lastTransitionTime": now}
         ]
-    }});
-    jobs.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+    }})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +315,14 @@ async fn an_idle_node_costs_no_request_and_drift_converges_from_the_watch() {
     let cluster = TestCluster::shared();
     let me = format!("system:serviceaccount:{}:{}", sei_testkit::identity::CONTROLLER_NAMESPACE, sei_testkit::identity::CONTROLLER_ACCOUNT);
     let requests = || cluster.audit_events(|e| e.user == me && e.namespace == h.ns.name()).len();
-    // Past the last writes of the plan: the idle checks have started.
+    // Past the last write: status.currentImage is recorded once the StatefulSet faker has rolled
+    // the StatefulSet out, which may come after the first idle checks (a legitimate write, woken
+    // by the watch). Then the idle checks of the settled node.
+    eventually("the rolled-out image in status", Duration::from_secs(60), || async {
+        (h.nodes.get("rpc").await.ok()?.status?.current_image.as_deref() == Some("seid:v1")).then_some(())
+    })
+    .await
+    .unwrap();
     let start = ctx.telemetry().idle_checks();
     eventually("idle checks from the caches", Duration::from_secs(60), || async { (ctx.telemetry().idle_checks() > start).then_some(()) })
         .await
@@ -378,15 +389,7 @@ async fn restarted_controller_finishes_the_plan_without_repeating_tasks() {
 async fn bootstrap_node_runs_its_job_then_reaches_running() {
     use k8s_openapi::api::batch::v1::Job;
     let h = harness("ctl-boot", &[]).await;
-    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
-    let spec = json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers});
-    h.nodes.create(&PostParams::default(), &node("boot", spec)).await.unwrap();
-
-    // No Job controller or kubelet runs here: the test plays the Job controller and marks the
-    // Job complete as soon as it exists. (Waiting on a running Job is covered by the unit tests
-    // of `job_outcome`; an earlier version waited here for the controller to poll first, and
-    // under load the garbage collector of this fresh cluster twice deleted the Job in that
-    // window although its SeiNode owner existed: see the closing note of this change.)
+    h.nodes.create(&PostParams::default(), &node("boot", bootstrap_spec())).await.unwrap();
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), h.ns.name());
     let job = eventually("the bootstrap Job to exist", Duration::from_secs(60), || async { jobs.get_opt("boot-bootstrap").await.ok()? })
         .await
@@ -394,7 +397,7 @@ async fn bootstrap_node_runs_its_job_then_reaches_running() {
     assert_eq!(job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("seid:boot"));
     let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
     assert_eq!(svc.spec.unwrap().selector.unwrap()["sei.io/component"], "bootstrap", "the bootstrap Service comes first");
-    complete_job(&jobs, "boot-bootstrap").await;
+    play_the_job_controller(&h, "boot").await;
 
     let n = wait_phase(&h, "boot", SeiNodePhase::Running).await;
     let plan = n.status.unwrap().plan.unwrap();
@@ -403,6 +406,79 @@ async fn bootstrap_node_runs_its_job_then_reaches_running() {
     assert!(jobs.get_opt("boot-bootstrap").await.unwrap().is_none_or(|j| j.metadata.deletion_timestamp.is_some()), "torn down");
     let svc = Api::<Service>::namespaced(h.client.clone(), h.ns.name()).get("boot").await.unwrap();
     assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 7, "the production Service replaced the bootstrap one");
+    assert_nothing_collected(&h);
+}
+
+/// Issue #14, the load that once showed the garbage collector deleting a live node's bootstrap
+/// Job: eight bootstrap nodes at once, each Job left running until its node waits on it. Every
+/// node reaches Running, and kube-controller-manager deletes nothing in the namespace (the audit
+/// log is the witness).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_nodes_in_parallel_keep_their_jobs_until_they_tear_them_down() {
+    let h = harness("ctl-boot-load", &[]).await;
+    let names: Vec<String> = (0..8).map(|i| format!("boot-{i}")).collect();
+    for name in &names {
+        h.nodes.create(&PostParams::default(), &node(name, bootstrap_spec())).await.unwrap();
+    }
+    futures::future::join_all(names.iter().map(|name| play_the_job_controller(&h, name))).await;
+    for name in &names {
+        wait_phase(&h, name, SeiNodePhase::Running).await;
+    }
+    assert_nothing_collected(&h);
+}
+
+/// A full node restored by a bootstrap Job.
+fn bootstrap_spec() -> serde_json::Value {
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    json!({"fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}, "peers": peers})
+}
+
+/// No Job controller or kubelet runs here: once the node's plan waits on its Job, play the Job
+/// controller and mark it complete. Should the Job vanish under a live node, the panic carries
+/// the audit trail of who deleted what.
+async fn play_the_job_controller(h: &Harness, node: &str) {
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(h.client.clone(), h.ns.name());
+    let waiting = eventually(&format!("the plan of {node} to wait on its Job"), Duration::from_secs(120), || async {
+        let plan = h.nodes.get(node).await.ok()?.status?.plan?;
+        let task = plan.tasks.iter().find(|t| t.task_type == "await-bootstrap-complete")?;
+        (task.status == TaskStatus::Running).then_some(())
+    })
+    .await;
+    if let Err(e) = waiting {
+        panic!("{e}; collector trail:\n{}", collector_trail(h.ns.name()));
+    }
+    let job = format!("{node}-bootstrap");
+    if let Err(e) = jobs.patch_status(&job, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&completed_job_status())).await {
+        panic!("marking Job {job} complete: {e}; collector trail:\n{}", collector_trail(h.ns.name()));
+    }
+}
+
+/// kube-controller-manager (garbage collector, namespace controller) deleted nothing in the
+/// test's namespace: every node there lived throughout.
+fn assert_nothing_collected(h: &Harness) {
+    let collected = TestCluster::shared().audit_events(|e| {
+        matches!(e.verb.as_str(), "delete" | "deletecollection")
+            && e.namespace == h.ns.name()
+            && e.user_agent.starts_with("kube-controller-manager/")
+    });
+    assert!(collected.is_empty(), "kube-controller-manager deleted objects of live SeiNodes:\n{}", collector_trail(h.ns.name()));
+}
+
+/// What kube-controller-manager did in a namespace, and every failed read of a SeiNode or write
+/// of a CRD, from the audit log: the trail a test prints when an object vanishes under it.
+fn collector_trail(ns: &str) -> String {
+    let events = TestCluster::shared().audit_events(|e| {
+        (e.namespace == ns && e.user_agent.starts_with("kube-controller-manager/") && e.verb != "watch" && e.verb != "list")
+            || (e.resource == "seinodes" && e.code >= 400)
+            || (e.resource == "customresourcedefinitions" && !matches!(e.verb.as_str(), "get" | "list" | "watch"))
+    });
+    events
+        .iter()
+        .map(|e| {
+            format!("{} {} {} {}/{} {} by {} ({})", e.received, e.verb, e.code, e.namespace, e.name, e.request_uri, e.user, e.user_agent)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Issue #14: a SeiNode deleted and created again under the same name does not adopt the
