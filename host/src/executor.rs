@@ -14,7 +14,12 @@
 //! - every outcome counts toward the module's rollout (`TaskRegistry::record_outcome`);
 //! - a completed task of a `yield_after` type ends the advance: the caller acts on it before the
 //!   next task runs (through the group controller in `tests/groups.rs`,
-//!   `blue_green_brings_up_the_entrants_before_the_incumbents_go`).
+//!   `blue_green_brings_up_the_entrants_before_the_incumbents_go`);
+//! - a task of a `persist_before` type (one that destroys what earlier tasks looked at: the
+//!   teardowns) never runs after other steps of the same advance: the advance ends before it, the
+//!   caller writes what ran, and the next reconcile runs it. A crash in the middle of a teardown
+//!   then never loses the completion of the task before it (`persisted_first`; through a real
+//!   crash in `tests/chaos.rs`, `a_crash_after_a_delete_is_sent_still_finishes_the_teardown`).
 
 use crate::api::seinode::TaskPlan;
 use crate::plan_step::{Next, TaskOutcome, current_task, record_step, wait_remaining};
@@ -85,6 +90,16 @@ pub struct Executor<'a> {
     /// Task types whose completion ends the advance, so that the caller acts on it before the
     /// next task runs (the group's `switch-traffic`: the Service moves before `teardown-nodes`).
     pub yield_after: &'a [&'a str],
+    /// Task types that start only from a persisted plan: after other steps of this advance the
+    /// advance ends before them (the bootstrap teardown deletes the Job `await-bootstrap-complete`
+    /// looked at; re-run after a crash, that task would find no Job).
+    pub persist_before: &'a [&'a str],
+}
+
+/// Whether the task `task_type` must wait for the next advance: `steps` steps of this advance
+/// already ran and are not yet written, and it is one of `persist_before`.
+pub fn persisted_first(steps: usize, task_type: &str, persist_before: &[&str]) -> bool {
+    steps > 0 && persist_before.contains(&task_type)
 }
 
 impl Executor<'_> {
@@ -110,6 +125,10 @@ impl Executor<'_> {
                 break;
             }
             let task_type = plan.tasks[index].task_type.clone();
+            if persisted_first(out.steps, &task_type, self.persist_before) {
+                // `out.next` is the previous step's `RunNextTask`: written, then run at once.
+                break;
+            }
             let Some(entry) = self.registry.resolve(&task_type) else {
                 let reason = format!("no module implements task type {task_type} (known: {})", self.registry.task_types().join(", "));
                 out.steps += 1;
@@ -211,6 +230,21 @@ mod tests {
             duration_micros: 0,
             limits: Default::default(),
         }
+    }
+
+    #[test]
+    fn persisted_first_holds_a_teardown_back_only_after_unwritten_steps() {
+        let teardowns = ["teardown-bootstrap"];
+        for (steps, task_type, waits) in [
+            (0, "teardown-bootstrap", false),
+            (1, "teardown-bootstrap", true),
+            (5, "teardown-bootstrap", true),
+            (1, "await-bootstrap-complete", false),
+            (0, "config-apply", false),
+        ] {
+            assert_eq!(persisted_first(steps, task_type, &teardowns), waits, "{steps} steps, then {task_type}");
+        }
+        assert!(!persisted_first(3, "teardown-bootstrap", &[]), "nothing listed, nothing held back");
     }
 
     #[test]

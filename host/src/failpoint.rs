@@ -5,11 +5,13 @@
 //! - `plan-built`: a new plan is built and not yet persisted;
 //! - `step-done`: a plan step ran and its outcome is not yet written;
 //! - `kube-write-sent`: a module's create/apply reached the API server, the module has no answer;
+//! - `kube-delete-sent`: a module's delete reached the API server, the module has no answer;
 //! - `sidecar-submit-sent`: a task reached the sidecar, the module has no answer.
 //!
 //! Only ever aborts the process that was started with the variable (a test hook; nothing else
 //! reads it). Tests: `failpoint::tests` (parsing); `tests/chaos.rs` crashes a real controller at
-//! each point and at random moments.
+//! each point and at random moments (`kube-delete-sent` in its own test: only the bootstrap
+//! teardown deletes).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const VARIABLE: &str = "SEI_FAILPOINT";
 
 /// The points, as `hit` names them.
-pub const POINTS: [&str; 4] = ["plan-built", "step-done", "kube-write-sent", "sidecar-submit-sent"];
+pub const POINTS: [&str; 5] = ["plan-built", "step-done", "kube-write-sent", "kube-delete-sent", "sidecar-submit-sent"];
 
 static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);

@@ -12,6 +12,9 @@
 //! StatefulSet was written with one content (generation 1: no flapping). Each random SIGKILL
 //! lands after the process's first reconcile.
 //!
+//! A second test crashes the controller at `kube-delete-sent` (the bootstrap teardown's delete of
+//! its Job reached the API server, unanswered): the next replica finishes the teardown.
+//!
 //! The schedule comes from a seed, printed at the start; `SEI_CHAOS_SEED=<seed>` replays it and
 //! `SEI_CHAOS_KILLS=<n>` changes the number of crashes (default 30).
 
@@ -98,14 +101,16 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     };
 
     // The crashes: first two rounds over the crash points (each at its 1st to 3rd hit), then
-    // SIGKILL after a random 50 ms to 1.5 s.
+    // SIGKILL after a random 50 ms to 1.5 s. These modes delete nothing: `kube-delete-sent` has
+    // its own test below.
+    let points: Vec<&str> = POINTS.into_iter().filter(|p| *p != "kube-delete-sent").collect();
     let mut fired: BTreeMap<&str, usize> = BTreeMap::new();
     let mut mid_work = 0;
     let began = Instant::now();
     for k in 0..kills {
         let id = format!("chaos-{k}");
-        if k < 2 * POINTS.len() {
-            let point = POINTS[k % POINTS.len()];
+        if k < 2 * points.len() {
+            let point = points[k % points.len()];
             let spec = format!("{point}:{}", 1 + schedule.below(3));
             let mut p = start(&id, &[(sei_operator::failpoint::VARIABLE, spec.as_str())]);
             // The point is reached within seconds while work remains; if not, it is killed.
@@ -134,7 +139,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
         "{kills} crashes in {:.1} s; crash points fired: {fired:?}; {mid_work} SIGKILLs after a first reconcile",
         began.elapsed().as_secs_f64()
     );
-    for point in POINTS {
+    for point in points {
         assert!(fired.get(point).is_some_and(|n| *n >= 1), "crash point {point} never fired (seed {seed}): {fired:?}");
     }
 
@@ -188,4 +193,96 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     // per reconcile in flight (8) per crash. (That it then does not run again is the sidecar's
     // contract, as with seictl: ids are idempotent.)
     assert!(late as usize <= kills * 8, "{late} re-submissions of completed tasks for {kills} crashes (seed {seed})");
+}
+
+/// Crash point `kube-delete-sent`: the bootstrap teardown's delete of the Job reached the API
+/// server and the controller died before it had the answer. The next replica finds the Job gone
+/// (or going), finishes the teardown, and the node reaches Running under its one plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_delete_is_sent_still_finishes_the_teardown() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cluster = TestCluster::shared();
+    cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
+    cluster.install_controller_identity().await.unwrap();
+    let ns = cluster.namespace("crash-delete").await;
+    let admin = cluster.client().await;
+    let kubeconfig = cluster.controller_kubeconfig().await;
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    let template = sidecar.url_template();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = format!("--module-cache={}", cache.path().display());
+    let extra = [cache_arg.as_str()];
+    let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns.name());
+    let (seen, recorder) = common::record_nodes(nodes.clone());
+    let node: SeiNode = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": "boot"},
+        "spec": {"chainId": "pacific-1", "image": "seid:v1", "peers": [{"static": {"addresses": ["abc@1.2.3.4:26656"]}}],
+                 "fullNode": {"snapshot": {"s3": {"targetHeight": 100}, "bootstrapImage": "seid:boot"}}}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    let exe = Path::new(env!("CARGO_BIN_EXE_sei-operator"));
+    let start = |id: &str, env: &[(&str, &str)]| {
+        let replica = Replica {
+            exe,
+            id,
+            kubeconfig: &kubeconfig,
+            timing: None,
+            sidecar_template: &template,
+            namespace: ns.name(),
+            extra: &extra,
+            env,
+        };
+        ControllerProcess::start(cluster, &replica).expect("controller process")
+    };
+    let mut first = start("crash-delete-0", &[(sei_operator::failpoint::VARIABLE, "kube-delete-sent:1")]);
+
+    // No Job controller runs here: once the plan waits on the Job, play it and mark it complete.
+    eventually("the plan to wait on the Job", Duration::from_secs(120), || async {
+        let plan = nodes.get("boot").await.ok()?.status?.plan?;
+        let task = plan.tasks.iter().find(|t| t.task_type == "await-bootstrap-complete")?;
+        (task.status == TaskStatus::Running).then_some(())
+    })
+    .await
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns.name());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let complete = serde_json::json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        ]
+    }});
+    jobs.patch_status("boot-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&complete)).await.unwrap();
+
+    // The teardown's first delete (the Job's) kills the process once the API server has it.
+    first.wait_exit(Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("the crash point did not fire: {e}\n{}", first.log_tail(30)));
+    assert!(first.logged("failpoint kube-delete-sent #1"), "{}", first.log_tail(30));
+    let me = format!("system:serviceaccount:{}:{}", sei_testkit::identity::CONTROLLER_NAMESPACE, sei_testkit::identity::CONTROLLER_ACCOUNT);
+    let deletes = cluster.audit_events(|e| e.verb == "delete" && e.namespace == ns.name() && e.name == "boot-bootstrap" && e.user == me);
+    assert_eq!(deletes.iter().filter(|e| e.code < 300).count(), 1, "the Job's delete reached the API server before the crash: {deletes:?}");
+    let plan = nodes.get("boot").await.unwrap().status.unwrap().plan.unwrap();
+    let teardown = plan.tasks.iter().find(|t| t.task_type == "teardown-bootstrap").unwrap();
+    assert_ne!(teardown.status, TaskStatus::Complete, "the crash came before the step was written");
+
+    // The next replica finishes the teardown and the plan.
+    let mut second = start("crash-delete-1", &[]);
+    let running = eventually("the node Running after the crash", Duration::from_secs(120), || async {
+        let n = nodes.get("boot").await.ok()?;
+        (n.status.as_ref()?.phase == Some(SeiNodePhase::Running)).then_some(n)
+    })
+    .await;
+    let n = running.unwrap_or_else(|e| panic!("{e}\n{}", second.log_tail(40)));
+    second.signal(libc::SIGTERM);
+    let _ = second.wait_exit(Duration::from_secs(30)).await;
+    recorder.abort();
+    let plan = n.status.unwrap().plan.unwrap();
+    assert!(plan.tasks.iter().all(|t| t.status == TaskStatus::Complete), "{:?}", plan.tasks);
+    assert_eq!(seen.lock().unwrap().plans.get("boot"), Some(&BTreeSet::from([plan.id.clone()])), "one plan across the crash");
+    assert!(jobs.get_opt("boot-bootstrap").await.unwrap().is_none_or(|j| j.metadata.deletion_timestamp.is_some()), "the Job is torn down");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), ns.name());
+    let svc = services.get("boot").await.unwrap();
+    assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 7, "the production Service replaced the bootstrap one");
 }

@@ -327,7 +327,9 @@ impl KubeAdapter for KubeClientAdapter {
             preconditions: uid.map(|u| ::kube::api::Preconditions { uid: Some(u.to_string()), resource_version: None }),
             ..Default::default()
         };
-        match self.send(self.request(ty, namespace).delete(name, &dp), MAX_OBJECT_ANSWER).await {
+        let answer = self.send(self.request(ty, namespace).delete(name, &dp), MAX_OBJECT_ANSWER).await;
+        crate::failpoint::hit("kube-delete-sent");
+        match answer {
             Ok(_) => Ok(true),
             Err(KubeAdapterError::NotFound) => Ok(false),
             Err(other) => Err(other),

@@ -62,6 +62,10 @@ const SWITCH_TRAFFIC: &str = "switch-traffic";
 
 /// Steps one reconcile may run.
 pub const MAX_STEPS_PER_RECONCILE: usize = 32;
+/// Tasks that start only from a persisted plan (see `Executor::persist_before`): they delete
+/// what the tasks before them looked at (the exporter `submit-export-state` polled, the
+/// incumbents `await-nodes-caught-up` compared against).
+const PERSIST_BEFORE: &[&str] = &["teardown-exporter", "teardown-nodes"];
 /// How often a group with nothing to do is looked at (the reference's).
 pub const RESYNC: Duration = Duration::from_secs(30);
 /// Back-off after a reconcile error other than a conflict.
@@ -321,6 +325,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 step_cap: ctx.module_step_cap(),
                 telemetry: ctx.telemetry(),
                 yield_after: &[SWITCH_TRAFFIC],
+                persist_before: PERSIST_BEFORE,
             };
             let who = format!("{ns}/{name}");
             let done = exec.advance(&who, &serde_json::to_string(&view)?, &env, &mut plan, &now, MAX_STEPS_PER_RECONCILE).await;

@@ -55,6 +55,9 @@ use std::time::{Duration, Instant};
 pub const FINALIZER: &str = "sei.io/seinode-finalizer";
 /// Steps one reconcile may run (synchronous tasks chain within a reconcile).
 pub const MAX_STEPS_PER_RECONCILE: usize = 32;
+/// Tasks that start only from a persisted plan (see `Executor::persist_before`): the bootstrap
+/// teardown deletes the Job `await-bootstrap-complete` looked at.
+pub const PERSIST_BEFORE: &[&str] = &["teardown-bootstrap"];
 pub use crate::executor::{MAX_REQUEUE, MIN_REQUEUE, MODULE_BUSY_RETRY};
 /// Back-off after a reconcile error other than a conflict.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -373,6 +376,7 @@ async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskP
         step_cap: ctx.module_step_cap(),
         telemetry: ctx.telemetry(),
         yield_after: &[],
+        persist_before: PERSIST_BEFORE,
     };
     let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
     let done = exec.advance(&who, &node_json, &env, plan, now, MAX_STEPS_PER_RECONCILE).await;
