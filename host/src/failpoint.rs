@@ -10,8 +10,8 @@
 //!
 //! Only ever aborts the process that was started with the variable (a test hook; nothing else
 //! reads it). Tests: `failpoint::tests` (parsing); `tests/chaos.rs` crashes a real controller at
-//! each point and at random moments (`kube-delete-sent` in its own test: only the bootstrap
-//! teardown deletes).
+//! each point and at random moments (`kube-delete-sent` in its own test, a bootstrap node's
+//! teardown: the kill-anywhere test's modes delete nothing).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,9 @@
 //! persisted before anything runs; an active plan advances through the shared executor in the
 //! group's scope (its own SeiNodes and their sidecars), pausing after `switch-traffic` so that the
 //! Service selects the entrants (`incumbentRevision` moved, status written, Service applied on
-//! the next reconcile) before `teardown-nodes` runs → one status write (a PUT of the status
+//! the next reconcile) before `teardown-nodes` runs, and pausing before `teardown-exporter` so
+//! that `submit-export-state`'s completion is written before the exporter goes
+//! (`PERSIST_BEFORE`) → one status write (a PUT of the status
 //! subresource with the resourceVersion it read).
 //!
 //! Tests: `tests/groups.rs` on the real control plane; the pure parts in `planner.rs` and
@@ -63,8 +65,8 @@ const SWITCH_TRAFFIC: &str = "switch-traffic";
 /// Steps one reconcile may run.
 pub const MAX_STEPS_PER_RECONCILE: usize = 32;
 /// Tasks that start only from a persisted plan (see `Executor::persist_before`): they delete
-/// what the tasks before them looked at (the exporter `submit-export-state` polled, the
-/// incumbents `await-nodes-caught-up` compared against).
+/// what the tasks before them looked at (`teardown-exporter` the exporter `submit-export-state`
+/// polled). `teardown-nodes` already follows the `switch-traffic` pause; listed as a safeguard.
 const PERSIST_BEFORE: &[&str] = &["teardown-exporter", "teardown-nodes"];
 /// How often a group with nothing to do is looked at (the reference's).
 pub const RESYNC: Duration = Duration::from_secs(30);
