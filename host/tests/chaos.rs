@@ -27,7 +27,7 @@ use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskStatus};
 use sei_operator::failpoint::POINTS;
 use sei_test_sidecar::TestSidecar;
 use sei_testkit::controllers::{ControllerProcess, Replica};
-use sei_testkit::{TestCluster, eventually};
+use sei_testkit::{TestCluster, TestNamespace, eventually};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -47,6 +47,50 @@ impl Schedule {
     }
 }
 
+/// A namespace, the test sidecar and a module cache for controller replicas: the real binary, as
+/// the chart's ServiceAccount, watching only that namespace.
+struct Crashable {
+    cluster: &'static TestCluster,
+    ns: TestNamespace,
+    admin: kube::Client,
+    kubeconfig: std::path::PathBuf,
+    sidecar: TestSidecar,
+    cache: tempfile::TempDir,
+}
+
+impl Crashable {
+    async fn new(prefix: &str) -> Self {
+        let cluster = TestCluster::shared();
+        cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
+        cluster.install_controller_identity().await.unwrap();
+        Crashable {
+            cluster,
+            ns: cluster.namespace(prefix).await,
+            admin: cluster.client().await,
+            kubeconfig: cluster.controller_kubeconfig().await,
+            sidecar: TestSidecar::start(0).await.unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Start replica `id` with `env` added to its environment.
+    fn start(&self, id: &str, env: &[(&str, &str)]) -> ControllerProcess {
+        let cache_arg = format!("--module-cache={}", self.cache.path().display());
+        let template = self.sidecar.url_template();
+        let replica = Replica {
+            exe: Path::new(env!("CARGO_BIN_EXE_sei-operator")),
+            id,
+            kubeconfig: &self.kubeconfig,
+            timing: None,
+            sidecar_template: &template,
+            namespace: self.ns.name(),
+            extra: &[cache_arg.as_str()],
+            env,
+        };
+        ControllerProcess::start(self.cluster, &replica).expect("controller process")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     let seed = std::env::var("SEI_CHAOS_SEED")
@@ -58,20 +102,11 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
     println!("chaos seed {seed} ({kills} crashes); replay with SEI_CHAOS_SEED={seed}");
     let mut schedule = Schedule(seed);
 
-    let cluster = TestCluster::shared();
-    cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
-    cluster.install_controller_identity().await.unwrap();
-    let ns = cluster.namespace("chaos").await;
-    let admin = cluster.client().await;
-    let kubeconfig = cluster.controller_kubeconfig().await;
-    let sidecar = TestSidecar::start(0).await.unwrap();
+    let setup = Crashable::new("chaos").await;
+    let (ns, admin, sidecar) = (&setup.ns, setup.admin.clone(), &setup.sidecar);
     for t in common::sidecar_task_types() {
         sidecar.script(t, Script::CompleteAfter(2));
     }
-    let template = sidecar.url_template();
-    let cache = tempfile::tempdir().unwrap();
-    let cache_arg = format!("--module-cache={}", cache.path().display());
-    let extra = [cache_arg.as_str()];
 
     // Every plan id each node ever had in its status.
     let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns.name());
@@ -80,20 +115,7 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
         nodes.create(&PostParams::default(), &common::mixed_node(i)).await.unwrap();
     }
 
-    let exe = Path::new(env!("CARGO_BIN_EXE_sei-operator"));
-    let start = |id: &str, env: &[(&str, &str)]| {
-        let replica = Replica {
-            exe,
-            id,
-            kubeconfig: &kubeconfig,
-            timing: None,
-            sidecar_template: &template,
-            namespace: ns.name(),
-            extra: &extra,
-            env,
-        };
-        ControllerProcess::start(cluster, &replica).expect("controller process")
-    };
+    let start = |id: &str, env: &[(&str, &str)]| setup.start(id, env);
     let all_running = || async {
         let list = nodes.list(&Default::default()).await.ok()?;
         (list.items.len() == 20 && list.items.iter().all(|n| n.status.as_ref().and_then(|s| s.phase) == Some(SeiNodePhase::Running)))
@@ -201,17 +223,8 @@ async fn killed_anywhere_every_node_reaches_running_and_nothing_runs_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_a_delete_is_sent_still_finishes_the_teardown() {
     use k8s_openapi::api::batch::v1::Job;
-    let cluster = TestCluster::shared();
-    cluster.install_crds(&sei_operator::crds::all()).await.unwrap();
-    cluster.install_controller_identity().await.unwrap();
-    let ns = cluster.namespace("crash-delete").await;
-    let admin = cluster.client().await;
-    let kubeconfig = cluster.controller_kubeconfig().await;
-    let sidecar = TestSidecar::start(0).await.unwrap();
-    let template = sidecar.url_template();
-    let cache = tempfile::tempdir().unwrap();
-    let cache_arg = format!("--module-cache={}", cache.path().display());
-    let extra = [cache_arg.as_str()];
+    let setup = Crashable::new("crash-delete").await;
+    let (cluster, ns, admin) = (setup.cluster, &setup.ns, setup.admin.clone());
     let nodes: Api<SeiNode> = Api::namespaced(admin.clone(), ns.name());
     let (seen, recorder) = common::record_nodes(nodes.clone());
     let node: SeiNode = serde_json::from_value(serde_json::json!({
@@ -222,20 +235,7 @@ async fn a_crash_after_a_delete_is_sent_still_finishes_the_teardown() {
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
 
-    let exe = Path::new(env!("CARGO_BIN_EXE_sei-operator"));
-    let start = |id: &str, env: &[(&str, &str)]| {
-        let replica = Replica {
-            exe,
-            id,
-            kubeconfig: &kubeconfig,
-            timing: None,
-            sidecar_template: &template,
-            namespace: ns.name(),
-            extra: &extra,
-            env,
-        };
-        ControllerProcess::start(cluster, &replica).expect("controller process")
-    };
+    let start = |id: &str, env: &[(&str, &str)]| setup.start(id, env);
     let mut first = start("crash-delete-0", &[(sei_operator::failpoint::VARIABLE, "kube-delete-sent:1")]);
 
     // No Job controller runs here: once the plan waits on the Job, play it and mark it complete.
