@@ -247,15 +247,9 @@ async fn a_crash_after_a_delete_is_sent_still_finishes_the_teardown() {
     .await
     .unwrap();
     let jobs: Api<Job> = Api::namespaced(admin.clone(), ns.name());
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let complete = serde_json::json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}
-        ]
-    }});
-    jobs.patch_status("boot-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&complete)).await.unwrap();
+    jobs.patch_status("boot-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&common::completed_job_status()))
+        .await
+        .unwrap();
 
     // The teardown's first delete (the Job's) kills the process once the API server has it.
     first.wait_exit(Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("the crash point did not fire: {e}\n{}", first.log_tail(30)));

@@ -2,6 +2,9 @@
 //! module, sidecar tasks talk to the test sidecar over HTTP, the StatefulSet status faker stands
 //! in for kubelets. Each test runs its own controller watching only its namespace.
 
+mod common;
+
+use common::completed_job_status;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -210,18 +213,6 @@ async fn controller_context(
 /// Play the Job controller: mark Job `name` complete.
 async fn complete_job(jobs: &Api<k8s_openapi::api::batch::v1::Job>, name: &str) {
     jobs.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&completed_job_status())).await.unwrap();
-}
-
-/// The status the Job controller writes when a Job succeeds.
-fn completed_job_status() -> serde_json::Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}
-        ]
-    }})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

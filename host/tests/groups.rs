@@ -187,11 +187,7 @@ async fn a_fork_genesis_exports_the_source_chain_through_an_exporter_first() {
     assert_eq!(serde_json::to_value(snapshot).unwrap()["s3"]["targetHeight"], 1200);
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(h.groups.clone().into_client(), h.ns.name());
     eventually("the exporter's bootstrap Job", DEADLINE, || async { jobs.get_opt("fk-exporter-bootstrap").await.ok()? }).await.unwrap();
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let done = json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [
-        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
-    jobs.patch_status("fk-exporter-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.unwrap();
+    jobs.patch_status("fk-exporter-bootstrap", &PatchParams::default(), &Patch::Merge(&common::completed_job_status())).await.unwrap();
 
     let g = wait_group(&h, "fk", "Ready with the fork ceremony complete", |g| {
         g.status.as_ref().is_some_and(|s| s.phase == Some(GroupPhase::Ready))

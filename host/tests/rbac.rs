@@ -21,6 +21,8 @@
 //! - `the_service_account_reaches_nothing_else`: Secrets, Pods, ConfigMaps outside the module
 //!   namespace, Deployments, RBAC objects, Namespaces and deleting a SeiNodeDeployment are refused.
 
+mod common;
+
 use futures::future::join_all;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
@@ -273,11 +275,9 @@ async fn tour(cluster: &'static TestCluster, client: kube::Client, ns: &str, lea
     nodes.create(&PostParams::default(), &node("boot", boot)).await.map_err(|e| e.to_string())?;
     let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
     wait("the bootstrap Job", || async { jobs.get_opt("boot-bootstrap").await.ok()? }).await?;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let done = json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [
-        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
-    jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&done)).await.map_err(|e| e.to_string())?;
+    jobs.patch_status("boot-bootstrap", &PatchParams::default(), &Patch::Merge(&common::completed_job_status()))
+        .await
+        .map_err(|e| e.to_string())?;
     wait_phase(&nodes, "full", SeiNodePhase::Running).await?;
     wait_phase(&nodes, "boot", SeiNodePhase::Running).await?;
 

@@ -28,6 +28,19 @@ pub fn mixed_node(i: usize) -> SeiNode {
         .expect("a SeiNode")
 }
 
+/// The status the Job controller writes when a Job succeeds: no Job controller runs on the test
+/// control plane, so tests that need a finished Job play it.
+pub fn completed_job_status() -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        ]
+    }})
+}
+
 /// Every task type a node plan may send to the sidecar (the built-in sidecar module's).
 pub fn sidecar_task_types() -> Vec<&'static str> {
     use sei_task_params::TaskType as T;
