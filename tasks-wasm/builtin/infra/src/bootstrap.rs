@@ -4,6 +4,11 @@
 //!
 //! Fixed quirk: `teardown-bootstrap` completes only once the Job and Service are gone, so the
 //! production `apply-service` never meets the terminating bootstrap Service of the same name.
+//! Fixed quirk: the Job has no `ttlSecondsAfterFinished` (the reference's 3600 s): its outcome is
+//! what `await-bootstrap-complete` reads, and settles the bootstrap pod's sidecar tasks when that
+//! sidecar is gone, so it stays until `teardown-bootstrap` deletes it (or the garbage collector,
+//! with its SeiNode). After a controller outage longer than the TTL, the plan failed on "bootstrap
+//! job not found" although the Job had succeeded. Test: `tests::bootstrap_job_shape_matches_reference` (lib.rs).
 
 use super::statefulset::{DATA_DIR, SpecView, base_pod, env, init_container, mount, seid_resources, sidecar_container, sidecar_port};
 use super::{NodeView, meta};
@@ -118,7 +123,6 @@ pub fn bootstrap_job(node: &NodeView, spec: &BootstrapSpec, platform: &Platform)
         metadata: m,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(bootstrap_labels(node)),

@@ -460,7 +460,7 @@ mod tests {
         assert_eq!(job.metadata.name.as_deref(), Some("rpc-0-bootstrap"));
         assert_eq!(job.metadata.labels.as_ref().unwrap()["sei.io/component"], "bootstrap");
         let js = job.spec.unwrap();
-        assert_eq!((js.backoff_limit, js.ttl_seconds_after_finished), (Some(0), Some(3600)));
+        assert_eq!((js.backoff_limit, js.ttl_seconds_after_finished), (Some(0), None), "kept until the teardown");
         let pod = js.template.spec.unwrap();
         assert_eq!((pod.hostname.as_deref(), pod.subdomain.as_deref()), (Some("rpc-0-0"), Some("rpc-0")));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
