@@ -20,9 +20,18 @@
 //!   caller writes what ran, and the next reconcile runs it. A crash in the middle of a teardown
 //!   then never loses the completion of the task before it (`persisted_first`; through a real
 //!   crash in `tests/chaos.rs`, `a_crash_after_a_delete_is_sent_still_finishes_the_teardown`).
+//! - a step whose dependency is unreachable (`unavailable`) and that has a `witnesses` task after
+//!   it (`plan_step::witness_for`) is settled by that task's step, run at once in the same scope:
+//!   the bootstrap Job's success completes the bootstrap pod's sidecar tasks whose sidecar is
+//!   gone with the pod (a completion lost to a crash would otherwise wait on it forever), its
+//!   permanent failure fails the task (`plan_step::record_witness`; through the controller in
+//!   `tests/controller.rs`, `a_bootstrap_job_settles_the_tasks_its_gone_sidecar_cannot`). Only
+//!   a built-in module's verdict counts: a task module registered for the witness's type never
+//!   decides the tasks of other modules (the task then keeps waiting, as without a witness;
+//!   `may_witness`, `only_a_built_in_module_is_asked_as_a_witness`).
 
 use crate::api::seinode::TaskPlan;
-use crate::plan_step::{Next, TaskOutcome, current_task, record_step, wait_remaining};
+use crate::plan_step::{Next, TaskOutcome, Witness, current_task, record_step, record_witness, wait_remaining, witness_for};
 use crate::registry::slots::ModuleSlots;
 use crate::registry::{ModuleEntry, ModuleSource, TaskRegistry};
 use crate::sandbox::{RunEnv, RunError, RunInput, RunReport, Sandbox, StepOutcome};
@@ -94,12 +103,20 @@ pub struct Executor<'a> {
     /// advance ends before them (the bootstrap teardown deletes the Job `await-bootstrap-complete`
     /// looked at; re-run after a crash, that task would find no Job).
     pub persist_before: &'a [&'a str],
+    /// Tasks whose success proves the tasks before them done: one settles a task whose
+    /// dependency is unreachable (`plan_step::witness_for`).
+    pub witnesses: &'a [Witness],
 }
 
 /// Whether the task `task_type` must wait for the next advance: `steps` steps of this advance
 /// already ran and are not yet written, and it is one of `persist_before`.
 pub fn persisted_first(steps: usize, task_type: &str, persist_before: &[&str]) -> bool {
     steps > 0 && persist_before.contains(&task_type)
+}
+
+/// Whether a module from `source` may settle other tasks as a witness: only a built-in one.
+pub fn may_witness(source: &ModuleSource) -> bool {
+    matches!(source, ModuleSource::BuiltIn { .. })
 }
 
 impl Executor<'_> {
@@ -116,7 +133,7 @@ impl Executor<'_> {
     ) -> Advanced {
         let mut out = Advanced { next: Next::RunNextTask, steps: 0, notices: Vec::new(), outputs: Vec::new() };
         while let Some(index) = current_task(plan) {
-            if out.steps == max_steps || plan.phase != crate::api::seinode::TaskPlanPhase::Active {
+            if out.steps >= max_steps || plan.phase != crate::api::seinode::TaskPlanPhase::Active {
                 break;
             }
             // A poll interval or retry back-off still running: a watch event woke us early.
@@ -135,32 +152,93 @@ impl Executor<'_> {
                 out.next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", now);
                 break;
             };
-            // A module that is not built in runs at most its share of the steps at once.
-            let slot = match entry.source {
-                ModuleSource::BuiltIn { .. } => None,
-                _ => match self.slots.try_acquire(&entry.module.digest, self.step_cap) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        tracing::debug!(subject = %who, module = %entry.module.short_digest(), "module busy; step deferred");
-                        self.telemetry.count_deferred_step();
-                        out.next = Next::RequeueAfter(busy_retry());
-                        break;
-                    }
-                },
+            let Some((outcome, digest, output)) = self.step(who, subject_json, env, plan, index, &entry, &mut out).await else {
+                out.next = Next::RequeueAfter(busy_retry());
+                break;
             };
-            out.steps += 1;
-            let (outcome, digest, output) = self.run_step(who, subject_json, env, plan, index, &entry, &mut out.notices).await;
-            drop(slot);
             if let (TaskOutcome::Complete, Some(output)) = (&outcome, output) {
                 out.outputs.push((task_type.clone(), output));
             }
             let completed = matches!(outcome, TaskOutcome::Complete);
+            let unreachable = matches!(outcome, TaskOutcome::Unavailable { .. });
             out.next = record_step(plan, index, outcome, &digest, now);
+            if unreachable && let Some(next) = self.ask_witness(who, subject_json, env, plan, index, now, &mut out).await {
+                out.next = next;
+            }
             if out.next != Next::RunNextTask || (completed && self.yield_after.contains(&task_type.as_str())) {
                 break;
             }
         }
         out
+    }
+
+    /// Task `index`'s dependency was unreachable: run the step of its witness, if it has one and
+    /// the module registered for it is built in (a task module's verdict never decides other
+    /// modules' tasks), and let it settle the task (`plan_step::record_witness`). `None`: the
+    /// task keeps waiting.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_witness(
+        &self,
+        who: &str,
+        subject_json: &str,
+        env: &RunEnv,
+        plan: &mut TaskPlan,
+        index: usize,
+        now: &Time,
+        out: &mut Advanced,
+    ) -> Option<Next> {
+        let witness = witness_for(plan, index, self.witnesses)?;
+        let entry = self.registry.resolve(&plan.tasks[witness].task_type)?;
+        if !may_witness(&entry.source) {
+            return None;
+        }
+        // The witness's own notice would name it; the notice is the settled task's.
+        let notices = out.notices.len();
+        let (outcome, digest, output) = self.step(who, subject_json, env, plan, witness, &entry, out).await?;
+        out.notices.truncate(notices);
+        let completed = matches!(outcome, TaskOutcome::Complete);
+        let next = record_witness(plan, index, witness, outcome, &digest, now)?;
+        let (task, witness_type) = (&plan.tasks[index], &plan.tasks[witness].task_type);
+        tracing::info!(subject = %who, task = %task.task_type, witness = %witness_type, "unreachable task settled by its witness");
+        let message = match (completed, &task.error) {
+            (true, _) => format!("task {} ({}): unreachable; {witness_type} succeeded, which proves it ran", task.task_type, task.id),
+            (false, error) => format!("task {} ({}) failed: {}", task.task_type, task.id, error.as_deref().unwrap_or_default()),
+        };
+        out.notices.push(Notice { reason: if completed { "TaskSettled" } else { "TaskFailed" }, message });
+        if let (true, Some(output)) = (completed, output) {
+            out.outputs.push((witness_type.clone(), output));
+        }
+        Some(next)
+    }
+
+    /// One step of task `index` by `entry`'s module, counted in `out`. `None`: the module (not
+    /// built in) already runs its share of the steps at once, and the step is deferred.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        who: &str,
+        subject_json: &str,
+        env: &RunEnv,
+        plan: &TaskPlan,
+        index: usize,
+        entry: &Arc<ModuleEntry>,
+        out: &mut Advanced,
+    ) -> Option<(TaskOutcome, String, Option<serde_json::Value>)> {
+        let slot = match entry.source {
+            ModuleSource::BuiltIn { .. } => None,
+            _ => match self.slots.try_acquire(&entry.module.digest, self.step_cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(subject = %who, module = %entry.module.short_digest(), "module busy; step deferred");
+                    self.telemetry.count_deferred_step();
+                    return None;
+                }
+            },
+        };
+        out.steps += 1;
+        let ran = self.run_step(who, subject_json, env, plan, index, entry, &mut out.notices).await;
+        drop(slot);
+        Some(ran)
     }
 
     /// One step of task `index` by `entry`'s module: run, logged, measured, counted against the
@@ -245,6 +323,13 @@ mod tests {
             assert_eq!(persisted_first(steps, task_type, &teardowns), waits, "{steps} steps, then {task_type}");
         }
         assert!(!persisted_first(3, "teardown-bootstrap", &[]), "nothing listed, nothing held back");
+    }
+
+    #[test]
+    fn only_a_built_in_module_is_asked_as_a_witness() {
+        assert!(may_witness(&ModuleSource::BuiltIn { name: "sei-builtin-infra".into() }));
+        assert!(!may_witness(&ModuleSource::Directory { path: "/tasks/await.wasm".into() }));
+        assert!(!may_witness(&ModuleSource::TaskModule { name: "my-await".into() }));
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! - a retryable failure within the budget goes back to `Pending` with `retryCount + 1`, its
 //!   checkpoint cleared (the retry starts over, re-submitting the same task id) and the reference
 //!   backoff `5 s × 2^min(n, 5)` capped at 30 s; past the budget, or a non-retryable failure, fails
-//!   the task and the plan with `failedTaskIndex` and `failedTaskDetail`.
+//!   the task and the plan with `failedTaskIndex` and `failedTaskDetail`;
+//! - a witness (a later task whose success proves the tasks before it done: the bootstrap Job's
+//!   success proves every sidecar task of the bootstrap pod ran, its seid waits on `mark-ready`)
+//!   settles a task whose dependency is unreachable: its success completes that task and every
+//!   task up to and including the witness, its permanent failure fails that task with the
+//!   witness's reason, anything else (pending, unreachable itself, a failure that may pass)
+//!   leaves the task waiting (`record_witness`, `witness_for`).
 //!
 //! Tests: `plan_step::tests` (one per rule above).
 
@@ -161,6 +167,56 @@ pub fn record_step(plan: &mut TaskPlan, index: usize, outcome: TaskOutcome, dige
     }
 }
 
+/// A task type whose success proves done every task of the plan between the last
+/// `covers_after` task before it and itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Witness {
+    pub task_type: &'static str,
+    pub covers_after: &'static str,
+}
+
+/// The index of the task whose step may settle task `index` (its dependency unreachable): the
+/// first `witness.task_type` after it, when a `covers_after` task before it is complete and
+/// neither another `covers_after` nor a witness (a phase already closed) lies between them.
+pub fn witness_for(plan: &TaskPlan, index: usize, witnesses: &[Witness]) -> Option<usize> {
+    witnesses.iter().find_map(|w| {
+        let after = plan.tasks.get(..index)?.iter().rposition(|t| t.task_type == w.covers_after)?;
+        let at = index + 1 + plan.tasks.get(index + 1..)?.iter().position(|t| t.task_type == w.task_type)?;
+        let opened = plan.tasks[after].status == TaskStatus::Complete;
+        let closed = plan.tasks[after + 1..index].iter().any(|t| t.task_type == w.task_type);
+        let reopened = plan.tasks[index + 1..at].iter().any(|t| t.task_type == w.covers_after);
+        (opened && !closed && !reopened).then_some(at)
+    })
+}
+
+/// Settle task `index`, whose last step found its dependency unreachable, by the step of its
+/// witness `witness` (run by `digest`): `Some(next)` when the witness decided it, `None` when the
+/// task keeps waiting. Only a verdict counts: the witness succeeded (the covered tasks and the
+/// witness complete) or failed for good (the task fails, keeping the digest of its own module); a
+/// witness still pending, unable to look, or failing in a way that may pass (a timeout, an
+/// unreadable answer) leaves the task waiting as it was.
+pub fn record_witness(plan: &mut TaskPlan, index: usize, witness: usize, outcome: TaskOutcome, digest: &str, now: &Time) -> Option<Next> {
+    let witness_type = plan.tasks.get(witness)?.task_type.clone();
+    match outcome {
+        TaskOutcome::Complete => {
+            for task in plan.tasks.get_mut(index..witness)? {
+                task.status = TaskStatus::Complete;
+                task.checkpoint = None;
+                task.error = None;
+                task.not_before = None;
+                task.message = Some(format!("done: {witness_type} succeeded, which proves it ran"));
+            }
+            Some(record_step(plan, witness, TaskOutcome::Complete, digest, now))
+        }
+        TaskOutcome::Failed { reason, retryable: false } => {
+            let own = plan.tasks.get(index)?.module_digest.clone().unwrap_or_default();
+            let reason = format!("unreachable, and {witness_type} failed: {reason}");
+            Some(record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, &own, now))
+        }
+        TaskOutcome::Failed { retryable: true, .. } | TaskOutcome::Pending { .. } | TaskOutcome::Unavailable { .. } => None,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -292,5 +348,93 @@ pub(crate) mod tests {
         assert_eq!(p.tasks[1].status, TaskStatus::Failed);
         assert_eq!(p.phase, TaskPlanPhase::Failed);
         assert_eq!(p.failed_task_index, Some(1));
+    }
+
+    const BOOT: Witness = Witness { task_type: "await-bootstrap-complete", covers_after: "deploy-bootstrap-job" };
+
+    /// A bootstrap-shaped plan with its first `done` tasks complete.
+    fn bootstrap(done: usize) -> TaskPlan {
+        let mut p = plan(&[
+            "deploy-bootstrap-job",
+            "snapshot-restore",
+            "mark-ready",
+            "await-bootstrap-complete",
+            "teardown-bootstrap",
+            "config-apply",
+            "mark-ready",
+        ]);
+        for t in &mut p.tasks[..done] {
+            t.status = TaskStatus::Complete;
+        }
+        p
+    }
+
+    #[test]
+    fn a_witness_covers_only_the_tasks_between_its_opener_and_itself() {
+        for (done, index, want) in [
+            (1, 1, Some(3)),
+            (2, 2, Some(3)),
+            (0, 1, None), // the Job was never deployed: nothing proves anything
+            (0, 0, None), // the opener itself
+            (3, 3, None), // the witness itself
+            (5, 5, None), // after the witness: the production pod's tasks
+            (6, 6, None), // the second mark-ready
+        ] {
+            assert_eq!(witness_for(&bootstrap(done), index, &[BOOT]), want, "{done} done, task {index}");
+        }
+        assert_eq!(witness_for(&bootstrap(2), 2, &[]), None, "no witness listed");
+        let mut twice = bootstrap(2);
+        twice.tasks[1].task_type = "deploy-bootstrap-job".into();
+        twice.tasks[0].status = TaskStatus::Pending;
+        assert_eq!(witness_for(&twice, 2, &[BOOT]), Some(3), "the last opener before the task counts (the first is not complete)");
+        let mut reopened = bootstrap(1);
+        reopened.tasks[2].task_type = "deploy-bootstrap-job".into();
+        assert_eq!(witness_for(&reopened, 1, &[BOOT]), None, "an opener between the task and the witness");
+        let mut second_phase = bootstrap(5);
+        second_phase.tasks[6].task_type = "await-bootstrap-complete".into();
+        assert_eq!(witness_for(&second_phase, 5, &[BOOT]), None, "the phase closed by the first witness stays closed");
+    }
+
+    #[test]
+    fn a_witness_that_succeeded_completes_the_waiting_tasks_and_itself() {
+        let mut p = bootstrap(2);
+        record_step(&mut p, 2, TaskOutcome::Unavailable { reason: "sidecar down".into() }, "side", &now());
+        assert_eq!(record_witness(&mut p, 2, 3, TaskOutcome::Complete, "infra", &now()), Some(Next::RunNextTask));
+        let status: Vec<TaskStatus> = p.tasks.iter().map(|t| t.status).collect();
+        use TaskStatus::{Complete as C, Pending as P};
+        assert_eq!(status, [C, C, C, C, P, P, P]);
+        assert_eq!(p.tasks[2].message.as_deref(), Some("done: await-bootstrap-complete succeeded, which proves it ran"));
+        assert_eq!((p.tasks[2].module_digest.as_deref(), p.tasks[3].module_digest.as_deref()), (Some("side"), Some("infra")));
+        assert_eq!((p.tasks[2].not_before.as_ref(), p.tasks[3].message.as_ref()), (None, None));
+        assert_eq!(current_task(&p), Some(4));
+    }
+
+    #[test]
+    fn a_witness_that_failed_for_good_fails_the_waiting_task_with_its_reason() {
+        let mut p = bootstrap(1);
+        record_step(&mut p, 1, TaskOutcome::Unavailable { reason: "sidecar down".into() }, "side", &now());
+        let failed = TaskOutcome::Failed { reason: "bootstrap job b failed: OOMKilled".into(), retryable: false };
+        assert_eq!(record_witness(&mut p, 1, 3, failed, "infra", &now()), Some(Next::PlanFailed));
+        assert_eq!(p.failed_task_index, Some(1));
+        let detail = p.failed_task_detail.clone().unwrap();
+        assert_eq!(detail.task_type, "snapshot-restore");
+        assert_eq!(detail.error, "unreachable, and await-bootstrap-complete failed: bootstrap job b failed: OOMKilled");
+        assert_eq!(p.tasks[1].module_digest.as_deref(), Some("side"), "the task keeps its own module's digest");
+        assert_eq!(p.tasks[3].status, TaskStatus::Pending, "the witness itself is not marked");
+    }
+
+    #[test]
+    fn a_witness_without_a_verdict_leaves_the_task_waiting() {
+        for outcome in [
+            TaskOutcome::Pending { requeue_after: Duration::from_secs(2), checkpoint: "running".into(), message: "m".into() },
+            TaskOutcome::Unavailable { reason: "api".into() },
+            TaskOutcome::Failed { reason: "timeout".into(), retryable: true },
+        ] {
+            let mut p = bootstrap(2);
+            record_step(&mut p, 2, TaskOutcome::Unavailable { reason: "sidecar down".into() }, "side", &now());
+            let before = p.clone();
+            assert_eq!(record_witness(&mut p, 2, 3, outcome.clone(), "infra", &now()), None, "{outcome:?}");
+            assert_eq!(p, before, "{outcome:?}: nothing recorded");
+        }
     }
 }

@@ -418,6 +418,79 @@ async fn bootstrap_nodes_in_parallel_keep_their_jobs_until_they_tear_them_down()
     assert_nothing_collected(&h);
 }
 
+/// Issue #14: the bootstrap pod's sidecar is gone once its Job has finished, so a sidecar task
+/// of the bootstrap phase that still waits (its completion lost to a crash, or a fail-over slower
+/// than the Job) would wait on it forever. The Job's outcome settles it: success completes the
+/// task (the Job's seid starts only after `mark-ready`), failure fails the node with the Job's
+/// reason. Here the sidecar goes down while `mark-ready` is in flight, then one Job succeeds and
+/// the other fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_job_settles_the_tasks_its_gone_sidecar_cannot() {
+    use k8s_openapi::api::batch::v1::Job;
+    let h = harness("ctl-boot-gone", &[("mark-ready", Script::Stall)]).await;
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), h.ns.name());
+    // The bootstrap phase's mark-ready, the tenth task of the plan.
+    let nodes = &h.nodes;
+    let task = move |name: &'static str| async move { nodes.get(name).await.ok()?.status?.plan?.tasks.into_iter().nth(9) };
+    for name in ["proven", "doomed"] {
+        h.nodes.create(&PostParams::default(), &node(name, bootstrap_spec())).await.unwrap();
+        let in_flight = format!("{name}'s mark-ready in flight");
+        eventually(&in_flight, Duration::from_secs(120), || async {
+            task(name).await.filter(|t| t.task_type == "mark-ready" && t.status == TaskStatus::Running)
+        })
+        .await
+        .unwrap();
+        h.sidecar.fault(h.ns.name(), name, Some(sei_test_sidecar::Fault::Down));
+        let waiting = format!("{name}'s mark-ready waiting on its sidecar");
+        eventually(&waiting, Duration::from_secs(60), || async {
+            task(name).await.filter(|t| t.message.as_deref().is_some_and(|m| m.starts_with("waiting:")))
+        })
+        .await
+        .unwrap();
+    }
+    let status = kube::api::PatchParams::default();
+    jobs.patch_status("proven-bootstrap", &status, &kube::api::Patch::Merge(&completed_job_status())).await.unwrap();
+    let failed = common::failed_job_status("Job has reached the specified backoff limit");
+    jobs.patch_status("doomed-bootstrap", &status, &kube::api::Patch::Merge(&failed)).await.unwrap();
+
+    // The sidecar is still down: only the Job can have completed the task.
+    let proven = eventually("proven's mark-ready settled by its Job", Duration::from_secs(60), || async {
+        task("proven").await.filter(|t| t.status == TaskStatus::Complete)
+    })
+    .await
+    .unwrap();
+    assert_eq!(proven.message.as_deref(), Some("done: await-bootstrap-complete succeeded, which proves it ran"));
+    let doomed = wait_phase(&h, "doomed", SeiNodePhase::Failed).await;
+    let detail = doomed.status.unwrap().plan.unwrap().failed_task_detail.unwrap();
+    assert_eq!(detail.task_type, "mark-ready");
+    assert!(detail.error.starts_with("unreachable, and await-bootstrap-complete failed: "), "{}", detail.error);
+    assert!(
+        detail.error.contains("bootstrap job doomed-bootstrap failed: Job has reached the specified backoff limit"),
+        "{}",
+        detail.error
+    );
+    // Each node's event names its own waiting task, not the witness.
+    let events: Api<Event> = Api::namespaced(h.client.clone(), h.ns.name());
+    let settled = eventually("the nodes' events", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let about = |name: &str, reason: &str| {
+            list.items.iter().any(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.starts_with("task mark-ready ("))
+            })
+        };
+        (about("proven", "TaskSettled") && about("doomed", "TaskFailed")).then_some(())
+    });
+    settled.await.unwrap();
+
+    // The production pod's sidecar answers: the rest of the plan runs.
+    h.sidecar.script("mark-ready", Script::CompleteAfter(0));
+    h.sidecar.fault(h.ns.name(), "proven", None);
+    let n = wait_phase(&h, "proven", SeiNodePhase::Running).await;
+    assert!(n.status.unwrap().plan.unwrap().tasks.iter().all(|t| t.status == TaskStatus::Complete));
+}
+
 /// A full node restored by a bootstrap Job.
 fn bootstrap_spec() -> serde_json::Value {
     let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);

@@ -328,6 +328,7 @@ async fn apply(cached: Arc<SeiNodeDeployment>, ctx: &GroupContext) -> Result<Act
                 telemetry: ctx.telemetry(),
                 yield_after: &[SWITCH_TRAFFIC],
                 persist_before: PERSIST_BEFORE,
+                witnesses: &[],
             };
             let who = format!("{ns}/{name}");
             let done = exec.advance(&who, &serde_json::to_string(&view)?, &env, &mut plan, &now, MAX_STEPS_PER_RECONCILE).await;

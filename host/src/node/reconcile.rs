@@ -11,7 +11,8 @@
 //! same reconcile on the object that write returned; an invalid node gets a Warning event and
 //! waits for a change; an active plan advances through every task that completes synchronously
 //! (`advance`; a teardown only from a persisted plan: after other steps it waits for the write
-//! and the next reconcile, `PERSIST_BEFORE`), each step run in the sandbox by the module
+//! and the next reconcile, `PERSIST_BEFORE`; a bootstrap sidecar task whose sidecar is
+//! unreachable is settled by the bootstrap Job's outcome, `WITNESSES`), each step run in the sandbox by the module
 //! registered for its type (scoped by `node_scope`), each outcome counted against a new module's rollout
 //! (`TaskRegistry::record_outcome`) → one status write (a PUT of the status subresource, carrying
 //! the resourceVersion it read) with everything that changed, none when only the time of the next
@@ -36,6 +37,7 @@ use super::stepper::{Next, conclude, current_task};
 use crate::adapters::kube::api_in;
 use crate::api::seinode::{SeiNode, SeiNodePhase, SeiNodeStatus, TaskPlan, TaskPlanPhase};
 use crate::executor::{Executor, busy_retry};
+use crate::plan_step::Witness;
 use crate::policy::scope::NODE_LABEL;
 use crate::registry::ModuleSource;
 use crate::sandbox::RunEnv;
@@ -59,6 +61,9 @@ pub const MAX_STEPS_PER_RECONCILE: usize = 32;
 /// Tasks that start only from a persisted plan (see `Executor::persist_before`): the bootstrap
 /// teardown deletes the Job `await-bootstrap-complete` looked at.
 pub const PERSIST_BEFORE: &[&str] = &["teardown-bootstrap"];
+/// The bootstrap Job's success proves the bootstrap pod's sidecar tasks done (its seid starts
+/// only after `mark-ready`): it settles one whose sidecar is gone with the finished pod.
+pub const WITNESSES: &[Witness] = &[Witness { task_type: "await-bootstrap-complete", covers_after: "deploy-bootstrap-job" }];
 pub use crate::executor::{MAX_REQUEUE, MIN_REQUEUE, MODULE_BUSY_RETRY};
 /// Back-off after a reconcile error other than a conflict.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -378,6 +383,7 @@ async fn advance(ctx: &Context, node: &SeiNode, view: &SeiNode, plan: &mut TaskP
         telemetry: ctx.telemetry(),
         yield_after: &[],
         persist_before: PERSIST_BEFORE,
+        witnesses: WITNESSES,
     };
     let who = format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any());
     let done = exec.advance(&who, &node_json, &env, plan, now, MAX_STEPS_PER_RECONCILE).await;

@@ -41,6 +41,14 @@ pub fn completed_job_status() -> serde_json::Value {
     }})
 }
 
+/// The status the Job controller writes when a Job's pod failed past its backoff limit (the
+/// API server wants the `FailureTarget` condition beside `Failed`, and no completion time).
+pub fn failed_job_status(message: &str) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |kind: &str| json!({"type": kind, "status": "True", "reason": "BackoffLimitExceeded", "message": message, "lastTransitionTime": now});
+    json!({"status": {"startTime": now, "failed": 1, "conditions": [condition("FailureTarget"), condition("Failed")]}})
+}
+
 /// Every task type a node plan may send to the sidecar (the built-in sidecar module's).
 pub fn sidecar_task_types() -> Vec<&'static str> {
     use sei_task_params::TaskType as T;
