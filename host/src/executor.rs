@@ -131,6 +131,7 @@ impl Executor<'_> {
         now: &Time,
         max_steps: usize,
     ) -> Advanced {
+        let subject = Subject { who, json: subject_json, env };
         let mut out = Advanced { next: Next::RunNextTask, steps: 0, notices: Vec::new(), outputs: Vec::new() };
         while let Some(index) = current_task(plan) {
             if out.steps >= max_steps || plan.phase != crate::api::seinode::TaskPlanPhase::Active {
@@ -152,7 +153,7 @@ impl Executor<'_> {
                 out.next = record_step(plan, index, TaskOutcome::Failed { reason, retryable: false }, "", now);
                 break;
             };
-            let Some((outcome, digest, output)) = self.step(who, subject_json, env, plan, index, &entry, &mut out).await else {
+            let Some((outcome, digest, output)) = self.step(&subject, plan, index, &entry, &mut out).await else {
                 out.next = Next::RequeueAfter(busy_retry());
                 break;
             };
@@ -162,7 +163,7 @@ impl Executor<'_> {
             let completed = matches!(outcome, TaskOutcome::Complete);
             let unreachable = matches!(outcome, TaskOutcome::Unavailable { .. });
             out.next = record_step(plan, index, outcome, &digest, now);
-            if unreachable && let Some(next) = self.ask_witness(who, subject_json, env, plan, index, now, &mut out).await {
+            if unreachable && let Some(next) = self.ask_witness(&subject, plan, index, now, &mut out).await {
                 out.next = next;
             }
             if out.next != Next::RunNextTask || (completed && self.yield_after.contains(&task_type.as_str())) {
@@ -176,17 +177,7 @@ impl Executor<'_> {
     /// the module registered for it is built in (a task module's verdict never decides other
     /// modules' tasks), and let it settle the task (`plan_step::record_witness`). `None`: the
     /// task keeps waiting.
-    #[allow(clippy::too_many_arguments)]
-    async fn ask_witness(
-        &self,
-        who: &str,
-        subject_json: &str,
-        env: &RunEnv,
-        plan: &mut TaskPlan,
-        index: usize,
-        now: &Time,
-        out: &mut Advanced,
-    ) -> Option<Next> {
+    async fn ask_witness(&self, subject: &Subject<'_>, plan: &mut TaskPlan, index: usize, now: &Time, out: &mut Advanced) -> Option<Next> {
         let witness = witness_for(plan, index, self.witnesses)?;
         let entry = self.registry.resolve(&plan.tasks[witness].task_type)?;
         if !may_witness(&entry.source) {
@@ -194,12 +185,12 @@ impl Executor<'_> {
         }
         // The witness's own notice would name it; the notice is the settled task's.
         let notices = out.notices.len();
-        let (outcome, digest, output) = self.step(who, subject_json, env, plan, witness, &entry, out).await?;
+        let (outcome, digest, output) = self.step(subject, plan, witness, &entry, out).await?;
         out.notices.truncate(notices);
         let completed = matches!(outcome, TaskOutcome::Complete);
         let next = record_witness(plan, index, witness, outcome, &digest, now)?;
         let (task, witness_type) = (&plan.tasks[index], &plan.tasks[witness].task_type);
-        tracing::info!(subject = %who, task = %task.task_type, witness = %witness_type, "unreachable task settled by its witness");
+        tracing::info!(subject = %subject.who, task = %task.task_type, witness = %witness_type, "unreachable task settled by its witness");
         let message = match (completed, &task.error) {
             (true, _) => format!("task {} ({}): unreachable; {witness_type} succeeded, which proves it ran", task.task_type, task.id),
             (false, error) => format!("task {} ({}) failed: {}", task.task_type, task.id, error.as_deref().unwrap_or_default()),
@@ -211,62 +202,42 @@ impl Executor<'_> {
         Some(next)
     }
 
-    /// One step of task `index` by `entry`'s module, counted in `out`. `None`: the module (not
-    /// built in) already runs its share of the steps at once, and the step is deferred.
-    #[allow(clippy::too_many_arguments)]
+    /// One step of task `index` by `entry`'s module, counted in `out`: run, logged, measured,
+    /// counted against the module's rollout, failures noted. Returns the outcome, the digest that
+    /// ran it and the output of a completed step; `None`: the module (not built in) already runs
+    /// its share of the steps at once, and the step is deferred.
     async fn step(
         &self,
-        who: &str,
-        subject_json: &str,
-        env: &RunEnv,
+        subject: &Subject<'_>,
         plan: &TaskPlan,
         index: usize,
         entry: &Arc<ModuleEntry>,
         out: &mut Advanced,
     ) -> Option<(TaskOutcome, String, Option<serde_json::Value>)> {
-        let slot = match entry.source {
+        let _slot = match entry.source {
             ModuleSource::BuiltIn { .. } => None,
             _ => match self.slots.try_acquire(&entry.module.digest, self.step_cap) {
                 Some(slot) => Some(slot),
                 None => {
-                    tracing::debug!(subject = %who, module = %entry.module.short_digest(), "module busy; step deferred");
+                    tracing::debug!(subject = %subject.who, module = %entry.module.short_digest(), "module busy; step deferred");
                     self.telemetry.count_deferred_step();
                     return None;
                 }
             },
         };
         out.steps += 1;
-        let ran = self.run_step(who, subject_json, env, plan, index, entry, &mut out.notices).await;
-        drop(slot);
-        Some(ran)
-    }
-
-    /// One step of task `index` by `entry`'s module: run, logged, measured, counted against the
-    /// module's rollout, failures noted. Returns the outcome, the digest that ran it and the
-    /// output of a completed step.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_step(
-        &self,
-        who: &str,
-        subject_json: &str,
-        env: &RunEnv,
-        plan: &TaskPlan,
-        index: usize,
-        entry: &Arc<ModuleEntry>,
-        notices: &mut Vec<Notice>,
-    ) -> (TaskOutcome, String, Option<serde_json::Value>) {
         let task = &plan.tasks[index];
         let input = RunInput {
             task_type: task.task_type.clone(),
             task_id: task.id.clone(),
             plan_id: plan.id.clone(),
-            node: subject_json.to_string(),
+            node: subject.json.to_string(),
             params: task.params.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "{}".into()),
             checkpoint: task.checkpoint.clone(),
             attempt: u32::try_from(task.retry_count).unwrap_or(0) + 1,
         };
-        let report = self.sandbox.run(&entry.module, input, env).await;
-        tracing::info!(subject = %who, task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
+        let report = self.sandbox.run(&entry.module, input, subject.env).await;
+        tracing::info!(subject = %subject.who, task = %task.task_type, index, step = %report.summary(), micros = report.duration_micros, "task step");
         let outcome = task_outcome(&report);
         if let Some(failed) = outcome.verdict() {
             self.registry.record_outcome(entry, failed);
@@ -276,14 +247,22 @@ impl Executor<'_> {
             let retry = *retryable && task.retry_count < task.max_retries;
             let (kind, what) = if retry { ("TaskRetry", "will retry") } else { ("TaskFailed", "failed") };
             self.telemetry.count_task_failure(&task.task_type, retry);
-            notices.push(Notice { reason: kind, message: format!("task {} ({}) {what}: {reason}", task.task_type, task.id) });
+            out.notices.push(Notice { reason: kind, message: format!("task {} ({}) {what}: {reason}", task.task_type, task.id) });
         }
         let output = match &report.outcome {
             Ok(StepOutcome::Complete { output }) => Some(output.clone()),
             _ => None,
         };
-        (outcome, report.module_digest, output)
+        Some((outcome, report.module_digest, output))
     }
+}
+
+/// Whose plan runs: `who` (`namespace/name`, for logs), its JSON (the modules' input) and the
+/// scope its steps run in.
+struct Subject<'s> {
+    who: &'s str,
+    json: &'s str,
+    env: &'s RunEnv,
 }
 
 #[cfg(test)]
