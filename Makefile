@@ -6,7 +6,7 @@ SAMPLE ?= deploy/samples/full-node.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 IMAGE := $(TARGET_DIR)/image/sei-operator.oci.tar
 
-.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover bench-scale bench-guests fuzz chaos sidecar-faults clean-control-plane
+.PHONY: demo test setup control-plane build image image-test unit integration tasks-wasm-test lint fmt bench bench-sandbox bench-swap bench-failover bench-scale bench-guests fuzz fuzz-for chaos sidecar-faults clean-control-plane
 
 ## The main job: a local control plane, the CRD, the test sidecar and the controller; a sample
 ## SeiNode reaches Running through its plan (tests/demo.sh).
@@ -61,6 +61,20 @@ CASES ?= 100000
 fuzz:
 	PROPTEST_CASES=$(CASES) $(CARGO) test --release --locked -p sei-operator --test fuzz -- --nocapture
 	PROPTEST_CASES=$(CASES) $(CARGO) test --release --locked -p sei-operator --lib sandbox::run::properties
+
+## The property tests for a while (`make fuzz-for MINUTES=60`): runs of CASES cases each, every
+## run with a fresh random seed, until the time is up; prints the runs, cases and minutes.
+MINUTES ?= 10
+fuzz-for:
+	bins=$$($(CARGO) test --release --locked -p sei-operator --test fuzz --lib --no-run --message-format=json | grep -o '"executable":"[^"]*"' | cut -d'"' -f4); \
+	fuzz=$$(echo "$$bins" | grep '/fuzz-'); lib=$$(echo "$$bins" | grep '/sei_operator-'); \
+	start=$$(date +%s); end=$$((start + $(MINUTES) * 60)); runs=0; \
+	while [ $$(date +%s) -lt $$end ]; do \
+	  out=$$(PROPTEST_CASES=$(CASES) $$fuzz -q 2>&1) || { echo "$$out"; exit 1; }; \
+	  out=$$(PROPTEST_CASES=$(CASES) $$lib -q sandbox::run::properties 2>&1) || { echo "$$out"; exit 1; }; \
+	  runs=$$((runs + 1)); \
+	done; \
+	echo "fuzz-for: $$runs runs of $(CASES) cases per property in $$(( ($$(date +%s) - start) / 60 )) min, no failure"
 
 ## The kill-anywhere test with more crashes (CI runs 30): `make chaos KILLS=200 SEED=123`.
 KILLS ?= 200

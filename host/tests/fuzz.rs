@@ -1,7 +1,8 @@
 //! Property tests over hostile input (issue #14): the planner on arbitrary SeiNode JSON, the pod
 //! policy on arbitrary objects, and the host's reading of what modules return. Each property runs
-//! `PROPTEST_CASES` cases (256 by default: a few seconds in CI); `make fuzz` runs many more
-//! (`BENCHMARKS.md` records the longest run). A failure prints its minimal case; fixed, it becomes
+//! `PROPTEST_CASES` cases (256 by default: a few seconds in CI); `make fuzz` runs many more and
+//! `make fuzz-for MINUTES=N` runs them with fresh seeds for a while (`BENCHMARKS.md` records the
+//! longest run). A failure prints its minimal case; fixed, it becomes
 //! a unit test next to the code.
 //!
 //! - `the_planner_never_panics`: any JSON that deserializes as a SeiNode gets a plan, idles, or a
