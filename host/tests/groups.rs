@@ -9,7 +9,7 @@ mod common;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
 use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
 use sei_operator::group::GroupContext;
 use sei_operator::node::{Context, SidecarResolver};
@@ -172,6 +172,28 @@ async fn a_fork_genesis_exports_the_source_chain_through_an_exporter_first() {
         "genesis": {"chainId": "fork-1", "fork": {"sourceChainId": "pacific-1", "sourceImage": "seid:pacific", "exportHeight": 1200}},
         "updateStrategy": {"type": "InPlace"}
     });
+    // Every status the group is written with, to see the export's completion written before the
+    // teardown of the exporter starts (`PERSIST_BEFORE` in host/src/group/reconcile.rs).
+    let export_written_first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorder = {
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let (groups, seen) = (h.groups.clone(), export_written_first.clone());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(groups, watcher::Config::default()).default_backoff());
+            while let Some(event) = events.next().await {
+                let Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) = event else { continue };
+                let Some(plan) = g.status.and_then(|s| s.plan) else { continue };
+                let task = |t: &str| plan.tasks.iter().find(|x| x.task_type == t).cloned();
+                if let (Some(export), Some(teardown)) = (task("submit-export-state"), task("teardown-exporter"))
+                    && export.status == TaskStatus::Complete
+                    && teardown.submitted_at.is_none()
+                {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
     h.groups.create(&PostParams::default(), &group("fk", spec)).await.unwrap();
 
     // The exporter: a full node of the source chain restored at the export height (its
@@ -207,6 +229,11 @@ async fn a_fork_genesis_exports_the_source_chain_through_an_exporter_first() {
         .await
         .unwrap();
     assert_eq!(names(&h).await, ["fk-0", "fk-1"]);
+    recorder.abort();
+    assert!(
+        export_written_first.load(std::sync::atomic::Ordering::SeqCst),
+        "no status held submit-export-state complete with teardown-exporter not started: the teardown ran before the export's completion was written"
+    );
 
     // The fork genesis was assembled from the exported state by the first validator's sidecar.
     let assembled = h.sidecar.node(h.ns.name(), "fk-0").submitted();

@@ -67,6 +67,8 @@ pub const MAX_STEPS_PER_RECONCILE: usize = 32;
 /// Tasks that start only from a persisted plan (see `Executor::persist_before`): they delete
 /// what the tasks before them looked at (`teardown-exporter` the exporter `submit-export-state`
 /// polled). `teardown-nodes` already follows the `switch-traffic` pause; listed as a safeguard.
+/// Test: `tests/groups.rs`, `a_fork_genesis_exports_the_source_chain_through_an_exporter_first`
+/// (a status with the export complete and the teardown not started is written).
 const PERSIST_BEFORE: &[&str] = &["teardown-exporter", "teardown-nodes"];
 /// How often a group with nothing to do is looked at (the reference's).
 pub const RESYNC: Duration = Duration::from_secs(30);
