@@ -448,10 +448,9 @@ async fn a_bootstrap_job_settles_the_tasks_its_gone_sidecar_cannot() {
         .await
         .unwrap();
     }
-    let status = kube::api::PatchParams::default();
-    jobs.patch_status("proven-bootstrap", &status, &kube::api::Patch::Merge(&completed_job_status())).await.unwrap();
+    complete_job(&jobs, "proven-bootstrap").await;
     let failed = common::failed_job_status("Job has reached the specified backoff limit");
-    jobs.patch_status("doomed-bootstrap", &status, &kube::api::Patch::Merge(&failed)).await.unwrap();
+    jobs.patch_status("doomed-bootstrap", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&failed)).await.unwrap();
 
     // The sidecar is still down: only the Job can have completed the task.
     let proven = eventually("proven's mark-ready settled by its Job", Duration::from_secs(60), || async {

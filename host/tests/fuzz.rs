@@ -2,8 +2,8 @@
 //! policy on arbitrary objects, and the host's reading of what modules return. Each property runs
 //! `PROPTEST_CASES` cases (256 by default: a few seconds in CI); `make fuzz` runs many more and
 //! `make fuzz-for MINUTES=N` runs them with fresh seeds for a while (`BENCHMARKS.md` records the
-//! longest run). A failure prints its minimal case; fixed, it becomes
-//! a unit test next to the code.
+//! longest run). A failure prints its minimal case; fixed, it becomes a unit test next to the
+//! code.
 //!
 //! - `the_planner_never_panics`: any JSON that deserializes as a SeiNode gets a plan, idles, or a
 //!   typed error; mutations of valid nodes (any value at any path) likewise;

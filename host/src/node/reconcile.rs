@@ -12,9 +12,9 @@
 //! waits for a change; an active plan advances through every task that completes synchronously
 //! (`advance`; a teardown only from a persisted plan: after other steps it waits for the write
 //! and the next reconcile, `PERSIST_BEFORE`; a bootstrap sidecar task whose sidecar is
-//! unreachable is settled by the bootstrap Job's outcome, `WITNESSES`), each step run in the sandbox by the module
-//! registered for its type (scoped by `node_scope`), each outcome counted against a new module's rollout
-//! (`TaskRegistry::record_outcome`) → one status write (a PUT of the status subresource, carrying
+//! unreachable is settled by the bootstrap Job's outcome, `WITNESSES`), each step run in the
+//! sandbox by the module registered for its type (scoped by `node_scope`), each outcome counted
+//! against a new module's rollout (`TaskRegistry::record_outcome`) → one status write (a PUT of the status subresource, carrying
 //! the resourceVersion it read) with everything that changed, none when only the time of the next
 //! poll moved (`only_waits_changed`) → events and the requeue the outcome asks for (at least
 //! `MIN_REQUEUE` for a pending step).
