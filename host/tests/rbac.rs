@@ -18,6 +18,10 @@
 //! - `removing_any_rule_breaks_the_feature_that_needs_it`: for each verb of each rule, the chart
 //!   rendered under a name of its own with that verb removed; the tour as that ServiceAccount
 //!   meets a 403 for exactly that verb and resource;
+//! - `a_host_call_the_api_server_refuses_waits_until_the_rbac_allows_it`: without `create` on
+//!   PersistentVolumeClaims a node's `ensure-data-pvc` waits (named in its message), spends no
+//!   retry and fails no plan; with the rule back the node reaches Running (a kube-apiserver that
+//!   has just restarted refuses every request so until its RBAC caches have synced);
 //! - `the_service_account_reaches_nothing_else`: Secrets, Pods, ConfigMaps outside the module
 //!   namespace, Deployments, RBAC objects, Namespaces and deleting a SeiNodeDeployment are refused.
 
@@ -30,7 +34,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use sei_operator::adapters::sidecar::Script;
-use sei_operator::api::seinode::{SeiNode, SeiNodePhase};
+use sei_operator::api::seinode::{SeiNode, SeiNodePhase, TaskPlanPhase, TaskStatus};
 use sei_operator::api::seinodedeployment::{GroupPhase, SeiNodeDeployment};
 use sei_operator::embedded::BUILTIN_MODULES;
 use sei_operator::group::GroupContext;
@@ -491,6 +495,59 @@ fn without_verb(rendered: &str, rule: &str, verb: &str) -> String {
         }
     }
     out.join("\n---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_call_the_api_server_refuses_waits_until_the_rbac_allows_it() {
+    let cluster = TestCluster::shared();
+    prepare(cluster).await;
+    let name = "refused-pvc-create";
+    let ns = cluster.namespace(name).await;
+    let rbac = |k: &str| matches!(k, "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding");
+    let rendered = cluster.render_chart(&[&format!("fullnameOverride={name}"), &format!("leaderElection.leaseName={name}")]).unwrap();
+    cluster.apply_manifests(&without_verb(&rendered, "persistentvolumeclaims", "create"), rbac).await.unwrap();
+    let me = user(name);
+    cluster.wait_authorized(&me, "list", "", "persistentvolumeclaims", None, None).await.unwrap();
+
+    let client = cluster.service_account_client(CONTROLLER_NAMESPACE, name).await.unwrap();
+    let sidecar = TestSidecar::start(0).await.unwrap();
+    let registry = Arc::new(TaskRegistry::new());
+    registry.load_builtins(&sandbox()).await.unwrap();
+    let ctx = Context::builder(client, sandbox(), registry, PlatformConfig::for_local(), SidecarResolver::Template(sidecar.url_template()))
+        .build();
+    let controller = tokio::spawn(sei_operator::node::run(ctx, 2, Some(ns.name().to_string())));
+    let nodes: Api<SeiNode> = Api::namespaced(cluster.client().await, ns.name());
+    let peers = json!([{"static": {"addresses": ["abc@1.2.3.4:26656"]}}]);
+    nodes.create(&PostParams::default(), &node("full", json!({"fullNode": {}, "peers": peers}))).await.unwrap();
+
+    let pvc_task = |n: &SeiNode| n.status.as_ref()?.plan.as_ref()?.tasks.iter().find(|t| t.task_type == "ensure-data-pvc").cloned();
+    let waiting = wait("ensure-data-pvc waiting on the API server's refusal", || async {
+        let n = nodes.get("full").await.ok()?;
+        let task = pvc_task(&n)?;
+        // A failed task ends the wait too (the assertions below say how).
+        let refused = task.message.as_deref().is_some_and(|m| m.contains("refused the controller's request"));
+        (refused || task.status == TaskStatus::Failed).then_some(n)
+    })
+    .await
+    .unwrap();
+    let (task, plan) = (pvc_task(&waiting).unwrap(), waiting.status.as_ref().and_then(|s| s.plan.as_ref()).unwrap());
+    assert_eq!((task.status, task.retry_count, task.error.as_deref()), (TaskStatus::Pending, 0, None), "{task:?}");
+    assert_eq!(plan.phase, TaskPlanPhase::Active, "{plan:?}");
+    let message = task.message.unwrap_or_default();
+    assert!(message.starts_with("waiting: ") && message.contains("persistentvolumeclaims"), "{message}");
+    assert!(
+        cluster.audit_events(|e| e.user == me && e.code == 403).iter().any(|e| e.resource == "persistentvolumeclaims"),
+        "the refusal is the API server's"
+    );
+
+    // The rule back: the same plan goes on, the task completes on its first try.
+    cluster.apply_manifests(&rendered, rbac).await.unwrap();
+    wait_phase(&nodes, "full", SeiNodePhase::Running).await.unwrap();
+    let running = nodes.get("full").await.unwrap();
+    let task = pvc_task(&running).unwrap();
+    assert_eq!((task.status, task.retry_count), (TaskStatus::Complete, 0), "{task:?}");
+    assert_eq!(running.status.and_then(|s| s.plan).map(|p| p.id), Some(plan.id.clone()), "the plan was not built again");
+    controller.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,11 +329,22 @@ impl TaskCtx {
     }
 }
 
+/// What a module sees of the API server's answer. The API server refusing the controller's own
+/// request (401, 403) is `unavailable`, not `denied`: the capability guard allowed the call, so
+/// the refusal is the controller's, which the module can neither cause nor fix. Right after a
+/// restart kube-apiserver refuses every request until its RBAC caches have synced; as `denied` that
+/// failed the plan of every node that made a call in that window. As `unavailable` the step
+/// waits, without spending its retries, with the refusal in the task's message (a gap in the
+/// chart's RBAC shows there until it is fixed, and nothing is lost). Guarded by
+/// `tests::the_api_servers_refusal_is_unavailable_not_denied` and, on the real RBAC authorizer,
+/// `a_host_call_the_api_server_refuses_waits_until_the_rbac_allows_it` (host/tests/rbac.rs).
 fn kube_error(e: KubeAdapterError) -> kube::KubeError {
     match e {
         KubeAdapterError::NotFound => kube::KubeError::NotFound,
         KubeAdapterError::Conflict(m) => kube::KubeError::Conflict(m),
-        KubeAdapterError::Forbidden(m) => kube::KubeError::Denied(format!("the API server refused: {m}")),
+        KubeAdapterError::Forbidden(m) => kube::KubeError::Unavailable(format!(
+            "the API server refused the controller's request ({m}); waiting for its RBAC caches (after a restart) or for the controller's RBAC to allow it"
+        )),
         KubeAdapterError::Invalid(m) => kube::KubeError::Invalid(m),
         KubeAdapterError::Unavailable(m) => kube::KubeError::Unavailable(m),
     }
@@ -1060,6 +1071,20 @@ mod tests {
             parse_object(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"x":[0.0,1e0,-2.0,1.5,1e20]}"#).unwrap();
         assert_eq!(object["x"], serde_json::json!([0, 1, -2, 1.5, 1e20]));
         assert!(object["x"][0].is_i64());
+    }
+
+    #[test]
+    fn the_api_servers_refusal_is_unavailable_not_denied() {
+        let refused = kube_error(KubeAdapterError::Forbidden("configmaps is forbidden: RBAC: informers not synced".into()));
+        assert!(
+            matches!(&refused, kube::KubeError::Unavailable(m) if m.contains("refused the controller's request") && m.contains("informers not synced")),
+            "{refused:?}"
+        );
+        // The other answers keep their meaning.
+        assert!(matches!(kube_error(KubeAdapterError::NotFound), kube::KubeError::NotFound));
+        assert!(matches!(kube_error(KubeAdapterError::Invalid("x".into())), kube::KubeError::Invalid(m) if m == "x"));
+        assert!(matches!(kube_error(KubeAdapterError::Conflict("x".into())), kube::KubeError::Conflict(m) if m == "x"));
+        assert!(matches!(kube_error(KubeAdapterError::Unavailable("x".into())), kube::KubeError::Unavailable(m) if m == "x"));
     }
 
     #[test]

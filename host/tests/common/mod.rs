@@ -100,3 +100,20 @@ pub fn record_nodes(nodes: kube::Api<SeiNode>) -> (Arc<std::sync::Mutex<Seen>>, 
     });
     (seen, task)
 }
+
+/// One line per node, for a failed wait: its phase, and its plan's tasks with their status,
+/// retries and last error (what a timeout alone does not say).
+pub fn describe_nodes(nodes: &[SeiNode]) -> String {
+    use kube::ResourceExt;
+    let mut out = String::new();
+    for n in nodes {
+        let status = n.status.clone().unwrap_or_default();
+        let tasks = status.plan.iter().flat_map(|p| p.tasks.iter()).map(|t| {
+            let error = t.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            format!("{}={:?}/{}{error}", t.task_type, t.status, t.retry_count)
+        });
+        let plan = status.plan.as_ref().map(|p| format!("{:?}", p.phase)).unwrap_or_else(|| "none".into());
+        out.push_str(&format!("{}: {:?}, plan {plan}: {}\n", n.name_any(), status.phase, tasks.collect::<Vec<_>>().join(", ")));
+    }
+    out
+}
