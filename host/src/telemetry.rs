@@ -12,7 +12,8 @@
 //! reason), `active_module` (1 per task type with the digest and source serving it, read from
 //! the registry at scrape time), `sandbox_host_calls_total` and `sandbox_log_calls_total` (by
 //! module digest), `sandbox_budget_exceeded_total` (steps stopped by a per-step budget, by module
-//! digest and budget), `sandbox_dropped_log_lines_total`, `module_steps_deferred_total` (steps put
+//! digest and budget), `sandbox_api_refused_calls_total` (host calls the guard allowed and the API
+//! server refused, 401/403, by module digest), `sandbox_dropped_log_lines_total`, `module_steps_deferred_total` (steps put
 //! off because their module ran its share already), `idle_checks_total` (reconciles of idle Running
 //! nodes answered from the watch caches, no API request), `events_dropped_total` (Events the
 //! per-object spam filter dropped), `leader` (1 while this replica holds the
@@ -106,6 +107,7 @@ pub struct Telemetry {
     host_calls: Family<ModuleDigestLabel, Counter>,
     log_calls: Family<ModuleDigestLabel, Counter>,
     budget_exceeded: Family<BudgetLabels, Counter>,
+    api_refused: Family<ModuleDigestLabel, Counter>,
     dropped_log_lines: Counter,
     leader: Gauge,
     /// One scrape at a time: counters are caught up with the sandbox's totals while encoding.
@@ -137,6 +139,7 @@ impl Telemetry {
         let host_calls = Family::<ModuleDigestLabel, Counter>::default();
         let log_calls = Family::<ModuleDigestLabel, Counter>::default();
         let budget_exceeded = Family::<BudgetLabels, Counter>::default();
+        let api_refused = Family::<ModuleDigestLabel, Counter>::default();
         let dropped_log_lines = Counter::default();
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader Lease and reconciles SeiNodes", leader.clone());
@@ -154,6 +157,11 @@ impl Telemetry {
         registry.register("sandbox_host_calls", "Kubernetes and sidecar requests made by module steps", host_calls.clone());
         registry.register("sandbox_log_calls", "log calls made by module steps", log_calls.clone());
         registry.register("sandbox_budget_exceeded", "Steps stopped because they exceeded a per-step call budget", budget_exceeded.clone());
+        registry.register(
+            "sandbox_api_refused_calls",
+            "Host calls the capability guard allowed and the API server refused (401/403: the controller's RBAC, or RBAC caches not yet synced); the step waits",
+            api_refused.clone(),
+        );
         registry.register("sandbox_dropped_log_lines", "Module log lines dropped past the per-step caps", dropped_log_lines.clone());
         registry.register("module_loads", "Module loads by source kind and result (Active or the rejection reason)", module_loads.clone());
         registry.register("active_module", "1 for the module digest and source serving each task type", active_module.clone());
@@ -182,6 +190,7 @@ impl Telemetry {
             host_calls,
             log_calls,
             budget_exceeded,
+            api_refused,
             dropped_log_lines,
             leader,
             encoding: std::sync::Mutex::new(()),
@@ -298,6 +307,9 @@ impl Telemetry {
             for ((digest, budget), n) in sandbox.budget_counts() {
                 catch_up(&self.budget_exceeded.get_or_create(&BudgetLabels { module_digest: digest, budget: budget.into() }), n);
             }
+            for (digest, n) in sandbox.api_refused_counts() {
+                catch_up(&self.api_refused.get_or_create(&ModuleDigestLabel { module_digest: digest }), n);
+            }
             catch_up(&self.dropped_log_lines, sandbox.dropped_log_lines.load(Ordering::Relaxed));
         }
         if let Some(registry) = self.modules.get() {
@@ -353,6 +365,7 @@ mod tests {
         sandbox.denied("abc", "namespace");
         sandbox.record_calls("abc", 64, 3);
         sandbox.budget_exceeded("abc", crate::sandbox::limits::Budget::HostCalls);
+        sandbox.api_refused("abc");
         sandbox.dropped_log_lines.fetch_add(7, Ordering::Relaxed);
         let t = Telemetry::new(Some(sandbox));
         t.record_node("sei", "rpc", "Running", true);
@@ -379,6 +392,7 @@ mod tests {
             r#"sei_sandbox_host_calls_total{module_digest="abc"} 64"#,
             r#"sei_sandbox_log_calls_total{module_digest="abc"} 3"#,
             r#"sei_sandbox_budget_exceeded_total{module_digest="abc",budget="host-calls"} 1"#,
+            r#"sei_sandbox_api_refused_calls_total{module_digest="abc"} 1"#,
             r#"sei_sandbox_dropped_log_lines_total 7"#,
             "sei_module_steps_deferred_total 0",
             "sei_idle_checks_total 0",

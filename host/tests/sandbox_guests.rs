@@ -194,6 +194,53 @@ async fn log_flood_is_capped_and_counted() {
     assert_eq!(kept as u64 + r.dropped_log_bytes, 10_000 * 1024, "every byte is kept or counted as dropped");
 }
 
+/// An API server that refuses the controller every request (as kube-apiserver does right after
+/// a restart, until its RBAC caches have synced).
+struct RefusingKube;
+
+fn refused() -> KubeAdapterError {
+    KubeAdapterError::Forbidden("configmaps \"peers\" is forbidden: RBAC: informers not synced".into())
+}
+
+#[async_trait]
+impl KubeAdapter for RefusingKube {
+    async fn get(&self, _: &TypeRef, _: &str, _: &str) -> Result<Option<String>, KubeAdapterError> {
+        Err(refused())
+    }
+    async fn list(&self, _: &TypeRef, _: &str, _: Option<&str>, _: ListLimits) -> Listed {
+        Listed { result: Err(refused()), requests: 1 }
+    }
+    async fn create(&self, _: &TypeRef, _: &str, _: serde_json::Value, _: &str) -> Result<String, KubeAdapterError> {
+        Err(refused())
+    }
+    async fn apply(&self, _: &TypeRef, _: &str, _: &str, _: serde_json::Value, _: &str) -> Result<String, KubeAdapterError> {
+        Err(refused())
+    }
+    async fn delete(&self, _: &TypeRef, _: &str, _: &str, _: Option<&str>) -> Result<bool, KubeAdapterError> {
+        Err(refused())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_refusal_reaches_the_module_as_unavailable_and_is_counted() {
+    let f = fixture().await;
+    let digest = f.well_behaved.digest.to_string();
+    let refusals = || f.sandbox.metrics().api_refused_counts().get(&digest).copied().unwrap_or(0);
+    let before = refusals();
+    let env = RunEnv { scope: Scope::for_node("sei", "rpc"), kube: Arc::new(RefusingKube), sidecar: None, members: None };
+    let r = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env).await;
+    match &r.outcome {
+        Err(e @ RunError::Unavailable(m)) => {
+            assert!(m.contains("refused the controller's request") && m.contains("informers not synced"), "{m}");
+            assert!(!e.is_retryable(), "waits without spending the retry budget (plan_step), not retried as a failure");
+        }
+        other => panic!("the refused call must make the step wait as unavailable: {other:?}"),
+    }
+    assert_eq!(r.host_calls.len(), 1);
+    assert!(!r.host_calls[0].outcome.starts_with("denied:"), "the guard allowed the call: {:?}", r.host_calls[0]);
+    assert_eq!(refusals(), before + 1, "the refusal is counted for the module");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escape_namespace_is_denied_and_counted() {
     let before = fixture().await.sandbox.metrics().denied_total();

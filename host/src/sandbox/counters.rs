@@ -1,5 +1,5 @@
-//! Counters of the sandbox: steps by task type, denied host calls by module and reason, dropped
-//! log bytes and lines, host and log calls by module, exhausted per-step budgets by module. One short lock per step (the per-type step map); denied calls take another lock
+//! Counters of the sandbox: steps by task type, denied host calls by module and reason, host
+//! calls the API server refused by module, dropped log bytes and lines, host and log calls by module, exhausted per-step budgets by module. One short lock per step (the per-type step map); denied calls take another lock
 //! only on that (rare) path. Exported to Prometheus by the controller.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,8 @@ pub struct SandboxMetrics {
     /// (module digest) → (host calls, log calls).
     calls: Mutex<BTreeMap<String, (u64, u64)>>,
     budgets: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (module digest) → host calls the API server refused (401/403).
+    api_refused: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SandboxMetrics {
@@ -39,6 +41,16 @@ impl SandboxMetrics {
     /// Steps stopped by a budget so far, by (module digest, budget).
     pub fn budget_counts(&self) -> BTreeMap<(String, &'static str), u64> {
         self.budgets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Count one host call of `module_digest` that the guard allowed and the API server refused.
+    pub fn api_refused(&self, module_digest: &str) {
+        *self.api_refused.lock().unwrap_or_else(|p| p.into_inner()).entry(module_digest.to_string()).or_default() += 1;
+    }
+
+    /// Host calls the API server refused so far, by module digest.
+    pub fn api_refused_counts(&self) -> BTreeMap<String, u64> {
+        self.api_refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Count one denied host call of `module_digest` for `reason` (`capability`, `namespace`,

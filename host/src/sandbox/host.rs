@@ -161,6 +161,8 @@ pub struct TaskCtx {
     /// The last `panic: …` line the guest logged, kept even when the line itself was dropped.
     pub panic_message: Option<String>,
     pub denials: u32,
+    /// Host calls the API server refused (401/403), logged like denials.
+    pub api_refusals: u32,
     /// The module's request bucket (`None`: not rate-limited).
     pub requests: Option<Arc<RequestBucket>>,
     /// A group task's member sidecars.
@@ -197,6 +199,7 @@ impl TaskCtx {
             dropped_log_lines: 0,
             panic_message: None,
             denials: 0,
+            api_refusals: 0,
             requests: None,
             members: None,
             limits,
@@ -264,6 +267,28 @@ impl TaskCtx {
             text::safe(&denial.message, 1024),
             if self.denials == MAX_LOGGED_DENIALS { " (further denials of this step are counted, not logged)" } else { "" }
         );
+    }
+
+    /// The module's view of an adapter error (`kube_error`); the API server's refusal of the
+    /// controller is counted (`sandbox_api_refused_calls_total`) and logged (rate-limited like a
+    /// denial), since the module only sees it as `unavailable`.
+    fn kube_answer(&mut self, e: KubeAdapterError) -> kube::KubeError {
+        if let KubeAdapterError::Forbidden(message) = &e {
+            self.api_refusals += 1;
+            self.metrics.api_refused(&self.module_digest);
+            if self.api_refusals <= MAX_LOGGED_DENIALS {
+                tracing::warn!(
+                    task_type = %self.task_type,
+                    module = %self.module_name,
+                    module_digest = %self.module_digest,
+                    node = %format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name),
+                    "the API server refused the controller's request (the step waits): {}{}",
+                    text::safe(message, 1024),
+                    if self.api_refusals == MAX_LOGGED_DENIALS { " (further refusals of this step are counted, not logged)" } else { "" }
+                );
+            }
+        }
+        kube_error(e)
     }
 
     /// The `sei.io/module-digest` annotation on an object about to be written.
@@ -513,7 +538,7 @@ impl TaskCtx {
             return Ok(Err(kube::KubeError::Denied(d.message)));
         }
         self.record("kube", &desc.0, &outcome_of(&res), started);
-        Ok(res.map_err(kube_error))
+        Ok(res.map_err(|e| self.kube_answer(e)))
     }
 
     /// A group task sees only what its group owns alone (only the owner references are parsed).
@@ -596,7 +621,7 @@ impl TaskCtx {
             items.retain(|item| self.group_owns(item, &desc).is_ok());
         }
         self.record("kube", &desc, &outcome_of(&res), started);
-        Ok(res.map_err(kube_error))
+        Ok(res.map_err(|e| self.kube_answer(e)))
     }
 
     pub async fn kube_create(&mut self, object: BoundedStr<MAX_OBJECT_LIFT>) -> KubeResult<String> {
@@ -611,7 +636,7 @@ impl TaskCtx {
         }
         let res = self.kube.create(&ty, &ns, object, &self.field_manager()).await;
         self.record("kube", &format!("create {}/{} {ns}/{name}", ty.api_version, ty.kind), &outcome_of(&res), started);
-        Ok(res.map_err(kube_error))
+        Ok(res.map_err(|e| self.kube_answer(e)))
     }
 
     pub async fn kube_apply(&mut self, object: BoundedStr<MAX_OBJECT_LIFT>) -> KubeResult<String> {
@@ -644,7 +669,7 @@ impl TaskCtx {
             Ok(Existing::NotChecked) => self.kube.apply(&ty, &ns, &name, object, &manager).await,
         };
         self.record("kube", &format!("{desc} as {manager}"), &outcome_of(&res), started);
-        Ok(res.map_err(kube_error))
+        Ok(res.map_err(|e| self.kube_answer(e)))
     }
 
     pub async fn kube_delete(&mut self, r: GuestObjectRef) -> KubeResult<bool> {
@@ -670,7 +695,7 @@ impl TaskCtx {
         };
         let res = self.kube.delete(&ty, &ns, &desc.1, uid.as_deref()).await;
         self.record("kube", &desc.0, &outcome_of(&res), started);
-        Ok(res.map_err(kube_error))
+        Ok(res.map_err(|e| self.kube_answer(e)))
     }
 
     /// When the node's uid is known, read the stored object (one more request: charged to the
@@ -699,7 +724,7 @@ impl TaskCtx {
             Ok(stored) => stored,
             Err(e) => {
                 self.record("kube", desc, &format!("error: {e}"), started);
-                return Ok(Err(kube_error(e)));
+                return Ok(Err(self.kube_answer(e)));
             }
         };
         let Some(stored) = stored else { return Ok(Ok(Existing::Absent)) };
