@@ -365,7 +365,7 @@ mod tests {
         sandbox.denied("abc", "namespace");
         sandbox.record_calls("abc", 64, 3);
         sandbox.budget_exceeded("abc", crate::sandbox::limits::Budget::HostCalls);
-        sandbox.api_refused("abc");
+        sandbox.api_refused("abc", std::time::Instant::now());
         sandbox.dropped_log_lines.fetch_add(7, Ordering::Relaxed);
         let t = Telemetry::new(Some(sandbox));
         t.record_node("sei", "rpc", "Running", true);

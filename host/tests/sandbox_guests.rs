@@ -199,7 +199,9 @@ async fn log_flood_is_capped_and_counted() {
 struct RefusingKube;
 
 fn refused() -> KubeAdapterError {
-    KubeAdapterError::Forbidden("configmaps \"peers\" is forbidden: RBAC: informers not synced".into())
+    KubeAdapterError::Refused(
+        r#"configmaps "peers" is forbidden: User "system:serviceaccount:sei-system:sei-operator" cannot get resource "configmaps""#.into(),
+    )
 }
 
 #[async_trait]
@@ -231,7 +233,7 @@ async fn the_api_servers_refusal_reaches_the_module_as_unavailable_and_is_counte
     let r = f.sandbox.run(&f.well_behaved, input("echo", r#"{"configmap":"peers"}"#), &env).await;
     match &r.outcome {
         Err(e @ RunError::Unavailable(m)) => {
-            assert!(m.contains("refused the controller's request") && m.contains("informers not synced"), "{m}");
+            assert!(m.contains("refused the controller's request") && m.contains("cannot get resource"), "{m}");
             assert!(!e.is_retryable(), "waits without spending the retry budget (plan_step), not retried as a failure");
         }
         other => panic!("the refused call must make the step wait as unavailable: {other:?}"),

@@ -32,8 +32,15 @@ pub enum KubeAdapterError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A 403 from an admission plugin (quota, pod security, a terminating namespace, a webhook):
+    /// about the object, so it stays.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The API server refused the controller itself: 401, a 403 from the authorizer (`User "…"
+    /// cannot …`), or one from an admission plugin not yet ready. A restarted kube-apiserver
+    /// answers so until its caches have synced; an RBAC gap answers so until it is granted.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("invalid: {0}")]
     Invalid(String),
     #[error("unavailable: {0}")]
@@ -261,15 +268,25 @@ impl KubeClientAdapter {
     }
 }
 
-/// The error of an answer with HTTP status `code`.
+/// The error of an answer with HTTP status `code` (`error_of_each_answer`).
 fn error_of(code: u16, message: String) -> KubeAdapterError {
     match code {
         404 => KubeAdapterError::NotFound,
         409 => KubeAdapterError::Conflict(message),
-        401 | 403 => KubeAdapterError::Forbidden(message),
+        401 => KubeAdapterError::Refused(message),
+        403 if refuses_the_caller(&message) => KubeAdapterError::Refused(message),
+        403 => KubeAdapterError::Forbidden(message),
         400 | 422 => KubeAdapterError::Invalid(message),
         _ => KubeAdapterError::Unavailable(format!("{code} {message}")),
     }
+}
+
+/// Whether a 403's message is the authorizer's (`<resource> "<name>" is forbidden: User "<user>"
+/// cannot <verb> resource …`, the format of kube-apiserver's forbidden responses) or an admission
+/// plugin's "not yet ready to handle request" (a restarted API server warming up), rather than an
+/// admission plugin's refusal of the object.
+fn refuses_the_caller(message: &str) -> bool {
+    (message.contains(" is forbidden: User \"") && message.contains(" cannot ")) || message.contains("not yet ready to handle request")
 }
 
 fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
@@ -500,6 +517,34 @@ pub fn kube_error_label(e: &::kube::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_of_each_answer() {
+        let refused = |m: &str| KubeAdapterError::Refused(m.into());
+        let forbidden = |m: &str| KubeAdapterError::Forbidden(m.into());
+        let rbac = r#"configmaps "peers" is forbidden: User "system:serviceaccount:sei-system:sei-operator" cannot get resource "configmaps" in API group "" in the namespace "sei""#;
+        let rbac_list = r#"persistentvolumeclaims is forbidden: User "system:serviceaccount:sei-system:x" cannot list resource "persistentvolumeclaims" in API group "" at the cluster scope: RBAC: clusterrole.rbac.authorization.k8s.io "x" not found"#;
+        let warming = r#"persistentvolumeclaims "data-rpc" is forbidden: not yet ready to handle request"#;
+        let quota = r#"persistentvolumeclaims "data-rpc" is forbidden: exceeded quota: storage, requested: requests.storage=2000Gi, used: requests.storage=0, limited: requests.storage=100Gi"#;
+        let terminating = r#"persistentvolumeclaims "data-rpc" is forbidden: unable to create new content in namespace sei because it is being terminated"#;
+        let pod_security = r#"pods "x" is forbidden: violates PodSecurity "restricted:latest": privileged"#;
+        let cases: [(u16, &str, KubeAdapterError); 11] = [
+            (404, "gone", KubeAdapterError::NotFound),
+            (409, "exists", KubeAdapterError::Conflict("exists".into())),
+            (401, "Unauthorized", refused("Unauthorized")),
+            (403, rbac, refused(rbac)),
+            (403, rbac_list, refused(rbac_list)),
+            (403, warming, refused(warming)),
+            (403, quota, forbidden(quota)),
+            (403, terminating, forbidden(terminating)),
+            (403, pod_security, forbidden(pod_security)),
+            (422, "bad", KubeAdapterError::Invalid("bad".into())),
+            (503, "down", KubeAdapterError::Unavailable("503 down".into())),
+        ];
+        for (code, message, want) in cases {
+            assert_eq!(error_of(code, message.into()), want, "{code} {message}");
+        }
+    }
     use serde_json::json;
 
     fn cm() -> TypeRef {

@@ -185,6 +185,7 @@ fn kube_err(e: &KubeAdapterError) -> Answer {
         KubeAdapterError::NotFound => ("not-found", String::new()),
         KubeAdapterError::Conflict(m) => ("conflict", m.clone()),
         KubeAdapterError::Forbidden(m) => ("forbidden", m.clone()),
+        KubeAdapterError::Refused(m) => ("refused", m.clone()),
         KubeAdapterError::Invalid(m) => ("invalid", m.clone()),
         KubeAdapterError::Unavailable(m) => ("unavailable", m.clone()),
     };
@@ -196,6 +197,7 @@ fn kube_err_of(error: &str, message: &str) -> KubeAdapterError {
         "not-found" => KubeAdapterError::NotFound,
         "conflict" => KubeAdapterError::Conflict(message.into()),
         "forbidden" => KubeAdapterError::Forbidden(message.into()),
+        "refused" => KubeAdapterError::Refused(message.into()),
         "invalid" => KubeAdapterError::Invalid(message.into()),
         _ => KubeAdapterError::Unavailable(message.into()),
     }

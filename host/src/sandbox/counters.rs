@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+/// At most one log line per module for the API server's refusals in this interval.
+pub const API_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct SandboxMetrics {
@@ -15,8 +19,8 @@ pub struct SandboxMetrics {
     /// (module digest) → (host calls, log calls).
     calls: Mutex<BTreeMap<String, (u64, u64)>>,
     budgets: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// (module digest) → host calls the API server refused (401/403).
-    api_refused: Mutex<BTreeMap<String, u64>>,
+    /// (module digest) → host calls the API server refused (401/403), and when one was last logged.
+    api_refused: Mutex<BTreeMap<String, (u64, Option<Instant>)>>,
 }
 
 impl SandboxMetrics {
@@ -43,14 +47,24 @@ impl SandboxMetrics {
         self.budgets.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Count one host call of `module_digest` that the guard allowed and the API server refused.
-    pub fn api_refused(&self, module_digest: &str) {
-        *self.api_refused.lock().unwrap_or_else(|p| p.into_inner()).entry(module_digest.to_string()).or_default() += 1;
+    /// Count one host call of `module_digest` that the guard allowed and the API server refused;
+    /// `Some(total)` when it is to be logged: the first, then at most one per module and
+    /// `API_REFUSAL_LOG_INTERVAL` (a lasting RBAC gap refuses every waiting node's step every poll;
+    /// `api_refusals_are_logged_once_a_minute`).
+    pub fn api_refused(&self, module_digest: &str, now: Instant) -> Option<u64> {
+        let mut map = self.api_refused.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, logged) = map.entry(module_digest.to_string()).or_default();
+        *count += 1;
+        let due = logged.is_none_or(|at| now.saturating_duration_since(at) >= API_REFUSAL_LOG_INTERVAL);
+        due.then(|| {
+            *logged = Some(now);
+            *count
+        })
     }
 
     /// Host calls the API server refused so far, by module digest.
     pub fn api_refused_counts(&self) -> BTreeMap<String, u64> {
-        self.api_refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.api_refused.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(d, (n, _))| (d.clone(), *n)).collect()
     }
 
     /// Count one denied host call of `module_digest` for `reason` (`capability`, `namespace`,
@@ -78,5 +92,22 @@ impl SandboxMetrics {
     /// Steps run so far for a task type.
     pub fn steps_of(&self, task_type: &str) -> u64 {
         self.steps.lock().unwrap_or_else(|p| p.into_inner()).get(task_type).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_refusals_are_logged_once_a_minute() {
+        let m = SandboxMetrics::default();
+        let t0 = Instant::now();
+        assert_eq!(m.api_refused("a", t0), Some(1), "the first is logged");
+        assert_eq!(m.api_refused("a", t0 + Duration::from_secs(5)), None);
+        assert_eq!(m.api_refused("b", t0 + Duration::from_secs(5)), Some(1), "per module");
+        assert_eq!(m.api_refused("a", t0 + Duration::from_secs(59)), None);
+        assert_eq!(m.api_refused("a", t0 + Duration::from_secs(60)), Some(4), "a minute later, with the total");
+        assert_eq!(m.api_refused_counts(), BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 1)]), "every one counted");
     }
 }

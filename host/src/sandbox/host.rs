@@ -161,8 +161,6 @@ pub struct TaskCtx {
     /// The last `panic: …` line the guest logged, kept even when the line itself was dropped.
     pub panic_message: Option<String>,
     pub denials: u32,
-    /// Host calls the API server refused (401/403), logged like denials.
-    pub api_refusals: u32,
     /// The module's request bucket (`None`: not rate-limited).
     pub requests: Option<Arc<RequestBucket>>,
     /// A group task's member sidecars.
@@ -199,7 +197,6 @@ impl TaskCtx {
             dropped_log_lines: 0,
             panic_message: None,
             denials: 0,
-            api_refusals: 0,
             requests: None,
             members: None,
             limits,
@@ -270,23 +267,21 @@ impl TaskCtx {
     }
 
     /// The module's view of an adapter error (`kube_error`); the API server's refusal of the
-    /// controller is counted (`sandbox_api_refused_calls_total`) and logged (rate-limited like a
-    /// denial), since the module only sees it as `unavailable`.
-    fn kube_answer(&mut self, e: KubeAdapterError) -> kube::KubeError {
-        if let KubeAdapterError::Forbidden(message) = &e {
-            self.api_refusals += 1;
-            self.metrics.api_refused(&self.module_digest);
-            if self.api_refusals <= MAX_LOGGED_DENIALS {
-                tracing::warn!(
-                    task_type = %self.task_type,
-                    module = %self.module_name,
-                    module_digest = %self.module_digest,
-                    node = %format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name),
-                    "the API server refused the controller's request (the step waits): {}{}",
-                    text::safe(message, 1024),
-                    if self.api_refusals == MAX_LOGGED_DENIALS { " (further refusals of this step are counted, not logged)" } else { "" }
-                );
-            }
+    /// controller is counted (`sandbox_api_refused_calls_total`) and logged at most once a minute
+    /// per module (`SandboxMetrics::api_refused`), since the module only sees it as `unavailable`.
+    fn kube_answer(&self, e: KubeAdapterError) -> kube::KubeError {
+        if let KubeAdapterError::Refused(message) = &e
+            && let Some(total) = self.metrics.api_refused(&self.module_digest, Instant::now())
+        {
+            tracing::warn!(
+                task_type = %self.task_type,
+                module = %self.module_name,
+                module_digest = %self.module_digest,
+                node = %format!("{}/{}", self.guard.scope().namespace, self.guard.scope().node_name),
+                refusals = total,
+                "the API server refused the controller's request; the step waits (this module's refusals are logged at most once a minute): {}",
+                text::safe(message, 1024),
+            );
         }
         kube_error(e)
     }
@@ -354,22 +349,26 @@ impl TaskCtx {
     }
 }
 
-/// What a module sees of the API server's answer. The API server refusing the controller's own
-/// request (401, 403) is `unavailable`, not `denied`: the capability guard allowed the call, so
-/// the refusal is the controller's, which the module can neither cause nor fix. Right after a
-/// restart kube-apiserver refuses every request until its RBAC caches have synced; as `denied` that
-/// failed the plan of every node that made a call in that window. As `unavailable` the step
-/// waits, without spending its retries, with the refusal in the task's message (a gap in the
-/// chart's RBAC shows there until it is fixed, and nothing is lost). Guarded by
-/// `tests::the_api_servers_refusal_is_unavailable_not_denied` and, on the real RBAC authorizer,
+/// What a module sees of the API server's answer. The API server refusing the controller itself
+/// (`Refused`: 401, the authorizer's 403, an admission plugin not yet ready) is `unavailable`,
+/// not `denied`: the capability guard allowed the call, and the refusal is about the controller's
+/// identity, not the module's object. Right after a restart kube-apiserver refuses every request
+/// until its RBAC caches have synced; as `denied` that failed the plan of every node that made a
+/// call in that window. As `unavailable` the step waits, without spending its retries, with the
+/// refusal in the task's message (a gap in the chart's RBAC shows there until it is granted, and
+/// nothing is lost). An admission plugin's 403 (`Forbidden`: quota, pod security, a terminating
+/// namespace, a webhook) is about the object and stays `denied`. Guarded by
+/// `tests::the_api_servers_refusal_is_unavailable_not_denied`, `error_of_each_answer`
+/// (host/src/adapters/kube.rs) and, on the real RBAC authorizer,
 /// `a_host_call_the_api_server_refuses_waits_until_the_rbac_allows_it` (host/tests/rbac.rs).
 fn kube_error(e: KubeAdapterError) -> kube::KubeError {
     match e {
         KubeAdapterError::NotFound => kube::KubeError::NotFound,
         KubeAdapterError::Conflict(m) => kube::KubeError::Conflict(m),
-        KubeAdapterError::Forbidden(m) => kube::KubeError::Unavailable(format!(
+        KubeAdapterError::Refused(m) => kube::KubeError::Unavailable(format!(
             "the API server refused the controller's request ({m}); waiting for its RBAC caches (after a restart) or for the controller's RBAC to allow it"
         )),
+        KubeAdapterError::Forbidden(m) => kube::KubeError::Denied(format!("the API server refused: {m}")),
         KubeAdapterError::Invalid(m) => kube::KubeError::Invalid(m),
         KubeAdapterError::Unavailable(m) => kube::KubeError::Unavailable(m),
     }
@@ -1100,11 +1099,15 @@ mod tests {
 
     #[test]
     fn the_api_servers_refusal_is_unavailable_not_denied() {
-        let refused = kube_error(KubeAdapterError::Forbidden("configmaps is forbidden: RBAC: informers not synced".into()));
+        let refused =
+            kube_error(KubeAdapterError::Refused(r#"configmaps is forbidden: User "u" cannot list resource "configmaps""#.into()));
         assert!(
-            matches!(&refused, kube::KubeError::Unavailable(m) if m.contains("refused the controller's request") && m.contains("informers not synced")),
+            matches!(&refused, kube::KubeError::Unavailable(m) if m.contains("refused the controller's request") && m.contains("cannot list")),
             "{refused:?}"
         );
+        // An admission plugin's refusal is about the object: denied, as before.
+        let quota = kube_error(KubeAdapterError::Forbidden("exceeded quota: storage".into()));
+        assert!(matches!(&quota, kube::KubeError::Denied(m) if m.contains("exceeded quota")), "{quota:?}");
         // The other answers keep their meaning.
         assert!(matches!(kube_error(KubeAdapterError::NotFound), kube::KubeError::NotFound));
         assert!(matches!(kube_error(KubeAdapterError::Invalid("x".into())), kube::KubeError::Invalid(m) if m == "x"));
