@@ -88,8 +88,11 @@ async fn api_server_and_etcd_crash_mid_plan_and_every_node_still_reaches_running
     // module's host call refused then waits (`kube_error` in host/src/sandbox/host.rs), so the
     // refusals are only reported.
     let me = format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{CONTROLLER_ACCOUNT}");
-    let refused = cluster.audit_events(|e| e.user == me && (e.code == 401 || e.code == 403));
-    let refusals: Vec<String> = refused.iter().map(|e| format!("{} {} {} {}", e.code, e.verb, e.resource, e.name)).collect();
+    let refusals: Vec<String> = cluster
+        .audit_events(|e| e.user == me && (e.code == 401 || e.code == 403))
+        .iter()
+        .map(|e| format!("{} {} {} {}", e.code, e.verb, e.resource, e.name))
+        .collect();
     report.push(format!("the API server refused the controller {} times {refusals:?}", refusals.len()));
     sidecar.script("mark-ready", Script::CompleteAfter(1));
     let all_running = eventually("every node Running after both crashes", ALL_RUNNING_DEADLINE, || async {

@@ -1,6 +1,8 @@
 //! Counters of the sandbox: steps by task type, denied host calls by module and reason, host
-//! calls the API server refused by module, dropped log bytes and lines, host and log calls by module, exhausted per-step budgets by module. One short lock per step (the per-type step map); denied calls take another lock
-//! only on that (rare) path. Exported to Prometheus by the controller.
+//! calls the API server refused by module, dropped log bytes and lines, host and log calls by
+//! module, exhausted per-step budgets by module. One short lock per step (the per-type step map);
+//! denied and refused calls take another lock only on that (rare) path. Exported to Prometheus by
+//! the controller.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
