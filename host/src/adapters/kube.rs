@@ -284,9 +284,20 @@ fn error_of(code: u16, message: String) -> KubeAdapterError {
 /// Whether a 403's message is the authorizer's (`<resource> "<name>" is forbidden: User "<user>"
 /// cannot <verb> resource …`, the format of kube-apiserver's forbidden responses) or an admission
 /// plugin's "not yet ready to handle request" (a restarted API server warming up), rather than an
-/// admission plugin's refusal of the object.
+/// admission plugin's refusal of the object. Matched from the start of the message: a webhook or
+/// policy that echoes object text (`admission webhook "x" denied the request: <text>`) cannot pass
+/// for one.
 fn refuses_the_caller(message: &str) -> bool {
-    (message.contains(" is forbidden: User \"") && message.contains(" cannot ")) || message.contains("not yet ready to handle request")
+    let Some((subject, reason)) = message.split_once(" is forbidden: ") else { return false };
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '/' | ':'));
+    let subject_is_a_resource = match subject.split_once(' ') {
+        None => plain(subject),
+        Some((resource, name)) => {
+            plain(resource) && name.len() >= 2 && name.starts_with('"') && name.ends_with('"') && plain(&name[1..name.len() - 1])
+        }
+    };
+    subject_is_a_resource
+        && ((reason.starts_with("User \"") && reason.contains("\" cannot ")) || reason == "not yet ready to handle request")
 }
 
 fn map_kube_error(e: ::kube::Error) -> KubeAdapterError {
@@ -517,6 +528,7 @@ pub fn kube_error_label(e: &::kube::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn error_of_each_answer() {
@@ -528,7 +540,11 @@ mod tests {
         let quota = r#"persistentvolumeclaims "data-rpc" is forbidden: exceeded quota: storage, requested: requests.storage=2000Gi, used: requests.storage=0, limited: requests.storage=100Gi"#;
         let terminating = r#"persistentvolumeclaims "data-rpc" is forbidden: unable to create new content in namespace sei because it is being terminated"#;
         let pod_security = r#"pods "x" is forbidden: violates PodSecurity "restricted:latest": privileged"#;
-        let cases: [(u16, &str, KubeAdapterError); 11] = [
+        // Policies that echo object text a module chose: still about the object.
+        let webhook = r#"admission webhook "check.example" denied the request: bad note: x is forbidden: User "u" cannot get it"#;
+        let webhook_ready = r#"admission webhook "check.example" denied the request: bad note: not yet ready to handle request"#;
+        let policy = r#"configmaps "c" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: not yet ready to handle request"#;
+        let cases: [(u16, &str, KubeAdapterError); 14] = [
             (404, "gone", KubeAdapterError::NotFound),
             (409, "exists", KubeAdapterError::Conflict("exists".into())),
             (401, "Unauthorized", refused("Unauthorized")),
@@ -538,6 +554,9 @@ mod tests {
             (403, quota, forbidden(quota)),
             (403, terminating, forbidden(terminating)),
             (403, pod_security, forbidden(pod_security)),
+            (403, webhook, forbidden(webhook)),
+            (403, webhook_ready, forbidden(webhook_ready)),
+            (403, policy, forbidden(policy)),
             (422, "bad", KubeAdapterError::Invalid("bad".into())),
             (503, "down", KubeAdapterError::Unavailable("503 down".into())),
         ];
@@ -545,7 +564,6 @@ mod tests {
             assert_eq!(error_of(code, message.into()), want, "{code} {message}");
         }
     }
-    use serde_json::json;
 
     fn cm() -> TypeRef {
         TypeRef { api_version: "v1".into(), kind: "ConfigMap".into() }
